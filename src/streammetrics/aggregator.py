@@ -1,0 +1,515 @@
+"""Folds events and probe deltas into per-component, per-stream and system windows,
+and builds the ``Snapshot`` the handlers read.
+
+State is bounded: one ``RollingWindow`` per component and per stream, at most
+``max_components`` components (an event from one more is rejected with reason
+``cardinality`` and counted, never silently dropped), and a bounded table of open
+spans. Nothing here grows with the number of events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from typing import Final
+
+import msgspec
+
+from .events import Delta, Event, Rejection
+from .health import HealthConfig, component_health, status_for, system_health
+from .snapshot import (
+    BreakerState,
+    BreakerStatus,
+    ComponentCounts,
+    ComponentRunState,
+    ComponentStatus,
+    Latency,
+    Performance,
+    Snapshot,
+    Streaming,
+    StreamStatus,
+    Traces,
+)
+from .windows import VIEWS, RollingWindow, ViewSeconds, WindowStats
+
+__all__ = ("Aggregator", "AggregatorStatistics", "ProcessStats")
+
+_BREAKER_STATES: Final = frozenset(("closed", "open", "half_open"))
+BufferStats = Callable[[], tuple[int, int]]
+
+
+class ProcessStats(msgspec.Struct, frozen=True):
+    """What the process sampler read (psutil), or None fields when it could not."""
+
+    memory_usage_mb: float | None = None
+    cpu_usage_percent: float | None = None
+
+
+class AggregatorStatistics(msgspec.Struct, frozen=True):
+    components: int
+    streams: int
+    events_folded: int
+    deltas_folded: int
+    rejected: dict[str, int]
+    active_spans: int
+
+
+class _Breaker:
+    __slots__ = ("failure_count", "last_failure", "opened_at", "state", "time_open", "transitions")
+
+    def __init__(self) -> None:
+        self.state: BreakerState = "closed"
+        self.failure_count = 0
+        self.last_failure: float | None = None
+        self.opened_at: float | None = None  # monotonic, while not closed
+        self.time_open = 0.0
+        self.transitions = 0
+
+
+class _Component:
+    __slots__ = (
+        "breaker",
+        "heartbeat",
+        "last_activity",
+        "last_error",
+        "name",
+        "status",
+        "type",
+        "window",
+    )
+
+    def __init__(self, name: str, type_: str | None, now: float) -> None:
+        self.name = name
+        self.type = type_
+        self.window = RollingWindow(now)
+        self.status: ComponentRunState = "registered"
+        self.last_activity: float | None = None
+        self.last_error: str | None = None
+        self.heartbeat: float | None = None  # monotonic time of the last heartbeat
+        self.breaker: _Breaker | None = None
+
+
+class _Stream:
+    __slots__ = ("buffer", "from_component", "stream_name", "to_component", "window")
+
+    def __init__(
+        self,
+        now: float,
+        from_component: str | None = None,
+        to_component: str | None = None,
+        stream_name: str | None = None,
+        buffer: BufferStats | None = None,
+    ) -> None:
+        self.window = RollingWindow(now)
+        self.from_component = from_component
+        self.to_component = to_component
+        self.stream_name = stream_name
+        self.buffer = buffer
+
+
+def _latency(v: WindowStats) -> Latency:
+    return Latency(p50=v.p50, p95=v.p95, p99=v.p99, count=v.latency_count)
+
+
+class Aggregator:
+    """The rolling aggregates of one MetricsEndpoint.
+
+    ``clock`` is monotonic seconds (windows, rates), ``wall`` unix seconds (only for what
+    responses show); tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        max_components: int = 10_000,
+        max_streams: int = 10_000,
+        max_spans: int = 100_000,
+        span_timeout_s: float = 300.0,
+        observe: Collection[str] | None = None,
+        health: HealthConfig | None = None,
+        view: ViewSeconds = 60,
+    ) -> None:
+        self.clock = clock
+        self.wall = wall
+        self.health = health or HealthConfig()
+        self.view: ViewSeconds = view
+        self.max_components = max_components
+        self.max_streams = max_streams
+        self.max_spans = max_spans
+        self.span_timeout_s = span_timeout_s
+        self._observe = frozenset(observe) if observe is not None else None
+        now = clock()
+        self._started_mono = now
+        self._system = RollingWindow(now)
+        self._components: dict[str, _Component] = {}
+        self._streams: dict[str, _Stream] = {}
+        self._spans: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._traces: OrderedDict[str, None] = OrderedDict()
+        self._total_traces = 0
+        self._completed_spans = 0
+        self._expired_spans = 0
+        self._events = 0
+        self._deltas = 0
+        self._rejected: dict[str, int] = {}
+
+    # -- registration ----------------------------------------------------------------------
+
+    def register_component(self, name: str, type_: str | None = None) -> None:
+        """Make a component known before its first event (a blueprint's components)."""
+        c = self._components.get(name)
+        if c is None:
+            self._components[name] = _Component(name, type_, self.clock())
+        elif type_ is not None:
+            c.type = type_
+
+    def register_stream(
+        self,
+        key: str,
+        *,
+        from_component: str | None = None,
+        to_component: str | None = None,
+        stream_name: str | None = None,
+        buffer: BufferStats | None = None,
+    ) -> None:
+        """Make a binding known; ``buffer`` reports (used, size) of its queue."""
+        s = self._streams.get(key)
+        if s is None:
+            self._streams[key] = _Stream(
+                self.clock(), from_component, to_component, stream_name, buffer
+            )
+        else:
+            s.from_component, s.to_component = from_component, to_component
+            s.stream_name, s.buffer = stream_name, buffer
+
+    def observes(self, component: str) -> bool:
+        return self._observe is None or component in self._observe
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` reports that could not be folded (a transport's malformed bodies)."""
+        self._rejected[reason] = self._rejected.get(reason, 0) + n
+
+    def _component(self, name: str, now: float) -> _Component | None:
+        c = self._components.get(name)
+        if c is None:
+            if len(self._components) >= self.max_components:
+                return None
+            c = self._components[name] = _Component(name, None, now)
+        return c
+
+    def _stream(self, key: str, now: float) -> _Stream | None:
+        s = self._streams.get(key)
+        if s is None:
+            if len(self._streams) >= self.max_streams:
+                return None
+            s = self._streams[key] = _Stream(now, stream_name=key)
+        return s
+
+    # -- folding ---------------------------------------------------------------------------
+
+    def fold_events(self, events: Sequence[Event]) -> list[Rejection]:
+        """Fold events; returns the ones that could not be (and counts them by reason)."""
+        now = self.clock()
+        wall = self.wall()
+        rejected: list[Rejection] = []
+        system = self._system
+        for i, ev in enumerate(events):
+            if self._observe is not None and ev.component not in self._observe:
+                continue
+            c = self._component(ev.component, now)
+            if c is None:
+                self.reject("cardinality")
+                rejected.append(
+                    Rejection(
+                        i,
+                        f"events[{i}].component",
+                        f"component limit {self.max_components} reached; "
+                        f"{ev.component!r} not registered",
+                    )
+                )
+                continue
+            self._events += 1
+            c.last_activity = ev.timestamp if ev.timestamp is not None else wall
+            kind = ev.kind
+            if kind == "processed":
+                c.window.add(now, ev.count, 0, 0, ev.bytes, ev.latency)
+                system.add(now, ev.count, 0, 0, ev.bytes, ev.latency)
+                if c.status == "registered":
+                    c.status = "running"
+            elif kind == "error":
+                c.window.add(now, 0, ev.count, 0, ev.bytes, ev.latency)
+                system.add(now, 0, ev.count, 0, ev.bytes, ev.latency)
+                if ev.detail is not None:
+                    c.last_error = ev.detail
+                if c.status == "registered":
+                    c.status = "running"
+            elif kind == "started":
+                c.status = "running"
+            elif kind == "stopped":
+                c.status = "failed" if ev.detail == "failed" else "stopped"
+            elif kind == "heartbeat":
+                c.heartbeat = now
+                if c.status in ("registered", "stopped"):
+                    c.status = "running"
+            elif kind == "breaker":
+                if ev.detail not in _BREAKER_STATES:
+                    self.reject("malformed")
+                    rejected.append(
+                        Rejection(
+                            i,
+                            f"events[{i}].detail",
+                            f"a breaker event's detail is closed, open or half_open, "
+                            f"got {ev.detail!r}",
+                        )
+                    )
+                    continue
+                self._breaker_to(c, ev.detail, now, wall)  # type: ignore[arg-type]
+            elif kind == "span_start":
+                self._span_start(ev, now)
+            else:  # span_end
+                self._span_end(c, ev, now)
+            if ev.stream is not None and kind in ("processed", "error"):
+                s = self._stream(ev.stream, now)
+                if s is None:
+                    self.reject("cardinality")
+                else:
+                    s.window.add(now, 0, 0, ev.count, ev.bytes)
+        return rejected
+
+    def fold_deltas(self, deltas: Sequence[Delta]) -> None:
+        """Fold probe deltas: per delta O(histogram buckets), whatever it counted."""
+        now = self.clock()
+        wall = self.wall()
+        system = self._system
+        for d in deltas:
+            if self._observe is not None and d.component not in self._observe:
+                continue
+            c = self._component(d.component, now)
+            if c is None:
+                self.reject("cardinality")
+                continue
+            self._deltas += 1
+            c.last_activity = wall
+            if c.status == "registered":
+                c.status = "running"
+            if d.stream is not None:
+                s = self._stream(d.stream, now)
+                if s is None:
+                    self.reject("cardinality")
+                else:
+                    s.window.add(now, 0, 0, d.messages, d.bytes)
+                system.add(now, 0, 0, d.messages, 0)
+                continue
+            c.window.add(now, d.processed, d.errors, d.messages, d.bytes)
+            system.add(now, d.processed, d.errors, d.messages, d.bytes)
+            if d.latency_counts is not None:
+                c.window.add_histogram(now, d.latency_counts, d.latency_sum)
+                system.add_histogram(now, d.latency_counts, d.latency_sum)
+            if d.last_error is not None:
+                c.last_error = d.last_error
+
+    def _breaker_to(self, c: _Component, state: BreakerState, now: float, wall: float) -> None:
+        b = c.breaker
+        if b is None:
+            b = c.breaker = _Breaker()
+        if state == b.state:
+            return
+        b.transitions += 1
+        if state == "open":
+            b.failure_count += 1
+            b.last_failure = wall
+        if b.state == "closed":
+            b.opened_at = now
+        elif state == "closed" and b.opened_at is not None:
+            b.time_open += now - b.opened_at
+            b.opened_at = None
+        b.state = state
+
+    def _span_start(self, ev: Event, now: float) -> None:
+        if ev.trace_id is not None and ev.trace_id not in self._traces:
+            self._total_traces += 1
+            self._traces[ev.trace_id] = None
+            if len(self._traces) > self.max_spans:
+                self._traces.popitem(last=False)
+        if ev.span_id is not None:
+            self._spans[(ev.component, ev.span_id)] = now
+            if len(self._spans) > self.max_spans:
+                self._spans.popitem(last=False)
+                self._expired_spans += 1
+
+    def _span_end(self, c: _Component, ev: Event, now: float) -> None:
+        started = self._spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
+        self._completed_spans += 1
+        latency = (
+            ev.latency
+            if ev.latency is not None
+            else (now - started if started is not None else None)
+        )
+        if latency is not None:
+            c.window.add(now, latency=latency)
+            self._system.add(now, latency=latency)
+
+    def _expire_spans(self, now: float) -> None:
+        limit = now - self.span_timeout_s
+        spans = self._spans
+        while spans:
+            key, started = next(iter(spans.items()))
+            if started >= limit:
+                break
+            del spans[key]
+            self._expired_spans += 1
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def statistics(self) -> AggregatorStatistics:
+        return AggregatorStatistics(
+            components=len(self._components),
+            streams=len(self._streams),
+            events_folded=self._events,
+            deltas_folded=self._deltas,
+            rejected=dict(self._rejected),
+            active_spans=len(self._spans),
+        )
+
+    def snapshot(
+        self,
+        process: ProcessStats | None = None,
+        errors: Sequence[str] = (),
+        view: ViewSeconds | None = None,
+    ) -> Snapshot:
+        """The figures as of now. Cost grows with components and streams, not events."""
+        view = view or self.view
+        now = self.clock()
+        wall = self.wall()
+        process = process or ProcessStats()
+        self._expire_spans(now)
+        hc = self.health
+        key = f"{view}s"
+        details: dict[str, ComponentStatus] = {}
+        breakers: dict[str, BreakerStatus] = {}
+        histograms: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
+        reasons = []
+        scores = []
+        healthy = running = 0
+        for name, c in self._components.items():
+            w = c.window
+            views = {f"{s}s": w.view(now, s) for s in VIEWS}
+            v = views[key]
+            b = c.breaker
+            bstate: BreakerState = b.state if b is not None else "closed"
+            hb_age = now - c.heartbeat if c.heartbeat is not None else None
+            score, ded = component_health(
+                name,
+                status=c.status,
+                error_rate=v.error_rate,
+                breaker=bstate,
+                heartbeat_age=hb_age,
+                config=hc,
+            )
+            ok = score >= hc.healthy_threshold
+            healthy += ok
+            running += c.status == "running"
+            scores.append(score)
+            reasons += ded
+            processed, errs, _m, _b, _lc, lsum = w.totals()
+            details[name] = ComponentStatus(
+                is_healthy=ok,
+                items_processed=processed,
+                errors_encountered=errs,
+                status=c.status,
+                last_activity=c.last_activity,
+                type=c.type,
+                health=score,
+                items_per_second=v.items_per_second,
+                error_rate=v.error_rate,
+                latency=_latency(v),
+                last_error=c.last_error,
+                windows=views,
+            )
+            if b is not None:
+                open_for = b.time_open + (now - b.opened_at if b.opened_at is not None else 0.0)
+                breakers[name] = BreakerStatus(
+                    state=b.state,
+                    failure_count=b.failure_count,
+                    last_failure=b.last_failure,
+                    time_open_seconds=open_for,
+                    transitions=b.transitions,
+                )
+            else:
+                breakers[name] = BreakerStatus("closed", 0, None, 0.0, 0)
+            histograms[name] = w.total_histogram()
+            sums[name] = lsum
+        score, sys_ded = system_health(
+            scores,
+            memory_mb=process.memory_usage_mb,
+            cpu_percent=process.cpu_usage_percent,
+            config=hc,
+        )
+        reasons += sys_ded
+        streams: dict[str, StreamStatus] = {}
+        total_messages = 0
+        message_rate = 0.0
+        active = 0
+        for skey, s in self._streams.items():
+            sv = s.window.view(now, view)
+            msgs = s.window.totals()[2]
+            used = size = None
+            if s.buffer is not None:
+                try:
+                    used, size = s.buffer()
+                except Exception as exc:  # a binding that went away must not break the page
+                    errors = [*errors, f"stream {skey}: buffer statistics failed: {exc!r}"]
+            streams[skey] = StreamStatus(
+                total_messages=msgs,
+                message_rate=sv.message_rate,
+                from_component=s.from_component,
+                to_component=s.to_component,
+                stream_name=s.stream_name,
+                buffer_used=used,
+                buffer_size=size,
+            )
+            total_messages += msgs
+            message_rate += sv.message_rate
+            active += sv.messages > 0 or s.buffer is not None
+        sv = self._system.view(now, view)
+        return Snapshot(
+            timestamp=wall,
+            uptime_seconds=now - self._started_mono,
+            health_score=score,
+            system_status=status_for(score, critical_firing=False, config=hc),
+            components=ComponentCounts(total=len(details), healthy=healthy, running=running),
+            detailed_components=details,
+            circuit_breakers=breakers,
+            streaming=Streaming(
+                active_streams=active,
+                total_messages=total_messages,
+                message_rate=message_rate,
+                streams=streams,
+            ),
+            performance=Performance(
+                error_rate=sv.error_rate,
+                memory_usage_mb=process.memory_usage_mb,
+                cpu_usage_percent=process.cpu_usage_percent,
+                items_per_second=sv.items_per_second,
+                message_rate=sv.message_rate,
+                latency=_latency(sv),
+                window_seconds=view,
+            ),
+            traces=Traces(
+                total_traces=self._total_traces,
+                active_spans=len(self._spans),
+                completed_spans=self._completed_spans,
+                expired_spans=self._expired_spans,
+            ),
+            alerts=[],
+            recommendations=[],
+            reasons=reasons,
+            rejected=dict(self._rejected),
+            errors=list(errors),
+            total_histogram=self._system.total_histogram(),
+            component_histograms=histograms,
+            latency_sums=sums,
+        )

@@ -1,0 +1,93 @@
+"""The event bus: where probes and external producers hand their reports to the sinks.
+
+Folding is synchronous and on the caller's thread (the event loop): a sink is an
+in-memory aggregate, so there is nothing to wait for, and one thread owning the
+aggregates needs no locks. Probes are pulled on the bus's tick (``flush``), never
+pushed per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from .events import Delta, Event, Rejection
+from .probe import Probe
+
+__all__ = ("BusStatistics", "EventBus", "Sink")
+
+
+class Sink(Protocol):
+    """Something that folds reports: an ``Aggregator``, or a test's recorder."""
+
+    def fold_events(self, events: Sequence[Event]) -> list[Rejection]: ...
+
+    def fold_deltas(self, deltas: Sequence[Delta]) -> None: ...
+
+
+class BusStatistics(msgspec.Struct, frozen=True):
+    probes: int
+    sinks: int
+    flushes: int
+    events_published: int
+    deltas_published: int
+
+
+class EventBus:
+    """Fan-out from probes and producers to every subscribed sink."""
+
+    def __init__(self) -> None:
+        self._sinks: list[Sink] = []
+        self._probes: dict[str, Probe] = {}
+        self._flushes = 0
+        self._events = 0
+        self._deltas = 0
+
+    def subscribe(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def unsubscribe(self, sink: Sink) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def probe(self, component: str) -> Probe:
+        """The probe of ``component`` (one per name, made on first ask)."""
+        p = self._probes.get(component)
+        if p is None:
+            p = self._probes[component] = Probe(component)
+        return p
+
+    def publish(self, events: Sequence[Event]) -> list[Rejection]:
+        """Fold events into every sink; returns the rejections of the first sink."""
+        self._events += len(events)
+        rejected: list[Rejection] | None = None
+        for sink in self._sinks:
+            r = sink.fold_events(events)
+            if rejected is None:
+                rejected = r
+        return rejected or []
+
+    def publish_deltas(self, deltas: Sequence[Delta]) -> None:
+        self._deltas += len(deltas)
+        for sink in self._sinks:
+            sink.fold_deltas(deltas)
+
+    def flush(self) -> None:
+        """Pull every probe's counts into the sinks."""
+        self._flushes += 1
+        deltas: list[Delta] = []
+        for p in self._probes.values():
+            deltas += p.flush()
+        if deltas:
+            self.publish_deltas(deltas)
+
+    def statistics(self) -> BusStatistics:
+        return BusStatistics(
+            probes=len(self._probes),
+            sinks=len(self._sinks),
+            flushes=self._flushes,
+            events_published=self._events,
+            deltas_published=self._deltas,
+        )

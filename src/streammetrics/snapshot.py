@@ -1,0 +1,166 @@
+"""What the handlers read: the figures of one instant, as msgspec Structs.
+
+Field names are the specification's (``health_score``, ``detailed_components``,
+``items_processed``…); fields beyond it are added, none renamed. A snapshot is
+immutable and built at most once per tick, so every route of one tick agrees and no
+handler ever walks raw events.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from .windows import WindowStats
+
+__all__ = (
+    "Alert",
+    "BreakerState",
+    "BreakerStatus",
+    "ComponentCounts",
+    "ComponentStatus",
+    "Deduction",
+    "Performance",
+    "Recommendation",
+    "Snapshot",
+    "Status",
+    "StreamStatus",
+    "Streaming",
+    "Traces",
+)
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+BreakerState = Literal["closed", "open", "half_open"]
+ComponentRunState = Literal["registered", "running", "stopped", "failed"]
+
+
+class Latency(msgspec.Struct, frozen=True, gc=False):
+    """Latency quantiles in seconds over the default window; null when nothing was timed."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    count: int
+
+
+class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
+    is_healthy: bool
+    items_processed: int
+    errors_encountered: int
+    status: ComponentRunState
+    last_activity: float | None
+    """Unix seconds of the last event from this component."""
+    type: str | None
+    health: float
+    """This component's own score, 0.0 to 1.0."""
+    items_per_second: float
+    error_rate: float
+    latency: Latency
+    last_error: str | None
+    windows: dict[str, WindowStats]
+    """The 10s, 60s and 300s views."""
+
+
+class BreakerStatus(msgspec.Struct, frozen=True, gc=False):
+    state: BreakerState
+    failure_count: int
+    last_failure: float | None
+    """Unix seconds of the last failure, or null."""
+    time_open_seconds: float
+    """Seconds spent open (or half-open) in total."""
+    transitions: int
+
+
+class StreamStatus(msgspec.Struct, frozen=True, gc=False):
+    total_messages: int
+    message_rate: float
+    from_component: str | None
+    to_component: str | None
+    stream_name: str | None
+    buffer_used: int | None
+    buffer_size: int | None
+
+
+class Streaming(msgspec.Struct, frozen=True, gc=False):
+    active_streams: int
+    total_messages: int
+    message_rate: float
+    streams: dict[str, StreamStatus]
+
+
+class Performance(msgspec.Struct, frozen=True, gc=False):
+    error_rate: float
+    memory_usage_mb: float | None
+    cpu_usage_percent: float | None
+    items_per_second: float
+    message_rate: float
+    latency: Latency
+    window_seconds: int
+
+
+class Traces(msgspec.Struct, frozen=True, gc=False):
+    total_traces: int
+    active_spans: int
+    completed_spans: int
+    expired_spans: int
+
+
+class Alert(msgspec.Struct, frozen=True, gc=False):
+    level: Literal["warning", "critical"]
+    message: str
+    component: str | None
+    timestamp: float
+    name: str = ""
+    state: Literal["pending", "firing", "resolved"] = "firing"
+    since: float | None = None
+    value: float | None = None
+    resolved_at: float | None = None
+
+
+class Recommendation(msgspec.Struct, frozen=True, gc=False):
+    type: Literal["performance", "reliability", "capacity"]
+    message: str
+    component: str | None
+    figure: str | None = None
+    value: float | None = None
+
+
+class Deduction(msgspec.Struct, frozen=True, gc=False):
+    """One reason the health score is below 1.0."""
+
+    component: str | None
+    reason: str
+    penalty: float
+
+
+class ComponentCounts(msgspec.Struct, frozen=True, gc=False):
+    total: int
+    healthy: int
+    running: int
+
+
+class Snapshot(msgspec.Struct, frozen=True, gc=False):
+    timestamp: float
+    uptime_seconds: float
+    health_score: float
+    system_status: Status
+    components: ComponentCounts
+    detailed_components: dict[str, ComponentStatus]
+    circuit_breakers: dict[str, BreakerStatus]
+    streaming: Streaming
+    performance: Performance
+    traces: Traces
+    alerts: list[Alert]
+    recommendations: list[Recommendation]
+    reasons: list[Deduction]
+    rejected: dict[str, int]
+    """Events that could not be folded, by reason (malformed, cardinality…)."""
+    errors: list[str]
+    """Collectors that failed while this snapshot was built; the rest is still here."""
+    total_histogram: list[int]
+    """System-wide lifetime latency bucket counts (over ``windows.LATENCY_BOUNDS``)."""
+    component_histograms: dict[str, list[int]]
+    """Per-component lifetime latency bucket counts, for Prometheus histograms."""
+    latency_sums: dict[str, float]
+    """Per-component lifetime latency sums, for Prometheus histograms."""

@@ -1,0 +1,379 @@
+"""Rolling time windows: counts and a latency histogram over the last 10 s, 60 s and 300 s.
+
+A window is a ring of one-second slots (sixty of them) feeding a ring of ten-second
+slots (thirty of them). Folding touches only the slot in progress, so it costs O(1)
+whatever the traffic; each view keeps a running sum of its completed slots, added to
+when a slot completes and subtracted from when it leaves the view, so reading costs
+O(histogram buckets), never O(events) or O(slots). Memory is bounded by the slot count.
+
+The 10 s and 60 s views expire with one-slot (1 s) precision; the 300 s view with
+ten-slot (10 s) precision and says how many seconds it really covers, so rates are
+exact for what is inside. Every statistic of a view shares that one definition: the
+count, the rate and the quantiles expire together (micrometer #3298). An empty view
+says so: rate 0 and quantiles ``None`` (dropwizard #1030).
+
+Events are windowed by arrival time, like statsd: a late event counts in the slot
+in progress, never in one that a reader may already have seen.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Final, Literal
+
+import msgspec
+
+__all__ = (
+    "LATENCY_BOUNDS",
+    "N_BUCKETS",
+    "VIEWS",
+    "RollingWindow",
+    "ViewSeconds",
+    "WindowStats",
+    "bucket_index",
+    "quantile",
+)
+
+ViewSeconds = Literal[10, 60, 300]
+VIEWS: Final[tuple[ViewSeconds, ...]] = (10, 60, 300)
+
+#: Upper bounds (``le``) of the latency buckets in seconds: 100 µs to ~105 s, factor √2.
+LATENCY_BOUNDS: Final[tuple[float, ...]] = tuple(round(1e-4 * 2 ** (i / 2), 9) for i in range(41))
+#: Buckets per histogram: one per bound plus the ``+Inf`` bucket.
+N_BUCKETS: Final[int] = len(LATENCY_BOUNDS) + 1
+
+_FINE: Final = 60  # one-second slots
+_COARSE: Final = 30  # ten-second slots
+_PER_COARSE: Final = 10
+# Counters kept per slot, in this order:
+_P, _E, _M, _B, _LC, _LS = range(6)
+
+_Vec = list[float]
+_Hist = list[int]
+
+
+def bucket_index(latency: float) -> int:
+    """The index of the bucket a latency falls in (``latency <= LATENCY_BOUNDS[i]``)."""
+    return bisect_left(LATENCY_BOUNDS, latency)
+
+
+def quantile(counts: Sequence[int], q: float) -> float | None:
+    """The q-quantile of a bucket histogram, interpolated like PromQL's ``histogram_quantile``.
+
+    ``None`` for an empty histogram; the largest finite bound when the rank falls in ``+Inf``.
+    """
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    cumulative = 0
+    for i, c in enumerate(counts):
+        if c and cumulative + c >= rank:
+            if i >= len(LATENCY_BOUNDS):
+                return LATENCY_BOUNDS[-1]
+            lower = LATENCY_BOUNDS[i - 1] if i else 0.0
+            upper = LATENCY_BOUNDS[i]
+            return lower + (upper - lower) * ((rank - cumulative) / c)
+        cumulative += c
+    return LATENCY_BOUNDS[-1]
+
+
+class WindowStats(msgspec.Struct, frozen=True, gc=False):
+    """One view of a window, read at one instant."""
+
+    window_seconds: int
+    """The nominal length of the view: 10, 60 or 300."""
+    span_seconds: float
+    """The seconds the figures really cover (shorter while the window is young)."""
+    processed: int
+    errors: int
+    messages: int
+    bytes: int
+    latency_count: int
+    latency_sum: float
+    items_per_second: float
+    """Processed items per second over ``span_seconds``."""
+    message_rate: float
+    """Stream messages per second over ``span_seconds``."""
+    error_rate: float
+    """errors / (processed + errors); 0.0 when nothing happened."""
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+def _vec() -> _Vec:
+    return [0, 0, 0, 0, 0, 0.0]
+
+
+def _add(into: _Vec, v: _Vec) -> None:
+    for i in range(6):
+        into[i] += v[i]
+
+
+def _sub(into: _Vec, v: _Vec) -> None:
+    for i in range(6):
+        into[i] -= v[i]
+
+
+def _hadd(into: _Hist | None, h: _Hist) -> _Hist:
+    if into is None:
+        return list(h)
+    for i, c in enumerate(h):
+        if c:
+            into[i] += c
+    return into
+
+
+def _hsub(into: _Hist | None, h: _Hist) -> _Hist | None:
+    if into is None:  # pragma: no cover - a subtracted slot was always added first
+        return None
+    for i, c in enumerate(h):
+        if c:
+            into[i] -= c
+    return into
+
+
+_Slot = tuple[_Vec, "_Hist | None"]
+
+
+class RollingWindow:
+    """Counts, errors, stream messages, bytes and latencies over rolling 10/60/300 s views.
+
+    The clock is the caller's: every method takes ``now`` (``time.monotonic()`` seconds),
+    so tests drive it by hand and one clock read serves many windows.
+    """
+
+    __slots__ = (
+        "_cc",
+        "_cch",
+        "_coarse",
+        "_cur",
+        "_curh",
+        "_fine",
+        "_res",
+        "_start",
+        "_tick",
+        "_tot",
+        "_toth",
+        "_v10",
+        "_v10h",
+        "_v60",
+        "_v60h",
+        "_v300",
+        "_v300h",
+    )
+
+    def __init__(self, now: float, resolution: float = 1.0) -> None:
+        if resolution <= 0:
+            raise ValueError(f"resolution must be > 0, got {resolution!r}")
+        self._res = resolution
+        self._start = now
+        self._tick = int(now // resolution)
+        self._fine: list[_Slot | None] = [None] * _FINE
+        self._coarse: list[_Slot | None] = [None] * _COARSE
+        self._cur: _Vec = _vec()
+        self._curh: _Hist | None = None
+        self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
+        self._cc, self._tot = _vec(), _vec()  # coarse slot in progress; lifetime totals
+        self._v10h: _Hist | None = None
+        self._v60h: _Hist | None = None
+        self._v300h: _Hist | None = None
+        self._cch: _Hist | None = None
+        self._toth: _Hist | None = None
+
+    # -- folding -------------------------------------------------------------------------
+
+    def add(
+        self,
+        now: float,
+        processed: int = 0,
+        errors: int = 0,
+        messages: int = 0,
+        nbytes: int = 0,
+        latency: float | None = None,
+    ) -> None:
+        """Fold one event (or a pre-counted delta without latencies)."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        cur = self._cur
+        cur[_P] += processed
+        cur[_E] += errors
+        cur[_M] += messages
+        cur[_B] += nbytes
+        if latency is not None:
+            h = self._curh
+            if h is None:
+                h = self._curh = [0] * N_BUCKETS
+            h[bisect_left(LATENCY_BOUNDS, latency)] += 1
+            cur[_LC] += 1
+            cur[_LS] += latency
+
+    def add_histogram(self, now: float, counts: Sequence[int], latency_sum: float) -> None:
+        """Fold a pre-bucketed latency histogram (a probe's delta); ``counts`` has N_BUCKETS."""
+        if len(counts) != N_BUCKETS:
+            raise ValueError(f"expected {N_BUCKETS} bucket counts, got {len(counts)}")
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        n = 0
+        h = self._curh
+        if h is None:
+            h = self._curh = [0] * N_BUCKETS
+        for i, c in enumerate(counts):
+            if c:
+                h[i] += c
+                n += c
+        self._cur[_LC] += n
+        self._cur[_LS] += latency_sum
+
+    # -- time ------------------------------------------------------------------------------
+
+    def _advance(self, tick: int) -> None:
+        if tick - self._tick > _FINE + _COARSE * _PER_COARSE:
+            self._rotate()  # keep the slot in progress in the lifetime totals
+            self._reset(tick)
+            return
+        while self._tick < tick:
+            self._rotate()
+
+    def _reset(self, tick: int) -> None:
+        self._tick = tick
+        self._fine = [None] * _FINE
+        self._coarse = [None] * _COARSE
+        self._v10, self._v60, self._v300, self._cc = _vec(), _vec(), _vec(), _vec()
+        self._v10h = self._v60h = self._v300h = self._cch = None
+
+    def _rotate(self) -> None:
+        """Complete the slot in progress and open the next one."""
+        t = self._tick
+        t1 = t + 1
+        cur, curh = self._cur, self._curh
+        slot: _Slot | None = None
+        if curh is not None or any(cur):
+            slot = (cur, curh)
+            _add(self._v10, cur)
+            _add(self._v60, cur)
+            _add(self._cc, cur)
+            _add(self._tot, cur)
+            if curh is not None:
+                self._v10h = _hadd(self._v10h, curh)
+                self._v60h = _hadd(self._v60h, curh)
+                self._cch = _hadd(self._cch, curh)
+                self._toth = _hadd(self._toth, curh)
+            self._cur = _vec()
+            self._curh = None
+        fine = self._fine
+        old = fine[(t1 - 10) % _FINE]
+        if old is not None:  # leaves the 10 s view
+            _sub(self._v10, old[0])
+            if old[1] is not None:
+                self._v10h = _hsub(self._v10h, old[1])
+        old = fine[t1 % _FINE]
+        if old is not None:  # leaves the 60 s view, and the ring
+            _sub(self._v60, old[0])
+            if old[1] is not None:
+                self._v60h = _hsub(self._v60h, old[1])
+            fine[t1 % _FINE] = None
+        fine[t % _FINE] = slot
+        if t1 % _PER_COARSE == 0:
+            self._close_coarse(t1 // _PER_COARSE)
+        self._tick = t1
+
+    def _close_coarse(self, period: int) -> None:
+        """Enter ten-second ``period``: the one before completes, the one 30 back leaves."""
+        coarse = self._coarse
+        old = coarse[period % _COARSE]
+        if old is not None:
+            _sub(self._v300, old[0])
+            if old[1] is not None:
+                self._v300h = _hsub(self._v300h, old[1])
+            coarse[period % _COARSE] = None
+        if self._cch is not None or any(self._cc):
+            done = (self._cc, self._cch)
+            _add(self._v300, done[0])
+            if done[1] is not None:
+                self._v300h = _hadd(self._v300h, done[1])
+            coarse[(period - 1) % _COARSE] = done
+            self._cc, self._cch = _vec(), None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def view(self, now: float, seconds: ViewSeconds = 60) -> WindowStats:
+        """The figures of the last ``seconds`` (10, 60 or 300) as of ``now``."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        vec = list(self._cur)
+        hists: list[_Hist | None] = [self._curh]
+        if seconds == 10:
+            _add(vec, self._v10)
+            hists.append(self._v10h)
+            first = self._tick - 9
+        elif seconds == 60:
+            _add(vec, self._v60)
+            hists.append(self._v60h)
+            first = self._tick - (_FINE - 1)
+        elif seconds == 300:
+            _add(vec, self._v300)
+            _add(vec, self._cc)
+            hists += (self._v300h, self._cch)
+            first = (self._tick // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
+        else:
+            raise ValueError(f"a window view is 10, 60 or 300 seconds, got {seconds!r}")
+        start = max(first * self._res, self._start)
+        span = max(now - start, self._res)
+        hist = _merge(hists)
+        processed, errors = int(vec[_P]), int(vec[_E])
+        done = processed + errors
+        p50 = p95 = p99 = None
+        if hist is not None:
+            p50, p95, p99 = quantile(hist, 0.5), quantile(hist, 0.95), quantile(hist, 0.99)
+        return WindowStats(
+            window_seconds=seconds,
+            span_seconds=span,
+            processed=processed,
+            errors=errors,
+            messages=int(vec[_M]),
+            bytes=int(vec[_B]),
+            latency_count=int(vec[_LC]),
+            latency_sum=float(vec[_LS]),
+            items_per_second=processed / span,
+            message_rate=vec[_M] / span,
+            error_rate=errors / done if done else 0.0,
+            p50=p50,
+            p95=p95,
+            p99=p99,
+        )
+
+    def totals(self) -> tuple[int, int, int, int, int, float]:
+        """Lifetime (processed, errors, messages, bytes, latency_count, latency_sum)."""
+        t, c = self._tot, self._cur
+        return (
+            int(t[_P] + c[_P]),
+            int(t[_E] + c[_E]),
+            int(t[_M] + c[_M]),
+            int(t[_B] + c[_B]),
+            int(t[_LC] + c[_LC]),
+            float(t[_LS] + c[_LS]),
+        )
+
+    def total_histogram(self) -> list[int]:
+        """Lifetime latency bucket counts (not cumulative), for Prometheus histograms."""
+        out = [0] * N_BUCKETS
+        for h in (self._toth, self._curh):
+            if h is not None:
+                for i, c in enumerate(h):
+                    out[i] += c
+        return out
+
+
+def _merge(hists: list[_Hist | None]) -> _Hist | None:
+    present = [h for h in hists if h is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return [sum(cs) for cs in zip(*present, strict=True)]
