@@ -1,0 +1,208 @@
+"""YAML blueprint → typed, validated model.
+
+Validation happens all at once, before anything runs, and every error names the path of
+the bad value (``system.components[2].config.port``) and keeps it, so ``validate``
+catches what ``run`` would otherwise fail on halfway through starting.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import yaml
+
+from .errors import BlueprintError
+
+__all__ = (
+    "BindingSpec",
+    "Blueprint",
+    "ComponentDef",
+    "ComponentSpec",
+    "load_blueprint",
+    "parse_blueprint",
+)
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+PORT_OFFSET_ENV = "STREAMMETRICS_PORT_OFFSET"
+
+
+class ComponentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Name
+    """Unique within the system; used as the ``component`` label."""
+    type: str
+    """A component type: APIEndpoint (alias FastAPIEndpoint), StreamProcessor, Controller,
+    Store, Source, MetricsEndpoint."""
+    config: dict[str, Any] = {}
+    """Validated against the type's ``Config`` struct."""
+
+
+class BindingSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    from_component: Name
+    to_component: Name
+    stream_name: Name = "input"
+    buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    """Capacity of the binding's queue; a full queue makes the sender wait (backpressure)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.from_component}->{self.to_component}:{self.stream_name}"
+
+
+class SystemSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Name
+    components: list[ComponentSpec]
+    bindings: list[BindingSpec] = []
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    system: SystemSpec
+
+
+@dataclass(frozen=True)
+class ComponentDef:
+    """A component as it will run: its spec, type class and validated config."""
+
+    name: str
+    type: str
+    cls: builtins.type[Any]
+    config: Any
+    index: int
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    name: str
+    components: tuple[ComponentDef, ...]
+    bindings: tuple[BindingSpec, ...]
+    source: str | None = None
+
+    def component(self, name: str) -> ComponentDef:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def _path(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    reason, sep, where = str(exc).rpartition(" - at `")
+    if not sep:
+        return prefix, str(exc)
+    return prefix + where.rstrip("`")[1:], reason
+
+
+def _value_at(data: Any, path: str) -> Any:
+    """The bad value itself, found by walking ``path`` (best effort)."""
+    cur = data
+    for part in path.replace("]", "").replace("[", ".").split(".")[1:]:
+        try:
+            cur = cur[int(part)] if isinstance(cur, list) else cur[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return cur
+
+
+def parse_blueprint(
+    text: str, *, source: str | None = None, port_offset: int | None = None
+) -> Blueprint:
+    """Parse and validate YAML text. ``port_offset`` (or $STREAMMETRICS_PORT_OFFSET) is
+    added to every non-zero ``port``, so a test can run the seed files unchanged."""
+    from .components import component_types
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise BlueprintError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    try:
+        spec = msgspec.convert(data, _File)
+    except msgspec.ValidationError as exc:
+        path, reason = _path(exc, "")
+        path = path.lstrip(".") or "$"
+        raise BlueprintError(reason, path=path, value=_value_at(data, "$." + path)) from None
+    if port_offset is None:
+        raw = os.environ.get(PORT_OFFSET_ENV, "0")
+        try:
+            port_offset = int(raw)
+        except ValueError:
+            raise BlueprintError(
+                f"{PORT_OFFSET_ENV} must be an integer, got {raw!r}",
+                path=PORT_OFFSET_ENV,
+                value=raw,
+            ) from None
+    types = component_types()
+    system = spec.system
+    seen: dict[str, int] = {}
+    ports: dict[int, str] = {}
+    defs: list[ComponentDef] = []
+    for i, c in enumerate(system.components):
+        at = f"system.components[{i}]"
+        if c.name in seen:
+            raise BlueprintError(
+                f"duplicate component name {c.name!r} (first at system.components[{seen[c.name]}])",
+                path=f"{at}.name",
+                value=c.name,
+            )
+        seen[c.name] = i
+        cls = types.get(c.type)
+        if cls is None:
+            known = ", ".join(sorted(types))
+            raise BlueprintError(
+                f"unknown component type {c.type!r}; known types: {known}",
+                path=f"{at}.type",
+                value=c.type,
+            )
+        cfg_data = dict(c.config)
+        port = cfg_data.get("port")
+        if port_offset and isinstance(port, int) and not isinstance(port, bool) and port > 0:
+            cfg_data["port"] = port + port_offset
+        try:
+            config = msgspec.convert(cfg_data, cls.Config)
+        except msgspec.ValidationError as exc:
+            path, reason = _path(exc, f"{at}.config")
+            raise BlueprintError(
+                reason, path=path, value=_value_at(cfg_data, "$" + path[len(f"{at}.config") :])
+            ) from None
+        if cls.serves_port:
+            p = getattr(config, "port", 0)
+            if p and p in ports:
+                raise BlueprintError(
+                    f"port {p} is already used by component {ports[p]!r}",
+                    path=f"{at}.config.port",
+                    value=p,
+                )
+            if p:
+                ports[p] = c.name
+        defs.append(ComponentDef(c.name, c.type, cls, config, i))
+    keys: set[str] = set()
+    for j, b in enumerate(system.bindings):
+        at = f"system.bindings[{j}]"
+        for end in ("from_component", "to_component"):
+            target = getattr(b, end)
+            if target not in seen:
+                raise BlueprintError(
+                    f"binding names component {target!r}, which the system does not have",
+                    path=f"{at}.{end}",
+                    value=target,
+                )
+        if b.key in keys:
+            raise BlueprintError(f"duplicate binding {b.key}", path=at, value=b.key)
+        keys.add(b.key)
+    return Blueprint(system.name, tuple(defs), tuple(system.bindings), source)
+
+
+def load_blueprint(path: str | Path, *, port_offset: int | None = None) -> Blueprint:
+    """Read and validate a blueprint file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BlueprintError(f"cannot read blueprint: {exc.strerror}", path=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise BlueprintError(f"blueprint is not UTF-8: {exc.reason}", path=str(p)) from None
+    return parse_blueprint(text, source=str(p), port_offset=port_offset)

@@ -1,0 +1,195 @@
+"""Runs a blueprint: every component in one anyio task group, bindings as bounded
+memory streams, probes flushed into the event bus on a short tick.
+
+Lifecycle is reported as events like everything else (started, heartbeat, stopped),
+so a MetricsEndpoint judges liveness from what it sees, not from harness internals.
+A component that fails after it started is reported ``stopped: failed`` and the rest
+keep running; one that fails while starting (a busy port) aborts the start, because
+a half-started system would answer health checks about a system that is not there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from .blueprint import Blueprint, ComponentDef
+from .bus import EventBus
+from .components.base import Component, Context, Input, Output
+
+__all__ = ("Harness", "HarnessStatistics", "Listening")
+
+log = logging.getLogger("streammetrics")
+
+
+class Listening(msgspec.Struct, frozen=True):
+    """Where a component's server accepts connections."""
+
+    component: str
+    type: str
+    host: str
+    port: int
+
+
+class HarnessStatistics(msgspec.Struct, frozen=True):
+    state: str
+    components: int
+    running: int
+    failed: list[str]
+    bindings: dict[str, tuple[int, int]]
+    """Per binding key: (items waiting, capacity)."""
+
+
+class _Started:
+    """Records whether a component reached ``task_status.started()``."""
+
+    def __init__(self, inner: TaskStatus[Any]) -> None:
+        self.inner = inner
+        self.done = False
+        self.value: Any = None
+
+    def started(self, value: Any = None) -> None:
+        self.done = True
+        self.value = value
+        self.inner.started(value)
+
+
+class Harness:
+    """Owns the components, bindings and bus of one running blueprint."""
+
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        *,
+        bus: EventBus | None = None,
+        flush_interval: float = 0.1,
+        heartbeat_interval: float = 5.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.blueprint = blueprint
+        self.bus = bus or EventBus()
+        self.flush_interval = flush_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.wall = wall
+        self.state = "created"
+        self.listening: list[Listening] = []
+        self.failed: list[str] = []
+        self._running: set[str] = set()
+        self._scope: anyio.CancelScope | None = None
+        self.outputs: dict[str, Output] = {}
+        self.components: dict[str, Component] = self._build()
+
+    def _build(self) -> dict[str, Component]:
+        bp = self.blueprint
+        inputs: dict[str, list[Input]] = {c.name: [] for c in bp.components}
+        outputs: dict[str, list[Output]] = {c.name: [] for c in bp.components}
+        for b in bp.bindings:
+            send, recv = anyio.create_memory_object_stream[Any](b.buffer)
+            out = Output(
+                b.key, b.stream_name, b.to_component, send, self.bus.probe(b.from_component)
+            )
+            outputs[b.from_component].append(out)
+            inputs[b.to_component].append(Input(b.key, b.stream_name, b.from_component, recv))
+            self.outputs[b.key] = out
+        built: dict[str, Component] = {}
+        for c in bp.components:
+            ctx = Context(
+                name=c.name,
+                type=c.type,
+                config=c.config,
+                probe=self.bus.probe(c.name),
+                bus=self.bus,
+                blueprint=bp,
+                inputs=inputs[c.name],
+                outputs=outputs[c.name],
+                system_outputs=self.outputs,
+                wall=self.wall,
+            )
+            built[c.name] = c.cls(ctx)
+        return built
+
+    def _order(self) -> list[ComponentDef]:
+        """Observers first, so they see every other component start."""
+        return sorted(
+            self.blueprint.components, key=lambda c: (c.type != "MetricsEndpoint", c.index)
+        )
+
+    async def run(self, *, task_status: TaskStatus[Harness] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; ``task_status`` fires once every component has started."""
+        self.state = "starting"
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                tg.start_soon(self._flusher)
+                tg.start_soon(self._heartbeats)
+                for c in self._order():
+                    value = await tg.start(self._run_component, c)
+                    if isinstance(value, tuple) and len(value) == 2:
+                        host, port = value
+                        self.listening.append(Listening(c.name, c.type, host, port))
+                self.state = "running"
+                task_status.started(self)
+        finally:
+            self.state = "stopped"
+            self.bus.flush()  # the last counts reach the aggregates
+
+    def stop(self) -> None:
+        """Cancel every component (graceful drain is the components' own ``finally``)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _run_component(
+        self, c: ComponentDef, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        comp = self.components[c.name]
+        ctx = comp.ctx
+        rec = _Started(task_status)
+        ctx.emit("started")
+        self._running.add(c.name)
+        failed = False
+        try:
+            await comp.run(task_status=rec)
+        except Exception as exc:
+            if not rec.done:
+                raise
+            failed = True
+            self.failed.append(c.name)
+            log.exception("component %r failed", c.name)
+            ctx.emit("stopped", detail="failed")
+            ctx.probe.error(detail=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._running.discard(c.name)
+            for out in ctx.outputs:
+                out.stream.close()
+            for inp in ctx.inputs:
+                inp.stream.close()
+        if not rec.done:
+            rec.started()
+        if not failed:
+            ctx.emit("stopped")
+
+    async def _flusher(self) -> None:
+        while True:
+            await anyio.sleep(self.flush_interval)
+            self.bus.flush()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            for name in list(self._running):
+                self.components[name].ctx.emit("heartbeat")
+            await anyio.sleep(self.heartbeat_interval)
+
+    def statistics(self) -> HarnessStatistics:
+        return HarnessStatistics(
+            state=self.state,
+            components=len(self.components),
+            running=len(self._running),
+            failed=list(self.failed),
+            bindings={k: o.buffer() for k, o in self.outputs.items()},
+        )
