@@ -1,0 +1,121 @@
+"""``streammetrics run | validate | demo``: the only place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+import anyio
+
+from . import __version__
+from .blueprint import Blueprint, load_blueprint, parse_blueprint
+from .errors import StreamMetricsError
+from .harness import Harness
+
+__all__ = ("main",)
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streammetrics",
+        description="Run stream-system blueprints with a live metrics endpoint.",
+    )
+    p.add_argument("--version", action="version", version=f"streammetrics {__version__}")
+    p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a blueprint until Ctrl-C or SIGTERM")
+    run.add_argument("blueprint", type=Path)
+    run.add_argument(
+        "--port-offset",
+        type=int,
+        default=None,
+        help="add N to every configured port (also $STREAMMETRICS_PORT_OFFSET)",
+    )
+    val = sub.add_parser("validate", help="check a blueprint; exit 0, or 2 with the error")
+    val.add_argument("blueprint", type=Path)
+    demo = sub.add_parser("demo", help="run the bundled demo: live traffic and a metrics endpoint")
+    demo.add_argument("--port-offset", type=int, default=None)
+    return p
+
+
+def demo_blueprint(port_offset: int | None = None) -> Blueprint:
+    """The bundled demo (also at ``blueprints/demo.yaml`` in the repository)."""
+    text = files("streammetrics").joinpath("blueprints/demo.yaml").read_text(encoding="utf-8")
+    return parse_blueprint(text, source="streammetrics:demo.yaml", port_offset=port_offset)
+
+
+async def run_blueprint(bp: Blueprint) -> None:
+    """Run until SIGINT/SIGTERM; a second signal exits at once."""
+    harness = Harness(bp)
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await tg.start(harness.run)
+            print(f"streammetrics {__version__}: system {bp.name!r} running", flush=True)
+            for where in harness.listening:
+                print(
+                    f"  {where.component} ({where.type}) listening on "
+                    f"http://{where.host}:{where.port}",
+                    flush=True,
+                )
+            print("  press Ctrl-C to stop", flush=True)
+            async for signum in signals:
+                if harness.state == "running":
+                    print(f"{signal.Signals(signum).name}: stopping", flush=True)
+                    harness.stop()
+                    tg.cancel_scope.cancel()
+                    break
+    print("stopped", flush=True)
+
+
+def _ours(group: BaseExceptionGroup[BaseException]) -> StreamMetricsError | None:
+    """The error of ours that a task group wrapped, if that is what stopped it."""
+    for exc in group.exceptions:
+        if isinstance(exc, StreamMetricsError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _ours(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "validate":
+            bp = load_blueprint(args.blueprint)
+            print(
+                f"ok: system {bp.name!r}, {len(bp.components)} components, "
+                f"{len(bp.bindings)} bindings"
+            )
+            return 0
+        bp = (
+            demo_blueprint(args.port_offset)
+            if args.command == "demo"
+            else load_blueprint(args.blueprint, port_offset=args.port_offset)
+        )
+        anyio.run(run_blueprint, bp)
+    except StreamMetricsError as exc:
+        print(f"streammetrics: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BaseExceptionGroup as group:
+        exc = _ours(group)
+        if exc is None:
+            raise
+        print(f"streammetrics: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
