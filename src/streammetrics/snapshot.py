@@ -164,3 +164,7 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     """Per-component lifetime latency bucket counts, for Prometheus histograms."""
     latency_sums: dict[str, float]
     """Per-component lifetime latency sums, for Prometheus histograms."""
+    pending_alerts: list[Alert] = []
+    """Alerts whose condition holds but whose ``for`` has not yet elapsed."""
+    resolved_alerts: list[Alert] = []
+    """Alerts that fired and stopped, kept for the configured retention."""
