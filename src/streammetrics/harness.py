@@ -169,10 +169,10 @@ class Harness:
                 out.stream.close()
             for inp in ctx.inputs:
                 inp.stream.close()
+            if not failed:  # here, not after: a cancelled component stopped too
+                ctx.emit("stopped")
         if not rec.done:
             rec.started()
-        if not failed:
-            ctx.emit("stopped")
 
     async def _flusher(self) -> None:
         while True:

@@ -1,0 +1,217 @@
+"""The APIEndpoint component (the seed's ``FastAPIEndpoint``): items in over HTTP.
+
+``POST {path}`` takes one JSON value as one item; ``POST {path}/batch`` takes a JSON
+array of items. Each accepted item goes down every binding and is counted on the probe
+with its latency from request to hand-off, so a full binding downstream (backpressure)
+shows up as latency here. Only once every item of a request was handed on does the
+endpoint answer ``202 {"accepted": n}``; if downstream does not take them within
+``send_timeout_s`` it answers 503 and says how many it accepted, rather than holding
+the connection forever.
+
+Bodies are read raw and decoded with msgspec rather than through a typed handler
+parameter: "any JSON value" has no schema to validate against, and a malformed body
+must get a clear 400 that names the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from msgspec import Meta
+
+from ..http.responses import ErrorResponse
+from .base import Component, Context
+
+__all__ = ("APIEndpoint", "APIEndpointConfig", "APIEndpointStatistics", "Accepted")
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+RoutePath = Annotated[str, Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_length=200)]
+
+
+class APIEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    port: Port
+    """Port to listen on (required; 0 lets the OS pick a free one)."""
+    host: str = "127.0.0.1"
+    """Interface to bind; loopback unless the blueprint says otherwise."""
+    path: RoutePath = "/items"
+    """Route that accepts items; ``{path}/batch`` accepts arrays of them."""
+    max_body_bytes: Annotated[int, Meta(ge=1, le=1 << 30)] = 1_048_576
+    """Larger bodies are refused with 413 before they are read whole."""
+    send_timeout_s: Annotated[float, Meta(gt=0)] | None = 10.0
+    """How long a request may wait for downstream to take its items (then 503);
+    null waits as long as it takes."""
+
+    def __post_init__(self) -> None:
+        if self.path == "/health":
+            raise ValueError("path /health is the endpoint's own health check")
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    accepted: int
+    """Items handed downstream by this request."""
+
+
+class APIEndpointStatistics(msgspec.Struct, frozen=True):
+    port: int | None
+    """The bound port once listening (the chosen one when configured as 0)."""
+    requests: int
+    accepted: int
+    """Items handed downstream."""
+    rejected: int
+    """Requests refused: malformed JSON, too large, or downstream too slow."""
+
+
+_decode = msgspec.json.Decoder().decode
+_log = logging.getLogger("streammetrics.http")
+
+
+def _error(status: int, error: str, detail: str) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(error, detail, status), status_code=status)
+
+
+class _Listening:
+    """Turns the bound port that ``serve`` reports into the ``(host, port)`` that the
+    harness records, so ``streammetrics run`` can say where the endpoint listens."""
+
+    def __init__(self, inner: TaskStatus[Any], host: str, component: APIEndpoint) -> None:
+        self.inner = inner
+        self.host = host
+        self.component = component
+
+    def started(self, value: Any = None) -> None:
+        self.component.port = value
+        self.inner.started((self.host, value))
+
+
+class APIEndpoint(Component):
+    """Accepts items by HTTP and sends them down every binding."""
+
+    type_name = "APIEndpoint"
+    Config = APIEndpointConfig
+    serves_port = True
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.config: APIEndpointConfig = ctx.config
+        self.port: int | None = None
+        self.requests = 0
+        self._accepted = 0
+        self._rejected = 0
+        self.app = self._create_app()
+
+    def statistics(self) -> APIEndpointStatistics:
+        return APIEndpointStatistics(
+            port=self.port,
+            requests=self.requests,
+            accepted=self._accepted,
+            rejected=self._rejected,
+        )
+
+    def _reject(self, status: int, error: str, detail: str, items: int = 1) -> Response[Any]:
+        """Count a refused request (``items`` errors on the probe) and answer it."""
+        self._rejected += 1
+        self.ctx.probe.error(items, detail=f"{status} {error}: {detail}")
+        return _error(status, error, detail)
+
+    async def _body(self, request: Request[Any, Any, Any]) -> Any:
+        """The decoded body, or a ready error response (the body is the item, so it
+        cannot double as the error signal)."""
+        try:
+            data = await request.body()
+        except HTTPException as exc:  # 413 from request_max_body_size
+            return self._reject(
+                exc.status_code, HTTPStatus(exc.status_code).phrase.lower(), exc.detail
+            )
+        try:
+            return _decode(data)
+        except msgspec.DecodeError as exc:
+            return self._reject(400, "malformed JSON", str(exc))
+
+    async def accept(self, items: list[Any], t0: float) -> Response[Any]:
+        """Hand ``items`` downstream, each counted with its latency since ``t0``."""
+        probe = self.ctx.probe
+        send = self.ctx.send
+        timeout = self.config.send_timeout_s
+        n = 0
+        with anyio.move_on_after(timeout) if timeout is not None else nullcontext() as scope:
+            for item in items:
+                await send(item)
+                n += 1
+                probe.processed(latency=time.perf_counter() - t0)
+        self._accepted += n
+        if scope is not None and scope.cancelled_caught:
+            return self._reject(
+                503,
+                "downstream busy",
+                f"accepted {n} of {len(items)} items: downstream did not take the rest "
+                f"within {timeout} s",
+                items=len(items) - n,
+            )
+        return Response(Accepted(n), status_code=202)
+
+    def _create_app(self) -> Litestar:
+        cfg = self.config
+
+        @post(cfg.path, status_code=202)
+        async def ingest_one(request: Request[Any, Any, Any]) -> Response[Any]:
+            t0 = time.perf_counter()
+            self.requests += 1
+            body = await self._body(request)
+            if isinstance(body, Response):
+                return body
+            return await self.accept([body], t0)
+
+        @post(f"{cfg.path}/batch", status_code=202)
+        async def ingest_batch(request: Request[Any, Any, Any]) -> Response[Any]:
+            t0 = time.perf_counter()
+            self.requests += 1
+            body = await self._body(request)
+            if isinstance(body, Response):
+                return body
+            if not isinstance(body, list):
+                return self._reject(
+                    400, "not a batch", f"expected a JSON array of items, got {type(body).__name__}"
+                )
+            return await self.accept(body, t0)
+
+        @get("/health")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+            status = exc.status_code if isinstance(exc, HTTPException) else 500
+            if status >= 500:  # the type name only: a message may carry data
+                _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+                return _error(500, "internal error", type(exc).__name__)
+            assert isinstance(exc, HTTPException)
+            return _error(status, HTTPStatus(status).phrase.lower(), exc.detail)
+
+        return Litestar(
+            route_handlers=[ingest_one, ingest_batch, health],
+            exception_handlers={Exception: http_error},
+            request_max_body_size=cfg.max_body_bytes,
+            openapi_config=None,
+            logging_config=None,
+            debug=False,
+        )
+
+    async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        from ..http.server import serve
+
+        cfg = self.config
+        await serve(
+            self.app,
+            host=cfg.host,
+            port=cfg.port,
+            component=self.name,
+            task_status=_Listening(task_status, cfg.host, self),
+        )
