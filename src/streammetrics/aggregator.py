@@ -276,6 +276,7 @@ class Aggregator:
                     self.reject("cardinality")
                 else:
                     s.window.add(now, 0, 0, ev.count, ev.bytes)
+                system.add(now, 0, 0, ev.count, 0)  # as fold_deltas does for probe messages
         return rejected
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:
@@ -334,7 +335,9 @@ class Aggregator:
             if len(self._traces) > self.max_spans:
                 self._traces.popitem(last=False)
         if ev.span_id is not None:
-            self._spans[(ev.component, ev.span_id)] = now
+            key = (ev.component, ev.span_id)
+            self._spans.pop(key, None)  # a restarted span moves to the back: oldest stays first
+            self._spans[key] = now
             if len(self._spans) > self.max_spans:
                 self._spans.popitem(last=False)
                 self._expired_spans += 1

@@ -126,8 +126,14 @@ _json_enc = msgspec.json.Encoder()
 _mp_enc = msgspec.msgpack.Encoder()
 
 
-def _located(exc: msgspec.DecodeError, prefix: str) -> tuple[str, str]:
+# msgspec raises UnicodeDecodeError (not DecodeError) for a string that is not UTF-8.
+_Bad = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def _located(exc: msgspec.DecodeError | UnicodeDecodeError, prefix: str) -> tuple[str, str]:
     """Split msgspec's "Expected `int`, got `str` - at `$.count`" into (path, reason)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return prefix, f"a string is not valid UTF-8 ({exc.reason})"
     text = str(exc)
     reason, sep, where = text.rpartition(" - at `")
     if not sep:
@@ -161,7 +167,7 @@ def decode_events(data: bytes, fmt: Format = "json") -> Decoded:
         return _decode_list(data, lst, raws, one, "events")
     try:
         fields = obj.decode(data)
-    except msgspec.DecodeError as exc:
+    except _Bad as exc:
         path, reason = _located(exc, "$")
         raise EventError(f"body is not a {fmt} event, list or batch: {reason}", path=path) from None
     if "events" in fields and "component" not in fields:
@@ -171,7 +177,7 @@ def decode_events(data: bytes, fmt: Format = "json") -> Decoded:
         return _decode_list(bytes(fields["events"]), lst, raws, one, "events")
     try:
         return Decoded([one.decode(data)], [])
-    except msgspec.DecodeError as exc:
+    except _Bad as exc:
         path, reason = _located(exc, "event")
         return Decoded([], [Rejection(0, path, reason)])
 
@@ -185,17 +191,22 @@ def _decode_list(
 ) -> Decoded:
     try:
         return Decoded(lst.decode(data), [])
-    except msgspec.ValidationError:
-        pass  # some event is bad: decode one by one below
+    except (msgspec.ValidationError, UnicodeDecodeError):
+        pass  # some event is bad (or the list is not a list): decode one by one below
     except msgspec.DecodeError as exc:
+        path, reason = _located(exc, name)
+        raise EventError(f"body is not a valid event list: {reason}", path=path) from None
+    try:
+        items = raws.decode(data)
+    except _Bad as exc:  # {"events": 5}, or a syntax error after the first bad event
         path, reason = _located(exc, name)
         raise EventError(f"body is not a valid event list: {reason}", path=path) from None
     good: list[Event] = []
     bad: list[Rejection] = []
-    for i, raw in enumerate(raws.decode(data)):
+    for i, raw in enumerate(items):
         try:
             good.append(one.decode(raw))
-        except msgspec.DecodeError as exc:
+        except _Bad as exc:
             path, reason = _located(exc, f"{name}[{i}]")
             bad.append(Rejection(i, path, reason))
     return Decoded(good, bad)

@@ -75,11 +75,14 @@ class Probe:
 
     @contextmanager
     def time(self) -> Iterator[None]:
-        """Time a block: a clean exit counts one processed item, an exception one error."""
+        """Time a block: a clean exit counts one processed item, an exception one error.
+
+        Cancellation (and other ``BaseException``s) is not the item's failure: it passes
+        through uncounted, so a shutdown does not show up as errors."""
         t0 = time.perf_counter()
         try:
             yield
-        except BaseException as exc:
+        except Exception as exc:
             self.error(detail=f"{type(exc).__name__}: {exc}", latency=time.perf_counter() - t0)
             raise
         self.processed(latency=time.perf_counter() - t0)

@@ -339,7 +339,8 @@ class RollingWindow:
             messages=int(vec[_M]),
             bytes=int(vec[_B]),
             latency_count=int(vec[_LC]),
-            latency_sum=float(vec[_LS]),
+            # running float sums leave residue (~1e-17) once everything has left the view
+            latency_sum=float(vec[_LS]) if vec[_LC] else 0.0,
             items_per_second=processed / span,
             message_rate=vec[_M] / span,
             error_rate=errors / done if done else 0.0,

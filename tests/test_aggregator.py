@@ -1,0 +1,560 @@
+"""Aggregator with a hand-driven monotonic clock and wall clock: every figure of the
+snapshot is worked out by hand from what was folded and when."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from streammetrics.aggregator import Aggregator, AggregatorStatistics, ProcessStats
+from streammetrics.events import Delta, Event
+from streammetrics.health import HealthConfig, component_health, status_for, system_health
+from streammetrics.snapshot import BreakerStatus, Deduction, Snapshot
+from streammetrics.windows import N_BUCKETS, bucket_index
+
+W0 = 1_700_000_000.0  # wall time when the monotonic clock reads 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def mono(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return W0 + self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(clock: Clock, **kw: object) -> Aggregator:
+    return Aggregator(clock=clock.mono, wall=clock.wall, **kw)  # type: ignore[arg-type]
+
+
+def _hist(*latencies: float) -> list[int]:
+    h = [0] * N_BUCKETS
+    for x in latencies:
+        h[bucket_index(x)] += 1
+    return h
+
+
+# bucket 14 is (0.009050967, 0.0128]: the 0.010 s latencies below land there
+P50_OF_ONE_10MS = 0.009050967 + (0.0128 - 0.009050967) * 0.5
+
+
+def test_fold_events_figures_by_hand(clock: Clock) -> None:
+    agg = make(clock)
+    agg.register_component("api", "APIEndpoint")
+    clock.t = 10.0
+    rejected = agg.fold_events(
+        [
+            Event("api", "processed", count=40, latency=0.010),
+            Event("api", "error", count=10, detail="boom", timestamp=W0 - 5),
+        ]
+    )
+    assert rejected == []
+    clock.t = 20.0
+    snap = agg.snapshot()
+    c = snap.detailed_components["api"]
+    assert (c.items_processed, c.errors_encountered) == (40, 10)
+    assert c.error_rate == pytest.approx(10 / 50)
+    assert c.items_per_second == pytest.approx(40 / 20)  # window since t=0, 60 s view
+    assert c.last_activity == W0 - 5  # the event's own timestamp
+    assert c.last_error == "boom"
+    assert (c.status, c.type) == ("running", "APIEndpoint")
+    assert c.latency.count == 1
+    assert c.latency.p50 == pytest.approx(P50_OF_ONE_10MS)
+    # error rate 0.2: over the 0.05 budget, not over 5 x 0.05 -> penalty 0.2
+    assert c.health == pytest.approx(0.8)
+    assert c.is_healthy  # 0.8 >= healthy_threshold 0.8
+    assert snap.health_score == pytest.approx(0.8)
+    assert snap.system_status == "healthy"
+    assert [(d.component, d.penalty) for d in snap.reasons] == [("api", 0.2)]
+    assert snap.components.total == 1
+    assert (snap.components.healthy, snap.components.running) == (1, 1)
+    assert snap.performance.items_per_second == pytest.approx(2.0)
+    assert snap.performance.error_rate == pytest.approx(0.2)
+    assert snap.performance.window_seconds == 60
+    assert (snap.timestamp, snap.uptime_seconds) == (W0 + 20, 20.0)
+    assert set(c.windows) == {"10s", "60s", "300s"}
+    assert c.windows["10s"].processed == 0  # folded in slot 10; the 10 s view is slots 11..20
+    assert c.windows["300s"].processed == 40
+    assert snap.rejected == {}
+    assert snap.errors == []
+    assert sum(snap.total_histogram) == 1
+    assert snap.component_histograms["api"] == _hist(0.010)
+    assert snap.latency_sums["api"] == pytest.approx(0.010)
+    # the whole snapshot is encodable
+    assert b'"health_score":0.8' in msgspec.json.encode(snap)
+
+
+def test_last_activity_is_wall_time_without_timestamp(clock: Clock) -> None:
+    agg = make(clock)
+    clock.t = 7.0
+    agg.fold_events([Event("x", "processed")])
+    clock.t = 9.0
+    assert agg.snapshot().detailed_components["x"].last_activity == W0 + 7.0
+
+
+def test_rates_follow_the_view_span(clock: Clock) -> None:
+    agg = make(clock)
+    clock.t = 100.0
+    agg.fold_events([Event("a", "processed", count=30)])
+    clock.t = 100.5
+    # "a" was first seen at t=100: its window is 0.5 s old -> span 1 s (one slot)
+    assert agg.snapshot().detailed_components["a"].items_per_second == pytest.approx(30.0)
+    # the system window started with the aggregator (t=0): 60 s view is slots 41..100
+    assert agg.snapshot().performance.items_per_second == pytest.approx(30 / 59.5)
+    clock.t = 161.0  # slot 100 has left the 60 s view; it is still in the 300 s one
+    snap = agg.snapshot()
+    assert snap.detailed_components["a"].items_per_second == 0.0
+    assert snap.detailed_components["a"].items_processed == 30  # lifetime
+    snap300 = agg.snapshot(view=300)
+    assert snap300.performance.window_seconds == 300
+    assert snap300.detailed_components["a"].items_per_second == pytest.approx(30 / 61)
+    # 300 s view of the system window: periods 0..16 -> since t=0
+    assert snap300.performance.items_per_second == pytest.approx(30 / 161)
+
+
+def test_fold_deltas(clock: Clock) -> None:
+    agg = make(clock)
+    clock.t = 4.0
+    agg.fold_deltas(
+        [
+            Delta(
+                "w",
+                processed=30,
+                errors=3,
+                bytes=1000,
+                latency_counts=_hist(0.010, 0.010, 0.5),
+                latency_sum=0.52,
+                last_error="bad item",
+            ),
+            Delta("w", messages=12, bytes=120, stream="w->s:input"),
+        ]
+    )
+    clock.t = 8.0
+    snap = agg.snapshot()
+    c = snap.detailed_components["w"]
+    assert (c.items_processed, c.errors_encountered, c.status) == (30, 3, "running")
+    assert c.error_rate == pytest.approx(3 / 33)
+    assert c.items_per_second == pytest.approx(30 / 4)  # "w" first seen at t=4
+    assert c.last_activity == W0 + 4.0
+    assert c.last_error == "bad item"
+    assert c.latency.count == 3
+    # rank 1.5 of 3: inside bucket 14 (2 there), 1.5/2 of the way up
+    assert c.latency.p50 == pytest.approx(0.009050967 + (0.0128 - 0.009050967) * 0.75)
+    assert snap.latency_sums["w"] == pytest.approx(0.52)
+    s = snap.streaming.streams["w->s:input"]
+    assert s.total_messages == 12
+    assert s.message_rate == pytest.approx(12 / 4)
+    assert snap.performance.message_rate == pytest.approx(12 / 8)  # system window since t=0
+    assert agg.statistics() == AggregatorStatistics(
+        components=1, streams=1, events_folded=0, deltas_folded=2, rejected={}, active_spans=0
+    )
+
+
+def test_status_transitions(clock: Clock) -> None:
+    agg = make(clock)
+    agg.register_component("c")
+
+    def status() -> str:
+        return agg.snapshot().detailed_components["c"].status
+
+    assert status() == "registered"
+    agg.fold_events([Event("c", "started")])
+    assert status() == "running"
+    agg.fold_events([Event("c", "stopped")])
+    assert status() == "stopped"
+    snap = agg.snapshot()
+    assert snap.detailed_components["c"].health == 0.0  # stopped: penalty 1.0
+    assert not snap.detailed_components["c"].is_healthy
+    assert (snap.components.running, snap.components.healthy) == (0, 0)
+    assert snap.system_status == "unhealthy"
+    agg.fold_events([Event("c", "heartbeat")])
+    assert status() == "running"  # a heartbeat revives a stopped component
+    agg.fold_events([Event("c", "stopped", detail="failed")])
+    assert status() == "failed"
+    agg.fold_events([Event("c", "heartbeat")])
+    assert status() == "failed"  # but not a failed one
+    agg.fold_events([Event("c", "started")])
+    assert status() == "running"
+    agg.register_component("d")
+    agg.fold_events([Event("d", "error")])
+    assert agg.snapshot().detailed_components["d"].status == "running"
+
+
+def test_heartbeat_timeout(clock: Clock) -> None:
+    agg = make(clock)
+    agg.fold_events([Event("hb", "heartbeat")])
+    clock.t = 30.0
+    assert agg.snapshot().detailed_components["hb"].health == 1.0  # 30 s is not > 30 s
+    clock.t = 31.0
+    snap = agg.snapshot()
+    assert snap.detailed_components["hb"].health == 0.0
+    (d,) = snap.reasons
+    assert d.penalty == 1.0
+    assert "no heartbeat for 31.0s" in d.reason
+    agg.fold_events([Event("hb", "heartbeat")])
+    assert agg.snapshot().detailed_components["hb"].health == 1.0
+
+
+def test_breaker_transitions(clock: Clock) -> None:
+    agg = make(clock)
+    agg.register_component("quiet")
+    clock.t = 5.0
+    agg.fold_events([Event("b", "breaker", detail="open")])
+    clock.t = 15.0
+    snap = agg.snapshot()
+    assert snap.circuit_breakers["quiet"] == BreakerStatus("closed", 0, None, 0.0, 0)
+    assert snap.circuit_breakers["b"] == BreakerStatus("open", 1, W0 + 5, 10.0, 1)
+    assert snap.detailed_components["b"].health == 0.5
+    clock.t = 20.0
+    agg.fold_events([Event("b", "breaker", detail="half_open")])
+    clock.t = 25.0
+    snap = agg.snapshot()
+    assert snap.circuit_breakers["b"] == BreakerStatus("half_open", 1, W0 + 5, 20.0, 2)
+    assert snap.detailed_components["b"].health == 0.75
+    clock.t = 30.0
+    agg.fold_events([Event("b", "breaker", detail="closed")])
+    agg.fold_events([Event("b", "breaker", detail="closed")])  # no change, no transition
+    clock.t = 40.0
+    snap = agg.snapshot()
+    assert snap.circuit_breakers["b"] == BreakerStatus("closed", 1, W0 + 5, 25.0, 3)
+    assert snap.detailed_components["b"].health == 1.0
+    clock.t = 50.0
+    agg.fold_events([Event("b", "breaker", detail="open")])
+    clock.t = 52.0
+    assert agg.snapshot().circuit_breakers["b"] == BreakerStatus("open", 2, W0 + 50, 27.0, 4)
+    clock.t = 60.0
+    agg.fold_events([Event("b", "breaker", detail="closed")])  # time open adds up: 25 + 10
+    clock.t = 70.0
+    assert agg.snapshot().circuit_breakers["b"] == BreakerStatus("closed", 2, W0 + 50, 35.0, 5)
+
+
+def test_breaker_half_open_counts_as_open_time(clock: Clock) -> None:
+    agg = make(clock)
+    clock.t = 10.0
+    agg.fold_events([Event("b", "breaker", detail="half_open")])  # straight from closed
+    clock.t = 12.0
+    agg.fold_events([Event("b", "breaker", detail="open")])
+    clock.t = 15.0
+    snap = agg.snapshot()
+    # half_open is not a failure; the open at t=12 is; open time runs since t=10
+    assert snap.circuit_breakers["b"] == BreakerStatus("open", 1, W0 + 12, 5.0, 2)
+    agg.fold_events([Event("b", "breaker", detail="closed")])
+    clock.t = 100.0
+    assert agg.snapshot().circuit_breakers["b"].time_open_seconds == 5.0
+
+
+def test_breaker_event_with_bad_state_is_rejected(clock: Clock) -> None:
+    agg = make(clock)
+    (r,) = agg.fold_events(
+        [Event("b", "processed"), Event("b", "breaker", detail="ajar"), Event("b", "processed")]
+    )
+    assert (r.index, r.path) == (1, "events[1].detail")
+    assert "ajar" in r.reason
+    snap = agg.snapshot()
+    assert snap.rejected == {"malformed": 1}
+    assert snap.detailed_components["b"].items_processed == 2
+    assert snap.circuit_breakers["b"].state == "closed"
+
+
+def test_spans_traces_and_expiry(clock: Clock) -> None:
+    agg = make(clock, span_timeout_s=300.0)
+    agg.fold_events([Event("a", "span_start", trace_id="t1", span_id="s1")])
+    clock.t = 1.0
+    agg.fold_events([Event("a", "span_start", trace_id="t1", span_id="s2")])
+    clock.t = 2.0
+    agg.fold_events([Event("a", "span_start", trace_id="t2", span_id="s3")])
+    clock.t = 3.0
+    agg.fold_events([Event("a", "span_end", trace_id="t1", span_id="s1")])  # took 3 s
+    snap = agg.snapshot()
+    assert snap.traces.total_traces == 2
+    assert (snap.traces.active_spans, snap.traces.completed_spans) == (2, 1)
+    assert snap.traces.expired_spans == 0
+    lat = snap.detailed_components["a"].latency
+    assert lat.count == 1
+    # 3.0 s is in bucket 30 (2.317047501, 3.2768]
+    assert lat.p50 == pytest.approx(2.317047501 + (3.2768 - 2.317047501) * 0.5)
+    # a span_end with its own latency uses it
+    agg.fold_events([Event("a", "span_end", span_id="unknown", latency=0.010)])
+    snap = agg.snapshot()
+    assert snap.traces.completed_spans == 2
+    assert snap.detailed_components["a"].latency.count == 2
+    # spans older than span_timeout_s expire when a snapshot is read
+    clock.t = 301.5  # limit 1.5: s2 (t=1) expires, s3 (t=2) is still open
+    snap = agg.snapshot()
+    assert (snap.traces.active_spans, snap.traces.expired_spans) == (1, 1)
+    clock.t = 302.0  # s3 is exactly span_timeout_s old: not yet expired
+    assert agg.snapshot().traces.active_spans == 1
+    clock.t = 302.5
+    snap = agg.snapshot()
+    assert (snap.traces.active_spans, snap.traces.expired_spans) == (0, 2)
+    assert snap.traces.total_traces == 2
+    assert agg.statistics().active_spans == 0
+
+
+def test_restarted_span_does_not_hold_back_expiry_of_older_spans(clock: Clock) -> None:
+    agg = make(clock, span_timeout_s=300.0)
+    agg.fold_events([Event("a", "span_start", span_id="s1")])
+    clock.t = 1.0
+    agg.fold_events([Event("a", "span_start", span_id="s2")])
+    clock.t = 2.0
+    agg.fold_events([Event("a", "span_start", span_id="s1")])  # s1 again (a retry)
+    clock.t = 301.5  # limit 1.5: s2 (t=1) is overdue; s1 restarted at t=2 is not
+    t = agg.snapshot().traces
+    assert (t.active_spans, t.expired_spans) == (1, 1)
+
+
+def test_span_table_is_bounded(clock: Clock) -> None:
+    agg = make(clock, max_spans=3)
+    agg.fold_events([Event("a", "span_start", trace_id=f"t{i}", span_id=f"s{i}") for i in range(5)])
+    t = agg.snapshot().traces
+    assert (t.total_traces, t.active_spans, t.expired_spans) == (5, 3, 2)
+
+
+def test_streams_with_messages_and_buffers(clock: Clock) -> None:
+    agg = make(clock)
+    agg.register_stream(
+        "a->b:input",
+        from_component="a",
+        to_component="b",
+        stream_name="input",
+        buffer=lambda: (3, 10),
+    )
+
+    def broken() -> tuple[int, int]:
+        raise RuntimeError("binding closed")
+
+    agg.register_stream("a->c:input", from_component="a", to_component="c", buffer=broken)
+    clock.t = 10.0
+    agg.fold_deltas([Delta("a", messages=12, bytes=10, stream="a->b:input")])
+    agg.fold_events([Event("x", "processed", count=6, stream="x-out")])
+    clock.t = 20.0
+    snap = agg.snapshot()
+    s = snap.streaming.streams["a->b:input"]
+    assert (s.total_messages, s.buffer_used, s.buffer_size) == (12, 3, 10)
+    assert (s.from_component, s.to_component, s.stream_name) == ("a", "b", "input")
+    assert s.message_rate == pytest.approx(12 / 20)  # registered at t=0
+    broken_s = snap.streaming.streams["a->c:input"]
+    assert (broken_s.total_messages, broken_s.buffer_used, broken_s.buffer_size) == (0, None, None)
+    (err,) = snap.errors
+    assert "a->c:input" in err
+    assert "binding closed" in err
+    x = snap.streaming.streams["x-out"]  # registered on its first message (t=10)
+    assert (x.total_messages, x.stream_name) == (6, "x-out")
+    assert x.message_rate == pytest.approx(6 / 10)
+    assert snap.streaming.total_messages == 18
+    # active: has messages in the view, or a buffer to watch
+    assert snap.streaming.active_streams == 3
+    assert snap.streaming.message_rate == pytest.approx(12 / 20 + 0 + 6 / 10)
+    # the system window counts stream messages from probes and from events alike
+    assert snap.performance.message_rate == pytest.approx(18 / 20)
+    assert snap.detailed_components["x"].items_processed == 6
+    # errors passed in by the caller are kept alongside
+    assert agg.snapshot(errors=["psutil failed"]).errors[0] == "psutil failed"
+
+
+def test_cardinality_limit(clock: Clock) -> None:
+    agg = make(clock, max_components=2)
+    agg.register_component("a")
+    rejected = agg.fold_events(
+        [
+            Event("b", "processed"),
+            Event("c", "processed", count=5),
+            Event("a", "processed"),
+            Event("d", "error"),
+        ]
+    )
+    assert [(r.index, r.path) for r in rejected] == [
+        (1, "events[1].component"),
+        (3, "events[3].component"),
+    ]
+    assert "limit 2" in rejected[0].reason
+    assert "'c'" in rejected[0].reason
+    agg.fold_deltas([Delta("e", processed=3), Delta("a", processed=1)])
+    snap = agg.snapshot()
+    assert set(snap.detailed_components) == {"a", "b"}
+    assert snap.rejected == {"cardinality": 3}
+    assert snap.performance.items_per_second == pytest.approx(3 / 1)  # a, b, a: span 1 s
+    assert agg.statistics().rejected == {"cardinality": 3}
+    agg.reject("malformed", 4)
+    assert agg.snapshot().rejected == {"cardinality": 3, "malformed": 4}
+
+
+def test_stream_cardinality_limit(clock: Clock) -> None:
+    agg = make(clock, max_streams=1)
+    agg.fold_events([Event("a", "processed", stream="s1"), Event("a", "processed", stream="s2")])
+    snap = agg.snapshot()
+    assert set(snap.streaming.streams) == {"s1"}
+    assert snap.rejected == {"cardinality": 1}
+
+
+def test_observe_subset_ignores_other_components(clock: Clock) -> None:
+    agg = make(clock, observe=["a"])
+    assert agg.observes("a")
+    assert not agg.observes("b")
+    assert agg.fold_events([Event("a", "processed"), Event("b", "error")]) == []
+    agg.fold_deltas([Delta("b", processed=5), Delta("a", processed=2)])
+    snap = agg.snapshot()
+    assert set(snap.detailed_components) == {"a"}
+    assert snap.detailed_components["a"].items_processed == 3
+    assert snap.performance.error_rate == 0.0
+    assert snap.rejected == {}  # not ours: ignored, not rejected
+
+
+def test_snapshot_with_no_components(clock: Clock) -> None:
+    snap = make(clock).snapshot()
+    assert isinstance(snap, Snapshot)
+    assert (snap.health_score, snap.system_status) == (1.0, "healthy")
+    assert snap.performance.latency.p50 is None
+    assert snap.performance.items_per_second == 0.0
+    assert snap.components.total == 0
+
+
+def test_health_rollup_through_the_snapshot(clock: Clock) -> None:
+    cfg = HealthConfig(memory_limit_mb=500, cpu_limit_percent=80)
+    agg = make(clock, health=cfg)
+    clock.t = 1.0
+    agg.fold_events(
+        [
+            Event("a", "processed", count=7),
+            Event("a", "error", count=3),  # 0.3 > 5 x 0.05 -> 0.6
+            Event("b", "stopped"),  # 1.0
+            Event("c", "processed", count=9),
+            Event("c", "error", count=1),  # 0.1 -> 0.2
+            Event("c", "breaker", detail="half_open"),  # 0.25
+        ]
+    )
+    snap = agg.snapshot(process=ProcessStats(memory_usage_mb=400.0, cpu_usage_percent=10.0))
+    health = {n: c.health for n, c in snap.detailed_components.items()}
+    assert health == {"a": 0.4, "b": 0.0, "c": pytest.approx(0.55)}
+    mean = (0.4 + 0.0 + 0.55) / 3
+    assert snap.health_score == pytest.approx(round(mean, 4))
+    assert snap.system_status == "unhealthy"  # 0.3167 < 0.5
+    assert snap.performance.memory_usage_mb == 400.0
+    over = agg.snapshot(process=ProcessStats(memory_usage_mb=501.0, cpu_usage_percent=95.0))
+    assert over.health_score == pytest.approx(round(mean - 0.2, 4))
+    assert [(d.component, d.penalty) for d in over.reasons if d.component is None] == [
+        (None, 0.1),
+        (None, 0.1),
+    ]
+    assert over.performance.cpu_usage_percent == 95.0
+
+
+def test_reasons_name_the_component(clock: Clock) -> None:
+    agg = make(clock)
+    agg.fold_events([Event("z", "breaker", detail="open")])
+    assert agg.snapshot().reasons == [Deduction("z", "circuit breaker open", 0.5)]
+
+
+# -- health.py: the documented formula, checked by hand ---------------------------------------
+
+CFG = HealthConfig()  # budget 0.05, heartbeat 30 s, healthy 0.8, degraded 0.5
+
+
+@pytest.mark.parametrize(
+    ("status", "error_rate", "breaker", "hb_age", "score", "penalties"),
+    [
+        ("running", 0.0, "closed", None, 1.0, []),
+        ("registered", 0.05, "closed", None, 1.0, []),  # at the budget: no penalty
+        ("running", 0.0501, "closed", None, 0.8, [0.2]),
+        ("running", 0.25, "closed", None, 0.8, [0.2]),  # 5 x budget is still the small penalty
+        ("running", 0.2501, "closed", None, 0.4, [0.6]),
+        ("stopped", 0.0, "closed", None, 0.0, [1.0]),
+        ("failed", 0.0, "closed", None, 0.0, [1.0]),
+        ("running", 0.0, "closed", 30.0, 1.0, []),
+        ("running", 0.0, "closed", 30.5, 0.0, [1.0]),
+        ("stopped", 0.0, "closed", 99.0, 0.0, [1.0]),  # stopped and silent: one penalty
+        ("running", 0.0, "open", None, 0.5, [0.5]),
+        ("running", 0.0, "half_open", None, 0.75, [0.25]),
+        ("running", 0.1, "half_open", None, 0.55, [0.25, 0.2]),
+        ("running", 0.9, "open", None, 0.0, [0.5, 0.6]),  # clamped at 0
+    ],
+)
+def test_component_health_formula(
+    status: str,
+    error_rate: float,
+    breaker: str,
+    hb_age: float | None,
+    score: float,
+    penalties: list[float],
+) -> None:
+    got, ded = component_health(
+        "c",
+        status=status,  # type: ignore[arg-type]
+        error_rate=error_rate,
+        breaker=breaker,  # type: ignore[arg-type]
+        heartbeat_age=hb_age,
+        config=CFG,
+    )
+    assert got == pytest.approx(score)
+    assert [d.penalty for d in ded] == penalties
+    assert all(d.component == "c" for d in ded)
+
+
+def test_component_health_respects_configured_budget() -> None:
+    cfg = HealthConfig(error_budget=0.01)
+    assert component_health(
+        "c", status="running", error_rate=0.03, breaker="closed", heartbeat_age=None, config=cfg
+    )[0] == pytest.approx(0.8)
+    assert component_health(
+        "c", status="running", error_rate=0.06, breaker="closed", heartbeat_age=None, config=cfg
+    )[0] == pytest.approx(0.4)
+
+
+def test_system_health_formula() -> None:
+    assert system_health([], memory_mb=None, cpu_percent=None, config=CFG) == (1.0, [])
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=9e9, cpu_percent=100, config=CFG)
+    assert (score, ded) == (0.5, [])  # no limits configured: process figures ignored
+    cfg = HealthConfig(memory_limit_mb=100, cpu_limit_percent=50)
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=100.0, cpu_percent=50.0, config=cfg)
+    assert (score, ded) == (0.5, [])  # at the limit is not over it
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=100.5, cpu_percent=None, config=cfg)
+    assert score == pytest.approx(0.4)
+    assert [(d.component, d.penalty) for d in ded] == [(None, 0.1)]
+    assert "memory" in ded[0].reason
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=101, cpu_percent=51, config=cfg)
+    assert score == pytest.approx(0.3)
+    assert "cpu" in ded[1].reason
+    score, _ = system_health([0.05], memory_mb=101, cpu_percent=51, config=cfg)
+    assert score == 0.0  # clamped
+    score, _ = system_health([1.0, 1.0, 0.0], memory_mb=None, cpu_percent=None, config=CFG)
+    assert score == 0.6667  # rounded to 4 places
+
+
+@pytest.mark.parametrize(
+    ("score", "critical", "status"),
+    [
+        (1.0, False, "healthy"),
+        (0.8, False, "healthy"),
+        (0.7999, False, "degraded"),
+        (0.5, False, "degraded"),
+        (0.4999, False, "unhealthy"),
+        (0.0, False, "unhealthy"),
+        (1.0, True, "degraded"),  # a critical alert firing caps the status at degraded
+        (0.3, True, "unhealthy"),  # unhealthy > degraded > healthy
+    ],
+)
+def test_status_thresholds(score: float, critical: bool, status: str) -> None:
+    assert status_for(score, critical_firing=critical, config=CFG) == status
+
+
+def test_status_thresholds_are_configurable() -> None:
+    cfg = HealthConfig(healthy_threshold=0.9, degraded_threshold=0.7)
+    assert status_for(0.85, critical_firing=False, config=cfg) == "degraded"
+    assert status_for(0.69, critical_firing=False, config=cfg) == "unhealthy"
+
+
+def test_health_config_is_checked() -> None:
+    with pytest.raises(msgspec.ValidationError, match="error_budget"):
+        msgspec.convert({"error_budget": 1.5}, HealthConfig)
+    with pytest.raises(msgspec.ValidationError, match="budjet"):
+        msgspec.convert({"error_budjet": 0.1}, HealthConfig)
+    with pytest.raises(msgspec.ValidationError, match="memory_limit_mb"):
+        msgspec.convert({"memory_limit_mb": 0}, HealthConfig)

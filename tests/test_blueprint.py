@@ -1,0 +1,356 @@
+"""Blueprint parsing and validation: every bad blueprint names the path of the bad value
+(``system.components[0].config.port``) and keeps the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streammetrics.blueprint import (
+    PORT_OFFSET_ENV,
+    BindingSpec,
+    Blueprint,
+    load_blueprint,
+    parse_blueprint,
+)
+from streammetrics.errors import BlueprintError, StreamMetricsError
+
+# The seed's "Basic Metrics Endpoint" example (quotes and blank line kept).
+BASIC = """\
+system:
+  name: "monitored_system"
+  components:
+    - name: "app_server"
+      type: "FastAPIEndpoint"
+      config:
+        port: 8000
+    - name: "data_store"
+      type: "Store"
+    - name: "system_metrics"
+      type: "MetricsEndpoint"
+      config:
+        port: 9000
+
+  bindings:
+    - from_component: "app_server"
+      to_component: "data_store"
+      stream_name: "input"
+"""
+
+PRODUCTION = """\
+system:
+  name: "production_monitoring"
+  components:
+    - name: "public_api"
+      type: "FastAPIEndpoint"
+      config:
+        port: 80
+    - name: "business_logic"
+      type: "StreamProcessor"
+      config:
+        variant: "windowing"
+    - name: "persistent_store"
+      type: "Store"
+    - name: "metrics_server"
+      type: "MetricsEndpoint"
+      config:
+        port: 9090
+    - name: "health_check"
+      type: "MetricsEndpoint"
+      config:
+        port: 8080
+
+  bindings:
+    - from_component: "public_api"
+      to_component: "business_logic"
+      stream_name: "input"
+    - from_component: "business_logic"
+      to_component: "persistent_store"
+      stream_name: "input"
+"""
+
+MULTI_ENV = """\
+system:
+  name: "multi_env_metrics"
+  components:
+    - name: "app_cluster"
+      type: "Controller"
+      config:
+        variant: "router"
+    - name: "production_metrics"
+      type: "MetricsEndpoint"
+      config:
+        port: 9000
+    - name: "staging_metrics"
+      type: "MetricsEndpoint"
+      config:
+        port: 9001
+    - name: "development_metrics"
+      type: "MetricsEndpoint"
+      config:
+        port: 9002
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_env_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PORT_OFFSET_ENV, raising=False)
+
+
+def _error(text: str, **kw: Any) -> BlueprintError:
+    with pytest.raises(BlueprintError) as ei:
+        parse_blueprint(text, **kw)
+    err = ei.value
+    assert isinstance(err, StreamMetricsError)
+    assert f"at `{err.path}`" in str(err)  # the message names the place
+    return err
+
+
+# -- good blueprints ------------------------------------------------------------------------
+
+
+def test_seed_basic_example() -> None:
+    bp = parse_blueprint(BASIC, source="basic.yaml")
+    assert isinstance(bp, Blueprint)
+    assert (bp.name, bp.source) == ("monitored_system", "basic.yaml")
+    assert [(c.name, c.type, c.index) for c in bp.components] == [
+        ("app_server", "FastAPIEndpoint", 0),
+        ("data_store", "Store", 1),
+        ("system_metrics", "MetricsEndpoint", 2),
+    ]
+    assert bp.component("app_server").cls.__name__ == "APIEndpoint"  # the seed's alias
+    assert bp.component("app_server").config.port == 8000
+    assert bp.component("system_metrics").config.port == 9000
+    assert bp.bindings == (BindingSpec("app_server", "data_store", "input"),)
+    assert bp.bindings[0].key == "app_server->data_store:input"
+    assert bp.bindings[0].buffer == 1000
+    with pytest.raises(KeyError):
+        bp.component("nope")
+
+
+@pytest.mark.parametrize("text", [PRODUCTION, MULTI_ENV])
+def test_other_seed_examples(text: str) -> None:
+    bp = parse_blueprint(text)
+    assert len(bp.components) >= 4
+
+
+def test_packaged_demo_blueprint_is_valid() -> None:
+    import streammetrics
+
+    demo = Path(streammetrics.__file__).parent / "blueprints" / "demo.yaml"
+    bp = load_blueprint(demo)
+    assert bp.name == "demo_system"
+    assert bp.source == str(demo)
+
+
+# -- bad blueprints -------------------------------------------------------------------------
+
+
+def test_not_yaml_names_the_line() -> None:
+    err = _error("system:\n  name: x\n  components: [\n    - a\n")
+    assert "not valid YAML" in str(err)
+    assert "line 4" in str(err)
+    err = _error("system: {name: x\n")
+    assert "line 2" in str(err)
+
+
+def test_missing_system_name() -> None:
+    err = _error("system:\n  components: []\n")
+    assert err.path == "system"
+    assert "`name`" in str(err)
+    assert err.value == {"components": []}
+
+
+@pytest.mark.parametrize("text", ["", "foo: 1\n", "- a\n- b\n"])
+def test_not_a_system(text: str) -> None:
+    err = _error(text)
+    assert err.path == "$"
+
+
+def test_unknown_type_lists_known_types() -> None:
+    err = _error(BASIC.replace('type: "Store"', 'type: "Stor"'))
+    assert err.path == "system.components[1].type"
+    assert err.value == "Stor"
+    msg = str(err)
+    assert "'Stor'" in msg
+    for known in (
+        "APIEndpoint",
+        "FastAPIEndpoint",
+        "StreamProcessor",
+        "Controller",
+        "Store",
+        "Source",
+        "MetricsEndpoint",
+    ):
+        assert known in msg
+
+
+def test_duplicate_component_name() -> None:
+    err = _error(BASIC.replace('name: "data_store"', 'name: "app_server"'))
+    assert err.path == "system.components[1].name"
+    assert err.value == "app_server"
+    assert "system.components[0]" in str(err)  # where the first one is
+
+
+def test_bad_component_name() -> None:
+    err = _error(BASIC.replace('name: "data_store"', 'name: "data store"'))
+    assert err.path == "system.components[1].name"
+    assert err.value == "data store"
+
+
+@pytest.mark.parametrize("end", ["from_component", "to_component"])
+def test_binding_to_a_missing_component(end: str) -> None:
+    target = "app_server" if end == "from_component" else "data_store"
+    err = _error(BASIC.replace(f'{end}: "{target}"', f'{end}: "ghost"'))
+    assert err.path == f"system.bindings[0].{end}"
+    assert err.value == "ghost"
+    assert "'ghost'" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("port", "value"),
+    [('"abc"', "abc"), ("-1", -1), ("70000", 70000), ("true", True), ("1.5", 1.5)],
+)
+@pytest.mark.parametrize(("index", "original"), [(0, "8000"), (2, "9000")])
+def test_a_port_that_is_not_a_port(port: str, value: object, index: int, original: str) -> None:
+    err = _error(BASIC.replace(f"port: {original}", f"port: {port}"))
+    assert err.path == f"system.components[{index}].config.port"
+    assert err.value == value
+    assert type(err.value) is type(value)  # True stays a bool, not 1
+
+
+def test_missing_required_port() -> None:
+    err = _error(BASIC.replace("      config:\n        port: 9000\n", ""))
+    assert err.path == "system.components[2].config"
+    assert "port" in str(err)
+
+
+def test_two_servers_on_the_same_port() -> None:
+    err = _error(BASIC.replace("port: 9000", "port: 8000"))
+    assert err.path == "system.components[2].config.port"
+    assert err.value == 8000
+    assert "'app_server'" in str(err)
+
+
+def test_port_zero_is_free_for_every_server() -> None:
+    bp = parse_blueprint(BASIC.replace("port: 9000", "port: 0").replace("port: 8000", "port: 0"))
+    assert [c.config.port for c in bp.components if hasattr(c.config, "port")] == [0, 0]
+
+
+def test_unknown_key_in_a_component() -> None:
+    err = _error(BASIC.replace('type: "Store"', 'type: "Store"\n      confg: {}'))
+    assert err.path == "system.components[1]"
+    assert "`confg`" in str(err)
+    assert err.value == {"name": "data_store", "type": "Store", "confg": {}}
+
+
+def test_unknown_key_in_a_config() -> None:
+    err = _error(BASIC.replace("port: 9000", "port: 9000\n        prot: 9001"))
+    assert err.path == "system.components[2].config"
+    assert "`prot`" in str(err)
+    assert err.value == {"port": 9000, "prot": 9001}
+
+
+def test_unknown_key_in_system_or_binding() -> None:
+    err = _error(BASIC + "  extra: 1\n")
+    assert err.path == "system"
+    assert "`extra`" in str(err)
+    err = _error(BASIC.replace('stream_name: "input"', 'stream_nme: "input"'))
+    assert err.path == "system.bindings[0]"
+    assert "`stream_nme`" in str(err)
+
+
+def test_duplicate_binding() -> None:
+    text = BASIC + "    - {from_component: app_server, to_component: data_store}\n"
+    err = _error(text)  # stream_name defaults to "input": the same binding again
+    assert err.path == "system.bindings[1]"
+    assert err.value == "app_server->data_store:input"
+    # the same ends on another stream are a different binding
+    parse_blueprint(
+        BASIC + "    - {from_component: app_server, to_component: data_store, stream_name: other}\n"
+    )
+
+
+def test_bad_binding_buffer() -> None:
+    err = _error(BASIC.replace('stream_name: "input"', 'stream_name: "input"\n      buffer: 0'))
+    assert err.path == "system.bindings[0].buffer"
+    assert err.value == 0
+
+
+# -- port offset ----------------------------------------------------------------------------
+
+
+def _ports(bp: Blueprint) -> dict[str, int]:
+    return {c.name: c.config.port for c in bp.components if hasattr(c.config, "port")}
+
+
+def test_port_offset_argument() -> None:
+    bp = parse_blueprint(BASIC, port_offset=1000)
+    assert _ports(bp) == {"app_server": 9000, "system_metrics": 10000}
+    # port 0 (ephemeral) is not offset
+    bp = parse_blueprint(BASIC.replace("port: 9000", "port: 0"), port_offset=1000)
+    assert _ports(bp) == {"app_server": 9000, "system_metrics": 0}
+
+
+def test_port_offset_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PORT_OFFSET_ENV, "20000")
+    assert _ports(parse_blueprint(BASIC)) == {"app_server": 28000, "system_metrics": 29000}
+    # the argument wins over the environment
+    assert _ports(parse_blueprint(BASIC, port_offset=1)) == {
+        "app_server": 8001,
+        "system_metrics": 9001,
+    }
+
+
+def test_port_offset_env_must_be_an_integer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PORT_OFFSET_ENV, "ten")
+    err = _error(BASIC)
+    assert err.path == PORT_OFFSET_ENV
+    assert err.value == "ten"
+
+
+def test_port_offset_past_the_range_is_an_error() -> None:
+    err = _error(BASIC, port_offset=60000)
+    assert err.path == "system.components[0].config.port"
+    assert err.value == 68000
+
+
+def test_port_offset_keeps_clashes() -> None:
+    err = _error(BASIC.replace("port: 9000", "port: 8000"), port_offset=5)
+    assert err.value == 8005
+
+
+def test_offset_does_not_turn_a_bad_port_into_a_good_one() -> None:
+    err = _error(BASIC.replace("port: 8000", "port: -1"), port_offset=100)
+    assert err.value == -1
+    err = _error(BASIC.replace("port: 8000", "port: true"), port_offset=100)
+    assert err.value is True
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def test_load_blueprint_file(tmp_path: Path) -> None:
+    f = tmp_path / "bp.yaml"
+    f.write_text(BASIC, encoding="utf-8")
+    assert load_blueprint(f, port_offset=1).bindings[0].key == "app_server->data_store:input"
+    assert _ports(load_blueprint(str(f), port_offset=1))["app_server"] == 8001
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(BlueprintError) as ei:
+        load_blueprint(missing)
+    assert ei.value.path == str(missing)
+    assert "cannot read" in str(ei.value)
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(BASIC.replace("monitored_system", "syst\xe8me").encode("latin-1"))
+    with pytest.raises(BlueprintError) as ei:
+        load_blueprint(f)
+    assert ei.value.path == str(f)
+    assert "UTF-8" in str(ei.value)

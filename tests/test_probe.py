@@ -1,0 +1,196 @@
+"""Probe: local counters and a bucket histogram, handed over as ``Delta``s by ``flush()``."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+import streammetrics.probe as probe_mod
+from streammetrics.events import Delta
+from streammetrics.probe import Probe
+from streammetrics.windows import N_BUCKETS, bucket_index
+
+
+class FakePerfCounter:
+    """Stands in for ``time.perf_counter`` inside probe.py only; each call advances by
+    the next step, so a timed block takes exactly the step we choose."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.steps: list[float] = []
+
+    def __call__(self) -> float:
+        t = self.t
+        if self.steps:
+            self.t += self.steps.pop(0)
+        return t
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePerfCounter]:
+    fake = FakePerfCounter()
+    monkeypatch.setattr(probe_mod, "time", types.SimpleNamespace(perf_counter=fake))
+    yield fake
+
+
+def _hist(*latencies: float) -> list[int]:
+    h = [0] * N_BUCKETS
+    for x in latencies:
+        h[bucket_index(x)] += 1
+    return h
+
+
+def test_counts_and_latency_histogram() -> None:
+    p = Probe("worker")
+    p.processed()
+    p.processed(5, latency=0.010, nbytes=100)  # one observation for the batch of 5
+    p.processed(latency=0.5)
+    p.error(detail="first")
+    p.error(2, detail="second", latency=0.010)
+    (d,) = p.flush()
+    assert d == Delta(
+        "worker",
+        processed=7,
+        errors=3,
+        bytes=100,
+        latency_counts=_hist(0.010, 0.5, 0.010),
+        latency_sum=pytest.approx(0.52),  # type: ignore[arg-type]
+        last_error="second",
+    )
+    assert d.latency_counts is not None
+    assert d.latency_counts[14] == 2  # 0.009050967 < 0.010 <= 0.0128
+    assert d.latency_counts[25] == 1  # 0.4096 < 0.5 <= 0.579261875
+    assert len(d.latency_counts) == N_BUCKETS
+
+
+def test_counts_without_latency_send_no_histogram() -> None:
+    p = Probe("c")
+    p.processed(3)
+    (d,) = p.flush()
+    assert (d.processed, d.errors, d.latency_counts, d.latency_sum) == (3, 0, None, 0.0)
+
+
+def test_flush_resets() -> None:
+    p = Probe("c")
+    p.processed(2, latency=0.1, nbytes=5)
+    p.error(detail="x")
+    p.message("s")
+    assert len(p.flush()) == 2
+    assert p.flush() == []  # nothing since
+    p.processed()
+    (d,) = p.flush()
+    assert d == Delta("c", processed=1)  # no carried-over bytes, latency or last_error
+
+
+def test_nothing_counted_flushes_nothing() -> None:
+    assert Probe("idle").flush() == []
+
+
+def test_message_per_stream() -> None:
+    p = Probe("src")
+    p.message("a->b:input")
+    p.message("a->b:input", 4, nbytes=40)
+    p.message("a->c:input", nbytes=7)
+    out = p.flush()
+    assert sorted(out, key=lambda d: d.stream or "") == [
+        Delta("src", messages=5, bytes=40, stream="a->b:input"),
+        Delta("src", messages=1, bytes=7, stream="a->c:input"),
+    ]
+    assert p.flush() == []
+
+
+def test_messages_and_counts_are_separate_deltas() -> None:
+    p = Probe("src")
+    p.processed(2, nbytes=3)
+    p.message("s", 9, nbytes=90)
+    counts, msgs = p.flush()
+    assert counts == Delta("src", processed=2, bytes=3)
+    assert msgs == Delta("src", messages=9, bytes=90, stream="s")
+
+
+def test_time_counts_processed_and_error(clock: FakePerfCounter) -> None:
+    p = Probe("c")
+    clock.steps = [0.010]
+    with p.time():
+        pass
+    clock.steps = [0.5]
+    with pytest.raises(KeyError, match="missing"), p.time():
+        raise KeyError("missing")
+    (d,) = p.flush()
+    assert (d.processed, d.errors) == (1, 1)
+    assert d.latency_counts == _hist(0.010, 0.5)
+    assert d.latency_sum == pytest.approx(0.51)
+    assert d.last_error == "KeyError: 'missing'"
+
+
+def test_timed_sync(clock: FakePerfCounter) -> None:
+    p = Probe("c")
+
+    @p.timed
+    def div(a: int, b: int) -> float:
+        """Divide."""
+        return a / b
+
+    assert div.__name__ == "div"
+    assert div.__doc__ == "Divide."
+    clock.steps = [0.002]
+    assert div(6, 3) == 2.0
+    clock.steps = [0.003]
+    with pytest.raises(ZeroDivisionError):
+        div(1, 0)
+    (d,) = p.flush()
+    assert (d.processed, d.errors) == (1, 1)
+    assert d.latency_counts == _hist(0.002, 0.003)
+    assert d.last_error is not None
+    assert d.last_error.startswith("ZeroDivisionError")
+
+
+@pytest.mark.anyio
+async def test_timed_async() -> None:
+    p = Probe("c")
+
+    @p.timed
+    async def work(x: int) -> int:
+        await anyio.sleep(0.01)
+        if x < 0:
+            raise ValueError("negative")
+        return x * 2
+
+    assert await work(4) == 8
+    assert await work(5) == 10
+    with pytest.raises(ValueError, match="negative"):
+        await work(-1)
+    (d,) = p.flush()
+    assert (d.processed, d.errors) == (2, 1)
+    assert d.last_error == "ValueError: negative"
+    assert d.latency_counts is not None
+    assert sum(d.latency_counts) == 3
+    # each call slept >= 10 ms, so the time spans the await (not just creating the coroutine)
+    assert d.latency_sum >= 0.03
+    assert sum(d.latency_counts[: bucket_index(0.009)]) == 0
+
+
+@pytest.mark.anyio
+async def test_cancellation_is_not_counted_as_an_error() -> None:
+    p = Probe("c")
+
+    @p.timed
+    async def slow() -> None:
+        await anyio.sleep(10)
+
+    with anyio.move_on_after(0.01) as scope:
+        await slow()
+    assert scope.cancelled_caught
+    with anyio.move_on_after(0.01), p.time():
+        await anyio.sleep(10)
+    assert p.flush() == []  # neither processed nor failed: the work was abandoned
+
+
+def test_keyboard_interrupt_passes_through_uncounted() -> None:
+    p = Probe("c")
+    with pytest.raises(KeyboardInterrupt), p.time():
+        raise KeyboardInterrupt
+    assert p.flush() == []

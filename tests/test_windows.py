@@ -1,0 +1,425 @@
+"""RollingWindow, driven by hand: every expected figure below is worked out from the
+window's definition (1 s slots; the 10 s / 60 s views are the slot in progress plus the
+9 / 59 completed before it; the 300 s view is the 10 s period in progress plus the 29
+completed before it), never read back from the code under test."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streammetrics.windows import (
+    LATENCY_BOUNDS,
+    N_BUCKETS,
+    VIEWS,
+    RollingWindow,
+    bucket_index,
+    quantile,
+)
+
+# -- buckets and quantile() ---------------------------------------------------------------
+
+
+def test_bounds_are_the_documented_sqrt2_ladder() -> None:
+    assert len(LATENCY_BOUNDS) == 41
+    assert N_BUCKETS == 42
+    assert LATENCY_BOUNDS[0] == 0.0001
+    assert LATENCY_BOUNDS[2] == 0.0002
+    assert LATENCY_BOUNDS[14] == 0.0128
+    assert LATENCY_BOUNDS[40] == pytest.approx(104.8576)
+    assert list(LATENCY_BOUNDS) == sorted(LATENCY_BOUNDS)
+
+
+@pytest.mark.parametrize(
+    ("latency", "index"),
+    [
+        (0.0, 0),
+        (0.0001, 0),  # le: a latency equal to a bound is in that bound's bucket
+        (0.00010001, 1),
+        (0.010, 14),  # 0.009050967 < 0.010 <= 0.0128
+        (0.0128, 14),
+        (0.0129, 15),
+        (0.5, 25),  # 0.4096 < 0.5 <= 0.579261875
+        (104.8576, 40),
+        (105.0, 41),  # +Inf
+        (1e9, 41),
+    ],
+)
+def test_bucket_index_is_first_bound_at_or_above(latency: float, index: int) -> None:
+    assert bucket_index(latency) == index
+    if index < len(LATENCY_BOUNDS):
+        assert latency <= LATENCY_BOUNDS[index]
+    if index > 0:
+        assert latency > LATENCY_BOUNDS[index - 1]
+
+
+def _hist(**counts: int) -> list[int]:
+    h = [0] * N_BUCKETS
+    for key, c in counts.items():
+        h[int(key[1:])] = c
+    return h
+
+
+def test_quantile_interpolates_inside_the_bucket_by_hand() -> None:
+    # 90 observations in bucket 14 (0.009050967, 0.0128], 10 in bucket 25 (0.4096, 0.579261875]
+    h = _hist(b14=90, b25=10)
+    # p50: rank 50 of 100 lies in bucket 14, 50/90 of the way up
+    assert quantile(h, 0.5) == pytest.approx(0.009050967 + (0.0128 - 0.009050967) * 50 / 90)
+    # p95: rank 95; 90 below bucket 25, so 5/10 of the way through it
+    assert quantile(h, 0.95) == pytest.approx(0.4096 + (0.579261875 - 0.4096) * 0.5)
+    assert quantile(h, 0.99) == pytest.approx(0.4096 + (0.579261875 - 0.4096) * 0.9)
+    assert quantile(h, 1.0) == pytest.approx(0.579261875)
+
+
+def test_quantile_first_bucket_starts_at_zero_and_inf_gives_largest_bound() -> None:
+    assert quantile(_hist(b0=4), 0.5) == pytest.approx(0.0001 * 0.5)
+    assert quantile(_hist(b41=3), 0.5) == LATENCY_BOUNDS[-1]
+    assert quantile(_hist(b0=1, b41=99), 0.99) == LATENCY_BOUNDS[-1]
+
+
+def test_quantile_of_empty_histogram_is_none() -> None:
+    assert quantile([0] * N_BUCKETS, 0.5) is None
+    assert quantile([], 0.99) is None
+
+
+# -- counts and rates -----------------------------------------------------------------------
+
+
+def test_counts_and_rates_in_each_view_by_hand() -> None:
+    w = RollingWindow(0.0)
+    w.add(0.5, processed=10)  # slot 0
+    w.add(5.2, processed=20, errors=5)  # slot 5
+    w.add(30.0, processed=30, messages=6, nbytes=600)  # slot 30
+
+    # t = 30.5, slot 30 in progress.
+    v10 = w.view(30.5, 10)  # slots 21..30 -> only the t=30 event; span 30.5 - 21
+    assert (v10.window_seconds, v10.processed, v10.errors, v10.messages) == (10, 30, 0, 6)
+    assert v10.span_seconds == pytest.approx(9.5)
+    assert v10.items_per_second == pytest.approx(30 / 9.5)
+    assert v10.message_rate == pytest.approx(6 / 9.5)
+    assert v10.error_rate == 0.0
+
+    v60 = w.view(30.5, 60)  # slots -29..30, but the window started at 0: span 30.5
+    assert (v60.processed, v60.errors, v60.messages, v60.bytes) == (60, 5, 6, 600)
+    assert v60.span_seconds == pytest.approx(30.5)
+    assert v60.items_per_second == pytest.approx(60 / 30.5)
+    assert v60.error_rate == pytest.approx(5 / 65)
+
+    v300 = w.view(30.5, 300)
+    assert (v300.processed, v300.errors) == (60, 5)
+    assert v300.span_seconds == pytest.approx(30.5)
+
+    # t = 65.0: the 60 s view is slots 6..65, so slots 0 and 5 have left it.
+    v60 = w.view(65.0, 60)
+    assert (v60.processed, v60.errors, v60.messages) == (30, 0, 6)
+    assert v60.span_seconds == pytest.approx(59.0)
+    assert v60.items_per_second == pytest.approx(30 / 59)
+    assert v60.error_rate == 0.0
+    v10 = w.view(65.0, 10)
+    assert (v10.processed, v10.items_per_second, v10.message_rate) == (0, 0.0, 0.0)
+    v300 = w.view(65.0, 300)  # periods 0..6 -> everything, span 65
+    assert (v300.processed, v300.errors, v300.messages) == (60, 5, 6)
+    assert v300.items_per_second == pytest.approx(60 / 65)
+    assert v300.error_rate == pytest.approx(5 / 65)
+
+    assert w.totals() == (60, 5, 6, 600, 0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "last_in", "first_out"),
+    [
+        (10, 9.999, 10.0),  # slot 0 + 9 completed: slot 0 leaves when slot 10 starts
+        (60, 59.5, 60.0),  # slot 0 + 59 completed
+        (300, 299.999, 300.0),  # 10 s period 0 + 29 completed periods
+    ],
+)
+def test_burst_at_zero_expires_exactly_on_the_slot_boundary(
+    seconds: int, last_in: float, first_out: float
+) -> None:
+    w = RollingWindow(0.0)
+    w.add(0.0, processed=100, latency=0.010)
+    v = w.view(last_in, seconds)  # type: ignore[arg-type]
+    assert v.processed == 100
+    assert v.latency_count == 1  # one latency observation for the burst
+    assert v.p50 is not None
+    v = w.view(first_out, seconds)  # type: ignore[arg-type]
+    assert (v.processed, v.latency_count, v.items_per_second) == (0, 0, 0.0)
+    assert (v.p50, v.p95, v.p99) == (None, None, None)  # count and quantiles expire together
+    v = w.view(first_out + 10, seconds)  # type: ignore[arg-type]
+    assert v.processed == 0
+    assert w.totals()[0] == 100
+
+
+def test_60s_view_at_70s_excludes_burst_at_zero() -> None:
+    w = RollingWindow(0.0)
+    w.add(0.0, processed=100)
+    assert w.view(59.5).processed == 100
+    assert w.view(60.0).processed == 0
+    assert w.view(70.0).processed == 0
+
+
+def test_300s_view_has_ten_second_precision() -> None:
+    # t=5.5 is in period 0 (0..10 s): it leaves the 300 s view when period 30 starts,
+    # i.e. at t=300, only 294.5 s after it happened.
+    w = RollingWindow(0.0)
+    w.add(5.5, processed=7)
+    v = w.view(299.99, 300)
+    assert v.processed == 7
+    assert v.span_seconds == pytest.approx(299.99)
+    assert w.view(300.0, 300).processed == 0
+    # t=9.99 is still period 0, t=10.0 is period 1 and stays until t=310
+    w = RollingWindow(0.0)
+    w.add(10.0, processed=3)
+    assert w.view(300.0, 300).processed == 3
+    assert w.view(300.0, 300).span_seconds == pytest.approx(290.0)  # periods 1..30 from t=10
+    assert w.view(309.9, 300).processed == 3
+    assert w.view(310.0, 300).processed == 0
+
+
+def test_burst_70s_ago_is_out_of_60s_rate_but_in_300s_view() -> None:
+    w = RollingWindow(0.0)
+    w.add(10.0, processed=50, latency=0.5)
+    v60 = w.view(80.0, 60)
+    assert (v60.processed, v60.items_per_second, v60.p99) == (0, 0.0, None)
+    v300 = w.view(80.0, 300)
+    assert v300.processed == 50
+    assert v300.items_per_second == pytest.approx(50 / 80)
+    assert v300.p50 == pytest.approx(0.4096 + (0.579261875 - 0.4096) * 0.5)
+
+
+def test_late_event_counts_in_the_slot_in_progress() -> None:
+    w = RollingWindow(0.0)
+    w.add(10.0, processed=1)
+    w.add(5.0, processed=2)  # arrives "from the past": folded into slot 10, not slot 5
+    assert w.view(9.0, 10).processed == 3  # a read "from the past" sees the slot in progress
+    assert w.view(65.5).processed == 3  # slot 5 is out of the 60 s view, slot 10 is not
+    assert w.view(70.0).processed == 0
+
+
+# -- quantiles over a view ------------------------------------------------------------------
+
+
+def test_view_quantiles_against_bucket_bounds() -> None:
+    w = RollingWindow(0.0)
+    for i in range(90):
+        w.add(i * 0.3, processed=1, latency=0.010)  # bucket 14, spread over slots 0..26
+    for i in range(10):
+        w.add(30.0 + i, errors=1, latency=0.5)  # bucket 25
+    v = w.view(40.0, 60)
+    assert (v.processed, v.errors, v.latency_count) == (90, 10, 100)
+    assert v.latency_sum == pytest.approx(90 * 0.010 + 10 * 0.5)
+    assert v.error_rate == pytest.approx(0.1)
+    assert v.p50 == pytest.approx(0.009050967 + (0.0128 - 0.009050967) * 50 / 90)
+    assert LATENCY_BOUNDS[13] < v.p50 <= LATENCY_BOUNDS[14]  # type: ignore[operator]
+    assert v.p95 == pytest.approx(0.4096 + 0.169661875 * 0.5)
+    assert v.p99 == pytest.approx(0.4096 + 0.169661875 * 0.9)
+    assert LATENCY_BOUNDS[24] < v.p99 <= LATENCY_BOUNDS[25]  # type: ignore[operator]
+    # 10 s view at t=40: slots 31..40 -> 9 of the 0.5 s errors (t=31..39)
+    v10 = w.view(40.0, 10)
+    assert (v10.errors, v10.latency_count) == (9, 9)
+    assert v10.p50 == pytest.approx(0.4096 + 0.169661875 * 0.5)
+    # at t=87 slots 28..87: the t=0..26.7 ones have gone, the t=30..39 ones remain
+    v = w.view(87.0, 60)
+    assert (v.latency_count, v.processed, v.errors) == (10, 0, 10)
+    assert v.error_rate == 1.0
+    assert v.p50 == pytest.approx(0.4096 + 0.169661875 * 0.5)
+
+
+def test_empty_views_give_rate_zero_and_no_quantiles() -> None:
+    w = RollingWindow(0.0)
+    for s in VIEWS:
+        v = w.view(5.0, s)
+        assert (v.processed, v.errors, v.messages, v.bytes, v.latency_count) == (0, 0, 0, 0, 0)
+        assert (v.items_per_second, v.message_rate, v.error_rate) == (0.0, 0.0, 0.0)
+        assert (v.p50, v.p95, v.p99) == (None, None, None)
+    # counts without latencies: rates but no quantiles
+    w.add(6.0, processed=4)
+    v = w.view(6.5)
+    assert v.processed == 4
+    assert (v.p50, v.p95, v.p99) == (None, None, None)
+
+
+def test_expired_latency_sum_is_exactly_zero() -> None:
+    w = RollingWindow(0.0)
+    for i, x in enumerate([0.1, 0.2, 0.3, 0.7, 0.01]):  # 0.1 + 0.2 + 0.3 - 0.1 - ... != 0.0
+        w.add(float(i), latency=x)
+    assert w.view(5.5).latency_sum == pytest.approx(1.31)
+    v = w.view(100.0)
+    assert (v.latency_count, v.latency_sum) == (0, 0.0)
+    assert w.view(100.0, 10).latency_sum == 0.0
+
+
+# -- idle gaps ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gap", [300.0, 360.0, 361.0, 400.0, 10_000.0])
+def test_long_idle_gap_empties_views_but_keeps_lifetime_totals(gap: float) -> None:
+    w = RollingWindow(0.0)
+    w.add(1.0, processed=5, errors=1, messages=2, nbytes=10, latency=0.010)
+    w.add(2.0, processed=1, latency=0.5)
+    t = 2.0 + gap
+    for s in VIEWS:
+        v = w.view(t, s)
+        assert (v.processed, v.errors, v.messages, v.bytes, v.latency_count) == (0, 0, 0, 0, 0)
+        assert v.p50 is None
+    assert w.totals()[:5] == (6, 1, 2, 10, 2)
+    assert w.totals()[5] == pytest.approx(0.51)
+    # the window works as new after the gap
+    w.add(t, processed=3)
+    assert w.view(t + 0.5).processed == 3
+    assert w.view(t + 0.5, 300).processed == 3
+    assert w.view(t + 60).processed == 0
+    assert w.totals()[0] == 9
+    hist = w.total_histogram()
+    assert sum(hist) == 2
+    assert hist[14] == 1
+    assert hist[25] == 1
+
+
+def test_gap_with_unread_slot_in_progress_keeps_it_in_totals() -> None:
+    # the slot in progress when a > 360 s gap is crossed by add() must not be lost
+    w = RollingWindow(0.0)
+    w.add(0.2, processed=2, latency=0.010)
+    w.add(1000.0, processed=1)
+    assert w.totals()[:5] == (3, 0, 0, 0, 1)
+    assert w.total_histogram()[14] == 1
+    assert w.view(1000.5).processed == 1
+
+
+# -- add_histogram --------------------------------------------------------------------------
+
+
+def test_add_histogram_equals_per_event_add() -> None:
+    rng = random.Random(7)
+    per_event = RollingWindow(0.0)
+    batched = RollingWindow(0.0)
+    t = 0.0
+    for _ in range(80):
+        t += rng.uniform(0.0, 4.0)
+        lat = [rng.lognormvariate(-4, 2) for _ in range(rng.randint(1, 20))]
+        for x in lat:
+            per_event.add(t, latency=x)
+        counts = [0] * N_BUCKETS
+        for x in lat:
+            counts[bucket_index(x)] += 1
+        batched.add_histogram(t, counts, sum(lat))
+        for s in VIEWS:
+            a, b = per_event.view(t + 0.1, s), batched.view(t + 0.1, s)
+            assert a.latency_count == b.latency_count
+            assert (a.p50, a.p95, a.p99) == (b.p50, b.p95, b.p99)
+            assert a.latency_sum == pytest.approx(b.latency_sum)
+    assert per_event.total_histogram() == batched.total_histogram()
+    assert per_event.totals()[4] == batched.totals()[4]
+
+
+def test_add_histogram_rejects_wrong_length() -> None:
+    w = RollingWindow(0.0)
+    with pytest.raises(ValueError, match="42"):
+        w.add_histogram(0.0, [1, 2, 3], 0.1)
+
+
+# -- bounded memory, young windows, argument checks ------------------------------------------
+
+
+def test_memory_does_not_grow_with_event_count() -> None:
+    w = RollingWindow(0.0)
+    fine_len, coarse_len = len(w._fine), len(w._coarse)
+    assert (fine_len, coarse_len) == (60, 30)
+    add = w.add
+    n = 1_000_000
+    for i in range(n):  # 500 s of traffic at 2000 events/s
+        add(i * 0.0005, 1, 0, 0, 0, 0.001)
+    assert (len(w._fine), len(w._coarse)) == (fine_len, coarse_len)
+    for ring in (w._fine, w._coarse):
+        for slot in ring:
+            if slot is not None:
+                assert len(slot[0]) == 6
+                assert slot[1] is None or len(slot[1]) == N_BUCKETS
+    assert w.totals()[0] == n
+    assert sum(w.total_histogram()) == n
+    # t=499.9995 is the last event; the 60 s view is slots 440..499: 60 s * 2000 events
+    assert w.view(499.9995).processed == 120_000
+    assert w.view(499.9995, 10).processed == 20_000
+    # 300 s view: periods 20..49 -> t in [200, 500): 600_000 events
+    assert w.view(499.9995, 300).processed == 600_000
+
+
+def test_span_seconds_while_the_window_is_young() -> None:
+    w = RollingWindow(100.25)
+    for s in VIEWS:
+        assert w.view(100.25, s).span_seconds == 1.0  # never below one resolution step
+    w.add(101.0, processed=7)
+    for s in VIEWS:
+        v = w.view(103.75, s)
+        assert v.span_seconds == pytest.approx(3.5)
+        assert v.items_per_second == pytest.approx(7 / 3.5)
+    assert w.view(130.0, 10).span_seconds == pytest.approx(9.0)  # slots 121..130
+    assert w.view(130.0, 60).span_seconds == pytest.approx(29.75)
+    assert w.view(130.0, 300).span_seconds == pytest.approx(29.75)
+    # t=400.5: period 40, so periods 11..40, from t=110
+    assert w.view(400.5, 300).span_seconds == pytest.approx(290.5)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="resolution"):
+        RollingWindow(0.0, resolution=0)
+    w = RollingWindow(0.0)
+    with pytest.raises(ValueError, match="10, 60 or 300"):
+        w.view(1.0, 30)  # type: ignore[arg-type]
+
+
+# -- against a naive reference model ---------------------------------------------------------
+
+
+def _reference(
+    events: list[tuple[int, int, int, float | None]], tick: int, seconds: int
+) -> tuple[int, int, list[int]]:
+    first = (tick // 10 - 29) * 10 if seconds == 300 else tick - (seconds - 1)
+    p = e = 0
+    hist = [0] * N_BUCKETS
+    for t, dp, de, lat in events:
+        if first <= t <= tick:
+            p += dp
+            e += de
+            if lat is not None:
+                hist[bucket_index(lat)] += 1
+    return p, e, hist
+
+
+def test_matches_naive_reference_over_random_traffic() -> None:
+    rng = random.Random(20240601)
+    w = RollingWindow(0.0)
+    events: list[tuple[int, int, int, float | None]] = []
+    t = 0.0
+    tick = 0  # the slot in progress: the largest tick seen so far
+    for step in range(3000):
+        r = rng.random()
+        if r < 0.01:
+            t += rng.uniform(300, 400)  # long idle gap, around the reset threshold
+        elif r < 0.05:
+            t += rng.uniform(10, 70)
+        else:
+            t += rng.uniform(0, 1.5)
+        now = t - (rng.uniform(0, 3) if rng.random() < 0.05 else 0.0)  # some late events
+        tick = max(tick, int(now))
+        dp, de = rng.randint(0, 5), rng.randint(0, 2)
+        lat = rng.lognormvariate(-3, 1.5) if rng.random() < 0.7 else None
+        w.add(now, processed=dp, errors=de, latency=lat)
+        events.append((tick, dp, de, lat))
+        if step % 7 == 0:
+            read = t + rng.uniform(0, 20)
+            tick = max(tick, int(read))
+            for s in VIEWS:
+                v = w.view(read, s)  # type: ignore[arg-type]
+                p, e, hist = _reference(events, tick, s)
+                assert (v.processed, v.errors) == (p, e), (step, s)
+                assert v.latency_count == sum(hist)
+                assert (v.p50, v.p95, v.p99) == (
+                    quantile(hist, 0.5),
+                    quantile(hist, 0.95),
+                    quantile(hist, 0.99),
+                )
+    total_p = sum(ev[1] for ev in events)
+    total_e = sum(ev[2] for ev in events)
+    assert w.totals()[:2] == (total_p, total_e)
