@@ -107,10 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streammetrics: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BaseExceptionGroup as group:
-        exc = _ours(group)
-        if exc is None:
+        ours = _ours(group)
+        if ours is None:
             raise
-        print(f"streammetrics: error: {exc}", file=sys.stderr)
+        print(f"streammetrics: error: {ours}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
