@@ -1,0 +1,158 @@
+"""The JSON bodies of the metrics API.
+
+Field names are the seed specification's, exactly (users parse them); fields are
+added, never renamed. The snapshot's raw histogram fields are left out: they exist for
+the Prometheus histogram and would triple a JSON body for nobody.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ..snapshot import (
+    Alert,
+    BreakerStatus,
+    ComponentCounts,
+    ComponentStatus,
+    Deduction,
+    Performance,
+    Recommendation,
+    Snapshot,
+    Status,
+    Streaming,
+    Traces,
+)
+
+__all__ = (
+    "AlertsResponse",
+    "ComponentsResponse",
+    "ErrorResponse",
+    "HealthResponse",
+    "MetricsResponse",
+    "RootResponse",
+    "Window",
+    "alerts_response",
+    "components_response",
+    "health_response",
+    "metrics_response",
+)
+
+#: The ``?window=`` values, as the routes accept them.
+Window = Literal["10s", "60s", "300s"]
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    """Every error body: a short fixed ``error`` to match on, a ``detail`` for people."""
+
+    error: str
+    """Stable kind: ``invalid query parameter``, ``harness unavailable``, ``internal error``…"""
+    detail: str
+    """What exactly went wrong; never a traceback."""
+    status_code: int
+    """The HTTP status, repeated for clients that only keep the body."""
+
+
+class RootResponse(msgspec.Struct, frozen=True):
+    service: str
+    version: str
+    endpoints: dict[str, str]
+    timestamp: float
+
+
+class HealthResponse(msgspec.Struct, frozen=True):
+    status: Status
+    health_score: float
+    uptime_seconds: float
+    components: ComponentCounts
+    timestamp: float
+    reasons: list[Deduction]
+    """Why the score is below 1.0, one entry per penalty."""
+
+
+class MetricsResponse(msgspec.Struct, frozen=True):
+    health_score: float
+    uptime_seconds: float
+    system_status: Status
+    performance: Performance
+    detailed_components: dict[str, ComponentStatus]
+    circuit_breakers: dict[str, BreakerStatus]
+    traces: Traces
+    alerts: list[Alert]
+    recommendations: list[Recommendation]
+    streaming: Streaming
+    components: ComponentCounts
+    reasons: list[Deduction]
+    rejected: dict[str, int]
+    errors: list[str]
+    """Collectors that failed for this snapshot; the other figures are still valid."""
+    timestamp: float
+
+
+class AlertsResponse(msgspec.Struct, frozen=True):
+    alerts: list[Alert]
+    """Alerts firing now."""
+    recommendations: list[Recommendation]
+    timestamp: float
+    pending_alerts: list[Alert]
+    """Conditions that hold but whose ``for`` duration has not elapsed yet."""
+    resolved_alerts: list[Alert]
+    """Alerts that fired and stopped, within the retention."""
+
+
+class ComponentsResponse(msgspec.Struct, frozen=True):
+    components: dict[str, ComponentStatus]
+    circuit_breakers: dict[str, BreakerStatus]
+    streaming: Streaming
+    timestamp: float
+
+
+def health_response(s: Snapshot) -> HealthResponse:
+    return HealthResponse(
+        status=s.system_status,
+        health_score=s.health_score,
+        uptime_seconds=s.uptime_seconds,
+        components=s.components,
+        timestamp=s.timestamp,
+        reasons=s.reasons,
+    )
+
+
+def metrics_response(s: Snapshot) -> MetricsResponse:
+    return MetricsResponse(
+        health_score=s.health_score,
+        uptime_seconds=s.uptime_seconds,
+        system_status=s.system_status,
+        performance=s.performance,
+        detailed_components=s.detailed_components,
+        circuit_breakers=s.circuit_breakers,
+        traces=s.traces,
+        alerts=s.alerts,
+        recommendations=s.recommendations,
+        streaming=s.streaming,
+        components=s.components,
+        reasons=s.reasons,
+        rejected=s.rejected,
+        errors=s.errors,
+        timestamp=s.timestamp,
+    )
+
+
+def alerts_response(s: Snapshot) -> AlertsResponse:
+    return AlertsResponse(
+        alerts=s.alerts,
+        recommendations=s.recommendations,
+        timestamp=s.timestamp,
+        pending_alerts=s.pending_alerts,
+        resolved_alerts=s.resolved_alerts,
+    )
+
+
+def components_response(s: Snapshot) -> ComponentsResponse:
+    return ComponentsResponse(
+        components=s.detailed_components,
+        circuit_breakers=s.circuit_breakers,
+        streaming=s.streaming,
+        timestamp=s.timestamp,
+    )

@@ -1,0 +1,187 @@
+"""The route handlers of the metrics API. They read one cached snapshot and shape it;
+they never compute figures themselves (that is the aggregator's job, once per tick).
+
+Names used in handler signatures are imported at run time, not under TYPE_CHECKING:
+Litestar resolves the annotations to build its validators and the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, cast
+
+from litestar import Request, Response, get
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.params import QueryParameter
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+
+from .. import __version__
+from ..windows import ViewSeconds
+from .responses import (
+    AlertsResponse,
+    ComponentsResponse,
+    ErrorResponse,
+    HealthResponse,
+    MetricsResponse,
+    RootResponse,
+    Window,
+    alerts_response,
+    components_response,
+    health_response,
+    metrics_response,
+)
+from .service import MetricsService
+
+__all__ = ("ENDPOINTS", "ROUTES", "Service", "check_query", "wants_openmetrics")
+
+#: ``GET /``'s endpoint list.
+ENDPOINTS: Final[dict[str, str]] = {
+    "/health": "System health summary",
+    "/metrics": "Prometheus exposition (text, or OpenMetrics when the Accept header asks)",
+    "/metrics/json": "Detailed performance metrics",
+    "/alerts": "Active alerts and recommendations",
+    "/components": "Component-level status",
+}
+#: How handlers (and ``extra_route_handlers``) ask for the service the app was made with.
+Service = NamedDependency[MetricsService]
+_WINDOWS: Final[dict[str, ViewSeconds]] = {"10s": 10, "60s": 60, "300s": 300}
+#: handler ``opt`` key: the query parameters a route accepts, each with its allowed values.
+_QUERY_OPT: Final = "query"
+_WINDOW_QUERY: Final = {_QUERY_OPT: {"window": tuple(_WINDOWS)}}
+
+WindowParam = Annotated[
+    Window | None,
+    QueryParameter(
+        description="The rolling window the rates and error rates cover; "
+        "default: the endpoint's configured view (60s)."
+    ),
+]
+
+_ERR_400 = ResponseSpec(
+    ErrorResponse,
+    description="Unknown, repeated or invalid query parameter",
+    generate_examples=False,
+)
+_ERR_503 = ResponseSpec(
+    ErrorResponse, description="No harness feeds the endpoint", generate_examples=False
+)
+
+
+def check_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Reject query parameters a route does not know, repeats and values out of range.
+
+    A guard rather than Litestar's validation so the 400 names the parameter and its
+    allowed values in the API's own error shape; a typo (``?windw=10s``) silently
+    answering with the default window would be worse than an error.
+    """
+    spec: dict[str, tuple[str, ...]] | None = handler.opt.get(_QUERY_OPT)
+    if spec is None:
+        return
+    seen: dict[str, int] = {}
+    for key, value in connection.query_params.multi_items():
+        allowed = spec.get(key)
+        if allowed is None:
+            names = ", ".join(spec) or "none"
+            raise ValidationException(
+                detail=f"unknown query parameter {key!r}; {connection.url.path} accepts: {names}",
+                extra={"parameter": key},
+            )
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            raise ValidationException(
+                detail=f"query parameter {key!r} given more than once; give it once",
+                extra={"parameter": key},
+            )
+        if value not in allowed:
+            raise ValidationException(
+                detail=f"query parameter {key!r} must be one of {', '.join(allowed)}; "
+                f"got {value!r}",
+                extra={"parameter": key, "allowed": list(allowed)},
+            )
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether the scraper prefers OpenMetrics, by prometheus-client's own negotiation."""
+    _encoder, content_type = choose_encoder(accept)
+    return content_type.startswith("application/openmetrics-text")
+
+
+def _view(window: str | None) -> ViewSeconds | None:
+    return _WINDOWS[window] if window is not None else None
+
+
+@get("/", summary="Endpoint discovery and API information")
+async def root(service: Service, state: State) -> RootResponse:
+    return RootResponse(
+        service=state["title"], version=__version__, endpoints=ENDPOINTS, timestamp=service.wall()
+    )
+
+
+@get(
+    "/health",
+    summary="System health summary for load balancers: 200 only when healthy",
+    guards=[check_query],
+    opt=_WINDOW_QUERY,
+    responses={
+        400: _ERR_400,
+        503: ResponseSpec(
+            cast(Any, HealthResponse | ErrorResponse),  # Litestar documents it as oneOf
+            description="Degraded or unhealthy (health body), or no harness (error body)",
+            generate_examples=False,
+        ),
+    },
+)
+async def health(service: Service, window: WindowParam = None) -> Response[HealthResponse]:
+    snap = await service.snapshot(_view(window))
+    return Response(
+        health_response(snap), status_code=200 if snap.system_status == "healthy" else 503
+    )
+
+
+@get(
+    "/metrics",
+    summary="Prometheus exposition; OpenMetrics when the Accept header asks for it",
+    media_type=CONTENT_TYPE_PLAIN_0_0_4,
+    responses={503: _ERR_503},
+)
+async def metrics(request: Request[Any, Any, Any], service: Service) -> Response[bytes]:
+    om = wants_openmetrics(request.headers.get("accept", ""))
+    body = await service.prometheus(openmetrics=om)
+    content_type = OPENMETRICS_TYPE if om else CONTENT_TYPE_PLAIN_0_0_4
+    # An explicit header: from media_type Litestar would append a second "; charset".
+    return Response(body, media_type=content_type, headers={"content-type": content_type})
+
+
+@get(
+    "/metrics/json",
+    summary="Comprehensive metrics in JSON",
+    guards=[check_query],
+    opt=_WINDOW_QUERY,
+    responses={400: _ERR_400, 503: _ERR_503},
+)
+async def metrics_json(service: Service, window: WindowParam = None) -> MetricsResponse:
+    return metrics_response(await service.snapshot(_view(window)))
+
+
+@get("/alerts", summary="Current alerts and recommendations", responses={503: _ERR_503})
+async def alerts(service: Service) -> AlertsResponse:
+    return alerts_response(await service.snapshot())
+
+
+@get(
+    "/components",
+    summary="Component-level detailed status",
+    guards=[check_query],
+    opt=_WINDOW_QUERY,
+    responses={400: _ERR_400, 503: _ERR_503},
+)
+async def components(service: Service, window: WindowParam = None) -> ComponentsResponse:
+    return components_response(await service.snapshot(_view(window)))
+
+
+ROUTES: Final = (root, health, metrics, metrics_json, alerts, components)

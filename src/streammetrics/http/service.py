@@ -1,0 +1,221 @@
+"""What the HTTP handlers talk to: snapshots and Prometheus renders, each made at most
+once per tick and shared by every request of that tick.
+
+Why a service between handlers and the aggregator: a scrape storm (many dashboards,
+several Prometheus replicas) must cost one snapshot and one render per tick, not one per
+request (prometheus/client_python #374: ``generate_latest`` is slow), and both the
+process sample and the render must stay off the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+import msgspec
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as _om_generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ..errors import HarnessUnavailableError
+from .prometheus import SnapshotCollector
+
+if TYPE_CHECKING:
+    from ..aggregator import Aggregator, ProcessStats
+    from ..process import Sampler
+    from ..snapshot import Snapshot
+    from ..windows import ViewSeconds
+
+__all__ = ("MetricsService", "ServiceStatistics")
+
+
+class ServiceStatistics(msgspec.Struct, frozen=True):
+    """Counters of the caches, to check that a scrape storm really is one render a tick."""
+
+    snapshots_built: int
+    snapshot_cache_hits: int
+    renders: int
+    render_cache_hits: int
+    sampler_failures: int
+    available: bool
+
+
+def _render_openmetrics(registry: CollectorRegistry) -> bytes:
+    out: bytes = _om_generate_latest(registry)  # type: ignore[no-untyped-call]
+    return out
+
+
+class MetricsService:
+    """Snapshots and renders of one MetricsEndpoint, cached per tick.
+
+    ``clock`` is monotonic seconds and only decides cache age; ``wall`` (unix seconds) is
+    what responses without a snapshot (``GET /``) show as ``timestamp``.
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator | None,
+        *,
+        tick_s: float = 1.0,
+        sampler: Sampler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        collectors: Sequence[Collector] = (),
+        name: str = "metrics_endpoint",
+        sample_timeout_s: float = 2.0,
+    ) -> None:
+        if tick_s < 0:
+            raise ValueError(f"tick_s must be >= 0, got {tick_s!r}")
+        self.name = name
+        self.sample_timeout_s = sample_timeout_s
+        self.tick_s = tick_s
+        self.clock = clock
+        self.wall = wall
+        self._aggregator = aggregator
+        self._sampler = sampler
+        self._unavailable: str | None = None
+        self._snapshots: dict[int, tuple[float, Snapshot]] = {}
+        self._process: tuple[float, ProcessStats | None, str | None] | None = None
+        self._snapshot_lock = anyio.Lock()
+        self._render_lock = anyio.Lock()
+        self._rendered: dict[bool, tuple[Snapshot, bytes]] = {}
+        self._rendering: Snapshot | None = None
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(SnapshotCollector(lambda: self._rendering))
+        for c in collectors:
+            self._registry.register(c)
+        self._built = self._snap_hits = self._renders = self._render_hits = 0
+        self._sampler_failures = 0
+
+    # -- availability ---------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self._aggregator is not None and self._unavailable is None
+
+    def attach(self, aggregator: Aggregator | None) -> None:
+        """Serve another aggregator (or none); cached figures of the old one are dropped."""
+        self._aggregator = aggregator
+        self._forget()
+
+    def set_unavailable(self, detail: str) -> None:
+        """From now on every figure request answers 503 with ``detail``."""
+        self._unavailable = detail
+        self._forget()
+
+    def set_available(self) -> None:
+        self._unavailable = None
+
+    def _forget(self) -> None:
+        self._snapshots.clear()
+        self._rendered.clear()
+        self._process = None
+
+    def _require(self) -> Aggregator:
+        if self._unavailable is not None:
+            raise HarnessUnavailableError(self._unavailable)
+        if self._aggregator is None:
+            raise HarnessUnavailableError(f"no harness feeds metrics endpoint {self.name!r}")
+        return self._aggregator
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def snapshot(self, view: ViewSeconds | None = None) -> Snapshot:
+        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old.
+
+        Raises ``HarnessUnavailableError`` when no harness feeds the service.
+        """
+        view = view or self._require().view
+        hit = self._fresh_snapshot(view)
+        if hit is not None:
+            self._snap_hits += 1
+            return hit
+        async with self._snapshot_lock:
+            # Whoever held the lock may have built exactly this one meanwhile.
+            hit = self._fresh_snapshot(view)
+            if hit is not None:
+                self._snap_hits += 1
+                return hit
+            process, error = await self._sample()
+            agg = self._require()  # the harness may have gone while we sampled
+            snap = agg.snapshot(process=process, errors=[error] if error else (), view=view)
+            self._snapshots[view] = (self.clock(), snap)
+            self._built += 1
+            return snap
+
+    def _fresh_snapshot(self, view: ViewSeconds) -> Snapshot | None:
+        cached = self._snapshots.get(view)
+        if cached is not None and self.clock() - cached[0] < self.tick_s:
+            return cached[1]
+        return None
+
+    async def _sample(self) -> tuple[ProcessStats | None, str | None]:
+        """One process sample per tick, shared by every view: ``cpu_percent`` measures
+        since the previous call, so sampling per view would shorten its interval."""
+        if self._sampler is None:
+            return None, None
+        now = self.clock()
+        if self._process is not None and now - self._process[0] < self.tick_s:
+            return self._process[1], self._process[2]
+        stats: ProcessStats | None = None
+        error: str | None = None
+        try:
+            # A hung /proc read must not hang /health: past the deadline the thread is
+            # abandoned and the snapshot goes out without process figures.
+            with anyio.move_on_after(self.sample_timeout_s):
+                stats = await anyio.to_thread.run_sync(self._sampler.sample, abandon_on_cancel=True)
+            if stats is None:
+                error = f"process sampler timed out after {self.sample_timeout_s:g}s"
+        except Exception as exc:  # partial data beats no data (spec: Error Handling)
+            error = f"process sampler failed: {type(exc).__name__}: {exc}"
+        if error is not None:
+            self._sampler_failures += 1
+        self._process = (now, stats, error)
+        return stats, error
+
+    # -- Prometheus -----------------------------------------------------------------------
+
+    async def prometheus(self, openmetrics: bool = False) -> bytes:
+        """The exposition of the current snapshot, rendered once per snapshot and format.
+
+        Concurrent requests wait for the render in progress instead of starting another.
+        """
+        snap = await self.snapshot()
+        body = self._fresh_render(snap, openmetrics)
+        if body is not None:
+            return body
+        async with self._render_lock:
+            body = self._fresh_render(snap, openmetrics)  # rendered while we waited?
+            if body is not None:
+                return body
+            render = _render_openmetrics if openmetrics else generate_latest
+            # The collector reads _rendering from the worker thread; the lock keeps it
+            # fixed for the whole render.
+            self._rendering = snap
+            try:
+                body = await anyio.to_thread.run_sync(render, self._registry)
+            finally:
+                self._rendering = None
+            self._rendered[openmetrics] = (snap, body)
+            self._renders += 1
+            return body
+
+    def _fresh_render(self, snap: Snapshot, openmetrics: bool) -> bytes | None:
+        cached = self._rendered.get(openmetrics)
+        if cached is not None and cached[0] is snap:
+            self._render_hits += 1
+            return cached[1]
+        return None
+
+    def statistics(self) -> ServiceStatistics:
+        return ServiceStatistics(
+            snapshots_built=self._built,
+            snapshot_cache_hits=self._snap_hits,
+            renders=self._renders,
+            render_cache_hits=self._render_hits,
+            sampler_failures=self._sampler_failures,
+            available=self.available,
+        )
