@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import builtins
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 import yaml
 
+from .breaker import BreakerConfig
 from .errors import BlueprintError
 
 __all__ = (
@@ -72,6 +73,8 @@ class ComponentDef:
     cls: builtins.type[Any]
     config: Any
     index: int
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    """``config.circuit_breaker``: used for components that consume items."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,17 @@ def parse_blueprint(
                 value=c.type,
             )
         cfg_data = dict(c.config)
+        breaker = BreakerConfig()
+        if "circuit_breaker" in cfg_data:
+            raw_breaker = cfg_data.pop("circuit_breaker")
+            try:
+                breaker = msgspec.convert(raw_breaker, BreakerConfig)
+            except msgspec.ValidationError as exc:
+                path, reason = _path(exc, f"{at}.config.circuit_breaker")
+                inner = "$" + path[len(f"{at}.config.circuit_breaker") :]
+                raise BlueprintError(
+                    reason, path=path, value=_value_at(raw_breaker, inner)
+                ) from None
         port = cfg_data.get("port")
         if port_offset and isinstance(port, int) and not isinstance(port, bool) and port > 0:
             cfg_data["port"] = port + port_offset
@@ -178,7 +192,7 @@ def parse_blueprint(
                 )
             if p:
                 ports[p] = c.name
-        defs.append(ComponentDef(c.name, c.type, cls, config, i))
+        defs.append(ComponentDef(c.name, c.type, cls, config, i, breaker))
     keys: set[str] = set()
     for j, b in enumerate(system.bindings):
         at = f"system.bindings[{j}]"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -20,8 +21,10 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from .blueprint import Blueprint, ComponentDef
+from .breaker import CircuitBreaker
 from .bus import EventBus
-from .components.base import Component, Context, Input, Output
+from .components.base import Component, Context, Input, Output, Processor
+from .snapshot import BreakerState
 
 __all__ = ("Harness", "HarnessStatistics", "Listening")
 
@@ -44,6 +47,14 @@ class HarnessStatistics(msgspec.Struct, frozen=True):
     failed: list[str]
     bindings: dict[str, tuple[int, int]]
     """Per binding key: (items waiting, capacity)."""
+
+
+def _report_transition(
+    ctx: Context, old: BreakerState, new: BreakerState, breaker: CircuitBreaker
+) -> None:
+    """Every breaker transition is an event, like everything else the harness sees."""
+    log.info("breaker of %r: %s -> %s", ctx.name, old, new)
+    ctx.emit("breaker", detail=new)
 
 
 class _Started:
@@ -111,6 +122,10 @@ class Harness:
                 system_outputs=self.outputs,
                 wall=self.wall,
             )
+            if c.breaker.enabled and ctx.inputs and issubclass(c.cls, Processor):
+                ctx.breaker = ctx.probe.breaker = CircuitBreaker(
+                    c.breaker, on_transition=partial(_report_transition, ctx)
+                )
             built[c.name] = c.cls(ctx)
         return built
 

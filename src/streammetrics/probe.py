@@ -15,21 +15,31 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from inspect import iscoroutinefunction
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from .events import Delta
 from .windows import LATENCY_BOUNDS, N_BUCKETS
 
-__all__ = ("Probe",)
+__all__ = ("Outcomes", "Probe")
 
 P = ParamSpec("P")
+
+
+class Outcomes(Protocol):
+    """What watches a probe's outcomes (a ``CircuitBreaker``)."""
+
+    def record_success(self) -> None: ...
+
+    def record_failure(self) -> None: ...
+
+
 R = TypeVar("R")
 
 
 class Probe:
     """Local counters of one component, flushed as ``Delta``s."""
 
-    __slots__ = ("_b", "_e", "_h", "_last_error", "_ls", "_p", "_streams", "component")
+    __slots__ = ("_b", "_e", "_h", "_last_error", "_ls", "_p", "_streams", "breaker", "component")
 
     def __init__(self, component: str) -> None:
         self.component = component
@@ -40,10 +50,14 @@ class Probe:
         self._h: list[int] | None = None
         self._last_error: str | None = None
         self._streams: dict[str, list[int]] = {}
+        #: A circuit breaker that sees every outcome the probe counts (set by the harness).
+        self.breaker: Outcomes | None = None
 
     def processed(self, n: int = 1, latency: float | None = None, nbytes: int = 0) -> None:
         """Count ``n`` items done; ``latency`` (seconds) is one observation for the batch."""
         self._p += n
+        if self.breaker is not None:
+            self.breaker.record_success()
         if nbytes:
             self._b += nbytes
         if latency is not None:
@@ -56,6 +70,8 @@ class Probe:
     def error(self, n: int = 1, detail: str | None = None, latency: float | None = None) -> None:
         """Count ``n`` failed items; ``detail`` is kept as the component's last error."""
         self._e += n
+        if self.breaker is not None:
+            self.breaker.record_failure()
         if detail is not None:
             self._last_error = detail
         if latency is not None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ..blueprint import Blueprint
+    from ..breaker import CircuitBreaker
     from ..bus import EventBus
     from ..probe import Probe
 
@@ -81,6 +82,8 @@ class Context:
     blueprint: Blueprint
     inputs: list[Input] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
+    breaker: CircuitBreaker | None = None
+    """The breaker around this component's work (consumers only; set by the harness)."""
     system_outputs: dict[str, Output] = field(default_factory=dict)
     """Every binding of the system by key (a MetricsEndpoint watches their buffers)."""
     wall: Callable[[], float] = time.time
@@ -88,6 +91,15 @@ class Context:
     def emit(self, kind: EventKind, detail: str | None = None, **fields: Any) -> None:
         """Report a lifecycle, breaker or span event straight to the bus."""
         self.bus.publish([Event(self.name, kind, timestamp=self.wall(), detail=detail, **fields)])
+
+    async def admit(self) -> None:
+        """Wait while the breaker is open: the next item stays in the binding meanwhile."""
+        b = self.breaker
+        if b is None:
+            return
+        # The breaker reopens by time (reset timeout), not by an event: sleep until then.
+        while not b.allow():  # noqa: ASYNC110
+            await anyio.sleep(max(b.wait_time(), 0.01))
 
     async def send(self, item: Any, outputs: Sequence[Output] | None = None) -> None:
         """Send ``item`` down every output (or the ones given)."""
@@ -157,6 +169,12 @@ class Processor(Component):
                 tg.start_soon(self._consume, inp)
 
     async def _consume(self, inp: Input) -> None:
+        admit = self.ctx.admit
         async with inp.stream:
-            async for item in inp.stream:
+            while True:
+                await admit()  # before receiving: while open, items wait in the binding
+                try:
+                    item = await inp.stream.receive()
+                except anyio.EndOfStream:
+                    return
                 await self.handle(item)

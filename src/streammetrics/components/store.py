@@ -171,7 +171,12 @@ class Store(Processor):
         stream = inp.stream
         limit = self.config.max_batch
         async with stream:
-            async for first in stream:
+            while True:
+                await self.ctx.admit()  # while the breaker is open, items wait in the binding
+                try:
+                    first = await stream.receive()
+                except anyio.EndOfStream:
+                    return
                 batch = [first]
                 while len(batch) < limit:
                     try:
