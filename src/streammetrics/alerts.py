@@ -291,6 +291,12 @@ class AlertEngine:
         self._advice_states: dict[tuple[str, str], _State] = {}
         self._flaps: dict[str, deque[tuple[float, int]]] = {}
         self.evaluations = 0
+        self._last: tuple[list[Alert], list[Alert], list[Alert], list[Recommendation]] = (
+            [],
+            [],
+            [],
+            [],
+        )
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -418,9 +424,15 @@ class AlertEngine:
         self._advice_states = {
             k: v for k, v in self._advice_states.items() if v.state != "resolved"
         }
-        critical = any(a.level == "critical" for a in firing)
+        self._last = (firing, pending, resolved, recs)
+        return self.annotate(snap)
+
+    def annotate(self, snap: Snapshot) -> Snapshot:
+        """The snapshot with the last evaluation's alerts, without stepping any lifecycle
+        (for views other than the one that drives the rules)."""
+        firing, pending, resolved, recs = self._last
         status = snap.system_status
-        if critical and status == "healthy":
+        if status == "healthy" and any(a.level == "critical" for a in firing):
             status = "degraded"
         return msgspec.structs.replace(
             snap,

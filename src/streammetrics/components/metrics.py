@@ -18,6 +18,9 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from ..aggregator import Aggregator
+from ..alerts import AlertEngine, AlertRule
+from ..errors import HarnessUnavailableError
+from ..events import Event
 from ..health import HealthConfig
 from .base import Component, Context, Input
 
@@ -41,6 +44,12 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """Components beyond this many are rejected (label-cardinality guard)."""
     health: HealthConfig = HealthConfig()
     """Thresholds of the health judgement."""
+    alerts: list[AlertRule] = []
+    """Alert rules beside the built-in set: ``{name, expr, for, level, component}``."""
+    builtin_alerts: bool = True
+    """Evaluate the built-in rules (ComponentDown, HighErrorRate, CircuitBreakerOpen…)."""
+    alert_retention_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    """How long a resolved alert stays visible in ``/alerts``."""
 
 
 class MetricsEndpoint(Component):
@@ -77,8 +86,18 @@ class MetricsEndpoint(Component):
                     stream_name=out.stream_name,
                     buffer=out.buffer,
                 )
+        self.alerts = AlertEngine(
+            cfg.alerts,
+            health=cfg.health,
+            builtin=cfg.builtin_alerts,
+            resolved_retention_s=cfg.alert_retention_s,
+        )
         self.service = MetricsService(
-            self.aggregator, tick_s=cfg.tick_s, sampler=ProcessSampler(), name=ctx.name
+            self.aggregator,
+            tick_s=cfg.tick_s,
+            sampler=ProcessSampler(),
+            name=ctx.name,
+            judge=self.alerts,
         )
         self.app = create_app(self.service)
         self.port: int | None = None
@@ -89,6 +108,8 @@ class MetricsEndpoint(Component):
         cfg = self.config
         bus = self.ctx.bus
         bus.subscribe(self.aggregator)
+        # Its own "started" went out before it listened: fold it here.
+        self.aggregator.fold_events([Event(self.name, "started", timestamp=self.ctx.wall())])
         try:
             async with anyio.create_task_group() as tg:
                 for inp in self.ctx.inputs:
@@ -96,10 +117,21 @@ class MetricsEndpoint(Component):
                 self.port = await tg.start(
                     partial(serve, self.app, host=cfg.host, port=cfg.port, component=self.name)
                 )
+                tg.start_soon(self._tick)
                 task_status.started((cfg.host, self.port))
         finally:
             bus.flush()
             bus.unsubscribe(self.aggregator)
+
+    async def _tick(self) -> None:
+        """Build a snapshot every tick even when nobody asks, so that alert rules' ``for``
+        durations run on time, as Prometheus evaluates rules without a reader."""
+        while True:
+            try:
+                await self.service.snapshot()
+            except HarnessUnavailableError:
+                pass  # the routes say so; rules resume when the harness is back
+            await anyio.sleep(self.config.tick_s)
 
     async def _consume(self, inp: Input) -> None:
         probe = self.ctx.probe

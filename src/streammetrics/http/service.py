@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.to_thread
@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from ..windows import ViewSeconds
 
 __all__ = ("MetricsService", "ServiceStatistics")
+
+
+class Judge(Protocol):
+    """Fills a snapshot's alerts, recommendations and status (an ``AlertEngine``)."""
+
+    def evaluate(self, snap: Snapshot) -> Snapshot: ...
+
+    def annotate(self, snap: Snapshot) -> Snapshot: ...
 
 
 class ServiceStatistics(msgspec.Struct, frozen=True):
@@ -66,6 +74,7 @@ class MetricsService:
         collectors: Sequence[Collector] = (),
         name: str = "metrics_endpoint",
         sample_timeout_s: float = 2.0,
+        judge: Judge | None = None,
     ) -> None:
         if tick_s < 0:
             raise ValueError(f"tick_s must be >= 0, got {tick_s!r}")
@@ -76,6 +85,7 @@ class MetricsService:
         self.wall = wall
         self._aggregator = aggregator
         self._sampler = sampler
+        self.judge = judge
         self._unavailable: str | None = None
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}
         self._process: tuple[float, ProcessStats | None, str | None] | None = None
@@ -142,6 +152,9 @@ class MetricsService:
             process, error = await self._sample()
             agg = self._require()  # the harness may have gone while we sampled
             snap = agg.snapshot(process=process, errors=[error] if error else (), view=view)
+            if self.judge is not None:
+                # Rules step on the default view only, so one lifecycle serves every view.
+                snap = self.judge.evaluate(snap) if view == agg.view else self.judge.annotate(snap)
             self._snapshots[view] = (self.clock(), snap)
             self._built += 1
             return snap
