@@ -10,6 +10,7 @@ an item it processed.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -127,10 +128,9 @@ class MetricsEndpoint(Component):
         """Build a snapshot every tick even when nobody asks, so that alert rules' ``for``
         durations run on time, as Prometheus evaluates rules without a reader."""
         while True:
-            try:
+            # Unavailable: the routes say so; rules resume when the harness is back.
+            with suppress(HarnessUnavailableError):
                 await self.service.snapshot()
-            except HarnessUnavailableError:
-                pass  # the routes say so; rules resume when the harness is back
             await anyio.sleep(self.config.tick_s)
 
     async def _consume(self, inp: Input) -> None:
