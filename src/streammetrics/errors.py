@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = (
     "BlueprintError",
+    "ConfigError",
     "EventError",
     "HarnessUnavailableError",
     "PortInUseError",
@@ -38,6 +39,11 @@ class _LocatedError(StreamMetricsError):
 
 class BlueprintError(_LocatedError):
     """A blueprint that cannot run: unknown type, duplicate name, bad port, bad YAML."""
+
+
+class ConfigError(_LocatedError):
+    """Keyword configuration given in code (``MetricsEndpoint(port=...)``) that does not
+    validate; the path is that of the keyword (``config.port``)."""
 
 
 class EventError(_LocatedError):

@@ -10,9 +10,11 @@ an item it processed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import anyio
 import msgspec
@@ -20,10 +22,19 @@ from anyio.abc import TaskStatus
 
 from ..aggregator import Aggregator
 from ..alerts import AlertEngine, AlertRule
-from ..errors import HarnessUnavailableError
+from ..bus import EventBus
+from ..errors import ConfigError, HarnessUnavailableError
 from ..events import Event
 from ..health import HealthConfig
 from .base import Component, Context, Input
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.types import ControllerRouterHandler
+    from prometheus_client.registry import Collector
+
+    from ..extend import MetricsPlugin
+    from ..probe import Probe
 
 __all__ = ("MetricsEndpoint", "MetricsEndpointConfig")
 
@@ -60,14 +71,49 @@ class MetricsEndpoint(Component):
     Config = MetricsEndpointConfig
     serves_port = True
 
-    def __init__(self, ctx: Context) -> None:
-        from ..http.app import create_app
+    #: Keyword defaults a subclass applies under what the caller gives
+    #: (``ProductionMetricsEndpoint`` turns the production features on this way).
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        ctx: Context | None = None,
+        /,
+        *,
+        name: str | None = None,
+        bus: EventBus | None = None,
+        plugins: Sequence[MetricsPlugin] = (),
+        collectors: Sequence[Collector] = (),
+        flush_interval_s: float = 0.1,
+        **config: Any,
+    ) -> None:
+        """From a harness ``Context``, or in code: ``MetricsEndpoint(name=..., port=...,
+        **config)`` with the blueprint's config keys as keywords and no blueprint.
+
+        In code the endpoint owns ``bus`` (a new one unless given) and flushes its probes
+        every ``flush_interval_s``; ``plugins`` and ``collectors`` extend the app and the
+        exposition (as the ``route_handlers()`` / ``collectors()`` hooks of a subclass do).
+        """
         from ..http.service import MetricsService
         from ..process import ProcessSampler
 
+        self._standalone = ctx is None
+        if ctx is None:
+            ctx = _standalone_context(
+                type(self), name, {**self.defaults, **config}, bus or EventBus()
+            )
+        elif name is not None or bus is not None or config:
+            raise TypeError(
+                f"{type(self).__name__}(ctx) takes its settings from the blueprint; "
+                "name=, bus= and config keywords are for use without one"
+            )
         super().__init__(ctx)
         cfg: MetricsEndpointConfig = ctx.config
         self.config = cfg
+        self.flush_interval_s = flush_interval_s
+        self.plugins: list[MetricsPlugin] = list(plugins)
+        self._extra_collectors = list(collectors)
+        self._app: Litestar | None = None
         self.aggregator = Aggregator(
             observe=cfg.components,
             max_components=cfg.max_components,
@@ -77,6 +123,8 @@ class MetricsEndpoint(Component):
         for c in ctx.blueprint.components:
             if self.aggregator.observes(c.name):
                 self.aggregator.register_component(c.name, c.type)
+        if self._standalone:
+            self.aggregator.register_component(ctx.name, self.type_name)
         for key, out in ctx.system_outputs.items():
             src = key.split("->", 1)[0]
             if self.aggregator.observes(src) or self.aggregator.observes(out.to_component):
@@ -100,8 +148,56 @@ class MetricsEndpoint(Component):
             name=ctx.name,
             judge=self.alerts,
         )
-        self.app = create_app(self.service)
         self.port: int | None = None
+
+    # -- extension hooks ------------------------------------------------------------------
+
+    @property
+    def app(self) -> Litestar:
+        """The Litestar app, built on first use (so a subclass's hooks run once its own
+        ``__init__`` is done)."""
+        if self._app is None:
+            self._build_app()
+        assert self._app is not None
+        return self._app
+
+    def _build_app(self) -> None:
+        from ..http.app import create_app
+
+        for c in self.collectors():
+            self.service.add_collector(c)
+        self._app = create_app(self.service, extra_route_handlers=list(self.route_handlers()))
+        self._setup_routes()
+
+    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
+        """Extra Litestar route handlers (the plugins' by default); a handler asks for
+        the endpoint's ``MetricsService`` with a ``service`` parameter."""
+        return [h for p in self.plugins for h in p.route_handlers()]
+
+    def collectors(self) -> Sequence[Collector]:
+        """Extra prometheus-client collectors (``collect()`` protocol), served in
+        ``/metrics`` and ``/metrics/json``; the plugins' and the constructor's by default."""
+        return [*self._extra_collectors, *(c for p in self.plugins for c in p.collectors())]
+
+    def _setup_routes(self) -> None:
+        """Called once the app exists: ``self.app.register(handler)`` adds a route (the
+        specification's ``CustomMetricsEndpoint`` shape)."""
+
+    def probe(self, component: str) -> Probe:
+        """The probe through which code in this process reports as ``component``
+        (registered at once, so it is listed before its first count)."""
+        if self.aggregator.observes(component):
+            self.aggregator.register_component(component)
+        return self.ctx.bus.probe(component)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` once listening."""
+        if self.port is None:
+            raise RuntimeError(f"metrics endpoint {self.name!r} is not listening yet")
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         from ..http.server import serve
@@ -119,6 +215,8 @@ class MetricsEndpoint(Component):
                     partial(serve, self.app, host=cfg.host, port=cfg.port, component=self.name)
                 )
                 tg.start_soon(self._tick)
+                if self._standalone:  # no harness flushes the probes: the endpoint does
+                    tg.start_soon(self._flush)
                 task_status.started((cfg.host, self.port))
         finally:
             bus.flush()
@@ -133,8 +231,47 @@ class MetricsEndpoint(Component):
                 await self.service.snapshot()
             await anyio.sleep(self.config.tick_s)
 
+    async def _flush(self) -> None:
+        while True:
+            await anyio.sleep(self.flush_interval_s)
+            self.ctx.bus.flush()
+
     async def _consume(self, inp: Input) -> None:
         probe = self.ctx.probe
         async with inp.stream:
             async for _item in inp.stream:
                 probe.processed()
+
+
+def _standalone_context(
+    cls: type[MetricsEndpoint], name: str | None, config: dict[str, Any], bus: EventBus
+) -> Context:
+    """The context a harness would give, for an endpoint made in code."""
+    from ..blueprint import Blueprint, Name
+
+    name = "metrics_endpoint" if name is None else name
+    try:
+        name = msgspec.convert(name, Name)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(exc).split(" - at ")[0], path="name", value=name) from None
+    try:
+        cfg = msgspec.convert(config, cls.Config)
+    except msgspec.ValidationError as exc:
+        reason, sep, where = str(exc).rpartition(" - at `")
+        if not sep:
+            reason, where = where, "$`"
+        path = "config" + where.rstrip("`")[1:]
+        unknown = re.fullmatch(r"Object contains unknown field `(.+)`", reason)
+        if unknown:  # name the keyword itself, as a typo is what this usually is
+            path = f"{path}.{unknown[1]}"
+            reason = f"{cls.__name__} has no setting {unknown[1]!r}"
+        key = path.split(".")[1].split("[")[0] if "." in path else None
+        raise ConfigError(reason, path=path, value=config.get(key) if key else None) from None
+    return Context(
+        name=name,
+        type=cls.type_name,
+        config=cfg,
+        probe=bus.probe(name),
+        bus=bus,
+        blueprint=Blueprint(name, (), ()),
+    )

@@ -100,6 +100,10 @@ class MetricsService:
         self._built = self._snap_hits = self._renders = self._render_hits = 0
         self._sampler_failures = 0
 
+    def add_collector(self, collector: Collector) -> None:
+        """Serve one more prometheus-client collector in ``/metrics``."""
+        self._registry.register(collector)
+
     # -- availability ---------------------------------------------------------------------
 
     @property
