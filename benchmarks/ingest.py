@@ -1,86 +1,397 @@
-"""Fold N events through the probe path into an Aggregator; print events/s and RSS growth.
+"""Ingest: one deterministic stream folded by streammetrics and by what a user would pick
+instead, each checked to end with the same totals.
 
-    python -m benchmarks.ingest [--events 5000000] [--components 10]
+    python -m benchmarks --case ingest [--events N] [--components N] [--error-ratio R]
+    python -m benchmarks.ingest ...          (the same, this case alone)
 
-Targets (issue #2): >= 1 M events/s on one core, RSS growth < 5 MB.
+Contenders, each folding every event of the same seeded stream:
+
+- ``probe``: streammetrics' hot path, ``Probe.processed/error`` per event and
+  ``EventBus.flush()`` into an ``Aggregator`` every ``flush_every`` events;
+- ``msgpack``: streammetrics from MessagePack batches (``decode_events`` +
+  ``Aggregator.fold_events``), as an external producer would send them;
+- ``prometheus-client``: a labelled ``Counter`` (processed, errors) and ``Histogram``
+  (latency, default buckets) per event, labels looked up on every call, own registry;
+- ``opentelemetry-sdk``: a counter per kind and a histogram per event (default
+  explicit-bucket aggregation), attributes per component, read by an in-memory reader;
+- ``msgspec``: bare ``msgspec.msgpack.Decoder(list[Event])`` of the same batches, the
+  floor of the MessagePack path (decode only: its totals are counted in a second,
+  untimed pass).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import random
+import statistics
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import psutil
+import msgspec
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.bus import EventBus
+from streammetrics.events import Event, decode_events
+
+from ._report import BenchmarkError, CaseResult, Target, progress, table, targets_table
+from .stream import Stream, StreamSpec, parse_latency
+
+__all__ = (
+    "COLUMNS",
+    "PEERS",
+    "PeerRun",
+    "check_totals",
+    "chunks",
+    "main",
+    "run_case",
+)
+
+Totals = dict[str, tuple[int, int]]
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+@dataclass
+class PeerRun:
+    seconds: float
+    cpu_seconds: float
+    totals: Totals
 
 
-def run(events: int, components: int, flush_every: int, seed: int = 1) -> dict[str, float]:
-    rng = random.Random(seed)
-    latencies = [rng.lognormvariate(-5, 1) for _ in range(1024)]
-    fails = [rng.random() < 0.01 for _ in range(1024)]
-    bus = EventBus()
-    agg = Aggregator()
-    bus.subscribe(agg)
-    probes = [bus.probe(f"component_{i}") for i in range(components)]
-    # warm up: every window and probe allocated before the first RSS reading
-    for p in probes:
-        p.processed(latency=0.001)
-        p.error(latency=0.001)
-    bus.flush()
-    agg.snapshot()
-    gc.collect()
-    rss0 = rss_mb()
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    done = 0
-    chunk = flush_every
-    while done < events:
-        n = min(chunk, events - done)
-        p = probes[(done // chunk) % components]
-        processed, error = p.processed, p.error
-        for i in range(n):
-            j = i & 1023
-            if fails[j]:
-                error(latency=latencies[j])
-            else:
-                processed(latency=latencies[j])
-        bus.flush()
-        done += n
-    elapsed = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
+def chunks(stream: Stream, size: int) -> Iterator[tuple[int, int]]:
+    """``(j0, j1)`` index ranges into the block, at most ``size`` long, that together
+    walk ``spec.events`` events of the stream in order."""
+    left = stream.spec.events
+    j = 0
+    n = stream.block
+    while left:
+        k = min(size, n - j, left)
+        yield j, j + k
+        left -= k
+        j = (j + k) % n
+
+
+def _aggregator_totals(agg: Aggregator) -> Totals:
     snap = agg.snapshot()
-    total = sum(c.items_processed + c.errors_encountered for c in snap.detailed_components.values())
-    assert total == events + 2 * components, (total, events)
-    gc.collect()
     return {
-        "events": events,
-        "events_per_second": events / elapsed,
-        "cpu_ns_per_event": cpu / events * 1e9,
-        "rss_growth_mb": rss_mb() - rss0,
-        "seconds": elapsed,
+        name: (c.items_processed, c.errors_encountered)
+        for name, c in snap.detailed_components.items()
+        if c.items_processed or c.errors_encountered
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=5_000_000)
-    ap.add_argument("--components", type=int, default=10)
-    ap.add_argument("--flush-every", type=int, default=10_000, help="events between bus flushes")
-    args = ap.parse_args()
-    r = run(args.events, args.components, args.flush_every)
-    print(
-        f"probe path: {r['events']:,} events in {r['seconds']:.2f}s = "
-        f"{r['events_per_second'] / 1e6:.2f} M events/s, "
-        f"{r['cpu_ns_per_event']:.0f} ns CPU/event, RSS growth {r['rss_growth_mb']:+.2f} MB"
+def peer_probe(stream: Stream, flush_every: int = 10_000) -> PeerRun:
+    bus = EventBus()
+    agg = Aggregator()
+    bus.subscribe(agg)
+    probes = [bus.probe(n) for n in stream.names]
+    proc = [p.processed for p in probes]
+    err = [p.error for p in probes]
+    comp, errs, lats = stream.comp, stream.err, stream.lat
+    flush = bus.flush
+    c0, t0 = time.process_time(), time.perf_counter()
+    for j0, j1 in chunks(stream, flush_every):
+        for c, e, lat in zip(comp[j0:j1], errs[j0:j1], lats[j0:j1], strict=True):
+            if e:
+                err[c](latency=lat)
+            else:
+                proc[c](latency=lat)
+        flush()
+    t1, c1 = time.perf_counter(), time.process_time()
+    return PeerRun(t1 - t0, c1 - c0, _aggregator_totals(agg))
+
+
+def peer_msgpack(stream: Stream) -> PeerRun:
+    plan = list(stream.batch_plan(stream.batches("msgpack")))
+    agg = Aggregator()
+    rejected = 0
+    c0, t0 = time.process_time(), time.perf_counter()
+    for data in plan:
+        d = decode_events(data, "msgpack")
+        rejected += len(d.rejected) + len(agg.fold_events(d.events))
+    t1, c1 = time.perf_counter(), time.process_time()
+    if rejected:
+        raise BenchmarkError(f"msgpack: {rejected} events rejected")
+    return PeerRun(t1 - t0, c1 - c0, _aggregator_totals(agg))
+
+
+def peer_msgspec(stream: Stream) -> PeerRun:
+    plan = list(stream.batch_plan(stream.batches("msgpack")))
+    dec = msgspec.msgpack.Decoder(list[Event])
+    decode = dec.decode
+    c0, t0 = time.process_time(), time.perf_counter()
+    for data in plan:
+        decode(data)
+    t1, c1 = time.perf_counter(), time.process_time()
+    counts: dict[str, list[int]] = {}
+    for data in plan:  # untimed: what the timed pass decoded, counted
+        for ev in decode(data):
+            pe = counts.setdefault(ev.component, [0, 0])
+            pe[ev.kind == "error"] += ev.count
+    return PeerRun(t1 - t0, c1 - c0, {k: (p, e) for k, (p, e) in counts.items()})
+
+
+def peer_prometheus(stream: Stream, chunk: int = 10_000) -> PeerRun:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    reg = CollectorRegistry()
+    items = Counter("items_processed", "Items processed", ["component"], registry=reg)
+    errors = Counter("errors", "Errors", ["component"], registry=reg)
+    latency = Histogram("latency_seconds", "Latency", ["component"], registry=reg)
+    names = stream.names
+    comp, errs, lats = stream.comp, stream.err, stream.lat
+    c0, t0 = time.process_time(), time.perf_counter()
+    for j0, j1 in chunks(stream, chunk):
+        for c, e, lat in zip(comp[j0:j1], errs[j0:j1], lats[j0:j1], strict=True):
+            name = names[c]
+            if e:
+                errors.labels(name).inc()
+            else:
+                items.labels(name).inc()
+            latency.labels(name).observe(lat)
+    t1, c1 = time.perf_counter(), time.process_time()
+    counts: dict[str, list[int]] = {}
+    for metric in reg.collect():
+        for s in metric.samples:
+            if s.name in ("items_processed_total", "errors_total"):
+                pe = counts.setdefault(s.labels["component"], [0, 0])
+                pe[s.name == "errors_total"] += int(s.value)
+    return PeerRun(t1 - t0, c1 - c0, {k: (p, e) for k, (p, e) in counts.items()})
+
+
+def otel_available() -> bool:
+    try:
+        import opentelemetry.sdk.metrics  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def peer_otel(stream: Stream, chunk: int = 10_000) -> PeerRun:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        meter = provider.get_meter("streammetrics.benchmarks")
+        items = meter.create_counter("items_processed")
+        errors = meter.create_counter("errors")
+        latency = meter.create_histogram("latency", unit="s")
+        attrs = [{"component": n} for n in stream.names]
+        comp, errs, lats = stream.comp, stream.err, stream.lat
+        c0, t0 = time.process_time(), time.perf_counter()
+        for j0, j1 in chunks(stream, chunk):
+            for c, e, lat in zip(comp[j0:j1], errs[j0:j1], lats[j0:j1], strict=True):
+                a = attrs[c]
+                if e:
+                    errors.add(1, a)
+                else:
+                    items.add(1, a)
+                latency.record(lat, a)
+        t1, c1 = time.perf_counter(), time.process_time()
+        counts: dict[str, list[int]] = {}
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics if data is not None else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name not in ("items_processed", "errors"):
+                        continue
+                    for dp in m.data.data_points:
+                        pe = counts.setdefault(str(dp.attributes["component"]), [0, 0])
+                        pe[m.name == "errors"] += int(dp.value)  # type: ignore[union-attr]
+    finally:
+        provider.shutdown()
+    return PeerRun(t1 - t0, c1 - c0, {k: (p, e) for k, (p, e) in counts.items()})
+
+
+#: name -> (what it is, the function that runs it)
+PEERS: dict[str, tuple[str, Callable[[Stream], PeerRun]]] = {
+    "probe": ("streammetrics: Probe + EventBus.flush -> Aggregator", peer_probe),
+    "msgpack": ("streammetrics: decode_events(msgpack) + fold_events", peer_msgpack),
+    "prometheus-client": ("prometheus-client: labelled Counter + Histogram", peer_prometheus),
+    "opentelemetry-sdk": ("OpenTelemetry SDK: Counter + Histogram, attributes", peer_otel),
+    "msgspec": ("floor: bare msgspec.msgpack decode of the same batches", peer_msgspec),
+}
+
+
+def check_totals(peer: str, got: Totals, expected: Totals) -> None:
+    """Raise ``BenchmarkError`` unless ``got`` matches ``expected`` for every component."""
+    if got == expected:
+        return
+    diffs = []
+    for name in sorted(set(got) | set(expected)):
+        g, x = got.get(name, (0, 0)), expected.get(name, (0, 0))
+        if g != x:
+            diffs.append(f"{name}: (processed, errors) {g} != expected {x}")
+    sp = sum(p for p, _ in got.values()), sum(e for _, e in got.values())
+    sx = sum(p for p, _ in expected.values()), sum(e for _, e in expected.values())
+    raise BenchmarkError(
+        f"ingest: {peer} ended with totals {sp} (processed, errors), expected {sx}; "
+        f"it skipped or invented work, so its figure would be a lie:\n  " + "\n  ".join(diffs[:10])
     )
+
+
+def measure(
+    name: str,
+    fn: Callable[[Stream], PeerRun],
+    stream: Stream,
+    expected: Totals,
+    *,
+    min_seconds: float,
+    max_runs: int,
+) -> dict[str, Any]:
+    """Run ``fn`` until ``min_seconds`` were spent (at most ``max_runs`` times), checking
+    totals every time; the row reports the median run."""
+    runs: list[PeerRun] = []
+    spent = 0.0
+    while len(runs) < max_runs and (not runs or spent < min_seconds):
+        gc.collect()
+        r = fn(stream)
+        check_totals(name, r.totals, expected)
+        runs.append(r)
+        spent += r.seconds
+    mid = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+    n = stream.spec.events
+    return {
+        "contender": name,
+        "events": n,
+        "runs": len(runs),
+        "seconds": mid.seconds,
+        "events_per_s": n / mid.seconds,
+        "cpu_us_per_event": mid.cpu_seconds / n * 1e6,
+        "spread_pct": (
+            (max(r.seconds for r in runs) - min(r.seconds for r in runs)) / mid.seconds * 100
+            if len(runs) > 1
+            else None
+        ),
+        "median_all_runs_s": statistics.median(r.seconds for r in runs),
+    }
+
+
+def run_case(
+    spec: StreamSpec,
+    *,
+    peers: tuple[str, ...] = tuple(PEERS),
+    min_seconds: float = 1.0,
+    max_runs: int = 5,
+) -> CaseResult:
+    """Fold the stream of ``spec`` with each peer; rows, ratios and targets."""
+    stream = Stream(spec)
+    expected = stream.expected()
+    result = CaseResult(
+        "ingest",
+        params={
+            "events": spec.events,
+            "components": spec.components,
+            "error_ratio": spec.error_ratio,
+            "latency": spec.latency.describe(),
+            "seed": spec.seed,
+            "batch": spec.batch,
+            "expected_processed": sum(p for p, _ in expected.values()),
+            "expected_errors": sum(e for _, e in expected.values()),
+        },
+    )
+    by_name: dict[str, dict[str, Any]] = {}
+    for name in peers:
+        what, fn = PEERS[name]
+        if name == "opentelemetry-sdk" and not otel_available():
+            result.notes.append(
+                "opentelemetry-sdk is not installed (pip install -e '.[bench]'): peer skipped"
+            )
+            progress("ingest: opentelemetry-sdk not installed, skipped")
+            continue
+        progress(f"ingest: {name} ({spec.events:,} events)")
+        row = measure(name, fn, stream, expected, min_seconds=min_seconds, max_runs=max_runs)
+        row["what"] = what
+        row["totals_ok"] = True
+        by_name[name] = row
+        result.rows.append(row)
+        progress(f"ingest: {name}: {row['events_per_s'] / 1e6:.3f} M events/s")
+    for row in result.rows:
+        for ours in ("probe", "msgpack"):
+            if ours in by_name:
+                row[f"{ours}_x"] = by_name[ours]["events_per_s"] / row["events_per_s"]
+    eps = {k: v["events_per_s"] for k, v in by_name.items()}
+
+    def ratio(a: str, b: str) -> float | None:
+        return eps[a] / eps[b] if a in eps and b in eps else None
+
+    missing = "peer not measured"
+    result.targets = [
+        Target("ingest: probe path", eps.get("probe"), ">=", 3e6, "events/s"),
+        Target(
+            "ingest: probe / prometheus-client",
+            ratio("probe", "prometheus-client"),
+            ">=",
+            10.0,
+            "x",
+            "" if ratio("probe", "prometheus-client") else missing,
+        ),
+        Target(
+            "ingest: probe / opentelemetry-sdk",
+            ratio("probe", "opentelemetry-sdk"),
+            ">=",
+            40.0,
+            "x",
+            "" if ratio("probe", "opentelemetry-sdk") else missing,
+        ),
+        Target(
+            "ingest: msgpack path / bare msgspec decode",
+            ratio("msgpack", "msgspec"),
+            ">=",
+            0.40,
+            "x",
+            "" if ratio("msgpack", "msgspec") else missing,
+        ),
+    ]
+    result.notes.append(
+        "all contenders ended with the same per-component (processed, errors) totals: "
+        f"{result.params['expected_processed']:,} processed, "
+        f"{result.params['expected_errors']:,} errors"
+    )
+    return result
+
+
+COLUMNS = (
+    "contender",
+    "events",
+    "runs",
+    "events_per_s",
+    "cpu_us_per_event",
+    "probe_x",
+    "msgpack_x",
+)
+
+
+def add_stream_args(ap: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    ap.add_argument("--events", type=int, default=None, help="events in the stream")
+    ap.add_argument("--components", type=int, default=10)
+    ap.add_argument("--error-ratio", type=float, default=0.01)
+    ap.add_argument(
+        "--latency",
+        type=parse_latency,
+        default="lognormal:5:1",
+        help="lognormal:MEDIAN_MS:SIGMA | exponential:MEAN_MS | uniform:LO_MS:HI_MS | constant:MS",
+    )
+    ap.add_argument("--seed", type=int, default=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="ingest benchmark: streammetrics beside its peers")
+    add_stream_args(ap)
+    args = ap.parse_args(argv)
+    spec = StreamSpec(
+        events=args.events or 1_000_000,
+        components=args.components,
+        error_ratio=args.error_ratio,
+        latency=args.latency,
+        seed=args.seed,
+    )
+    r = run_case(spec)
+    print(table(r.rows, COLUMNS))
+    print()
+    print(targets_table(r.targets))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""Scale: what a tick costs as components grow, and that it does not grow with events.
+
+For each size: ``Aggregator.snapshot()`` (windows, health), ``AlertEngine.evaluate``
+(the built-in rules and recommendations), the Prometheus render of that snapshot
+(what ``/metrics`` serves: prometheus-client's ``generate_latest`` over the
+``SnapshotCollector``, as ``MetricsService`` does) and the ``/metrics/json`` body
+(``metrics_response`` encoded by msgspec), each timed as the median of a few runs, with
+the size of each body. Then the same component count with 10x the events: a snapshot
+must cost the same.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from streammetrics.alerts import AlertEngine
+from streammetrics.http.prometheus import SnapshotCollector
+from streammetrics.http.responses import metrics_response
+from streammetrics.snapshot import Snapshot
+
+from ._report import CaseResult, Target, progress
+from ._seed import seeded_aggregator
+
+__all__ = ("render_prometheus", "run_case", "timed")
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], runs: int) -> tuple[float, T]:
+    """Median seconds of ``runs`` calls (after one untimed warm-up), and the last result."""
+    out = fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def render_prometheus(snap: Snapshot) -> bytes:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(lambda: snap))
+    body: bytes = generate_latest(reg)
+    return body
+
+
+def _runs(n: int) -> int:
+    return 5 if n <= 1_000 else 3
+
+
+def run_case(
+    sizes: Sequence[int],
+    *,
+    events_per_component: int = 100,
+    flat_factor: int = 10,
+    flat_size: int | None = None,
+) -> CaseResult:
+    result = CaseResult(
+        "scale",
+        params={"sizes": list(sizes), "events_per_component": events_per_component},
+    )
+    eval_ms: dict[int, float] = {}
+    for n in sizes:
+        progress(f"scale: {n:,} components")
+        agg = seeded_aggregator(n, events_per_component)
+        runs = _runs(n)
+        t_snap, snap = timed(agg.snapshot, runs)
+        engine = AlertEngine()
+        t_alert, full = timed(lambda s=snap, e=engine: e.evaluate(s), runs)  # type: ignore[misc]
+        t_prom, body = timed(lambda s=full: render_prometheus(s), runs)  # type: ignore[misc]
+        t_json, js = timed(lambda s=full: msgspec.json.encode(metrics_response(s)), runs)  # type: ignore[misc]
+        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        row: dict[str, Any] = {
+            "components": n,
+            "snapshot_ms": t_snap * 1e3,
+            "alerts_ms": t_alert * 1e3,
+            "tick_eval_ms": (t_snap + t_alert) * 1e3,
+            "eval_us_per_comp": (t_snap + t_alert) / n * 1e6,
+            "metrics_ms": t_prom * 1e3,
+            "metrics_kb": len(body) / 1024,
+            "series": series,
+            "json_ms": t_json * 1e3,
+            "json_kb": len(js) / 1024,
+        }
+        eval_ms[n] = row["tick_eval_ms"]
+        result.rows.append(row)
+        progress(
+            f"scale: {n:,} components: snapshot {row['snapshot_ms']:.1f} ms, alerts "
+            f"{row['alerts_ms']:.1f} ms, /metrics {row['metrics_ms']:.0f} ms "
+            f"({row['metrics_kb']:.0f} KB), /metrics/json {row['json_ms']:.1f} ms"
+        )
+    prev: dict[str, Any] | None = None
+    for row in result.rows:  # how each figure grows against the previous size
+        if prev is not None:
+            k = row["components"] / prev["components"]
+            for key in ("tick_eval_ms", "metrics_ms", "json_ms"):
+                row[f"{key.split('_')[0]}_growth"] = row[key] / prev[key] / k
+        prev = row
+    n = flat_size if flat_size is not None else sorted(sizes)[min(1, len(sizes) - 1)]
+    progress(f"scale: {n:,} components with {flat_factor}x the events")
+    few = seeded_aggregator(n, events_per_component)
+    many = seeded_aggregator(n, events_per_component * flat_factor)
+    t_few, s_few = timed(few.snapshot, _runs(n))
+    t_many, s_many = timed(many.snapshot, _runs(n))
+    folded = (
+        sum(c.items_processed + c.errors_encountered for c in s_few.detailed_components.values()),
+        sum(c.items_processed + c.errors_encountered for c in s_many.detailed_components.values()),
+    )
+    result.params["flat_in_events"] = {
+        "components": n,
+        "events": list(folded),
+        "snapshot_ms": [t_few * 1e3, t_many * 1e3],
+        "ratio": t_many / t_few,
+    }
+    result.notes.append(
+        f"flat in events: {n:,} components, {folded[0]:,} vs {folded[1]:,} events folded: "
+        f"snapshot {t_few * 1e3:.2f} ms vs {t_many * 1e3:.2f} ms (x{t_many / t_few:.2f})"
+    )
+    result.notes.append(
+        "growth columns: (time at this size / time at the previous size) / (size ratio); "
+        "1.0 is linear in components"
+    )
+    at = 1_000 if 1_000 in eval_ms else None
+    result.targets = [
+        Target(
+            "scale: alert+health evaluation per tick, 1,000 components",
+            eval_ms.get(1_000) if at else None,
+            "<",
+            5.0,
+            "ms",
+            "snapshot() + AlertEngine.evaluate()" if at else "1,000 not among the sizes",
+        )
+    ]
+    return result

@@ -1,0 +1,132 @@
+"""The benchmark code itself works: every case runs at tiny sizes and the ingest totals
+check passes (and catches a contender that skips work). Correctness only: no timing is
+asserted here."""
+
+from __future__ import annotations
+
+import pytest
+from benchmarks import ingest, memory, scale, serving
+from benchmarks._report import BenchmarkError, Target
+from benchmarks.stream import Stream, StreamSpec, parse_latency
+
+TINY = StreamSpec(events=3_500, components=3, error_ratio=0.2, block=1_000, batch=100, seed=7)
+
+
+def test_stream_expected_counts_every_event() -> None:
+    s = Stream(TINY)
+    exp = s.expected()
+    assert sum(p + e for p, e in exp.values()) == TINY.events
+    walked = [0, 0]
+    for j0, j1 in ingest.chunks(s, 300):
+        for j in range(j0, j1):
+            walked[s.err[j]] += 1
+    assert walked == [sum(p for p, _ in exp.values()), sum(e for _, e in exp.values())]
+    assert sum(1 for _ in s.batch_plan(s.batches())) == 35
+
+
+def test_parse_latency() -> None:
+    assert parse_latency("constant:2").a == pytest.approx(0.002)
+    assert parse_latency("uniform:1:3").kind == "uniform"
+    with pytest.raises(ValueError, match="lognormal:MEDIAN_MS"):
+        parse_latency("gamma:1")
+
+
+def test_ingest_case_every_contender_ends_with_the_same_totals() -> None:
+    r = ingest.run_case(TINY, min_seconds=0.0, max_runs=1)
+    names = {row["contender"] for row in r.rows}
+    want = set(ingest.PEERS)
+    if not ingest.otel_available():
+        want.discard("opentelemetry-sdk")
+    assert names == want
+    assert all(row["totals_ok"] and row["events"] == TINY.events for row in r.rows)
+    assert {t.name for t in r.targets} >= {"ingest: probe path"}
+    assert r.params["expected_processed"] + r.params["expected_errors"] == TINY.events
+
+
+def test_totals_check_fails_loudly_when_a_contender_skips_work() -> None:
+    s = Stream(TINY)
+
+    def lazy(stream: Stream) -> ingest.PeerRun:
+        run = ingest.peer_probe(stream)
+        name, (p, e) = next(iter(run.totals.items()))
+        run.totals[name] = (p - 1, e)
+        return run
+
+    with pytest.raises(BenchmarkError, match="skipped or invented work"):
+        ingest.measure("lazy", lazy, s, s.expected(), min_seconds=0.0, max_runs=1)
+
+
+def test_scale_case_runs() -> None:
+    r = scale.run_case((5, 10), events_per_component=10, flat_factor=2)
+    assert [row["components"] for row in r.rows] == [5, 10]
+    assert all(row["series"] > 0 and row["json_kb"] > 0 for row in r.rows)
+    assert r.params["flat_in_events"]["events"] == [100, 200]
+    assert r.targets[0].verdict == "n/a"  # 1,000 components was not among the sizes
+
+
+def test_memory_case_runs() -> None:
+    r = memory.run_case((2_000, 4_000), components=2, flush_every=500)
+    assert [row["events"] for row in r.rows] == [2_000, 4_000]
+    assert r.targets[0].measured is not None
+
+
+WRK_OUTPUT = """\
+Running 2s test @ http://127.0.0.1:5000/health
+  1 threads and 10 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.05ms  210.00us   1.20s    90.00%
+    Req/Sec     9.50k   500.00    10.00k    80.00%
+  Latency Distribution
+     50%  950.00us
+     75%    1.10ms
+     90%    1.20ms
+     99%    2.50ms
+  19000 requests in 2.00s, 3.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   9500.00
+Transfer/sec:      1.50MB
+"""
+
+
+def test_parse_wrk() -> None:
+    r = serving.parse_wrk(WRK_OUTPUT)
+    assert r == pytest.approx(
+        {
+            "errors": 3,
+            "non2xx": 5,
+            "max_ms": 1200.0,
+            "p50_ms": 0.95,
+            "p99_ms": 2.5,
+            "requests": 19000,
+            "requests_per_s": 9500.0,
+        }
+    )
+
+
+def test_http_case_runs_on_loopback() -> None:
+    r = serving.run_case(
+        connections=(2,),
+        seconds=0.2,
+        components=3,
+        routes=("/health", "/metrics"),
+        servers=("streammetrics", "prometheus-client"),
+        many_connections=None,
+        render_components=20,
+        render_seconds=0.2,
+        tool="asyncio",
+        lifetime=60.0,
+    )
+    by = {(row["route"], row["server"]): row for row in r.rows}
+    assert set(by) == {
+        ("/health", "streammetrics"),
+        ("/metrics", "streammetrics"),
+        ("/metrics", "prometheus-client"),
+        ("/health while /metrics renders", "streammetrics"),
+    }
+    assert all(row["req_per_s"] > 0 and row["errors"] == 0 for row in r.rows)
+    assert by[("/health", "streammetrics")]["non2xx"] == 0
+    assert by[("/health while /metrics renders", "streammetrics")]["renders"] >= 1
+    assert r.params["series"] > 0
+    verdicts = {t.name: t for t in r.targets}
+    assert isinstance(verdicts["http: /metrics req/s / prometheus-client server"], Target)
