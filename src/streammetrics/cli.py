@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import anyio
+import anyio.abc
 
 from . import __version__
 from .blueprint import Blueprint, load_blueprint, parse_blueprint
@@ -20,6 +22,20 @@ from .harness import Harness
 __all__ = ("main",)
 
 EXIT_USAGE = 2
+#: A drain that had to cancel components at its deadline (items may have been lost).
+EXIT_UNCLEAN = 1
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def _add_shutdown_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT_S,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long the drain may take before what is left is "
+        f"cancelled (default {DEFAULT_SHUTDOWN_TIMEOUT_S:g})",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,10 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="add N to every configured port (also $STREAMMETRICS_PORT_OFFSET)",
     )
+    _add_shutdown_timeout(run)
     val = sub.add_parser("validate", help="check a blueprint; exit 0, or 2 with the error")
     val.add_argument("blueprint", type=Path)
     demo = sub.add_parser("demo", help="run the bundled demo: live traffic and a metrics endpoint")
     demo.add_argument("--port-offset", type=int, default=None)
+    _add_shutdown_timeout(demo)
     return p
 
 
@@ -51,9 +69,36 @@ def demo_blueprint(port_offset: int | None = None) -> Blueprint:
     return parse_blueprint(text, source="streammetrics:demo.yaml", port_offset=port_offset)
 
 
-async def run_blueprint(bp: Blueprint) -> None:
-    """Run until SIGINT/SIGTERM; a second signal exits at once."""
+async def run_blueprint(
+    bp: Blueprint, shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
+) -> int:
+    """Run until SIGINT/SIGTERM, then drain (``Harness.shutdown``) and return the exit code:
+    0 when everything drained, 1 when the deadline cancelled something.
+
+    A second signal during the drain ends the process at once with ``128 + signal``
+    (130 for SIGINT, 143 for SIGTERM), as if the signal had killed it: an operator who
+    asks twice wants out now, and whatever is hung (a server waiting on a request, a
+    thread in a disk write) would not honour a cancellation quickly. Nothing is left
+    half-written: a Store's rows are committed in whole transactions.
+    """
     harness = Harness(bp)
+    code = 0
+
+    async def drain(tg: anyio.abc.TaskGroup) -> None:
+        nonlocal code
+        report = await harness.shutdown(shutdown_timeout_s)
+        if report.clean:
+            print(f"drained in {report.seconds:.2f}s", flush=True)
+        else:
+            code = EXIT_UNCLEAN
+            left = sum(report.left_in_bindings.values())
+            print(
+                f"drain deadline of {shutdown_timeout_s:g}s passed: cancelled "
+                f"{', '.join(report.cancelled)}; {left} items left in bindings",
+                flush=True,
+            )
+        tg.cancel_scope.cancel()
+
     async with anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await tg.start(harness.run)
@@ -66,12 +111,20 @@ async def run_blueprint(bp: Blueprint) -> None:
                 )
             print("  press Ctrl-C to stop", flush=True)
             async for signum in signals:
+                name = signal.Signals(signum).name
                 if harness.state == "running":
-                    print(f"{signal.Signals(signum).name}: stopping", flush=True)
-                    harness.stop()
-                    tg.cancel_scope.cancel()
-                    break
+                    print(
+                        f"{name}: stopping (draining for at most {shutdown_timeout_s:g}s; "
+                        "signal again to exit at once)",
+                        flush=True,
+                    )
+                    tg.start_soon(drain, tg)
+                elif harness.state == "draining":
+                    print(f"{name} again: exiting at once", flush=True)
+                    sys.stderr.flush()
+                    os._exit(128 + signum)
     print("stopped", flush=True)
+    return code
 
 
 def _ours(group: BaseExceptionGroup[BaseException]) -> StreamMetricsError | None:
@@ -102,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "demo"
             else load_blueprint(args.blueprint, port_offset=args.port_offset)
         )
-        anyio.run(run_blueprint, bp)
+        if args.shutdown_timeout < 0:
+            raise StreamMetricsError(
+                f"--shutdown-timeout must be >= 0 seconds, got {args.shutdown_timeout:g}"
+            )
+        return anyio.run(run_blueprint, bp, args.shutdown_timeout)
     except StreamMetricsError as exc:
         print(f"streammetrics: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

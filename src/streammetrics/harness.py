@@ -26,7 +26,7 @@ from .bus import EventBus
 from .components.base import Component, Context, Input, Output, Processor
 from .snapshot import BreakerState
 
-__all__ = ("Harness", "HarnessStatistics", "Listening")
+__all__ = ("DrainReport", "Harness", "HarnessStatistics", "Listening")
 
 log = logging.getLogger("streammetrics")
 
@@ -47,6 +47,19 @@ class HarnessStatistics(msgspec.Struct, frozen=True):
     failed: list[str]
     bindings: dict[str, tuple[int, int]]
     """Per binding key: (items waiting, capacity)."""
+
+
+class DrainReport(msgspec.Struct, frozen=True):
+    """How a ``Harness.shutdown`` went."""
+
+    clean: bool
+    """Every component finished before the deadline (nothing was cancelled)."""
+    seconds: float
+    """How long the drain took."""
+    cancelled: list[str]
+    """Components still running at the deadline, then cancelled."""
+    left_in_bindings: dict[str, int]
+    """Items still waiting in a binding at the deadline (lost), per binding key."""
 
 
 def _report_transition(
@@ -93,6 +106,10 @@ class Harness:
         self.failed: list[str] = []
         self._running: set[str] = set()
         self._scope: anyio.CancelScope | None = None
+        # Per component: its own cancel scope and a "finished" flag, so that shutdown can
+        # stop producers first and wait for consumers to finish on their own.
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._finished: dict[str, anyio.Event] = {}
         self.outputs: dict[str, Output] = {}
         self.components: dict[str, Component] = self._build()
 
@@ -155,9 +172,66 @@ class Harness:
             self.bus.flush()  # the last counts reach the aggregates
 
     def stop(self) -> None:
-        """Cancel every component (graceful drain is the components' own ``finally``)."""
+        """Cancel every component at once (``shutdown`` is the graceful way)."""
         if self._scope is not None:
             self._scope.cancel()
+
+    async def shutdown(self, timeout_s: float = 10.0) -> DrainReport:
+        """Stop in dependency order, so that every item a producer accepted is processed.
+
+        1. Producers (components with no input from another component) are cancelled:
+           a Source stops making items; a server stops accepting connections and lets the
+           requests in flight finish, each one handing its items to its bindings.
+        2. Every other component finishes on its own once its inputs close and drain
+           (``EndOfStream`` after the last buffered item), closing its own outputs in
+           turn, so the pipeline empties front to back and a Store commits what it got.
+        3. The bus is flushed and the observers (MetricsEndpoints) stop last, so their
+           aggregates hold the final counts.
+
+        Past ``timeout_s`` everything still running is cancelled (a cycle of bindings, a
+        consumer stuck on a hung call); the report says what was cancelled and how many
+        items were left in bindings.
+        """
+        from .components.metrics import MetricsEndpoint
+
+        t0 = time.monotonic()
+        self.state = "draining"
+        bp = self.blueprint
+        observers = {c.name for c in bp.components if issubclass(c.cls, MetricsEndpoint)}
+        workers = [c.name for c in bp.components if c.name not in observers]
+        fed = {b.to_component for b in bp.bindings if b.from_component not in observers}
+        with anyio.move_on_after(timeout_s):
+            for name in workers:
+                if name not in fed:
+                    self._cancel(name)
+            for name in workers:
+                await self._wait_finished(name)
+            self.bus.flush()
+            for name in observers:
+                self._cancel(name)
+            for name in observers:
+                await self._wait_finished(name)
+        cancelled = [n for n, done in self._finished.items() if not done.is_set()]
+        left = {k: n for k, o in self.outputs.items() if (n := o.buffer()[0])}
+        if cancelled:
+            log.warning(
+                "shutdown: %s still running after %gs, cancelled (items left in bindings: %s)",
+                ", ".join(cancelled),
+                timeout_s,
+                left or "none",
+            )
+        self.stop()
+        return DrainReport(not cancelled, time.monotonic() - t0, cancelled, left)
+
+    def _cancel(self, name: str) -> None:
+        scope = self._scopes.get(name)
+        if scope is not None:
+            scope.cancel()
+
+    async def _wait_finished(self, name: str) -> None:
+        done = self._finished.get(name)
+        if done is not None:
+            await done.wait()
 
     async def _run_component(
         self, c: ComponentDef, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED
@@ -165,11 +239,14 @@ class Harness:
         comp = self.components[c.name]
         ctx = comp.ctx
         rec = _Started(task_status)
+        scope = self._scopes[c.name] = anyio.CancelScope()
+        finished = self._finished[c.name] = anyio.Event()
         ctx.emit("started")
         self._running.add(c.name)
         failed = False
         try:
-            await comp.run(task_status=rec)
+            with scope:
+                await comp.run(task_status=rec)
         except Exception as exc:
             if not rec.done:
                 raise
@@ -186,6 +263,7 @@ class Harness:
                 inp.stream.close()
             if not failed:  # here, not after: a cancelled component stopped too
                 ctx.emit("stopped")
+            finished.set()
         if not rec.done:
             rec.started()
 

@@ -26,6 +26,7 @@ from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
 from ..events import Event
 from ..health import HealthConfig
+from ..http.security import AuthSettings, CorsSettings, RateLimitSettings
 from .base import Component, Context, Input
 
 if TYPE_CHECKING:
@@ -62,6 +63,17 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """Evaluate the built-in rules (ComponentDown, HighErrorRate, CircuitBreakerOpen…)."""
     alert_retention_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     """How long a resolved alert stays visible in ``/alerts``."""
+    cors: CorsSettings | None = None
+    """Cross-origin reads for web dashboards, off when absent: ``{allow_origins: [...]}``."""
+    rate_limit: RateLimitSettings | None = None
+    """Per-client token bucket, off when absent: ``{requests: 100, per: 1s}`` (429 past it)."""
+    auth: AuthSettings | None = None
+    """Bearer tokens read from the environment, off when absent:
+    ``{bearer_tokens_env: STREAMMETRICS_TOKENS}`` (401 without one)."""
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    """On shutdown, how long requests in flight may take before they are cut off."""
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 1_048_576
+    """Request bodies larger than this are refused with 413 before they are read."""
 
 
 class MetricsEndpoint(Component):
@@ -163,10 +175,19 @@ class MetricsEndpoint(Component):
 
     def _build_app(self) -> None:
         from ..http.app import create_app
+        from ..http.security import hardening
 
         for c in self.collectors():
             self.service.add_collector(c)
-        self._app = create_app(self.service, extra_route_handlers=list(self.route_handlers()))
+        cfg = self.config
+        self._app = create_app(
+            self.service,
+            extra_route_handlers=list(self.route_handlers()),
+            max_body_bytes=cfg.max_body_bytes,
+            **hardening(
+                cors=cfg.cors, rate_limit=cfg.rate_limit, auth=cfg.auth, component=self.name
+            ),
+        )
         self._setup_routes()
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
@@ -205,6 +226,7 @@ class MetricsEndpoint(Component):
         cfg = self.config
         bus = self.ctx.bus
         bus.subscribe(self.aggregator)
+        self.service.set_available()
         # Its own "started" went out before it listened: fold it here.
         self.aggregator.fold_events([Event(self.name, "started", timestamp=self.ctx.wall())])
         try:
@@ -212,7 +234,14 @@ class MetricsEndpoint(Component):
                 for inp in self.ctx.inputs:
                     tg.start_soon(self._consume, inp)
                 self.port = await tg.start(
-                    partial(serve, self.app, host=cfg.host, port=cfg.port, component=self.name)
+                    partial(
+                        serve,
+                        self.app,
+                        host=cfg.host,
+                        port=cfg.port,
+                        component=self.name,
+                        shutdown_timeout_s=cfg.shutdown_timeout_s,
+                    )
                 )
                 tg.start_soon(self._tick)
                 if self._standalone:  # no harness flushes the probes: the endpoint does
@@ -221,6 +250,9 @@ class MetricsEndpoint(Component):
         finally:
             bus.flush()
             bus.unsubscribe(self.aggregator)
+            # The app may outlive this run (served elsewhere): it must say so, not serve
+            # figures that no longer move.
+            self.service.set_unavailable(f"metrics endpoint {self.name!r} is stopped")
 
     async def _tick(self) -> None:
         """Build a snapshot every tick even when nobody asks, so that alert rules' ``for``

@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import HarnessUnavailableError
 from .responses import ErrorResponse
 from .routes import ROUTES
+from .security import security_headers
 from .service import MetricsService
 
 if TYPE_CHECKING:
@@ -82,9 +83,12 @@ def create_app(
     extra_route_handlers: Sequence[ControllerRouterHandler] = (),
     cors: CORSConfig | None = None,
     middleware: Sequence[Middleware] = (),
+    max_body_bytes: int = 1_048_576,
 ) -> Litestar:
     """The metrics API over ``service``; ``extra_route_handlers`` add custom routes
-    (they get the ``service`` dependency and the same error handling)."""
+    (they get the ``service`` dependency and the same error handling). A request body
+    over ``max_body_bytes`` is refused with 413 before it is read whole. Every response
+    carries the ``security.SECURITY_HEADERS``."""
 
     def provide_service() -> MetricsService:
         return service
@@ -101,6 +105,8 @@ def create_app(
         state=State({"title": title}),
         cors_config=cors,
         middleware=list(middleware),
+        before_send=[security_headers],
+        request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(title=title, version=__version__),
         logging_config=None,  # configuring logging is the application's business, not ours
         debug=False,

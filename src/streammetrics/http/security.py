@@ -1,0 +1,192 @@
+"""What makes the metrics API safe to expose: the ``cors``, ``rate_limit`` and ``auth``
+sections of a MetricsEndpoint's config, the response headers every answer carries, and
+``hardening()``, which turns the sections into ``create_app`` arguments.
+
+Everything is off by default (a loopback endpoint scraped by a local Prometheus needs
+none of it) except the response headers, which cost nothing and follow OWASP's REST
+security guidance: an API response is never cached, sniffed or framed.
+
+The order of the layers, outermost first: CORS (Litestar's; a preflight is answered
+before anything else, since browsers send no credentials with it), then the rate limit
+(so failed logins are limited too), then authentication, then the route.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+
+import msgspec
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import MutableScopeHeaders
+from litestar.middleware import DefineMiddleware
+
+from .auth import BearerAuthMiddleware, BearerTokens
+from .ratelimit import RateLimitMiddleware, RateLimits, TokenBucketLimiter
+
+if TYPE_CHECKING:
+    from litestar.types import Message, Scope
+
+__all__ = (
+    "SECURITY_HEADERS",
+    "AuthSettings",
+    "CorsSettings",
+    "Duration",
+    "RateLimitSettings",
+    "hardening",
+    "parse_duration",
+    "security_headers",
+)
+
+#: Seconds as a number, or a string such as ``"1s"``, ``"500ms"``, ``"2m"``, ``"1h"``.
+Duration = Annotated[float, msgspec.Meta(gt=0, le=86_400)] | str
+_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
+_UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+HealthPath: Final = "/health"
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
+Method = Literal["GET", "HEAD", "POST", "OPTIONS"]
+
+#: Added to every response that does not set them itself (OWASP REST Security Cheat Sheet).
+SECURITY_HEADERS: Final[tuple[tuple[str, str], ...]] = (
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-store"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", "frame-ancestors 'none'"),
+    ("referrer-policy", "no-referrer"),
+)
+
+
+def parse_duration(value: float | str, *, field: str = "duration") -> float:
+    """Seconds from a number or a string like ``1s``, ``500ms``, ``2m``, ``1h``."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.fullmatch(value)
+        if m is None:
+            raise ValueError(
+                f"{field} must be seconds (a number) or a duration like 1s, 500ms, 2m, 1h; "
+                f"got {value!r}"
+            )
+        seconds = float(m[1]) * _UNIT_S[m[2]]
+    if not 0 < seconds <= 86_400:
+        raise ValueError(f"{field} must be more than 0 and at most a day; got {value!r}")
+    return seconds
+
+
+class CorsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Cross-origin access for web dashboards; no section, no CORS headers at all."""
+
+    allow_origins: Annotated[list[str], msgspec.Meta(min_length=1)]
+    """Origins whose pages may read the API (``https://grafana.example.com``); ``*`` in a
+    part is a wildcard (``https://*.example.com``); ``"*"`` alone allows every origin."""
+    allow_methods: list[Method] = msgspec.field(default_factory=lambda: ["GET"])
+    """Methods a page may use; GET only unless more are listed."""
+    allow_headers: list[str] = []
+    """Request headers a page may send beyond the CORS-safelisted ones
+    (``Authorization`` is added by itself when ``auth`` is on)."""
+    expose_headers: list[str] = msgspec.field(
+        default_factory=lambda: ["Retry-After", "RateLimit-Policy", "WWW-Authenticate"]
+    )
+    """Response headers a page's script may read."""
+    allow_credentials: bool = False
+    """Let pages send cookies or HTTP auth; never together with the ``*`` origin."""
+    max_age: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 600
+    """Seconds a browser may cache a preflight answer."""
+
+    def __post_init__(self) -> None:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError(
+                "cors.allow_credentials cannot be true while allow_origins has '*': "
+                "any site could then read the API with its visitors' credentials"
+            )
+
+
+class RateLimitSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A token bucket per client address: ``requests`` at once, then ``requests`` per ``per``."""
+
+    requests: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100
+    """Requests a client may make per ``per`` (and in one burst)."""
+    per: Duration = 1.0
+    """The period: seconds, or a duration such as ``1s``, ``500ms``, ``1m``."""
+    health_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
+    """``/health``'s own limit per ``per``, counted apart, so that a scrape flood never
+    makes a load balancer think the system is down (default: ten times ``requests``)."""
+    max_clients: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
+    """Client addresses tracked at once (memory bound); the least recently seen is
+    forgotten first."""
+
+    def __post_init__(self) -> None:
+        parse_duration(self.per, field="rate_limit.per")
+
+    @property
+    def per_s(self) -> float:
+        return parse_duration(self.per, field="rate_limit.per")
+
+
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Bearer-token authentication; the tokens themselves are never in the blueprint."""
+
+    bearer_tokens_env: EnvName = "STREAMMETRICS_TOKENS"
+    """The environment variable holding the accepted tokens, separated by commas or
+    spaces (several, so a token can be rotated without downtime). Read at startup: an
+    unset or empty variable stops the start."""
+    protect_health: bool = False
+    """Require a token on ``/health`` too (load balancers usually cannot send one)."""
+
+
+async def security_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: the ``SECURITY_HEADERS`` a response does not set itself."""
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in SECURITY_HEADERS:
+            if headers.get(name) is None:
+                headers[name] = value
+
+
+def hardening(
+    *,
+    cors: CorsSettings | None,
+    rate_limit: RateLimitSettings | None,
+    auth: AuthSettings | None,
+    component: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """``create_app`` keyword arguments (``cors``, ``middleware``) for these sections.
+
+    Reads the bearer tokens from the environment now, so a missing variable stops the
+    start with a ``ConfigError`` rather than failing every request later.
+    """
+    middleware: list[DefineMiddleware] = []
+    if rate_limit is not None:
+        per_s = rate_limit.per_s
+        health = rate_limit.health_requests or rate_limit.requests * 10
+        limits = RateLimits(
+            TokenBucketLimiter(
+                rate_limit.requests, per_s, max_clients=rate_limit.max_clients, clock=clock
+            ),
+            TokenBucketLimiter(health, per_s, max_clients=rate_limit.max_clients, clock=clock),
+            HealthPath,
+        )
+        middleware.append(DefineMiddleware(RateLimitMiddleware, limits=limits))
+    if auth is not None:
+        tokens = BearerTokens.from_env(auth.bearer_tokens_env, component=component)
+        open_paths = frozenset() if auth.protect_health else frozenset({HealthPath})
+        middleware.append(
+            DefineMiddleware(BearerAuthMiddleware, tokens=tokens, open_paths=open_paths)
+        )
+    cors_config = None
+    if cors is not None:
+        headers = list(cors.allow_headers)
+        if auth is not None and "authorization" not in {h.lower() for h in headers}:
+            headers.append("Authorization")
+        cors_config = CORSConfig(
+            allow_origins=list(cors.allow_origins),
+            allow_methods=list(cors.allow_methods),
+            allow_headers=headers,
+            expose_headers=list(cors.expose_headers),
+            allow_credentials=cors.allow_credentials,
+            max_age=cors.max_age,
+        )
+    return {"cors": cors_config, "middleware": middleware}
