@@ -558,3 +558,32 @@ def test_health_config_is_checked() -> None:
         msgspec.convert({"error_budjet": 0.1}, HealthConfig)
     with pytest.raises(msgspec.ValidationError, match="memory_limit_mb"):
         msgspec.convert({"memory_limit_mb": 0}, HealthConfig)
+
+
+def test_a_batch_folds_like_its_events_one_by_one(clock: Clock) -> None:
+    """fold_events sums a batch per component before it touches the windows; the
+    figures must be those of folding each event on its own."""
+    batch = [
+        Event(component="a", kind="processed", latency=0.01, bytes=10),
+        Event(component="b", kind="error", latency=2.0, detail="boom"),
+        Event(component="a", kind="processed", count=5, latency=0.3),
+        Event(component="a", kind="error", detail="late"),
+        Event(component="c", kind="processed", count=3),
+        Event(component="a", kind="processed", latency=0.01, stream="s"),
+        Event(component="b", kind="heartbeat"),
+    ]
+    together, apart = make(clock), make(clock)
+    assert together.fold_events(batch) == []
+    for ev in batch:
+        assert apart.fold_events([ev]) == []
+    s1, s2 = together.snapshot(), apart.snapshot()
+    assert msgspec.structs.replace(s1, uptime_seconds=0.0) == msgspec.structs.replace(
+        s2, uptime_seconds=0.0
+    )
+    a = s1.detailed_components["a"]
+    assert (a.items_processed, a.errors_encountered, a.last_error) == (7, 1, "late")
+    assert sum(s1.component_histograms["a"]) == 3
+    assert s1.component_histograms["b"][bucket_index(2.0)] == 1
+    assert sum(s1.total_histogram) == 4
+    assert together.statistics().events_folded == len(batch)
+    assert s1.streaming.streams["s"].total_messages == 1

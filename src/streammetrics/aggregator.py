@@ -10,9 +10,10 @@ spans. Nothing here grows with the number of events.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -31,7 +32,7 @@ from .snapshot import (
     StreamStatus,
     Traces,
 )
-from .windows import VIEWS, RollingWindow, ViewSeconds, WindowStats
+from .windows import LATENCY_BOUNDS, N_BUCKETS, VIEWS, RollingWindow, ViewSeconds, WindowStats
 
 __all__ = ("Aggregator", "AggregatorStatistics", "ProcessStats")
 
@@ -210,39 +211,77 @@ class Aggregator:
     # -- folding ---------------------------------------------------------------------------
 
     def fold_events(self, events: Sequence[Event]) -> list[Rejection]:
-        """Fold events; returns the ones that could not be (and counts them by reason)."""
+        """Fold events; returns the ones that could not be (and counts them by reason).
+
+        Every event of one call shares one arrival time (one clock read), so the counts and
+        latencies of ``processed`` and ``error`` events are summed per component first and
+        folded into the windows once per component at the end: per event that is a few
+        adds and one ``bisect``, not two window updates.
+        """
         now = self.clock()
         wall = self.wall()
         rejected: list[Rejection] = []
         system = self._system
+        observe = self._observe
+        components = self._components
+        # per component: [processed, errors, bytes, latency_sum, first bucket, histogram, c]
+        acc: dict[str, list[Any]] = {}
+        sys_hist = [0] * N_BUCKETS
+        sys_lsum = 0.0
+        sys_msgs = 0
+        folded = 0
         for i, ev in enumerate(events):
-            if self._observe is not None and ev.component not in self._observe:
+            name = ev.component
+            if observe is not None and name not in observe:
                 continue
-            c = self._component(ev.component, now)
-            if c is None:
-                self.reject("cardinality")
-                rejected.append(
-                    Rejection(
-                        i,
-                        f"events[{i}].component",
-                        f"component limit {self.max_components} reached; "
-                        f"{ev.component!r} not registered",
-                    )
-                )
-                continue
-            self._events += 1
-            c.last_activity = ev.timestamp if ev.timestamp is not None else wall
             kind = ev.kind
-            if kind == "processed":
-                c.window.add(now, ev.count, 0, 0, ev.bytes, ev.latency)
-                system.add(now, ev.count, 0, 0, ev.bytes, ev.latency)
-                if c.status == "registered":
-                    c.status = "running"
-            elif kind == "error":
-                c.window.add(now, 0, ev.count, 0, ev.bytes, ev.latency)
-                system.add(now, 0, ev.count, 0, ev.bytes, ev.latency)
-                if ev.detail is not None:
-                    c.last_error = ev.detail
+            a = acc.get(name)
+            if a is not None:
+                c = a[6]
+            else:
+                c = components.get(name)
+                if c is None:
+                    c = self._component(name, now)
+                if c is None:
+                    self.reject("cardinality")
+                    rejected.append(
+                        Rejection(
+                            i,
+                            f"events[{i}].component",
+                            f"component limit {self.max_components} reached; "
+                            f"{name!r} not registered",
+                        )
+                    )
+                    continue
+            folded += 1
+            ts = ev.timestamp
+            c.last_activity = ts if ts is not None else wall
+            if kind == "processed" or kind == "error":
+                if a is None:
+                    a = acc[name] = [0, 0, 0, 0.0, None, None, c]
+                if kind == "processed":
+                    a[0] += ev.count
+                else:
+                    a[1] += ev.count
+                    if ev.detail is not None:
+                        c.last_error = ev.detail
+                if ev.bytes:
+                    a[2] += ev.bytes
+                latency = ev.latency
+                if latency is not None:
+                    k = bisect_left(LATENCY_BOUNDS, latency)
+                    sys_hist[k] += 1
+                    sys_lsum += latency
+                    a[3] += latency
+                    h = a[5]
+                    if h is not None:
+                        h[k] += 1
+                    elif a[4] is None:
+                        a[4] = k  # one latency so far: no histogram yet
+                    else:
+                        h = a[5] = [0] * N_BUCKETS
+                        h[a[4]] += 1
+                        h[k] += 1
                 if c.status == "registered":
                     c.status = "running"
             elif kind == "started":
@@ -276,7 +315,23 @@ class Aggregator:
                     self.reject("cardinality")
                 else:
                     s.window.add(now, 0, 0, ev.count, ev.bytes)
-                system.add(now, 0, 0, ev.count, 0)  # as fold_deltas does for probe messages
+                sys_msgs += ev.count  # as fold_deltas does for probe messages
+        self._events += folded
+        if acc or sys_msgs:
+            processed = errors = nbytes = 0
+            for p, e, b, lsum, first, h, c in acc.values():
+                processed += p
+                errors += e
+                nbytes += b
+                w = c.window
+                w.add(now, p, e, 0, b)
+                if h is not None:
+                    w.add_histogram(now, h, lsum)
+                elif first is not None:
+                    w.add_bucket(now, first, lsum)
+            system.add(now, processed, errors, sys_msgs, nbytes)
+            if sys_lsum or any(sys_hist):
+                system.add_histogram(now, sys_hist, sys_lsum)
         return rejected
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:

@@ -229,6 +229,18 @@ class RollingWindow:
         self._cur[_LC] += n
         self._cur[_LS] += latency_sum
 
+    def add_bucket(self, now: float, index: int, latency_sum: float) -> None:
+        """Fold one latency already placed in bucket ``index`` (``bucket_index``)."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        h = self._curh
+        if h is None:
+            h = self._curh = [0] * N_BUCKETS
+        h[index] += 1
+        self._cur[_LC] += 1
+        self._cur[_LS] += latency_sum
+
     # -- time ------------------------------------------------------------------------------
 
     def _advance(self, tick: int) -> None:
