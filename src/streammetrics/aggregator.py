@@ -18,13 +18,14 @@ from typing import Any, Final
 import msgspec
 
 from .events import Delta, Event, Rejection
-from .health import HealthConfig, component_health, status_for, system_health
+from .health import HealthConfig, component_health, status_for, stream_stall, system_health
 from .snapshot import (
     BreakerState,
     BreakerStatus,
     ComponentCounts,
     ComponentRunState,
     ComponentStatus,
+    Deduction,
     Latency,
     Performance,
     Snapshot,
@@ -38,6 +39,7 @@ __all__ = ("Aggregator", "AggregatorStatistics", "ProcessStats")
 
 _BREAKER_STATES: Final = frozenset(("closed", "open", "half_open"))
 BufferStats = Callable[[], tuple[int, int]]
+LagStats = Callable[[], int | None]
 
 
 class ProcessStats(msgspec.Struct, frozen=True):
@@ -75,6 +77,7 @@ class _Component:
         "last_activity",
         "last_error",
         "name",
+        "spans",
         "status",
         "type",
         "window",
@@ -89,10 +92,20 @@ class _Component:
         self.last_error: str | None = None
         self.heartbeat: float | None = None  # monotonic time of the last heartbeat
         self.breaker: _Breaker | None = None
+        self.spans: RollingWindow | None = None  # span durations, once it ends one
 
 
 class _Stream:
-    __slots__ = ("buffer", "from_component", "stream_name", "to_component", "window")
+    __slots__ = (
+        "buffer",
+        "from_component",
+        "seen_taken",
+        "seen_used",
+        "stream_name",
+        "to_component",
+        "waiting_since",
+        "window",
+    )
 
     def __init__(
         self,
@@ -107,6 +120,11 @@ class _Stream:
         self.to_component = to_component
         self.stream_name = stream_name
         self.buffer = buffer
+        # Stall tracking (health.stream_stall): since when items have waited with the
+        # consumer taking none, and what its count and the buffer level were then.
+        self.waiting_since: float | None = None
+        self.seen_taken = -1
+        self.seen_used = 0
 
 
 def _latency(v: WindowStats) -> Latency:
@@ -147,6 +165,7 @@ class Aggregator:
         self._system = RollingWindow(now)
         self._components: dict[str, _Component] = {}
         self._streams: dict[str, _Stream] = {}
+        self._lags: dict[str, LagStats] = {}
         self._spans: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._traces: OrderedDict[str, None] = OrderedDict()
         self._total_traces = 0
@@ -174,8 +193,14 @@ class Aggregator:
         to_component: str | None = None,
         stream_name: str | None = None,
         buffer: BufferStats | None = None,
+        lag: LagStats | None = None,
     ) -> None:
-        """Make a binding known; ``buffer`` reports (used, size) of its queue."""
+        """Make a binding known; ``buffer`` reports (used, size) of its queue, ``lag``
+        the backlog of a transport's consumer (entries not yet read), or None."""
+        if lag is not None:
+            self._lags[key] = lag
+        else:
+            self._lags.pop(key, None)
         s = self._streams.get(key)
         if s is None:
             self._streams[key] = _Stream(
@@ -184,6 +209,15 @@ class Aggregator:
         else:
             s.from_component, s.to_component = from_component, to_component
             s.stream_name, s.buffer = stream_name, buffer
+
+    def _consumer_lag(self, key: str) -> int | None:
+        fn = self._lags.get(key)
+        if fn is None:
+            return None
+        try:
+            return fn()
+        except Exception:  # a transport that went away must not break the page
+            return None
 
     def observes(self, component: str) -> bool:
         return self._observe is None or component in self._observe
@@ -408,6 +442,9 @@ class Aggregator:
         if latency is not None:
             c.window.add(now, latency=latency)
             self._system.add(now, latency=latency)
+            if c.spans is None:
+                c.spans = RollingWindow(now)
+            c.spans.add(now, latency=latency)
 
     def _expire_spans(self, now: float) -> None:
         limit = now - self.span_timeout_s
@@ -418,6 +455,40 @@ class Aggregator:
                 break
             del spans[key]
             self._expired_spans += 1
+
+    def _stall(
+        self,
+        key: str,
+        s: _Stream,
+        used: int | None,
+        size: int | None,
+        now: float,
+        into: dict[str, list[Deduction]],
+    ) -> float | None:
+        """How long ``s`` has had items waiting that its consumer did not take; adds the
+        stall deduction (health.stream_stall) for the consumer once that is too long."""
+        if not used:
+            s.waiting_since = None
+            return None
+        # The consumer took items if its count moved or the buffer shrank. An unobserved
+        # consumer is judged by the buffer alone, and its producer bears the penalty.
+        consumer = self._components.get(s.to_component) if s.to_component else None
+        taken = -1
+        if consumer is not None:
+            done = consumer.window.totals()
+            taken = done[0] + done[1]
+        if s.waiting_since is None or taken != s.seen_taken or used < s.seen_used:
+            s.waiting_since = now
+        s.seen_taken, s.seen_used = taken, used
+        stalled = now - s.waiting_since
+        who = s.to_component if consumer is not None else s.from_component
+        if who is not None and who in self._components:
+            d = stream_stall(
+                key, who, waiting=used, capacity=size, stalled_for=stalled, config=self.health
+            )
+            if d is not None:
+                into.setdefault(who, []).append(d)
+        return stalled
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -452,6 +523,36 @@ class Aggregator:
         reasons = []
         scores = []
         healthy = running = 0
+        # Streams first: a stalled one counts against its consumer's score.
+        streams: dict[str, StreamStatus] = {}
+        stalls: dict[str, list[Deduction]] = {}
+        total_messages = 0
+        message_rate = 0.0
+        active = 0
+        for skey, s in self._streams.items():
+            sv = s.window.view(now, view)
+            msgs = s.window.totals()[2]
+            used = size = None
+            if s.buffer is not None:
+                try:
+                    used, size = s.buffer()
+                except Exception as exc:  # a binding that went away must not break the page
+                    errors = [*errors, f"stream {skey}: buffer statistics failed: {exc!r}"]
+            stalled = self._stall(skey, s, used, size, now, stalls)
+            streams[skey] = StreamStatus(
+                total_messages=msgs,
+                message_rate=sv.message_rate,
+                from_component=s.from_component,
+                to_component=s.to_component,
+                stream_name=s.stream_name,
+                buffer_used=used,
+                buffer_size=size,
+                consumer_lag=self._consumer_lag(skey),
+                stalled_seconds=stalled,
+            )
+            total_messages += msgs
+            message_rate += sv.message_rate
+            active += sv.messages > 0 or s.buffer is not None
         for name, c in self._components.items():
             w = c.window
             views = {f"{s}s": w.view(now, s) for s in VIEWS}
@@ -466,6 +567,7 @@ class Aggregator:
                 breaker=bstate,
                 heartbeat_age=hb_age,
                 config=hc,
+                extra=stalls.get(name, ()),
             )
             ok = score >= hc.healthy_threshold
             healthy += ok
@@ -486,6 +588,8 @@ class Aggregator:
                 latency=_latency(v),
                 last_error=c.last_error,
                 windows=views,
+                span_latency=_latency(c.spans.view(now, view)) if c.spans is not None else None,
+                heartbeat_age_s=hb_age,
             )
             if b is not None:
                 open_for = b.time_open + (now - b.opened_at if b.opened_at is not None else 0.0)
@@ -507,31 +611,6 @@ class Aggregator:
             config=hc,
         )
         reasons += sys_ded
-        streams: dict[str, StreamStatus] = {}
-        total_messages = 0
-        message_rate = 0.0
-        active = 0
-        for skey, s in self._streams.items():
-            sv = s.window.view(now, view)
-            msgs = s.window.totals()[2]
-            used = size = None
-            if s.buffer is not None:
-                try:
-                    used, size = s.buffer()
-                except Exception as exc:  # a binding that went away must not break the page
-                    errors = [*errors, f"stream {skey}: buffer statistics failed: {exc!r}"]
-            streams[skey] = StreamStatus(
-                total_messages=msgs,
-                message_rate=sv.message_rate,
-                from_component=s.from_component,
-                to_component=s.to_component,
-                stream_name=s.stream_name,
-                buffer_used=used,
-                buffer_size=size,
-            )
-            total_messages += msgs
-            message_rate += sv.message_rate
-            active += sv.messages > 0 or s.buffer is not None
         sv = self._system.view(now, view)
         return Snapshot(
             timestamp=wall,

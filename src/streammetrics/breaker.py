@@ -6,6 +6,16 @@ it: resilience4j #785, "open after N failures per minute"); open → half_open a
 ``reset_timeout_s``; half_open → closed after ``half_open_max_calls`` successes, back
 to open on any failure. While open, the component stops taking items: they wait in
 the binding (bounded), so nothing is lost and the producer feels backpressure.
+
+Half-open lets at most ``half_open_max_calls`` trial calls through at a time. A trial
+whose outcome never comes back (its item was cancelled, or handled without being
+counted) would hold the breaker half-open for ever; after ``reset_timeout_s`` without
+an outcome such trials are written off and new ones are let through, as
+Resilience4j's ``maxWaitDurationInHalfOpenState`` does.
+
+The breaker is driven by outcomes (``record_success`` / ``record_failure``, which the
+component's probe calls for every item it counts) and by callers asking ``allow()``
+before they take an item; the clock is passed in so tests drive time by hand.
 """
 
 from __future__ import annotations
@@ -44,11 +54,14 @@ class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class BreakerStatistics(msgspec.Struct, frozen=True):
     state: BreakerState
     failure_count: int
-    """Failures recorded over the breaker's life."""
+    """Failures recorded over the breaker's life (``BreakerStatus.failure_count`` in a
+    snapshot counts trips instead: ``times_opened``)."""
     consecutive_failures: int
     transitions: int
+    times_opened: int
+    """Transitions into ``open`` (from closed or half_open)."""
     rejected_waits: int
-    """Times a caller had to wait because the breaker was open."""
+    """``allow()`` calls refused: open, or half-open with every trial in flight."""
 
 
 Transition = Callable[[BreakerState, BreakerState, "CircuitBreaker"], None]
@@ -72,9 +85,11 @@ class CircuitBreaker:
         self.consecutive = 0
         self.transitions = 0
         self.waits = 0
+        self.times_opened = 0
         self._opened_at = 0.0
         self._trials = 0
         self._trial_ok = 0
+        self._trial_at = 0.0
         self._window = RollingWindow(clock())
 
     def _to(self, state: BreakerState) -> None:
@@ -82,6 +97,7 @@ class CircuitBreaker:
         self.transitions += 1
         if state == "open":
             self._opened_at = self.clock()
+            self.times_opened += 1
         if state == "half_open":
             self._trials = self._trial_ok = 0
         if state == "closed":
@@ -95,7 +111,9 @@ class CircuitBreaker:
         if self.state == "open":
             return max(0.0, self._opened_at + self.config.reset_timeout_s - self.clock())
         if self.state == "half_open" and self._trials >= self.config.half_open_max_calls:
-            return min(1.0, self.config.reset_timeout_s)  # trials in flight; look again soon
+            # trials in flight: look again soon, and at the latest when they are written off
+            left = self._trial_at + self.config.reset_timeout_s - self.clock()
+            return max(0.0, min(1.0, left))
         return 0.0
 
     def allow(self) -> bool:
@@ -107,20 +125,26 @@ class CircuitBreaker:
                 self.waits += 1
                 return False
             self._to("half_open")
-        if self._trials < self.config.half_open_max_calls:
-            self._trials += 1
-            return True
-        self.waits += 1
-        return False
+        if self._trials >= self.config.half_open_max_calls:
+            if self.clock() - self._trial_at < self.config.reset_timeout_s:
+                self.waits += 1
+                return False
+            self._trials = self._trial_ok  # outcomes that never came back: written off
+        self._trials += 1
+        self._trial_at = self.clock()
+        return True
 
     def record_success(self) -> None:
         self.consecutive = 0
+        if not self.config.enabled:
+            return
         if self.state == "half_open":
             self._trial_ok += 1
             if self._trial_ok >= self.config.half_open_max_calls:
                 self._to("closed")
             return
-        self._window.add(self.clock(), processed=1)
+        if self.config.failure_rate is not None:
+            self._window.add(self.clock(), processed=1)
 
     def record_failure(self) -> None:
         self.failure_count += 1
@@ -149,5 +173,6 @@ class CircuitBreaker:
             failure_count=self.failure_count,
             consecutive_failures=self.consecutive,
             transitions=self.transitions,
+            times_opened=self.times_opened,
             rejected_waits=self.waits,
         )

@@ -60,6 +60,11 @@ class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
     last_error: str | None
     windows: dict[str, WindowStats]
     """The 10s, 60s and 300s views."""
+    span_latency: Latency | None = None
+    """Duration of this component's spans (``span_end``) over the default window; null
+    when it never ended one. ``latency`` includes them too, mixed with item latencies."""
+    heartbeat_age_s: float | None = None
+    """Seconds since its last heartbeat; null if it never sent one."""
 
 
 class BreakerStatus(msgspec.Struct, frozen=True, gc=False):
@@ -80,6 +85,13 @@ class StreamStatus(msgspec.Struct, frozen=True, gc=False):
     stream_name: str | None
     buffer_used: int | None
     buffer_size: int | None
+    consumer_lag: int | None = None
+    """Entries a transport's consumer group has yet to read (Redis ``XINFO GROUPS``
+    lag); null for in-process bindings."""
+    stalled_seconds: float | None = None
+    """While items wait in the buffer: seconds since the consumer was last seen taking
+    one (near 0 for a busy consumer, growing for one that takes nothing); null when the
+    buffer is empty or its level is unknown."""
 
 
 class Streaming(msgspec.Struct, frozen=True, gc=False):
@@ -101,9 +113,14 @@ class Performance(msgspec.Struct, frozen=True, gc=False):
 
 class Traces(msgspec.Struct, frozen=True, gc=False):
     total_traces: int
+    """Distinct trace ids seen in ``span_start`` events."""
     active_spans: int
+    """Spans started and neither ended nor expired."""
     completed_spans: int
+    """``span_end`` events folded."""
     expired_spans: int
+    """Spans that never ended within ``span_timeout_s`` (or were pushed out of the
+    bounded span table), given up on and counted here."""
 
 
 class Alert(msgspec.Struct, frozen=True, gc=False):
