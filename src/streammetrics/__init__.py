@@ -6,10 +6,13 @@ serves health, Prometheus and JSON views over HTTP.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .aggregator import Aggregator, ProcessStats
 from .bus import EventBus
 from .errors import (
     BlueprintError,
+    ConfigError,
     EventError,
     HarnessUnavailableError,
     PortInUseError,
@@ -21,11 +24,38 @@ from .probe import Probe
 from .snapshot import Snapshot
 from .windows import RollingWindow, WindowStats
 
+if TYPE_CHECKING:
+    from .components.metrics import MetricsEndpoint
+    from .embed import ProductionMetricsEndpoint, run, serve
+    from .extend import MetricsPlugin
+
 __version__ = "1.0.0"
+
+#: Names whose modules pull in the HTTP stack: imported on first use, so that a
+#: component that only counts (``Probe``) does not load Litestar and uvicorn.
+_LAZY = {
+    "MetricsEndpoint": "components.metrics",
+    "MetricsPlugin": "extend",
+    "ProductionMetricsEndpoint": "embed",
+    "run": "embed",
+    "serve": "embed",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streammetrics' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = (
     "Aggregator",
     "BlueprintError",
+    "ConfigError",
     "Delta",
     "Event",
     "EventBatch",
@@ -33,9 +63,12 @@ __all__ = (
     "EventError",
     "HarnessUnavailableError",
     "HealthConfig",
+    "MetricsEndpoint",
+    "MetricsPlugin",
     "PortInUseError",
     "Probe",
     "ProcessStats",
+    "ProductionMetricsEndpoint",
     "RollingWindow",
     "Snapshot",
     "StreamMetricsError",
@@ -43,4 +76,6 @@ __all__ = (
     "__version__",
     "decode_events",
     "encode_events",
+    "run",
+    "serve",
 )

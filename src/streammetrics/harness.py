@@ -148,8 +148,11 @@ class Harness:
 
     def _order(self) -> list[ComponentDef]:
         """Observers first, so they see every other component start."""
+        from .components.metrics import MetricsEndpoint  # subclasses observe too
+
         return sorted(
-            self.blueprint.components, key=lambda c: (c.type != "MetricsEndpoint", c.index)
+            self.blueprint.components,
+            key=lambda c: (not issubclass(c.cls, MetricsEndpoint), c.index),
         )
 
     async def run(self, *, task_status: TaskStatus[Harness] = anyio.TASK_STATUS_IGNORED) -> None:

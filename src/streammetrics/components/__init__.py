@@ -19,6 +19,7 @@ __all__ = (
 def component_types() -> dict[str, type[Component]]:
     """Every type a blueprint may name (``FastAPIEndpoint`` is the seed's alias of
     ``APIEndpoint``). Imported on call so that importing the package stays light."""
+    from ..embed import ProductionMetricsEndpoint
     from .api import APIEndpoint
     from .controller import Controller
     from .metrics import MetricsEndpoint
@@ -28,7 +29,15 @@ def component_types() -> dict[str, type[Component]]:
 
     types: dict[str, type[Component]] = {
         cls.type_name: cls
-        for cls in (APIEndpoint, Controller, MetricsEndpoint, StreamProcessor, Source, Store)
+        for cls in (
+            APIEndpoint,
+            Controller,
+            MetricsEndpoint,
+            ProductionMetricsEndpoint,
+            StreamProcessor,
+            Source,
+            Store,
+        )
     }
     types["FastAPIEndpoint"] = APIEndpoint
     return types

@@ -11,10 +11,10 @@ an item it processed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 import msgspec
@@ -26,6 +26,7 @@ from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
 from ..events import Event
 from ..health import HealthConfig
+from ..http.live import LiveConfig, LiveFeed
 from ..http.security import AuthSettings, CorsSettings, RateLimitSettings
 from .base import Component, Context, Input
 
@@ -74,6 +75,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """On shutdown, how long requests in flight may take before they are cut off."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 1_048_576
     """Request bodies larger than this are refused with 413 before they are read."""
+    dashboard: LiveConfig = LiveConfig()
+    """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
+    ``{enabled, max_clients, heartbeat_s}``."""
 
 
 class MetricsEndpoint(Component):
@@ -82,10 +86,6 @@ class MetricsEndpoint(Component):
     type_name = "MetricsEndpoint"
     Config = MetricsEndpointConfig
     serves_port = True
-
-    #: Keyword defaults a subclass applies under what the caller gives
-    #: (``ProductionMetricsEndpoint`` turns the production features on this way).
-    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -111,9 +111,7 @@ class MetricsEndpoint(Component):
 
         self._standalone = ctx is None
         if ctx is None:
-            ctx = _standalone_context(
-                type(self), name, {**self.defaults, **config}, bus or EventBus()
-            )
+            ctx = _standalone_context(type(self), name, config, bus or EventBus())
         elif name is not None or bus is not None or config:
             raise TypeError(
                 f"{type(self).__name__}(ctx) takes its settings from the blueprint; "
@@ -159,6 +157,7 @@ class MetricsEndpoint(Component):
             sampler=ProcessSampler(),
             name=ctx.name,
             judge=self.alerts,
+            live=LiveFeed(cfg.dashboard, name=ctx.name, tick_s=cfg.tick_s),
         )
         self.port: int | None = None
 
@@ -175,19 +174,28 @@ class MetricsEndpoint(Component):
 
     def _build_app(self) -> None:
         from ..http.app import create_app
+        from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
+        from ..http.routes import ENDPOINTS
         from ..http.security import hardening
 
         for c in self.collectors():
             self.service.add_collector(c)
+        for p in self.plugins:
+            self.service.add_figures(p.name, p.figures)
+        if type(self).figures is not MetricsEndpoint.figures:
+            self.service.add_figures(self.name, self.figures)
         cfg = self.config
+        live = LIVE_ROUTES if cfg.dashboard.enabled else ()
         self._app = create_app(
             self.service,
-            extra_route_handlers=list(self.route_handlers()),
+            extra_route_handlers=[*live, *self.route_handlers()],
             max_body_bytes=cfg.max_body_bytes,
             **hardening(
                 cors=cfg.cors, rate_limit=cfg.rate_limit, auth=cfg.auth, component=self.name
             ),
         )
+        if live:
+            self._app.state["endpoints"] = {**ENDPOINTS, **LIVE_ENDPOINTS}
         self._setup_routes()
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
@@ -199,6 +207,11 @@ class MetricsEndpoint(Component):
         """Extra prometheus-client collectors (``collect()`` protocol), served in
         ``/metrics`` and ``/metrics/json``; the plugins' and the constructor's by default."""
         return [*self._extra_collectors, *(c for p in self.plugins for c in p.collectors())]
+
+    async def figures(self) -> Mapping[str, Any]:
+        """Free-form figures for ``/metrics/json``'s ``extra.<endpoint name>``, once per
+        tick (a subclass overrides it; an error is listed, the rest still served)."""
+        return {}
 
     def _setup_routes(self) -> None:
         """Called once the app exists: ``self.app.register(handler)`` adds a route (the
@@ -227,6 +240,7 @@ class MetricsEndpoint(Component):
         bus = self.ctx.bus
         bus.subscribe(self.aggregator)
         self.service.set_available()
+        self.service.live.open()
         # Its own "started" went out before it listened: fold it here.
         self.aggregator.fold_events([Event(self.name, "started", timestamp=self.ctx.wall())])
         try:
@@ -257,11 +271,16 @@ class MetricsEndpoint(Component):
     async def _tick(self) -> None:
         """Build a snapshot every tick even when nobody asks, so that alert rules' ``for``
         durations run on time, as Prometheus evaluates rules without a reader."""
-        while True:
-            # Unavailable: the routes say so; rules resume when the harness is back.
-            with suppress(HarnessUnavailableError):
-                await self.service.snapshot()
-            await anyio.sleep(self.config.tick_s)
+        try:
+            while True:
+                # Unavailable: the routes say so; rules resume when the harness is back.
+                with suppress(HarnessUnavailableError):
+                    await self.service.snapshot()
+                await anyio.sleep(self.config.tick_s)
+        finally:
+            # Cancelled with the server: end the live streams now, or the server's
+            # graceful shutdown would wait its whole deadline for them.
+            self.service.live.close()
 
     async def _flush(self) -> None:
         while True:

@@ -7,7 +7,7 @@ the Prometheus histogram and would triple a JSON body for nobody.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -24,6 +24,7 @@ from ..snapshot import (
     Streaming,
     Traces,
 )
+from .custom import CustomCollection, CustomFamily
 
 __all__ = (
     "AlertsResponse",
@@ -88,6 +89,10 @@ class MetricsResponse(msgspec.Struct, frozen=True):
     errors: list[str]
     """Collectors that failed for this snapshot; the other figures are still valid."""
     timestamp: float
+    custom: dict[str, CustomFamily] = {}
+    """Families of the endpoint's custom collectors, by name (as ``/metrics`` has them)."""
+    extra: dict[str, Any] = {}
+    """Figures of plugins and subclasses (``figures()``), by their name."""
 
 
 class AlertsResponse(msgspec.Struct, frozen=True):
@@ -119,8 +124,10 @@ def health_response(s: Snapshot) -> HealthResponse:
     )
 
 
-def metrics_response(s: Snapshot) -> MetricsResponse:
+def metrics_response(s: Snapshot, custom: CustomCollection | None = None) -> MetricsResponse:
     return MetricsResponse(
+        custom=custom.json if custom is not None else {},
+        extra=custom.extra if custom is not None else {},
         health_score=s.health_score,
         uptime_seconds=s.uptime_seconds,
         system_status=s.system_status,

@@ -118,7 +118,10 @@ def _view(window: str | None) -> ViewSeconds | None:
 @get("/", summary="Endpoint discovery and API information")
 async def root(service: Service, state: State) -> RootResponse:
     return RootResponse(
-        service=state["title"], version=__version__, endpoints=ENDPOINTS, timestamp=service.wall()
+        service=state["title"],
+        version=__version__,
+        endpoints=state.get("endpoints", ENDPOINTS),  # an endpoint adds its own routes
+        timestamp=service.wall(),
     )
 
 
@@ -165,7 +168,7 @@ async def metrics(request: Request[Any, Any, Any], service: Service) -> Response
     responses={400: _ERR_400, 503: _ERR_503},
 )
 async def metrics_json(service: Service, window: WindowParam = None) -> MetricsResponse:
-    return metrics_response(await service.snapshot(_view(window)))
+    return metrics_response(await service.snapshot(_view(window)), service.custom())
 
 
 @get("/alerts", summary="Current alerts and recommendations", responses={503: _ERR_503})

@@ -10,8 +10,8 @@ process sample and the render must stay off the event loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -21,6 +21,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as _om_gene
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import HarnessUnavailableError
+from .custom import EMPTY, CollectionView, CustomCollection, CustomCollectors, exposed_names
+from .live import LiveFeed
 from .prometheus import SnapshotCollector
 
 if TYPE_CHECKING:
@@ -29,7 +31,10 @@ if TYPE_CHECKING:
     from ..snapshot import Snapshot
     from ..windows import ViewSeconds
 
-__all__ = ("MetricsService", "ServiceStatistics")
+__all__ = ("FigureSource", "MetricsService", "ServiceStatistics")
+
+#: Gives JSON-able figures for ``/metrics/json``'s ``extra`` (a plugin's ``figures``).
+FigureSource = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 class Judge(Protocol):
@@ -75,6 +80,7 @@ class MetricsService:
         name: str = "metrics_endpoint",
         sample_timeout_s: float = 2.0,
         judge: Judge | None = None,
+        live: LiveFeed | None = None,
     ) -> None:
         if tick_s < 0:
             raise ValueError(f"tick_s must be >= 0, got {tick_s!r}")
@@ -86,6 +92,8 @@ class MetricsService:
         self._aggregator = aggregator
         self._sampler = sampler
         self.judge = judge
+        #: What ``GET /stream`` serves: each default-view snapshot, as it is built.
+        self.live = live if live is not None else LiveFeed(name=name, tick_s=tick_s)
         self._unavailable: str | None = None
         self._snapshots: dict[int, tuple[float, Snapshot]] = {}
         self._process: tuple[float, ProcessStats | None, str | None] | None = None
@@ -94,15 +102,36 @@ class MetricsService:
         self._rendered: dict[bool, tuple[Snapshot, bytes]] = {}
         self._rendering: Snapshot | None = None
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(SnapshotCollector(lambda: self._rendering))
+        builtin = SnapshotCollector(lambda: self._rendering)
+        self._registry.register(builtin)
+        # Custom collectors are called once per tick, isolated (http/custom.py); the
+        # registry only replays what they gave.
+        self._custom = CustomCollectors(reserved=exposed_names(builtin.describe()))
+        self._figures: dict[str, FigureSource] = {}
+        self._collected: tuple[float, CustomCollection] | None = None
+        self._registry.register(CollectionView(self._custom, self.custom))
         for c in collectors:
-            self._registry.register(c)
+            self.add_collector(c)
         self._built = self._snap_hits = self._renders = self._render_hits = 0
         self._sampler_failures = 0
 
-    def add_collector(self, collector: Collector) -> None:
-        """Serve one more prometheus-client collector in ``/metrics``."""
-        self._registry.register(collector)
+    def add_collector(self, collector: Collector, name: str | None = None) -> str:
+        """Serve one more prometheus-client collector in ``/metrics`` and in
+        ``/metrics/json``'s ``custom``; returns the name its errors are listed under."""
+        self._collected = None
+        return self._custom.add(collector, name)
+
+    def add_figures(self, name: str, source: FigureSource) -> None:
+        """Show what ``await source()`` returns (JSON-able) as ``extra.<name>`` in
+        ``/metrics/json``, refreshed once per tick; a failure is listed in ``errors``."""
+        if name in self._figures:
+            raise ValueError(f"figures {name!r} are already provided by another source")
+        self._figures[name] = source
+        self._collected = None
+
+    def custom(self) -> CustomCollection:
+        """The custom collectors' and figure sources' results of the latest tick."""
+        return self._collected[1] if self._collected is not None else EMPTY
 
     # -- availability ---------------------------------------------------------------------
 
@@ -127,12 +156,16 @@ class MetricsService:
         self._snapshots.clear()
         self._rendered.clear()
         self._process = None
+        self._collected = None
 
     def _require(self) -> Aggregator:
         if self._unavailable is not None:
+            self.live.unavailable(self._unavailable)
             raise HarnessUnavailableError(self._unavailable)
         if self._aggregator is None:
-            raise HarnessUnavailableError(f"no harness feeds metrics endpoint {self.name!r}")
+            detail = f"no harness feeds metrics endpoint {self.name!r}"
+            self.live.unavailable(detail)
+            raise HarnessUnavailableError(detail)
         return self._aggregator
 
     # -- snapshots ------------------------------------------------------------------------
@@ -154,13 +187,17 @@ class MetricsService:
                 self._snap_hits += 1
                 return hit
             process, error = await self._sample()
+            custom = await self._collect_custom()
             agg = self._require()  # the harness may have gone while we sampled
-            snap = agg.snapshot(process=process, errors=[error] if error else (), view=view)
+            errors = [error] if error else []
+            snap = agg.snapshot(process=process, errors=errors + custom.errors, view=view)
             if self.judge is not None:
                 # Rules step on the default view only, so one lifecycle serves every view.
                 snap = self.judge.evaluate(snap) if view == agg.view else self.judge.annotate(snap)
             self._snapshots[view] = (self.clock(), snap)
             self._built += 1
+            if view == agg.view:
+                self.live.publish(snap)  # GET /stream's clients get the default view
             return snap
 
     def _fresh_snapshot(self, view: ViewSeconds) -> Snapshot | None:
@@ -192,6 +229,43 @@ class MetricsService:
             self._sampler_failures += 1
         self._process = (now, stats, error)
         return stats, error
+
+    async def _collect_custom(self) -> CustomCollection:
+        """Custom collectors (in a worker thread) and figure sources, once per tick and
+        each under the sampler's deadline: a hung exporter must not hang ``/health``."""
+        if not len(self._custom) and not self._figures:
+            return EMPTY
+        now = self.clock()
+        if self._collected is not None and now - self._collected[0] < self.tick_s:
+            return self._collected[1]
+        deadline = self.sample_timeout_s
+        families: list[Any] = []
+        js: dict[str, Any] = {}
+        errors: list[str] = []
+        if len(self._custom):
+            result = None
+            with anyio.move_on_after(deadline):
+                result = await anyio.to_thread.run_sync(
+                    self._custom.collect, abandon_on_cancel=True
+                )
+            if result is None:
+                errors.append(self._custom.timed_out(deadline))
+            else:
+                families, js, errs = result
+                errors += errs
+        extra: dict[str, Any] = {}
+        for name, source in self._figures.items():
+            try:
+                with anyio.fail_after(deadline):
+                    got = await source()
+                extra[name] = msgspec.to_builtins(got)  # junk fails here, not in the response
+            except TimeoutError:
+                errors.append(f"figures {name!r} timed out after {deadline:g}s")
+            except Exception as exc:
+                errors.append(f"figures {name!r} failed: {type(exc).__name__}: {exc}")
+        collected = CustomCollection(families, js, extra, errors)
+        self._collected = (now, collected)
+        return collected
 
     # -- Prometheus -----------------------------------------------------------------------
 
