@@ -423,3 +423,25 @@ def test_matches_naive_reference_over_random_traffic() -> None:
     total_p = sum(ev[1] for ev in events)
     total_e = sum(ev[2] for ev in events)
     assert w.totals()[:2] == (total_p, total_e)
+
+
+def test_view_quantiles_match_quantile_of_the_merged_histogram() -> None:
+    """A view finds its three quantiles with one cumulative sum and bisect; they must be
+    ``quantile``'s own figures for the merged histogram, to the last bit."""
+    from streammetrics.windows import _quantiles3
+
+    rng = random.Random(3)
+    for _ in range(3000):
+        hists: list[list[int] | None] = []
+        for _ in range(rng.randrange(1, 4)):
+            if rng.random() < 0.2:
+                hists.append(None)
+                continue
+            h = [0] * N_BUCKETS
+            for _ in range(rng.randrange(0, 6)):
+                h[rng.randrange(N_BUCKETS)] += rng.choice([1, 2, 3, 7, 100])
+            hists.append(h)
+        present = [h for h in hists if h is not None]
+        merged = [sum(c) for c in zip(*present, strict=True)] if present else [0] * N_BUCKETS
+        want = (quantile(merged, 0.5), quantile(merged, 0.95), quantile(merged, 0.99))
+        assert _quantiles3(hists) == want

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
+from operator import add
 from typing import Final, Literal
 
 import msgspec
@@ -77,6 +79,41 @@ def quantile(counts: Sequence[int], q: float) -> float | None:
             return lower + (upper - lower) * ((rank - cumulative) / c)
         cumulative += c
     return LATENCY_BOUNDS[-1]
+
+
+def _quantiles3(hists: Sequence[_Hist | None]) -> tuple[float | None, float | None, float | None]:
+    """``quantile`` at 0.5, 0.95 and 0.99 of the sum of ``hists`` (None ones left out).
+
+    A snapshot reads three quantiles per view for every component, so this is the
+    hot part of a tick: the merge and the running sum are done in C (``map``,
+    ``accumulate``), and each rank is found by ``bisect`` instead of a Python walk;
+    the interpolation is ``quantile``'s, to the last bit.
+    """
+    present = [h for h in hists if h is not None]
+    if not present:
+        return None, None, None
+    if len(present) == 1:
+        cum = list(accumulate(present[0]))
+    elif len(present) == 2:
+        cum = list(accumulate(map(add, present[0], present[1])))
+    else:
+        cum = list(accumulate(map(sum, zip(*present, strict=True))))
+    total = cum[-1]
+    if not total:
+        return None, None, None
+    return _at_rank(cum, 0.5 * total), _at_rank(cum, 0.95 * total), _at_rank(cum, 0.99 * total)
+
+
+def _at_rank(cum: list[int], rank: float) -> float:
+    """The interpolated value at ``rank`` of a cumulative bucket histogram."""
+    i = bisect_left(cum, rank)  # the first bucket whose running count reaches the rank
+    if i >= len(LATENCY_BOUNDS):
+        return LATENCY_BOUNDS[-1]
+    if i:
+        lower, before = LATENCY_BOUNDS[i - 1], cum[i - 1]
+    else:
+        lower, before = 0.0, 0
+    return lower + (LATENCY_BOUNDS[i] - lower) * ((rank - before) / (cum[i] - before))
 
 
 class WindowStats(msgspec.Struct, frozen=True, gc=False):
@@ -318,31 +355,26 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        vec = list(self._cur)
-        hists: list[_Hist | None] = [self._curh]
+        hists: tuple[_Hist | None, ...]
         if seconds == 10:
-            _add(vec, self._v10)
-            hists.append(self._v10h)
+            vec = list(map(add, self._cur, self._v10))
+            hists = (self._curh, self._v10h)
             first = self._tick - 9
         elif seconds == 60:
-            _add(vec, self._v60)
-            hists.append(self._v60h)
+            vec = list(map(add, self._cur, self._v60))
+            hists = (self._curh, self._v60h)
             first = self._tick - (_FINE - 1)
         elif seconds == 300:
-            _add(vec, self._v300)
-            _add(vec, self._cc)
-            hists += (self._v300h, self._cch)
+            vec = list(map(add, map(add, self._cur, self._v300), self._cc))
+            hists = (self._curh, self._v300h, self._cch)
             first = (self._tick // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
         else:
             raise ValueError(f"a window view is 10, 60 or 300 seconds, got {seconds!r}")
         start = max(first * self._res, self._start)
         span = max(now - start, self._res)
-        hist = _merge(hists)
         processed, errors = int(vec[_P]), int(vec[_E])
         done = processed + errors
-        p50 = p95 = p99 = None
-        if hist is not None:
-            p50, p95, p99 = quantile(hist, 0.5), quantile(hist, 0.95), quantile(hist, 0.99)
+        p50, p95, p99 = _quantiles3(hists)
         return WindowStats(
             window_seconds=seconds,
             span_seconds=span,
@@ -375,18 +407,9 @@ class RollingWindow:
 
     def total_histogram(self) -> list[int]:
         """Lifetime latency bucket counts (not cumulative), for Prometheus histograms."""
-        out = [0] * N_BUCKETS
-        for h in (self._toth, self._curh):
-            if h is not None:
-                for i, c in enumerate(h):
-                    out[i] += c
-        return out
-
-
-def _merge(hists: list[_Hist | None]) -> _Hist | None:
-    present = [h for h in hists if h is not None]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    return [sum(cs) for cs in zip(*present, strict=True)]
+        tot, cur = self._toth, self._curh
+        if tot is None:
+            return list(cur) if cur is not None else [0] * N_BUCKETS
+        if cur is None:
+            return list(tot)
+        return [a + b for a, b in zip(tot, cur, strict=True)]
