@@ -214,7 +214,11 @@ class Harness:
                 self._cancel(name)
             for name in observers:
                 await self._wait_finished(name)
-        cancelled = [n for n, done in self._finished.items() if not done.is_set()]
+        cancelled = [
+            c.name
+            for c in bp.components
+            if c.name in self._finished and not self._finished[c.name].is_set()
+        ]
         left = {k: n for k, o in self.outputs.items() if (n := o.buffer()[0])}
         if cancelled:
             log.warning(

@@ -29,6 +29,7 @@ from litestar.exceptions import HTTPException
 from msgspec import Meta
 
 from ..http.responses import ErrorResponse
+from ..http.security import security_headers
 from .base import Component, Context
 
 __all__ = ("APIEndpoint", "APIEndpointConfig", "APIEndpointStatistics", "Accepted")
@@ -49,6 +50,8 @@ class APIEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     send_timeout_s: Annotated[float, Meta(gt=0)] | None = 10.0
     """How long a request may wait for downstream to take its items (then 503);
     null waits as long as it takes."""
+    shutdown_timeout_s: Annotated[float, Meta(ge=0, le=3600)] = 5.0
+    """On shutdown, how long requests in flight may take to hand their items on."""
 
     def __post_init__(self) -> None:
         if self.path == "/health":
@@ -135,6 +138,9 @@ class APIEndpoint(Component):
             return _decode(data)
         except msgspec.DecodeError as exc:
             return self._reject(400, "malformed JSON", str(exc))
+        except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
+            reason = f"a string is not valid UTF-8 ({exc.reason})"
+            return self._reject(400, "malformed JSON", reason)
 
     async def accept(self, items: list[Any], t0: float) -> Response[Any]:
         """Hand ``items`` downstream, each counted with its latency since ``t0``."""
@@ -198,6 +204,7 @@ class APIEndpoint(Component):
         return Litestar(
             route_handlers=[ingest_one, ingest_batch, health],
             exception_handlers={Exception: http_error},
+            before_send=[security_headers],
             request_max_body_size=cfg.max_body_bytes,
             openapi_config=None,
             logging_config=None,
@@ -214,4 +221,5 @@ class APIEndpoint(Component):
             port=cfg.port,
             component=self.name,
             task_status=_Listening(task_status, cfg.host, self),
+            shutdown_timeout_s=cfg.shutdown_timeout_s,
         )

@@ -53,6 +53,16 @@ _WINDOWS: Final[dict[str, ViewSeconds]] = {"10s": 10, "60s": 60, "300s": 300}
 #: handler ``opt`` key: the query parameters a route accepts, each with its allowed values.
 _QUERY_OPT: Final = "query"
 _WINDOW_QUERY: Final = {_QUERY_OPT: {"window": tuple(_WINDOWS)}}
+_NO_QUERY: Final[dict[str, dict[str, tuple[str, ...]]]] = {_QUERY_OPT: {}}
+#: Longest part of a bad parameter or value quoted back in an error detail.
+_SHOWN: Final = 64
+
+
+def _shown(text: str) -> str:
+    """``repr`` of a client's text, cut short: a 10 kB value is not echoed whole."""
+    if len(text) <= _SHOWN:
+        return repr(text)
+    return f"{text[:_SHOWN]!r}… ({len(text)} characters)"
 
 WindowParam = Annotated[
     Window | None,
@@ -88,7 +98,8 @@ def check_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
         if allowed is None:
             names = ", ".join(spec) or "none"
             raise ValidationException(
-                detail=f"unknown query parameter {key!r}; {connection.url.path} accepts: {names}",
+                detail=f"unknown query parameter {_shown(key)}; "
+                f"{connection.url.path} accepts: {names}",
                 extra={"parameter": key},
             )
         seen[key] = seen.get(key, 0) + 1
@@ -100,7 +111,7 @@ def check_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
         if value not in allowed:
             raise ValidationException(
                 detail=f"query parameter {key!r} must be one of {', '.join(allowed)}; "
-                f"got {value!r}",
+                f"got {_shown(value)}",
                 extra={"parameter": key, "allowed": list(allowed)},
             )
 
@@ -115,7 +126,13 @@ def _view(window: str | None) -> ViewSeconds | None:
     return _WINDOWS[window] if window is not None else None
 
 
-@get("/", summary="Endpoint discovery and API information")
+@get(
+    "/",
+    summary="Endpoint discovery and API information",
+    guards=[check_query],
+    opt=_NO_QUERY,
+    responses={400: _ERR_400},
+)
 async def root(service: Service, state: State) -> RootResponse:
     return RootResponse(
         service=state["title"],
@@ -150,7 +167,9 @@ async def health(service: Service, window: WindowParam = None) -> Response[Healt
     "/metrics",
     summary="Prometheus exposition; OpenMetrics when the Accept header asks for it",
     media_type=CONTENT_TYPE_PLAIN_0_0_4,
-    responses={503: _ERR_503},
+    guards=[check_query],
+    opt=_NO_QUERY,
+    responses={400: _ERR_400, 503: _ERR_503},
 )
 async def metrics(request: Request[Any, Any, Any], service: Service) -> Response[bytes]:
     om = wants_openmetrics(request.headers.get("accept", ""))
@@ -171,7 +190,13 @@ async def metrics_json(service: Service, window: WindowParam = None) -> MetricsR
     return metrics_response(await service.snapshot(_view(window)), service.custom())
 
 
-@get("/alerts", summary="Current alerts and recommendations", responses={503: _ERR_503})
+@get(
+    "/alerts",
+    summary="Current alerts and recommendations",
+    guards=[check_query],
+    opt=_NO_QUERY,
+    responses={400: _ERR_400, 503: _ERR_503},
+)
 async def alerts(service: Service) -> AlertsResponse:
     return alerts_response(await service.snapshot())
 
