@@ -472,3 +472,40 @@ async def test_hung_sampler_times_out_into_partial_data(clock: FakeClock) -> Non
     assert snap.errors == ["process sampler timed out after 0.1s"]
     assert snap.performance.memory_usage_mb is None
     assert snap.detailed_components["task_api"].items_processed == API_DONE
+
+
+async def test_requests_during_a_build_get_the_previous_snapshot(clock: FakeClock) -> None:
+    """While the next snapshot is being built, requests answer from the previous one
+    (if it is under two ticks old) instead of queueing behind the build."""
+    gate = threading.Event()
+    gate.set()
+
+    class GatedSampler:
+        def sample(self) -> ProcessStats:
+            gate.wait(5)
+            return ProcessStats(1.0, 1.0)
+
+    service = service_for(seed(clock), clock, sampler=GatedSampler())
+    first = await service.snapshot()
+    clock.advance(1.5)  # stale: the next request builds anew
+    gate.clear()
+    built: list[Any] = []
+    try:
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: _append(built, service.snapshot()))
+                await anyio.sleep(0.05)  # the build waits in the sampler
+                assert await service.snapshot() is first  # not queued behind it
+                clock.advance(1.0)  # 2.5 s: too old to stand in any longer
+                with anyio.move_on_after(0.1) as waited:
+                    await service.snapshot()
+                assert waited.cancelled_caught  # so this one waits for the build
+                gate.set()
+    finally:
+        gate.set()
+    assert built and built[0] is not first
+    assert service.statistics().snapshots_built == 2
+
+
+async def _append(into: list[Any], coro: Any) -> None:
+    into.append(await coro)

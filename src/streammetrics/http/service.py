@@ -171,12 +171,19 @@ class MetricsService:
     # -- snapshots ------------------------------------------------------------------------
 
     async def snapshot(self, view: ViewSeconds | None = None) -> Snapshot:
-        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old.
+        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old;
+        while the next one is being built, the previous one if it is under two ticks old.
 
         Raises ``HarnessUnavailableError`` when no harness feeds the service.
         """
         view = view or self._require().view
         hit = self._fresh_snapshot(view)
+        if hit is None and self._snapshot_lock.locked():
+            # A build is under way (the process sample and custom collectors each hop to
+            # a worker thread, a loop turn or more apiece under load): queueing every
+            # request behind it made each tick a latency spike, so answer from the
+            # previous snapshot meanwhile, as long as it is recent.
+            hit = self._fresh_snapshot(view, ticks=2.0)
         if hit is not None:
             self._snap_hits += 1
             return hit
@@ -200,9 +207,9 @@ class MetricsService:
                 self.live.publish(snap)  # GET /stream's clients get the default view
             return snap
 
-    def _fresh_snapshot(self, view: ViewSeconds) -> Snapshot | None:
+    def _fresh_snapshot(self, view: ViewSeconds, ticks: float = 1.0) -> Snapshot | None:
         cached = self._snapshots.get(view)
-        if cached is not None and self.clock() - cached[0] < self.tick_s:
+        if cached is not None and self.clock() - cached[0] < self.tick_s * ticks:
             return cached[1]
         return None
 
