@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from streammetrics.components.metrics import MetricsEndpoint
+import streammetrics
+from streammetrics import MetricsEndpoint, ProductionMetricsEndpoint
+from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import ConfigError
 
-pytestmark = pytest.mark.anyio
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 async def _poll_json(url: str, check: str, deadline_s: float = 5.0) -> dict[str, object]:
@@ -28,6 +40,7 @@ async def _poll_json(url: str, check: str, deadline_s: float = 5.0) -> dict[str,
             await anyio.sleep(0.05)
 
 
+@pytest.mark.anyio
 async def test_endpoint_in_code_serves_what_its_probes_count() -> None:
     ep = MetricsEndpoint(name="embedded", port=0, tick_s=0.1)
     worker = ep.probe("worker")
@@ -75,3 +88,187 @@ def test_port_is_required() -> None:
 def test_url_before_listening_says_so() -> None:
     with pytest.raises(RuntimeError, match="not listening yet"):
         _ = MetricsEndpoint(name="m", port=0).url
+
+
+# -- serve() / run() in anyio and asyncio programs ------------------------------------
+
+
+@pytest.mark.anyio
+async def test_serve_yields_a_listening_endpoint_and_stops_it() -> None:
+    async with streammetrics.serve(name="svc", port=0, tick_s=0.1) as ep:
+        assert isinstance(ep, MetricsEndpoint)
+        url = ep.url
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            assert (await client.get(url + "/health")).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            await client.get(url + "/health")
+
+
+@pytest.mark.anyio
+async def test_serve_takes_an_endpoint_or_keywords_not_both() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        async with streammetrics.serve(MetricsEndpoint(port=0), port=0):
+            pass
+
+
+@pytest.mark.anyio
+async def test_run_under_an_anyio_task_group_returns_the_endpoint_once_listening() -> None:
+    async with anyio.create_task_group() as tg:
+        ep = await tg.start(partial(streammetrics.run, name="svc", port=0))
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            assert (await client.get(ep.url + "/")).json()["endpoints"]["/dashboard"]
+        tg.cancel_scope.cancel()
+
+
+def test_run_as_a_plain_asyncio_task() -> None:
+    async def main() -> dict[str, object]:
+        ep = MetricsEndpoint(name="svc", port=0, tick_s=0.1)
+        probe = ep.probe("job")
+
+        @probe.timed
+        async def job(i: int) -> int:
+            await asyncio.sleep(0)
+            if i == 3:
+                raise ValueError("three")
+            return i
+
+        task = asyncio.create_task(streammetrics.run(ep))
+        try:
+            async with asyncio.timeout(5):
+                while ep.port is None:  # noqa: ASYNC110 - no "listening" event to wait on
+                    await asyncio.sleep(0.01)
+            for i in range(5):
+                with contextlib.suppress(ValueError):
+                    await job(i)
+            return await _poll_json(ep.url + "/metrics/json", "job")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    body = asyncio.run(main())
+    job = body["detailed_components"]["job"]  # type: ignore[index]
+    assert (job["items_processed"], job["errors_encountered"]) == (4, 1)
+    assert job["last_error"] == "ValueError: three"
+    assert job["latency"]["count"] == 5
+
+
+# -- ProductionMetricsEndpoint ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_production_endpoint_has_cors_and_a_rate_limit_by_default() -> None:
+    ep = ProductionMetricsEndpoint(name="prod", port=0)
+    assert ep.config.cors is not None and ep.config.rate_limit is not None
+    async with (
+        streammetrics.serve(ep),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        r = await client.get("/metrics/json", headers={"origin": "https://dash.example"})
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "*"
+        codes = [(await client.get("/alerts")).status_code for _ in range(130)]
+        assert 429 in codes and codes[0] == 200
+
+
+def test_production_endpoint_takes_the_specifications_switches() -> None:
+    ep = ProductionMetricsEndpoint(name="prod", port=0, enable_cors=False, enable_rate_limit=False)
+    assert ep.config.cors is None and ep.config.rate_limit is None
+    ep = ProductionMetricsEndpoint(
+        name="prod", port=0, enable_cors=True, cors={"allow_origins": ["https://a.example"]}
+    )
+    assert ep.config.cors is not None
+    assert ep.config.cors.allow_origins == ["https://a.example"]
+
+
+def test_production_endpoint_is_a_blueprint_type() -> None:
+    bp = parse_blueprint(
+        "system:\n  name: s\n  components:\n"
+        "    - {name: m, type: ProductionMetricsEndpoint, config: {port: 0}}\n"
+    )
+    cfg = bp.component("m").config
+    assert cfg.cors is not None and cfg.rate_limit is not None
+
+
+# -- the examples, run as a user runs them ---------------------------------------------
+
+
+class Example:
+    """``python examples/NAME.py --port 0`` until SIGINT; its URL from the first line."""
+
+    def __init__(self, name: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / name), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def url(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"metrics on (http://\S+)", line)
+        if m is None:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"no URL in {line!r}: {err}")
+        return m[1]
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out, err
+
+
+def _wait_for(url: str, check: Callable[[Any], bool], deadline_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        body = httpx.get(url, timeout=5.0).json()
+        if check(body):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def test_embed_example_runs_and_reports_its_probes() -> None:
+    ex = Example("embed.py")
+    try:
+        url = ex.url()
+        body = _wait_for(
+            url + "/metrics/json",
+            lambda b: all(
+                b["detailed_components"].get(n, {}).get("items_processed", 0) > 0
+                for n in ("order_handler", "price_lookup", "audit_log")
+            ),
+        )
+        comps = body["detailed_components"]
+        assert comps["orders_service"]["type"] == "MetricsEndpoint"
+        assert comps["price_lookup"]["latency"]["p99"] is not None
+        assert httpx.get(url + "/dashboard", timeout=5.0).status_code == 200
+        text = httpx.get(url + "/metrics", timeout=5.0).text
+        assert 'component_items_processed_total{component="order_handler"}' in text
+    finally:
+        code, _out, err = ex.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def test_custom_endpoint_example_serves_its_route_and_collectors() -> None:
+    ex = Example("custom_endpoint.py")
+    try:
+        url = ex.url()
+        custom = httpx.get(url + "/custom-metrics", timeout=5.0).json()
+        assert set(custom) == {"queue_depth", "orders_placed"}
+        body = _wait_for(url + "/metrics/json", lambda b: "shop_metrics" in b["extra"])
+        assert {"orders_queue_depth", "orders_placed", "process_cpu_seconds"} <= set(body["custom"])
+        assert body["errors"] == []
+        text = httpx.get(url + "/metrics", timeout=5.0).text
+        assert "orders_placed_total " in text and "process_resident_memory_bytes " in text
+    finally:
+        code, _out, err = ex.stop()
+    assert code == 0, err

@@ -89,7 +89,17 @@ def exposed_names(families: Iterable[Metric]) -> set[str]:
 
 
 def _describe(collector: Collector) -> str:
-    return type(collector).__name__
+    """The class name, plus the metric's name for a prometheus-client metric object
+    (``Counter:orders_placed``), whose class alone says nothing."""
+    name = type(collector).__name__
+    describe = getattr(collector, "describe", None)
+    if describe is None:
+        return name
+    try:
+        first = next(iter(describe()), None)
+    except Exception:  # a broken describe() is for collect() to report
+        return name
+    return f"{name}:{first.name}" if isinstance(first, Metric) else name
 
 
 def _check(metric: Any) -> Metric:

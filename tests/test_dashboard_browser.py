@@ -1,0 +1,294 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright
+through ``executable_path``) against a running ``streammetrics demo`` and a hundred-
+component example: it renders, its numbers move, it logs no errors, it fetches nothing
+from elsewhere, it says so when the endpoint goes away, and it reconnects."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="the Debian chromium package is not installed"
+)
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEMO_COMPONENTS = {
+    "source",
+    "public_api",
+    "enrich",
+    "router",
+    "windows",
+    "orders_store",
+    "window_store",
+    "system_metrics",
+}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _demo_offset() -> int:
+    """An offset that puts the demo's 8000 and 9000 on free loopback ports."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        offset = base - 9000
+        if 8000 + offset > 0 and 9000 + offset < 65536 and _free(8000 + offset) and _free(
+            9000 + offset
+        ):
+            return offset
+    raise RuntimeError("no free port pair")
+
+
+class Proc:
+    """A subprocess printing ``... listening on URL`` / ``metrics on URL``; stopped with
+    SIGTERM (then killed) however the test ends."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise AssertionError(f"exited early: {seen} {err}")
+            seen.append(line)
+            m = re.search(pattern, line)
+            if m:
+                return m[1]
+        raise AssertionError(f"{pattern!r} not printed in time: {seen}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watched:
+    """A page with its console errors, page errors and every URL it asked for."""
+
+    def __init__(self, browser: Any, origin: str) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.urls: list[str] = []
+        self.page.on(
+            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("request", lambda r: self.urls.append(r.url))
+        self.origin = origin
+
+    def foreign(self) -> list[str]:
+        return [u for u in self.urls if not u.startswith(self.origin + "/")]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _cell(page: Any, component: str, cls: str) -> str:
+    text: str = page.locator(f"tr[data-component='{component}'] td.{cls}").inner_text()
+    return text
+
+
+def test_dashboard_renders_the_demo_live_and_survives_a_restart(
+    browser: Any, tmp_path: Path
+) -> None:
+    offset = _demo_offset()
+    args = ("-m", "streammetrics.cli", "demo", "--port-offset", str(offset))
+    demo = Proc(*args)
+    restarted: Proc | None = None
+    try:
+        url = demo.wait_for(r"system_metrics \(MetricsEndpoint\) listening on (\S+)")
+        w = Watched(browser, url)
+        page = w.page
+        page.goto(url + "/dashboard")
+        # Every component of the demo gets a row.
+        page.wait_for_function(
+            "n => document.querySelectorAll('#comps tr[data-component]').length >= n",
+            arg=len(DEMO_COMPONENTS),
+            timeout=10_000,
+        )
+        rows = set(page.eval_on_selector_all("#comps tr", "rs => rs.map(r => r.dataset.component)"))
+        assert rows == DEMO_COMPONENTS
+        assert page.locator("#conn").inner_text().startswith("live")
+        assert page.locator("#status").inner_text().lower() in {"healthy", "degraded", "unhealthy"}
+        assert page.locator("#name").inner_text() == "system_metrics"
+        # Numbers move between two reads (one snapshot a second).
+        first = _cell(page, "enrich", "processed")
+        page.wait_for_function(
+            "v => document.querySelector(\"tr[data-component='enrich'] td.processed\")"
+            ".textContent !== v",
+            arg=first,
+            timeout=5_000,
+        )
+        second = _cell(page, "enrich", "processed")
+        assert int(second.replace(",", "")) > int(first.replace(",", ""))
+        # Sparklines were drawn: the canvas holds non-transparent pixels.
+        drawn = page.evaluate(
+            """() => { const c = document.querySelector(
+                   "tr[data-component='enrich'] canvas");
+               const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+               let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }"""
+        )
+        assert drawn > 10
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        assert w.errors == [], w.errors
+        assert w.foreign() == [], w.foreign()
+
+        # The endpoint goes away: the page says so, prominently, and dims the figures.
+        assert demo.stop() == 0
+        page.wait_for_selector("#banner.show", timeout=10_000)
+        banner = page.locator("#banner").inner_text()
+        assert "shutting down" in banner or "unreachable" in banner, banner
+        page.wait_for_function(
+            "() => /unreachable/.test(document.querySelector('#banner').textContent)",
+            timeout=10_000,
+        )
+        assert page.evaluate("document.body.classList.contains('stale')")
+        page.screenshot(path=str(tmp_path / "dashboard-unreachable.png"), full_page=True)
+
+        # It comes back on the same port: the page reconnects by itself.
+        restarted = Proc(*args)
+        restarted.wait_for(r"system_metrics \(MetricsEndpoint\) listening on (\S+)")
+        page.wait_for_function(
+            "() => !document.querySelector('#banner').classList.contains('show')",
+            timeout=20_000,
+        )
+        assert page.locator("#conn").inner_text().startswith("live")
+        w.close()
+    finally:
+        demo.stop()
+        if restarted is not None:
+            assert restarted.stop() == 0
+
+
+def test_dashboard_with_a_hundred_components_scrolls_and_shows_the_trouble(
+    browser: Any, tmp_path: Path
+) -> None:
+    ex = Proc(
+        str(ROOT / "examples" / "many_components.py"),
+        "--port",
+        "0",
+        "--components",
+        "100",
+        "--tick",
+        "0.5",
+    )
+    try:
+        url = ex.wait_for(r"metrics on (\S+)")
+        w = Watched(browser, url)
+        page = w.page
+        # Long tasks (> 50 ms on the main thread) are what a freezing page is made of.
+        page.add_init_script(
+            """window.__long = [];
+               new PerformanceObserver(l => l.getEntries().forEach(
+                 e => window.__long.push(e.duration))).observe({entryTypes: ['longtask']});"""
+        )
+        page.goto(url + "/dashboard")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#comps tr[data-component]').length === 101",
+            timeout=10_000,
+        )
+        # Problems first: the failed, breaker-open and erroring components lead the table.
+        trouble = ["stage_007", "stage_017", "stage_042", "stage_003"]  # by health score
+        page.wait_for_function(
+            """want => [...document.querySelectorAll('#comps tr')].slice(0, 4)
+                 .map(r => r.dataset.component).join() === want.join()""",
+            arg=trouble,
+            timeout=10_000,
+        )
+        page.wait_for_selector("#alerts li", timeout=10_000)
+        alerts = page.locator("#alerts").inner_text()
+        assert "CircuitBreakerOpen" in alerts and "stage_042" in alerts
+        assert "ComponentDown" in alerts and "stage_007" in alerts
+        assert "stage_042" in page.locator("#breakers").inner_text()
+        # The table scrolls inside its panel; the last row can be reached and drawn.
+        scroll = page.locator("#comp-scroll")
+        assert page.evaluate(
+            "() => { const s = document.querySelector('#comp-scroll');"
+            " return s.scrollHeight > s.clientHeight; }"
+        )
+        scroll.evaluate("s => { s.scrollTop = s.scrollHeight; }")
+        last = page.locator("#comps tr").last
+        last.wait_for(state="visible")
+        # The filter narrows the table.
+        page.fill("#filter", "stage_09")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#comps tr').length === 10", timeout=5_000
+        )
+        page.fill("#filter", "")
+        # Several snapshots later the page still answers at once and never froze.
+        t0 = time.monotonic()
+        page.wait_for_function("() => window.__long !== undefined")
+        seen = page.evaluate("() => document.querySelector('#conn').textContent")
+        page.wait_for_function(
+            "v => document.querySelector('#conn').textContent !== v", arg=seen, timeout=5_000
+        )
+        assert time.monotonic() - t0 < 5
+        longest = max(page.evaluate("() => window.__long"), default=0.0)
+        assert longest < 500, f"main thread blocked for {longest:.0f} ms"
+        page.screenshot(path=str(tmp_path / "dashboard-100.png"))
+        assert w.errors == [], w.errors
+        assert w.foreign() == []
+        w.close()
+    finally:
+        ex.stop()
