@@ -180,6 +180,12 @@ class AlertRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         for scope in scopes:
             if all(u in _SCOPE_FIGURES[scope] for u in used):
                 return scope
+        if self.component is not None:
+            raise RuleSyntaxError(
+                f"figures {sorted(set(used))} of {self.expr!r} are not all component "
+                "figures nor all stream figures, and a rule with a component is evaluated "
+                "for one component or stream"
+            )
         raise RuleSyntaxError(
             f"figures {sorted(set(used))} of {self.expr!r} do not share one scope; "
             "give the rule a scope (system, component or stream)"

@@ -155,7 +155,7 @@ def stream_stall(
     return Deduction(
         consumer,
         f"stream {stream} stalled: {waiting}{of} items waiting, none taken for "
-        f"{stalled_for:.0f}s > {limit:g}s",
+        f"{stalled_for:.3g}s > {limit:g}s",
         PENALTIES["stalled_stream"],
     )
 

@@ -64,6 +64,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """Evaluate the built-in rules (ComponentDown, HighErrorRate, CircuitBreakerOpen…)."""
     alert_retention_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     """How long a resolved alert stays visible in ``/alerts``."""
+    span_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    """A span with no ``span_end`` after this long is given up on and counted in
+    ``traces.expired_spans``."""
     cors: CorsSettings | None = None
     """Cross-origin reads for web dashboards, off when absent: ``{allow_origins: [...]}``."""
     rate_limit: RateLimitSettings | None = None
@@ -129,6 +132,7 @@ class MetricsEndpoint(Component):
             max_components=cfg.max_components,
             health=cfg.health,
             view=cfg.window,
+            span_timeout_s=cfg.span_timeout_s,
         )
         for c in ctx.blueprint.components:
             if self.aggregator.observes(c.name):

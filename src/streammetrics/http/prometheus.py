@@ -144,6 +144,17 @@ class SnapshotCollector(Collector):
             )
             for attr in _QUANTILES
         ]
+        span_quants = [
+            (
+                attr,
+                self._g(
+                    f"component_span_latency_{attr}_seconds",
+                    f"Span duration {attr} over the window (span_start to span_end)",
+                    ("component", "window"),
+                ),
+            )
+            for attr in _QUANTILES
+        ]
         hist = HistogramMetricFamily(
             self._prefix + "component_latency_seconds",
             "Latency of processed items and spans since start",
@@ -157,6 +168,12 @@ class SnapshotCollector(Collector):
                     value: float | None = getattr(lat, attr)
                     if value is not None:
                         family.add_metric([name, window], value)
+                spans = st.span_latency
+                if spans is not None:
+                    for attr, family in span_quants:
+                        value = getattr(spans, attr)
+                        if value is not None:
+                            family.add_metric([name, window], value)
             for name, counts in snap.component_histograms.items():
                 if not any(counts):
                     continue  # never timed: 42 zero buckets would only cost cardinality
@@ -166,7 +183,7 @@ class SnapshotCollector(Collector):
                     total += n
                     cumulative.append((le, total))
                 hist.add_metric([name], cumulative, snap.latency_sums.get(name, 0.0))
-        yield from (*(f for _a, f in quants), hist)
+        yield from (*(f for _a, f in quants), *(f for _a, f in span_quants), hist)
 
     def _breakers(self, snap: Snapshot | None) -> Iterator[Metric]:
         c = ("component",)
@@ -216,6 +233,9 @@ class SnapshotCollector(Collector):
     def _bookkeeping(self, snap: Snapshot | None) -> Iterator[Metric]:
         traces = self._c("traces", "Traces seen since start")
         active = self._g("spans_active", "Spans started and not yet ended")
+        expired = self._c(
+            "spans_expired", "Spans that never ended within span_timeout_s, given up on"
+        )
         rejected = self._c(
             "streammetrics_events_rejected",
             "Events that could not be folded, by reason",
@@ -229,6 +249,7 @@ class SnapshotCollector(Collector):
         if snap is not None:
             traces.add_metric([], snap.traces.total_traces)
             active.add_metric([], snap.traces.active_spans)
+            expired.add_metric([], snap.traces.expired_spans)
             reasons = dict(snap.rejected)
             reasons.setdefault("malformed", 0)  # the series exists before the first rejection
             for reason, n in sorted(reasons.items()):
@@ -240,4 +261,4 @@ class SnapshotCollector(Collector):
             for level, n in firing.items():
                 alerts.add_metric([level], n)
             failed.add_metric([], len(snap.errors))
-        yield from (traces, active, rejected, alerts, failed)
+        yield from (traces, active, expired, rejected, alerts, failed)
