@@ -12,10 +12,12 @@ from typing import Any
 __all__ = (
     "BlueprintError",
     "ConfigError",
+    "DeliveryError",
     "EventError",
     "HarnessUnavailableError",
     "PortInUseError",
     "StreamMetricsError",
+    "TransportError",
 )
 
 
@@ -65,3 +67,21 @@ class PortInUseError(StreamMetricsError):
 
 class HarnessUnavailableError(StreamMetricsError):
     """The metrics API was asked for figures while no harness feeds it."""
+
+
+class TransportError(StreamMetricsError):
+    """Events could not travel between processes: a Redis or HTTP peer that cannot be
+    reached, or that refuses them. Names the peer (credentials left out)."""
+
+
+class DeliveryError(TransportError):
+    """A batch of events was not delivered after the retries; the events are kept in
+    ``events`` so the caller can send them again or write them elsewhere."""
+
+    def __init__(
+        self, message: str, *, url: str, events: list[Any], status: int | None = None
+    ) -> None:
+        self.url = url
+        self.events = events
+        self.status = status
+        super().__init__(message)

@@ -28,6 +28,8 @@ from ..events import Event
 from ..health import HealthConfig
 from ..http.live import LiveConfig, LiveFeed
 from ..http.security import AuthSettings, CorsSettings, RateLimitSettings
+from ..transports.config import IngestConfig, SourceConfig
+from ..transports.dedup import DedupConfig
 from .base import Component, Context, Input
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
     from ..extend import MetricsPlugin
     from ..probe import Probe
+    from ..transports.redis import RedisSource
 
 __all__ = ("MetricsEndpoint", "MetricsEndpointConfig")
 
@@ -64,6 +67,14 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """Evaluate the built-in rules (ComponentDown, HighErrorRate, CircuitBreakerOpen…)."""
     alert_retention_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     """How long a resolved alert stays visible in ``/alerts``."""
+    ingest: IngestConfig = IngestConfig()
+    """``POST /events`` for producers in other processes: ``{enabled, path,
+    max_body_bytes}``."""
+    source: SourceConfig = SourceConfig()
+    """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
+    dedup: DedupConfig = DedupConfig()
+    """Event ids remembered so that a re-delivered event folds once:
+    ``{max_ids, max_age_s}``."""
     span_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     """A span with no ``span_end`` after this long is given up on and counted in
     ``traces.expired_spans``."""
@@ -164,6 +175,7 @@ class MetricsEndpoint(Component):
             live=LiveFeed(cfg.dashboard, name=ctx.name, tick_s=cfg.tick_s),
         )
         self.port: int | None = None
+        self._init_transports(cfg)
 
     # -- extension hooks ------------------------------------------------------------------
 
@@ -200,6 +212,7 @@ class MetricsEndpoint(Component):
         )
         if live:
             self._app.state["endpoints"] = {**ENDPOINTS, **LIVE_ENDPOINTS}
+        self._register_ingest()
         self._setup_routes()
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
@@ -216,6 +229,34 @@ class MetricsEndpoint(Component):
         """Free-form figures for ``/metrics/json``'s ``extra.<endpoint name>``, once per
         tick (a subclass overrides it; an error is listed, the rest still served)."""
         return {}
+
+    def _init_transports(self, cfg: MetricsEndpointConfig) -> None:
+        """HTTP ingest and the Redis consumer fold through one intake, so they share
+        its dedup window."""
+        from ..transports.dedup import DedupWindow
+        from ..transports.intake import Intake
+
+        self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
+        self.redis: RedisSource | None = None
+        if cfg.source.redis is not None:
+            from ..transports.redis import RedisCollector, RedisSource
+
+            self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
+            self._extra_collectors.append(RedisCollector(self.redis))
+
+    def _register_ingest(self) -> None:
+        from ..http.ingest import ingest_route
+        from ..http.routes import ENDPOINTS
+
+        ingest = self.config.ingest
+        if self._app is None or not ingest.enabled:
+            return
+        self._app.register(ingest_route(self.intake, ingest))
+        listed = self._app.state.get("endpoints", ENDPOINTS)
+        self._app.state["endpoints"] = {
+            **listed,
+            ingest.path: "Report events (POST): one, a list or {events}; JSON or msgpack",
+        }
 
     def _setup_routes(self) -> None:
         """Called once the app exists: ``self.app.register(handler)`` adds a route (the
@@ -262,6 +303,8 @@ class MetricsEndpoint(Component):
                     )
                 )
                 tg.start_soon(self._tick)
+                if self.redis is not None:  # unreachable Redis stops the start
+                    await tg.start(partial(self.redis.run, port=self.port))
                 if self._standalone:  # no harness flushes the probes: the endpoint does
                     tg.start_soon(self._flush)
                 task_status.started((cfg.host, self.port))

@@ -1,0 +1,143 @@
+"""``POST /events``: external producers report over HTTP.
+
+One event, a list, or ``{"events": [...]}``; JSON, or MessagePack with
+``Content-Type: application/msgpack``. The answer says how many events were folded, how
+many were rejected (each with its index, path and reason), and how many were duplicates
+of ids already folded (a client's retry is harmless when its events carry ids).
+
+Status codes, so that a client knows whether to retry:
+
+- ``200`` the body was read; some events may still be rejected (see ``rejections``);
+- ``400`` the body is unreadable, or not one of its events is valid: fix, do not retry;
+- ``413`` the body is over ``max_body_bytes``: send smaller batches;
+- ``415`` a content type that is neither JSON nor MessagePack;
+- ``503`` no harness feeds the endpoint: retry later.
+
+The body is read raw and decoded by msgspec, not through a typed handler parameter: a
+batch with one bad event must still fold the others and name the bad one, which a
+whole-body validation cannot do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+
+from ..errors import EventError, HarnessUnavailableError
+from ..events import Format, Rejection
+from ..transports.config import IngestConfig
+from ..transports.intake import Intake, IntakeResult
+from .responses import ErrorResponse
+from .routes import Service
+
+__all__ = (
+    "JSON_TYPES",
+    "MSGPACK_TYPES",
+    "IngestConfig",
+    "IngestErrorResponse",
+    "body_format",
+    "ingest_route",
+)
+
+#: Content types read as MessagePack; ``application/msgpack`` is the registered one.
+MSGPACK_TYPES: Final = frozenset(
+    ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+)
+#: Content types read as JSON. curl's default (form-urlencoded) and a missing type are
+#: JSON too: ``curl -d '{...}'`` is how people try an endpoint first.
+JSON_TYPES: Final = frozenset(
+    ("application/json", "text/json", "text/plain", "application/x-www-form-urlencoded", "")
+)
+#: How many rejections a 400's ``detail`` spells out; all are in ``rejections``.
+_DETAIL_REJECTIONS: Final = 3
+
+
+class IngestErrorResponse(ErrorResponse, frozen=True):
+    """A 400 from ``POST /events``: the error shape, plus where exactly."""
+
+    path: str | None = None
+    """Where in the body the (first) problem is: ``$``, ``events[17].latency``…"""
+    rejections: list[Rejection] = msgspec.field(default_factory=list)
+    """Every rejected event, when the body was read but none of its events was valid."""
+
+
+def body_format(content_type: str) -> Format | None:
+    """``json`` or ``msgpack`` for a Content-Type header value; None when neither."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in MSGPACK_TYPES:
+        return "msgpack"
+    if media in JSON_TYPES or media.endswith("+json"):
+        return "json"
+    return None
+
+
+def _bad(error: str, detail: str, path: str | None, rejections: list[Rejection]) -> Response[Any]:
+    body = IngestErrorResponse(error, detail, 400, path=path, rejections=rejections)
+    return Response(body, status_code=400)
+
+
+def ingest_route(intake: Intake, config: IngestConfig | None = None) -> HTTPRouteHandler:
+    """The ``POST /events`` handler, folding through ``intake``; add it to the app with
+    ``create_app(service, extra_route_handlers=[ingest_route(intake)])``."""
+    cfg = config or IngestConfig()
+
+    @post(
+        cfg.path,
+        status_code=200,
+        summary="Report events: one, a list or {events: [...]}, as JSON or MessagePack",
+        request_max_body_size=cfg.max_body_bytes,
+        responses={
+            400: ResponseSpec(
+                IngestErrorResponse,
+                description="Unreadable body, or no valid event in it",
+                generate_examples=False,
+            ),
+            413: ResponseSpec(
+                ErrorResponse, description="Body over max_body_bytes", generate_examples=False
+            ),
+            415: ResponseSpec(
+                ErrorResponse, description="Neither JSON nor MessagePack", generate_examples=False
+            ),
+            503: ResponseSpec(
+                ErrorResponse,
+                description="No harness feeds the endpoint",
+                generate_examples=False,
+            ),
+        },
+    )
+    async def ingest_events(request: Request[Any, Any, Any], service: Service) -> Response[Any]:
+        content_type = request.headers.get("content-type", "")
+        fmt = body_format(content_type)
+        if fmt is None:
+            kinds = "application/json or application/msgpack"
+            return Response(
+                ErrorResponse(
+                    "unsupported media type",
+                    f"content type {content_type!r} is not one of {kinds}",
+                    415,
+                ),
+                status_code=415,
+            )
+        if not service.available:
+            raise HarnessUnavailableError(
+                f"metrics endpoint {service.name!r} has no harness to fold events into"
+            )
+        data = await request.body()  # over the limit: 413 from Litestar
+        try:
+            result: IntakeResult = intake.fold_body(data, fmt)
+        except EventError as exc:
+            return _bad("malformed body", str(exc), exc.path, [])
+        if result.malformed == result.rejected > 0 and not (result.accepted or result.duplicates):
+            first = result.rejections[:_DETAIL_REJECTIONS]
+            shown = "; ".join(f"{r.reason} - at `{r.path}`" for r in first)
+            more = len(result.rejections) - _DETAIL_REJECTIONS
+            if more > 0:
+                shown += f"; and {more} more"
+            return _bad("no valid event", shown, result.rejections[0].path, result.rejections)
+        return Response(result, status_code=200)
+
+    return ingest_events

@@ -1,0 +1,108 @@
+"""Configuration of the event sources beyond the process (``MetricsEndpoint`` config
+``source``). Kept apart from the transports themselves so that validating a blueprint
+does not import a Redis client."""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+__all__ = (
+    "CONSUMER_FIELDS",
+    "IngestConfig",
+    "RedisSourceConfig",
+    "SourceConfig",
+    "redact_url",
+)
+
+#: Placeholders a consumer name may use.
+CONSUMER_FIELDS: Final = frozenset(("host", "name", "port", "pid"))
+_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+StreamKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """``POST /events`` of a MetricsEndpoint (config ``ingest``)."""
+
+    enabled: bool = True
+    """Serve ``POST /events``; false leaves the route out (404)."""
+    path: Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_length=200)] = (
+        "/events"
+    )
+    """Route of the ingest endpoint."""
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 * 1024 * 1024
+    """Larger bodies are refused with 413 before they are read whole. Folding runs on
+    the event loop, so this also bounds how long one request can hold it (~2 ms per
+    1,000 events)."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, fit for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    creds, _at, host = rest.partition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"
+
+
+class RedisSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Consume events from a Redis stream with a consumer group.
+
+    Several endpoints in one group share the stream's entries (each folds its share);
+    entries are acknowledged only once folded, so a crash re-delivers them.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix://path``."""
+    stream: StreamKey = "streammetrics:events"
+    """The stream key the publishers ``XADD`` to."""
+    group: StreamKey = "streammetrics"
+    """Consumer group; created (with the stream) when missing."""
+    consumer: StreamKey = "{host}-{name}-{port}"
+    """This consumer's name in the group; ``{host}``, ``{name}`` (the component),
+    ``{port}`` (its HTTP port) and ``{pid}`` are filled in. Keep it stable across
+    restarts: a restarted consumer takes back its own unacknowledged entries."""
+    start_id: Literal["0", "$"] = "0"
+    """Where a new group starts: ``0`` the whole stream, ``$`` only new entries."""
+    count: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+    """Entries per read (each entry is a batch of events)."""
+    block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
+    """How long one read waits for new entries."""
+    claim_idle_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 30.0
+    """Entries another consumer read but has not acknowledged for this long are taken
+    over (``XAUTOCLAIM``): that consumer is presumed dead."""
+    claim_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    """How often to look for such entries."""
+    lag_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    """How often the group's lag and pending count are read (``XINFO GROUPS``)."""
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    """The endpoint does not start when Redis cannot be reached within this time; once
+    running, it reconnects on its own."""
+    reconnect_max_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    """Longest wait between reconnection attempts (backoff doubles up to it)."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(_SCHEMES):
+            raise ValueError(
+                f"url {redact_url(self.url)!r} is not a redis://, rediss:// or unix:// URL"
+            )
+        for _text, field, _spec, _conv in string.Formatter().parse(self.consumer):
+            if field is not None and field not in CONSUMER_FIELDS:
+                raise ValueError(
+                    f"consumer {self.consumer!r} uses {{{field}}}; "
+                    f"known: {', '.join('{' + f + '}' for f in sorted(CONSUMER_FIELDS))}"
+                )
+
+    def consumer_name(self, *, host: str, name: str, port: int | None, pid: int) -> str:
+        return self.consumer.format(host=host, name=name, port=port or 0, pid=pid)
+
+
+class SourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Where a MetricsEndpoint takes events from beyond its own process."""
+
+    redis: RedisSourceConfig | None = None
+    """A Redis stream read with a consumer group."""

@@ -1,0 +1,132 @@
+"""Where events from outside the process enter an endpoint's aggregates.
+
+HTTP ingest and the Redis consumer share one ``Intake`` per endpoint, so they share its
+dedup window (an event that arrives both ways is folded once) and count what they could
+not fold the same way, in ``streammetrics_events_rejected_total{reason}``:
+``malformed`` (an event, or a whole body, that does not decode), ``duplicate`` (an id
+already folded within the dedup window), ``cardinality`` (the aggregator's own limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ..errors import EventError
+from ..events import Event, Format, Rejection, decode_events
+from .dedup import DedupWindow
+
+if TYPE_CHECKING:
+    from ..aggregator import Aggregator
+
+__all__ = ("Intake", "IntakeResult", "IntakeStatistics")
+
+
+class IntakeResult(msgspec.Struct, frozen=True):
+    """What became of one body (or batch) of events."""
+
+    accepted: int
+    """Events folded."""
+    rejected: int
+    """Events that could not be folded; each is in ``rejections``."""
+    duplicates: int
+    """Events not folded again because their id already was (a retry, a re-delivery)."""
+    rejections: list[Rejection]
+    """Index (into the body's events), path and reason of each rejected event."""
+    malformed: int = 0
+    """Of the rejected, how many were not valid events (the others hit a limit)."""
+
+
+class IntakeStatistics(msgspec.Struct, frozen=True):
+    bodies: int
+    """Bodies (requests, stream entries) that reached the intake."""
+    unreadable: int
+    """Bodies rejected whole: neither an event, a list nor a batch."""
+    accepted: int
+    rejected: int
+    duplicates: int
+
+
+class Intake:
+    """Decode, dedup and fold, counting every event that does not make it."""
+
+    def __init__(self, aggregator: Aggregator, dedup: DedupWindow | None = None) -> None:
+        self.aggregator = aggregator
+        self.dedup = dedup
+        self._bodies = self._unreadable = 0
+        self._accepted = self._rejected = self._duplicates = 0
+
+    def fold_body(self, data: bytes, fmt: Format) -> IntakeResult:
+        """Fold one body (an event, a list, or ``{"events": [...]}``).
+
+        Raises ``EventError`` naming the path when the body as a whole is unreadable;
+        that body is counted as one ``malformed`` rejection.
+        """
+        self._bodies += 1
+        try:
+            decoded = decode_events(data, fmt)
+        except EventError:
+            self._unreadable += 1
+            self._rejected += 1
+            self.aggregator.reject("malformed")
+            raise
+        bad = decoded.rejected
+        if bad:
+            self.aggregator.reject("malformed", len(bad))
+        return self._fold(decoded.events, bad)
+
+    def fold(self, events: Sequence[Event]) -> IntakeResult:
+        """Fold events that are already decoded (a publisher in the same process)."""
+        self._bodies += 1
+        return self._fold(events, [])
+
+    def _fold(self, events: Sequence[Event], bad: list[Rejection]) -> IntakeResult:
+        dups: list[int] = []
+        fresh: Sequence[Event] = events
+        if self.dedup is not None and self.dedup.enabled:
+            fresh, dups = self.dedup.filter(events)
+            if dups:
+                self.aggregator.reject("duplicate", len(dups))
+        rejections = list(bad)
+        folded_rejects = self.aggregator.fold_events(fresh)
+        if folded_rejects:
+            # Answers index the body: map folded events back past the bad and the dups.
+            skip = set(dups)
+            where = _positions(len(events), bad)
+            fresh_where = [b for k, b in enumerate(where) if k not in skip]
+            for r in folded_rejects:
+                i = fresh_where[r.index]
+                field = r.path.rpartition(".")[2]
+                rejections.append(Rejection(i, f"events[{i}].{field}", r.reason))
+            rejections.sort(key=lambda r: r.index)
+        accepted = len(fresh) - len(folded_rejects)
+        self._accepted += accepted
+        self._rejected += len(rejections)
+        self._duplicates += len(dups)
+        limited = sum(r.path.endswith(".component") for r in folded_rejects)
+        return IntakeResult(
+            accepted, len(rejections), len(dups), rejections, len(rejections) - limited
+        )
+
+    def statistics(self) -> IntakeStatistics:
+        return IntakeStatistics(
+            bodies=self._bodies,
+            unreadable=self._unreadable,
+            accepted=self._accepted,
+            rejected=self._rejected,
+            duplicates=self._duplicates,
+        )
+
+
+def _positions(good: int, bad: list[Rejection]) -> list[int]:
+    """Body index of each decoded event: decoding left the bad ones out."""
+    skip = {r.index for r in bad}
+    out: list[int] = []
+    i = 0
+    while len(out) < good:
+        if i not in skip:
+            out.append(i)
+        i += 1
+    return out

@@ -1,0 +1,718 @@
+"""Events through Redis Streams: publishers in any process, a consumer group of endpoints.
+
+Wire format: each stream entry holds one batch of events in one field, ``msgpack``
+(what ``encode_events(..., "msgpack")`` makes: an event, a list, or
+``{"events": [...]}``) or ``json`` (the same in JSON, for producers in other languages).
+
+The consumer (``RedisSource``) is at-least-once:
+
+1. ``XGROUP CREATE ... MKSTREAM`` when the group is missing (``BUSYGROUP`` is fine);
+2. first ``XREADGROUP ... 0``: the entries this consumer read in a former life and
+   never acknowledged (it crashed), then ``>`` for new ones;
+3. ``XACK`` only after an entry's events are folded;
+4. every ``claim_interval_s``, ``XAUTOCLAIM`` takes over entries that another consumer
+   left unacknowledged for ``claim_idle_s`` (it is presumed dead);
+5. ``XINFO GROUPS`` gives the group's lag and pending count, exported as
+   ``streammetrics_redis_consumer_lag`` / ``streammetrics_redis_pending_entries`` and
+   fed to the built-in ``ConsumerLag`` alert through the aggregator's stream figures.
+
+A re-delivered entry whose events the endpoint did fold (the ack was lost with the
+connection) is harmless when its events carry ids: the endpoint's dedup window folds
+each id once. The publishers give every event without an id one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import anyio
+import msgspec
+import redis
+import redis.asyncio
+from anyio.abc import TaskStatus
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import DeliveryError, EventError, TransportError
+from ..events import Delta, Event, Format, encode_events
+from .config import RedisSourceConfig, redact_url
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from ..aggregator import Aggregator
+    from .intake import Intake
+
+__all__ = (
+    "FIELD_JSON",
+    "FIELD_MSGPACK",
+    "AsyncEventPublisher",
+    "EventPublisher",
+    "PublisherStatistics",
+    "RedisCollector",
+    "RedisSource",
+    "RedisSourceStatistics",
+)
+
+_log = logging.getLogger("streammetrics.redis")
+
+FIELD_MSGPACK: Final = b"msgpack"
+FIELD_JSON: Final = b"json"
+_FIELDS: Final[tuple[tuple[bytes, Format], ...]] = (
+    (FIELD_MSGPACK, "msgpack"),
+    (FIELD_JSON, "json"),
+)
+#: Errors after which the connection is rebuilt and the read starts over from "0".
+_CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _entries(resp: Any) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+    """The entries of an XREADGROUP reply, in either of redis-py's shapes."""
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        out: list[tuple[bytes, dict[bytes, bytes] | None]] = []
+        for value in resp.values():
+            out += value[0] if value and isinstance(value[0], list) else value
+        return out
+    return [e for _stream, entries in resp for e in entries]
+
+
+class RedisSourceStatistics(msgspec.Struct, frozen=True):
+    stream: str
+    group: str
+    consumer: str
+    connected: bool
+    entries: int
+    """Entries read and acknowledged (including re-delivered and claimed ones)."""
+    events: int
+    """Events folded from them."""
+    recovered: int
+    """Entries of this consumer's own pending list read again after a (re)start."""
+    claimed: int
+    """Entries taken over from other consumers (``XAUTOCLAIM``)."""
+    trimmed: int
+    """Entries that were trimmed from the stream before they could be read."""
+    reconnects: int
+    lag: int | None
+    """The group's lag in entries (``XINFO GROUPS``), None until known."""
+    pending: int | None
+    """Entries read by the group and not yet acknowledged."""
+
+
+class RedisSource:
+    """Consumes a Redis stream with a consumer group into an ``Intake``.
+
+    ``run`` raises ``TransportError`` when Redis cannot be reached at start (a wrong URL
+    should stop ``streammetrics run``); later connection losses are retried forever.
+    """
+
+    def __init__(
+        self,
+        config: RedisSourceConfig,
+        intake: Intake,
+        *,
+        name: str,
+        aggregator: Aggregator | None = None,
+    ) -> None:
+        self.config = config
+        self.intake = intake
+        self.name = name
+        self.aggregator = aggregator if aggregator is not None else intake.aggregator
+        self.consumer = config.consumer_name(
+            host=socket.gethostname(), name=name, port=None, pid=os.getpid()
+        )
+        self.key = f"redis:{config.stream}"
+        self._connected = False
+        self._entries = self._events = self._recovered = self._claimed = 0
+        self._trimmed = self._reconnects = 0
+        self._lag: int | None = None
+        self._pending: int | None = None
+
+    @property
+    def where(self) -> str:
+        c = self.config
+        return f"stream {c.stream!r} group {c.group!r} at {redact_url(c.url)}"
+
+    def statistics(self) -> RedisSourceStatistics:
+        c = self.config
+        return RedisSourceStatistics(
+            stream=c.stream,
+            group=c.group,
+            consumer=self.consumer,
+            connected=self._connected,
+            entries=self._entries,
+            events=self._events,
+            recovered=self._recovered,
+            claimed=self._claimed,
+            trimmed=self._trimmed,
+            reconnects=self._reconnects,
+            lag=self._lag,
+            pending=self._pending,
+        )
+
+    def lag(self) -> int | None:
+        return self._lag
+
+    async def run(
+        self, *, port: int | None = None, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Consume until cancelled; ``port`` fills the consumer name's ``{port}``."""
+        cfg = self.config
+        self.consumer = cfg.consumer_name(
+            host=socket.gethostname(), name=self.name, port=port, pid=os.getpid()
+        )
+        client = redis.asyncio.Redis.from_url(
+            cfg.url,
+            socket_connect_timeout=cfg.connect_timeout_s,
+            health_check_interval=30,
+        )
+        try:
+            try:
+                with anyio.fail_after(cfg.connect_timeout_s):
+                    await self._ensure_group(client)
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise TransportError(
+                    f"component {self.name!r}: cannot consume {self.where}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            self._connected = True
+            self.aggregator.register_stream(
+                self.key, to_component=self.name, stream_name=cfg.stream, lag=self.lag
+            )
+            await self._read_lag(client)
+            _log.info("consuming %s as %r", self.where, self.consumer)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._consume, client)
+                tg.start_soon(self._claim_loop, client)
+                tg.start_soon(self._lag_loop, client)
+                task_status.started()
+        finally:
+            self._connected = False
+            with anyio.move_on_after(1, shield=True):
+                await client.aclose()
+
+    async def _ensure_group(self, client: redis.asyncio.Redis) -> None:
+        cfg = self.config
+        try:
+            await client.xgroup_create(cfg.stream, cfg.group, id=cfg.start_id, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume(self, client: redis.asyncio.Redis) -> None:
+        cfg = self.config
+        streams_new: dict[Any, Any] = {cfg.stream: ">"}
+        recover = True
+        delay = 0.0
+        while True:
+            try:
+                if recover:
+                    await self._recover_own(client)
+                    recover = False
+                resp = await client.xreadgroup(
+                    cfg.group, self.consumer, streams_new, count=cfg.count, block=cfg.block_ms
+                )
+                self._connected = True
+                delay = 0.0
+                entries = _entries(resp)
+                if entries:
+                    await self._handle(client, entries)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group was deleted under us: make them again and go on.
+                _log.warning("%s: %s; creating the group again", self.where, exc)
+                await self._ensure_group(client)
+                recover = True
+            except _CONNECTION_ERRORS as exc:
+                self._connected = False
+                self._reconnects += 1
+                delay = min(cfg.reconnect_max_s, max(0.05, delay * 2))
+                _log.warning(
+                    "%s: connection lost (%s: %s); retrying in %.2fs",
+                    self.where,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await anyio.sleep(delay)
+                recover = True  # what we read before the loss may be unacknowledged
+
+    async def _recover_own(self, client: redis.asyncio.Redis) -> None:
+        """Read this consumer's own pending entries (id "0" onwards) until none is left."""
+        cfg = self.config
+        last = "0"
+        while True:
+            resp = await client.xreadgroup(
+                cfg.group, self.consumer, {cfg.stream: last}, count=cfg.count
+            )
+            entries = _entries(resp)
+            if not entries:
+                return
+            self._recovered += len(entries)
+            await self._handle(client, entries)
+            last = _s(entries[-1][0])
+
+    async def _handle(
+        self, client: redis.asyncio.Redis, entries: Sequence[tuple[Any, dict[bytes, bytes] | None]]
+    ) -> None:
+        """Fold the entries, then acknowledge them all: an entry that cannot be folded
+        (malformed, trimmed) is counted as rejected rather than re-delivered forever."""
+        intake = self.intake
+        ids = []
+        events = 0
+        trimmed = 0
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields:  # deleted or trimmed while pending
+                trimmed += 1
+                continue
+            data: bytes | None = None
+            fmt: Format = "msgpack"
+            for field, fmt in _FIELDS:  # noqa: B007 - fmt is the one whose field was found
+                data = fields.get(field)
+                if data is not None:
+                    break
+            if data is None:
+                self.aggregator.reject("malformed")
+                _log.warning(
+                    "%s: entry %s has no msgpack or json field (fields: %s)",
+                    self.where,
+                    _s(entry_id),
+                    sorted(_s(k) for k in fields),
+                )
+                continue
+            try:
+                result = intake.fold_body(data, fmt)
+            except EventError as exc:  # counted by the intake
+                _log.warning("%s: entry %s: %s", self.where, _s(entry_id), exc)
+                continue
+            events += result.accepted
+        if trimmed:
+            self.aggregator.reject("trimmed", trimmed)
+            self._trimmed += trimmed
+        if events:
+            self.aggregator.fold_deltas([Delta(self.name, messages=events, stream=self.key)])
+        await client.xack(self.config.stream, self.config.group, *ids)
+        self._entries += len(ids)
+        self._events += events
+
+    async def _claim_loop(self, client: redis.asyncio.Redis) -> None:
+        cfg = self.config
+        idle_ms = int(cfg.claim_idle_s * 1000)
+        while True:
+            await anyio.sleep(cfg.claim_interval_s)
+            try:
+                await self.claim(client, idle_ms)
+            except _CONNECTION_ERRORS as exc:
+                _log.debug("%s: claim skipped: %s", self.where, exc)
+            except ResponseError as exc:  # NOGROUP: the reader recreates it
+                _log.debug("%s: claim skipped: %s", self.where, exc)
+
+    async def claim(self, client: redis.asyncio.Redis, idle_ms: int) -> int:
+        """Take over and fold the entries idle for ``idle_ms`` or more; returns how many."""
+        cfg = self.config
+        start: Any = "0-0"
+        taken = 0
+        for _ in range(100_000):  # bounded: each round moves the cursor forward
+            reply = await client.xautoclaim(
+                cfg.stream, cfg.group, self.consumer, idle_ms, start, count=cfg.count
+            )
+            start, claimed = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            if claimed:
+                taken += len(claimed)
+                self._claimed += len(claimed)
+                _log.info("%s: claimed %d idle entries", self.where, len(claimed))
+                await self._handle(client, claimed)
+            if deleted:  # XAUTOCLAIM dropped them from the pending list itself
+                self.aggregator.reject("trimmed", len(deleted))
+                self._trimmed += len(deleted)
+            if _s(start) == "0-0":
+                break
+        return taken
+
+    async def _lag_loop(self, client: redis.asyncio.Redis) -> None:
+        while True:
+            await anyio.sleep(self.config.lag_interval_s)
+            try:
+                await self._read_lag(client)
+            except (*_CONNECTION_ERRORS, ResponseError) as exc:
+                _log.debug("%s: lag not read: %s", self.where, exc)
+
+    async def _read_lag(self, client: redis.asyncio.Redis) -> None:
+        groups = await client.xinfo_groups(self.config.stream)
+        for g in groups:
+            if _s(g.get("name")) == self.config.group:
+                lag = g.get("lag")
+                self._lag = int(lag) if lag is not None else None
+                self._pending = int(g.get("pending") or 0)
+                return
+
+
+class RedisCollector(Collector):
+    """The consumer's figures for ``/metrics``; ``{stream, group}`` labels, so several
+    instances of one group aggregate in Prometheus (``max`` for the group's lag and
+    pending, which every member reports alike; ``sum`` for the counters)."""
+
+    def __init__(self, source: RedisSource) -> None:
+        self.source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families(None))
+
+    def collect(self) -> Iterable[Metric]:
+        return [f for f in self._families(self.source.statistics()) if f.samples]
+
+    def _families(self, st: RedisSourceStatistics | None) -> list[Metric]:
+        labels = ["stream", "group"]
+        up = GaugeMetricFamily(
+            "streammetrics_redis_up", "1 while the consumer is connected to Redis", labels=labels
+        )
+        lag = GaugeMetricFamily(
+            "streammetrics_redis_consumer_lag",
+            "Entries of the stream not yet delivered to the group (XINFO GROUPS lag)",
+            labels=labels,
+        )
+        pending = GaugeMetricFamily(
+            "streammetrics_redis_pending_entries",
+            "Entries delivered to the group and not yet acknowledged",
+            labels=labels,
+        )
+        entries = CounterMetricFamily(
+            "streammetrics_redis_entries",
+            "Stream entries read and acknowledged by this consumer",
+            labels=labels,
+        )
+        events = CounterMetricFamily(
+            "streammetrics_redis_events", "Events folded from the stream", labels=labels
+        )
+        claimed = CounterMetricFamily(
+            "streammetrics_redis_claimed_entries",
+            "Entries taken over from consumers presumed dead (XAUTOCLAIM)",
+            labels=labels,
+        )
+        recovered = CounterMetricFamily(
+            "streammetrics_redis_recovered_entries",
+            "Own unacknowledged entries read again after a start or reconnect",
+            labels=labels,
+        )
+        reconnects = CounterMetricFamily(
+            "streammetrics_redis_reconnects", "Connection losses to Redis", labels=labels
+        )
+        fams: list[Metric] = [up, lag, pending, entries, events, claimed, recovered, reconnects]
+        if st is not None:
+            v = [st.stream, st.group]
+            up.add_metric(v, 1.0 if st.connected else 0.0)
+            if st.lag is not None:
+                lag.add_metric(v, st.lag)
+            if st.pending is not None:
+                pending.add_metric(v, st.pending)
+            entries.add_metric(v, st.entries)
+            events.add_metric(v, st.events)
+            claimed.add_metric(v, st.claimed)
+            recovered.add_metric(v, st.recovered)
+            reconnects.add_metric(v, st.reconnects)
+        return fams
+
+
+# -- publishers ------------------------------------------------------------------------------
+
+
+class PublisherStatistics(msgspec.Struct, frozen=True):
+    buffered: int
+    entries: int
+    """Stream entries written (one per batch)."""
+    events: int
+    retries: int
+    failed_batches: int
+
+
+class _Batches:
+    """Buffer, ids and encoding shared by both publishers."""
+
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        maxlen: int | None,
+        assign_ids: bool,
+        retry: RetryPolicy | None,
+        clock: Callable[[], float],
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if maxlen is not None and maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1 or None, got {maxlen!r}")
+        self.url = url
+        self.stream = stream
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.maxlen = maxlen
+        self.assign_ids = assign_ids
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
+        self.prefix = secrets.token_hex(6)
+        self.seq = 0
+        self.buffer: list[Event] = []
+        self.first_at: float | None = None
+        self.closed = False
+        self.entries = self.events = self.retries = self.failed = 0
+
+    @property
+    def where(self) -> str:
+        return f"stream {self.stream!r} at {redact_url(self.url)}"
+
+    def add(self, events: Iterable[Event]) -> None:
+        if self.closed:
+            raise RuntimeError(f"the publisher to {self.where} is closed")
+        if not self.buffer:
+            self.first_at = self.clock()
+        if self.assign_ids:
+            replace = msgspec.structs.replace
+            for ev in events:
+                if ev.id is None:
+                    self.seq += 1
+                    ev = replace(ev, id=f"{self.prefix}-{self.seq:x}")
+                self.buffer.append(ev)
+        else:
+            self.buffer.extend(events)
+
+    def due(self) -> bool:
+        if len(self.buffer) >= self.batch_size:
+            return True
+        return bool(self.buffer) and (
+            self.first_at is not None and self.clock() - self.first_at >= self.flush_interval_s
+        )
+
+    def take(self) -> tuple[list[Event], list[bytes]]:
+        buf, self.buffer, self.first_at = self.buffer, [], None
+        n = self.batch_size
+        return buf, [encode_events(buf[i : i + n], "msgpack") for i in range(0, len(buf), n)]
+
+    def xadd_args(self) -> dict[str, Any]:
+        return {"maxlen": self.maxlen, "approximate": True} if self.maxlen is not None else {}
+
+    def done(self, events: int, entries: int) -> None:
+        self.entries += entries
+        self.events += events
+
+    def give_up(self, events: list[Event], exc: BaseException) -> DeliveryError:
+        self.failed += 1
+        return DeliveryError(
+            f"could not publish {len(events)} events to {self.where} after "
+            f"{self.retry.max_retries} retries: {type(exc).__name__}: {exc}",
+            url=redact_url(self.url),
+            events=events,
+        )
+
+    def statistics(self) -> PublisherStatistics:
+        return PublisherStatistics(
+            buffered=len(self.buffer),
+            entries=self.entries,
+            events=self.events,
+            retries=self.retries,
+            failed_batches=self.failed,
+        )
+
+
+class EventPublisher:
+    """Publishes events to a Redis stream from synchronous code, one entry per batch.
+
+    ``publish`` buffers; a full batch (or one older than ``flush_interval_s``) goes out
+    with the next call, every batch of a flush in one pipelined round trip. ``maxlen``
+    caps the stream (approximately, ``XADD MAXLEN ~``); None leaves it uncapped.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        stream: str = "streammetrics:events",
+        *,
+        batch_size: int = 1000,
+        flush_interval_s: float = 1.0,
+        maxlen: int | None = 100_000,
+        assign_ids: bool = True,
+        retry: RetryPolicy | None = None,
+        client: redis.Redis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._b = _Batches(
+            url,
+            stream,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            maxlen=maxlen,
+            assign_ids=assign_ids,
+            retry=retry,
+            clock=clock,
+        )
+        self._own = client is None
+        self._r = client if client is not None else redis.Redis.from_url(url)
+
+    def publish(self, event: Event) -> int:
+        """Buffer one event; returns the entries written if that made a batch go out."""
+        return self.publish_many((event,))
+
+    def publish_many(self, events: Iterable[Event]) -> int:
+        self._b.add(events)
+        return self.flush() if self._b.due() else 0
+
+    def flush(self) -> int:
+        """Write everything buffered; returns the number of entries written. After the
+        retries, ``DeliveryError`` keeps the events."""
+        b = self._b
+        if not b.buffer:
+            return 0
+        events, bodies = b.take()
+        attempt = 0
+        while True:
+            try:
+                with self._r.pipeline(transaction=False) as pipe:
+                    for body in bodies:
+                        pipe.xadd(b.stream, {FIELD_MSGPACK: body}, **b.xadd_args())
+                    pipe.execute()
+            except (*_CONNECTION_ERRORS, ResponseError) as exc:
+                if attempt >= b.retry.max_retries or isinstance(exc, ResponseError):
+                    raise b.give_up(events, exc) from exc
+                time.sleep(b.retry.delay(attempt))
+                attempt += 1
+                b.retries += 1
+                continue
+            b.done(len(events), len(bodies))
+            return len(bodies)
+
+    def close(self) -> None:
+        """Flush, then close the connection (also when the flush fails)."""
+        if self._b.closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._b.closed = True
+            if self._own:
+                self._r.close()
+
+    def statistics(self) -> PublisherStatistics:
+        return self._b.statistics()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncEventPublisher:
+    """``EventPublisher`` for async code (redis-py's asyncio client)."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        stream: str = "streammetrics:events",
+        *,
+        batch_size: int = 1000,
+        flush_interval_s: float = 1.0,
+        maxlen: int | None = 100_000,
+        assign_ids: bool = True,
+        retry: RetryPolicy | None = None,
+        client: redis.asyncio.Redis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._b = _Batches(
+            url,
+            stream,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            maxlen=maxlen,
+            assign_ids=assign_ids,
+            retry=retry,
+            clock=clock,
+        )
+        self._own = client is None
+        self._r = client if client is not None else redis.asyncio.Redis.from_url(url)
+        self._lock = anyio.Lock()
+
+    async def publish(self, event: Event) -> int:
+        return await self.publish_many((event,))
+
+    async def publish_many(self, events: Iterable[Event]) -> int:
+        self._b.add(events)
+        return await self.flush() if self._b.due() else 0
+
+    async def flush(self) -> int:
+        b = self._b
+        async with self._lock:
+            if not b.buffer:
+                return 0
+            events, bodies = b.take()
+            attempt = 0
+            while True:
+                try:
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        for body in bodies:
+                            pipe.xadd(b.stream, {FIELD_MSGPACK: body}, **b.xadd_args())
+                        await pipe.execute()
+                except (*_CONNECTION_ERRORS, ResponseError) as exc:
+                    if attempt >= b.retry.max_retries or isinstance(exc, ResponseError):
+                        raise b.give_up(events, exc) from exc
+                    await anyio.sleep(b.retry.delay(attempt))
+                    attempt += 1
+                    b.retries += 1
+                    continue
+                b.done(len(events), len(bodies))
+                return len(bodies)
+
+    async def flush_periodically(self) -> None:
+        """Flush every ``flush_interval_s`` until cancelled (run it in a task group)."""
+        while True:
+            await anyio.sleep(max(self._b.flush_interval_s, 0.01))
+            await self.flush()
+
+    async def aclose(self) -> None:
+        if self._b.closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._b.closed = True
+            if self._own:
+                await self._r.aclose()
+
+    def statistics(self) -> PublisherStatistics:
+        return self._b.statistics()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
