@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 import httpx
+import psutil
 
 from streammetrics import Event, encode_events
 
@@ -93,7 +94,7 @@ def _publish(url: str, stream: str, n: int, batch: int, go: Any) -> None:
             pub.flush()
 
 
-async def _consume(url: str, stream: str, n: int, go: Any | None) -> tuple[float, int]:
+async def _consume(url: str, stream: str, n: int, go: Any | None) -> tuple[float, float, int]:
     from streammetrics.components.metrics import MetricsEndpoint
 
     ep = MetricsEndpoint(
@@ -108,13 +109,15 @@ async def _consume(url: str, stream: str, n: int, go: Any | None) -> tuple[float
         if go is not None:
             go.set()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         while ep.redis.statistics().events < n:  # noqa: ASYNC110 - a counter, not an event
             await anyio.sleep(0.002)
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         tg.cancel_scope.cancel()
     snap = ep.aggregator.snapshot()
     folded = sum(c.items_processed for c in snap.detailed_components.values())
-    return seconds, folded
+    return seconds, cpu, folded
 
 
 def bench_redis(n: int, batch: int) -> list[tuple[str, float, str]]:
@@ -126,16 +129,18 @@ def bench_redis(n: int, batch: int) -> list[tuple[str, float, str]]:
             go = ctx.Event()
             pub = ctx.Process(target=_publish, args=(server.url, "e2e", n, batch, go))
             pub.start()
-            seconds, folded = anyio.run(_consume, server.url, "e2e", n, go)
+            seconds, cpu, folded = anyio.run(_consume, server.url, "e2e", n, go)
             pub.join(30)
             assert folded == n, (folded, n)
-            rows.append(("redis end-to-end", n / seconds, f"{n} events, batches of {batch}"))
+            note = f"{n} events, batches of {batch}; consumer {n / cpu:,.0f} events/CPU-s"
+            rows.append(("redis end-to-end", n / seconds, note))
             done = mp.get_context("spawn").Event()
             done.set()
             _publish(server.url, "filled", n, batch, done)
-            seconds, folded = anyio.run(_consume, server.url, "filled", n, None)
+            seconds, cpu, folded = anyio.run(_consume, server.url, "filled", n, None)
             assert folded == n, (folded, n)
-            rows.append(("redis consume", n / seconds, "stream filled beforehand"))
+            note = f"stream filled beforehand; consumer {n / cpu:,.0f} events/CPU-s"
+            rows.append(("redis consume", n / seconds, note))
         finally:
             server.stop()
     return rows
@@ -201,12 +206,21 @@ def bench_http(n: int, batch: int, connections: int) -> list[tuple[str, float, s
         anyio.run(_post_all, url, bodies[:5], 1)  # warm up connections and code paths
         time.sleep(1.1)  # the next snapshot tick
         base = _folded(url)
+        server = psutil.Process(proc.pid)
+        c0 = sum(server.cpu_times()[:2])
         t0 = time.perf_counter()
         anyio.run(_post_all, url, bodies, connections)
         seconds = time.perf_counter() - t0
+        cpu = sum(server.cpu_times()[:2]) - c0
         time.sleep(1.1)
         assert _folded(url) - base == n, (_folded(url) - base, n)
-        rows.append(("http msgpack", n / seconds, f"batches of {batch}, {connections} connections"))
+        rows.append(
+            (
+                "http msgpack",
+                n / seconds,
+                f"batches of {batch}, {connections} conns; server {n / cpu:,.0f} events/CPU-s",
+            )
+        )
         base += n
         t0 = time.perf_counter()
         anyio.run(_client_all, url, events, batch)

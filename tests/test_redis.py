@@ -426,3 +426,21 @@ def test_two_consumers_in_a_group_split_the_stream(
     finally:
         for run in runs:
             run.stop()
+
+
+def test_streammetrics_run_exits_2_when_redis_cannot_be_reached(tmp_path: Path) -> None:
+    bp = tmp_path / "bad.yaml"
+    url = f"redis://:pw@127.0.0.1:{free_port()}/0"
+    bp.write_text(
+        "system:\n  name: x\n  components:\n    - name: m\n      type: MetricsEndpoint\n"
+        f"      config: {{port: 0, source: {{redis: {{url: '{url}', connect_timeout_s: 1}}}}}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "streammetrics.cli", "run", str(bp)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "component 'm': cannot consume stream 'streammetrics:events'" in result.stderr
+    assert ":***@127.0.0.1" in result.stderr and ":pw@" not in result.stderr
