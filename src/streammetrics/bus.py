@@ -47,16 +47,24 @@ class EventBus:
 
     def subscribe(self, sink: Sink) -> None:
         self._sinks.append(sink)
+        self._set_timing(True)
 
     def unsubscribe(self, sink: Sink) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)
+        if not self._sinks:
+            self._set_timing(False)
+
+    def _set_timing(self, on: bool) -> None:
+        """Probes measure latency only while a sink listens (their counts, always)."""
+        for p in self._probes.values():
+            p.timing = on
 
     def probe(self, component: str) -> Probe:
         """The probe of ``component`` (one per name, made on first ask)."""
         p = self._probes.get(component)
         if p is None:
-            p = self._probes[component] = Probe(component)
+            p = self._probes[component] = Probe(component, timing=bool(self._sinks))
         return p
 
     def publish(self, events: Sequence[Event]) -> list[Rejection]:

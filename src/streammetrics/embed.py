@@ -80,12 +80,19 @@ async def serve(
     flight finish within ``shutdown_timeout_s`` and flushes the probes a last time.
     """
     ep = _endpoint(endpoint, kwargs)
+    raised: BaseException | None = None
     async with anyio.create_task_group() as tg:
         await tg.start(ep.run)
         try:
             yield ep
+        except BaseException as exc:
+            # The block's own error leaves as it is, not wrapped in the task group's
+            # ExceptionGroup: ``except ValueError`` around ``serve()`` must still work.
+            raised = exc
         finally:
             tg.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
 
 
 async def run(

@@ -4,18 +4,21 @@ counts over as one ``Delta``.
 A probe never blocks and never allocates per item: ``processed()`` is an int add and,
 with a latency, one ``bisect`` into a fixed bucket list. Whoever listens (the event
 bus) calls ``flush()`` on its own tick, so the cost of aggregation is per flush, not per
-item. A probe nobody flushes costs the same few adds and keeps no history.
+item. While nothing listens (``timing`` is off: the bus has no sink) ``time()`` and
+``timed`` read no clock and keep no histogram, only the counts, so instrumented code
+costs next to nothing where no endpoint runs and loses no count if one starts later.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from functools import wraps
 from inspect import iscoroutinefunction
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from .events import Delta
 from .windows import LATENCY_BOUNDS, N_BUCKETS
@@ -39,10 +42,26 @@ R = TypeVar("R")
 class Probe:
     """Local counters of one component, flushed as ``Delta``s."""
 
-    __slots__ = ("_b", "_e", "_h", "_last_error", "_ls", "_p", "_streams", "breaker", "component")
+    __slots__ = (
+        "_b",
+        "_counter",
+        "_e",
+        "_h",
+        "_last_error",
+        "_ls",
+        "_p",
+        "_streams",
+        "breaker",
+        "component",
+        "timing",
+    )
 
-    def __init__(self, component: str) -> None:
+    def __init__(self, component: str, *, timing: bool = True) -> None:
         self.component = component
+        #: Measure latencies in ``time()`` / ``timed``; the bus turns it off while no
+        #: sink listens (counts are kept either way).
+        self.timing = timing
+        self._counter = _Counter(self)  # stateless: one per probe serves every block
         self._p = 0
         self._e = 0
         self._b = 0
@@ -89,19 +108,12 @@ class Probe:
         s[0] += n
         s[1] += nbytes
 
-    @contextmanager
-    def time(self) -> Iterator[None]:
+    def time(self) -> AbstractContextManager[None]:
         """Time a block: a clean exit counts one processed item, an exception one error.
 
         Cancellation (and other ``BaseException``s) is not the item's failure: it passes
         through uncounted, so a shutdown does not show up as errors."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        except Exception as exc:
-            self.error(detail=f"{type(exc).__name__}: {exc}", latency=time.perf_counter() - t0)
-            raise
-        self.processed(latency=time.perf_counter() - t0)
+        return _Timer(self) if self.timing else self._counter
 
     def timed(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function so each call is timed like ``time()``."""
@@ -110,17 +122,33 @@ class Probe:
 
             @wraps(fn)
             async def arun(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with self.time():
-                    return await afn(*args, **kwargs)
+                t0 = time.perf_counter() if self.timing else None
+                try:
+                    out = await afn(*args, **kwargs)
+                except Exception as exc:
+                    self._failed(exc, t0)
+                    raise
+                self.processed(latency=None if t0 is None else time.perf_counter() - t0)
+                return out
 
             return cast(Callable[P, R], arun)
 
         @wraps(fn)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self.time():
-                return fn(*args, **kwargs)
+            t0 = time.perf_counter() if self.timing else None
+            try:
+                out = fn(*args, **kwargs)
+            except Exception as exc:
+                self._failed(exc, t0)
+                raise
+            self.processed(latency=None if t0 is None else time.perf_counter() - t0)
+            return out
 
         return run
+
+    def _failed(self, exc: Exception, t0: float | None) -> None:
+        latency = None if t0 is None else time.perf_counter() - t0
+        self.error(detail=f"{type(exc).__name__}: {exc}", latency=latency)
 
     def flush(self) -> list[Delta]:
         """Hand over what was counted since the last flush, and start again from zero."""
@@ -146,3 +174,56 @@ class Probe:
                 out.append(Delta(self.component, messages=n, bytes=nb, stream=stream))
             self._streams = {}
         return out
+
+
+class _Timer(AbstractContextManager[None]):
+    """``Probe.time()`` while someone listens (a class: half the cost of a generator)."""
+
+    __slots__ = ("_probe", "_t0")
+
+    def __init__(self, probe: Probe) -> None:
+        self._probe = probe
+        self._t0 = 0.0
+
+    def __enter__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        latency = time.perf_counter() - self._t0
+        if et is None:
+            self._probe.processed(latency=latency)
+        elif isinstance(exc, Exception):
+            self._probe.error(detail=f"{type(exc).__name__}: {exc}", latency=latency)
+        return False
+
+
+class _Counter(AbstractContextManager[None]):
+    """``Probe.time()`` while nothing listens: the counts, no clock."""
+
+    __slots__ = ("_probe",)
+
+    def __init__(self, probe: Probe) -> None:
+        self._probe = probe
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        p = self._probe
+        if et is None:  # processed(), inlined: this is the path that must cost nothing
+            p._p += 1
+            if p.breaker is not None:
+                p.breaker.record_success()
+        elif isinstance(exc, Exception):
+            p.error(detail=f"{type(exc).__name__}: {exc}")
+        return False
