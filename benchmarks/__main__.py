@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(
         f"# streammetrics benchmarks ({mode}): {info['nproc']} CPUs, {info['cpu']}, "
-        f"Python {info['python']}\n"
+        f"Python {info['python']}, load average {info['loadavg'][0]:.2f} at start\n"
     )
     plan = _plan(args)
     doc: dict[str, Any] = {
@@ -143,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     targets = [t for r in results for t in r.targets]
     doc["targets"] = [t.as_dict() for t in targets]
     doc["seconds"] = time.perf_counter() - t0
+    doc["loadavg_end"] = list(os.getloadavg())
+    busy = max(info["loadavg"][0], doc["loadavg_end"][0]) > 0.5 * (info["nproc"] or 1)
+    if busy:
+        print(
+            f"> the machine was busy (load average {info['loadavg'][0]:.2f} at start, "
+            f"{doc['loadavg_end'][0]:.2f} at the end, {info['nproc']} CPUs): "
+            "other processes shared the CPUs, so absolute figures are low and noisy; "
+            "ratios measured in the same run are fairer\n"
+        )
     print("## targets\n")
     print(targets_table(targets))
     print(

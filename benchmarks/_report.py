@@ -51,6 +51,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
+        "loadavg": list(os.getloadavg()),
     }
 
 

@@ -18,7 +18,6 @@ from streammetrics.aggregator import Aggregator
 from streammetrics.bus import EventBus
 
 from ._report import BenchmarkError, CaseResult, Target, progress
-from .ingest import chunks
 from .stream import Stream, StreamSpec
 
 __all__ = ("rss_mb", "run_case")
@@ -66,15 +65,21 @@ def run_case(
     done = 0
     pending = list(marks)
     t0 = time.perf_counter()
-    for j0, j1 in chunks(stream, flush_every):
-        for c, e, lat in zip(comp[j0:j1], errs[j0:j1], lats[j0:j1], strict=True):
+    n = stream.block
+    j = 0
+    while pending:
+        # up to flush_every events, never past the block's end nor the next checkpoint
+        k = min(flush_every, n - j, pending[0] - done)
+        j1 = j + k
+        for c, e, lat in zip(comp[j:j1], errs[j:j1], lats[j:j1], strict=True):
             if e:
                 err[c](latency=lat)
             else:
                 proc[c](latency=lat)
         bus.flush()
-        done += j1 - j0
-        if pending and done >= pending[0]:
+        done += k
+        j = j1 % n
+        if done == pending[0]:
             pending.pop(0)
             agg.snapshot()  # a reader's view too: reading must not grow state either
             gc.collect()

@@ -44,6 +44,23 @@ def timed(fn: Callable[[], T], runs: int) -> tuple[float, T]:
     return statistics.median(times), out
 
 
+def _interleaved(a: Callable[[], T], b: Callable[[], T], runs: int) -> tuple[float, T, float, T]:
+    """Median seconds of ``a`` and of ``b``, called in turn so that a busy moment of the
+    machine hits both alike; and the last result of each."""
+    ra, rb = a(), b()
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ra = a()
+        t1 = time.perf_counter()
+        rb = b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return statistics.median(ta), ra, statistics.median(tb), rb
+
+
 def render_prometheus(snap: Snapshot) -> bytes:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(SnapshotCollector(lambda: snap))
@@ -107,8 +124,7 @@ def run_case(
     progress(f"scale: {n:,} components with {flat_factor}x the events")
     few = seeded_aggregator(n, events_per_component)
     many = seeded_aggregator(n, events_per_component * flat_factor)
-    t_few, s_few = timed(few.snapshot, _runs(n))
-    t_many, s_many = timed(many.snapshot, _runs(n))
+    t_few, s_few, t_many, s_many = _interleaved(few.snapshot, many.snapshot, 2 * _runs(n) + 1)
     folded = (
         sum(c.items_processed + c.errors_encountered for c in s_few.detailed_components.values()),
         sum(c.items_processed + c.errors_encountered for c in s_many.detailed_components.values()),
