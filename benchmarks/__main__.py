@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     h.add_argument("--http-components", type=int, default=100)
     h.add_argument("--load", choices=("wrk", "asyncio"), default=None, help="force a generator")
+    h.add_argument(
+        "--rate",
+        type=float,
+        default=1_000.0,
+        help="also /health at this many requests/s offered, open loop (0: skip)",
+    )
     return ap
 
 
@@ -92,6 +98,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             components=args.http_components,
             render_seconds=4.0 if q else 10.0,
             tool=args.load,
+            fixed_rate=args.rate or None,
         ),
         "scale": lambda: scale.run_case((100, 1_000) if q else (100, 1_000, 10_000)),
         "memory": lambda: memory.run_case(

@@ -114,6 +114,7 @@ def test_http_case_runs_on_loopback() -> None:
         many_connections=None,
         render_components=20,
         render_seconds=0.2,
+        fixed_rate=100.0,
         tool="asyncio",
         lifetime=60.0,
     )
@@ -121,6 +122,7 @@ def test_http_case_runs_on_loopback() -> None:
     assert set(by) == {
         ("/health", "streammetrics"),
         ("/metrics", "streammetrics"),
+        ("/health @ 100 req/s", "streammetrics"),
         ("/health while /metrics renders", "streammetrics"),
     }
     assert all(row["req_per_s"] > 0 and row["errors"] == 0 for row in r.rows)

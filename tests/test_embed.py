@@ -350,3 +350,10 @@ async def test_counts_made_before_the_endpoint_runs_are_served() -> None:
     async with streammetrics.serve(ep):
         body = await _poll_json(ep.url + "/metrics/json", "early")
     assert body["detailed_components"]["early"]["items_processed"] == 3  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_an_error_in_the_serve_block_leaves_unwrapped() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with streammetrics.serve(port=0):
+            raise KeyError("mine")

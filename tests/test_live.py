@@ -245,3 +245,21 @@ async def test_dashboard_can_be_turned_off() -> None:
         assert (await client.get("/dashboard")).status_code == 404
         assert (await client.get("/stream")).status_code == 404
         assert "/dashboard" not in (await client.get("/")).json()["endpoints"]
+
+
+async def test_with_auth_the_page_is_open_and_the_stream_needs_the_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SM_TEST_TOKENS", "s3cret-token-0123456789")
+    ep = MetricsEndpoint(name="m", port=0, auth={"bearer_tokens_env": "SM_TEST_TOKENS"})
+    async with (
+        streammetrics.serve(ep),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        assert (await client.get("/dashboard")).status_code == 200  # no figures in it
+        r = await client.get("/stream")
+        assert r.status_code == 401 and "Bearer" in r.headers["www-authenticate"]
+        async with client.stream(
+            "GET", "/stream", headers={"authorization": "Bearer s3cret-token-0123456789"}
+        ) as ok:
+            assert ok.status_code == 200

@@ -45,6 +45,7 @@ Duration = Annotated[float, msgspec.Meta(gt=0, le=86_400)] | str
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
 _UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 HealthPath: Final = "/health"
+DashboardPath: Final = "/dashboard"
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 Method = Literal["GET", "HEAD", "POST", "OPTIONS"]
 
@@ -173,6 +174,9 @@ def hardening(
     if auth is not None:
         tokens = BearerTokens.from_env(auth.bearer_tokens_env, component=component)
         open_paths = frozenset() if auth.protect_health else frozenset({HealthPath})
+        # The dashboard page holds no figures (its /stream does, and asks for the token):
+        # a browser navigating to it cannot send an Authorization header.
+        open_paths |= {DashboardPath}
         middleware.append(
             DefineMiddleware(BearerAuthMiddleware, tokens=tokens, open_paths=open_paths)
         )

@@ -1,0 +1,271 @@
+"""The live feed under load: ``/health`` latency and the endpoint's CPU while a hundred
+dashboards are connected to ``GET /stream``.
+
+    python -m benchmarks.sse                 # 100 components, 1 s tick, 100 clients, ~80 s
+    python -m benchmarks.sse --quick         # ~30 s
+    python -m benchmarks.sse --clients 300 --components 1000
+
+Three processes, so that no side's work shows up as another's latency:
+
+- the endpoint: a MetricsEndpoint in code (``streammetrics.serve``) with ``components``
+  probes, each counting a little every flush (what a live system's probes hand over);
+- the clients: ``clients`` SSE connections reading every frame (asyncio + httpx);
+- this process: ``/health`` on one keep-alive connection, ``rate`` requests a second,
+  timing each; the endpoint's CPU from ``/proc`` (psutil) over the same window.
+
+Each phase (no client, then all of them) runs ``seconds``; the targets are the issue's:
+``/health`` p99 under 10 ms and the endpoint under 10 % of one core with 100 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from ._report import CaseResult, Target, machine, progress, table, targets_table
+
+__all__ = ("main", "run_case")
+
+
+# -- the endpoint process ----------------------------------------------------------------
+
+
+async def _serve(components: int, tick_s: float, max_clients: int) -> None:
+    import streammetrics
+
+    async with streammetrics.serve(
+        name="bench_sse", port=0, tick_s=tick_s, dashboard={"max_clients": max_clients}
+    ) as ep:
+        probes = [ep.probe(f"component_{i:04d}") for i in range(components)]
+        print(ep.url, flush=True)
+        n = 0
+        while True:
+            n += 1
+            for i, p in enumerate(probes):
+                p.processed(1 + (n + i) % 5, latency=0.001 * (1 + i % 7))
+                if (n + i) % 50 == 0:
+                    p.error(detail="TimeoutError: upstream")
+            await asyncio.sleep(0.1)
+
+
+# -- the clients process -----------------------------------------------------------------
+
+
+async def _swarm(url: str, clients: int, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    frames = [0] * clients
+    nbytes = [0] * clients
+    refused = 0
+
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        nonlocal refused
+        async with client.stream("GET", url + "/stream") as r:
+            if r.status_code != 200:
+                refused += 1
+                return
+            async for chunk in r.aiter_bytes():
+                nbytes[i] += len(chunk)
+                frames[i] += chunk.count(b"event: snapshot")
+
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        tasks = [asyncio.create_task(one(i, client)) for i in range(clients)]
+        print("connected", flush=True)
+        await asyncio.sleep(seconds)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "clients": clients,
+        "refused": refused,
+        "frames_per_client_s": statistics.mean(frames) / seconds if clients else 0.0,
+        "min_frames": min(frames, default=0),
+        "kbytes_s_total": sum(nbytes) / seconds / 1000,
+    }
+
+
+# -- this process ------------------------------------------------------------------------
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.sse", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+
+
+async def _probe_health(url: str, seconds: float, rate: float) -> list[float]:
+    import httpx
+
+    out: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
+        await client.get("/health")  # connect outside the measurement
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            t0 = time.perf_counter()
+            r = await client.get("/health")
+            out.append((time.perf_counter() - t0) * 1000)
+            if r.status_code not in (200, 503):
+                raise RuntimeError(f"/health answered {r.status_code}")
+            await asyncio.sleep(max(0.0, 1 / rate - out[-1] / 1000))
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _phase(
+    url: str, server: psutil.Process, clients: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    swarm = _spawn("--swarm", url, "--clients", str(clients), "--seconds", str(seconds + 4))
+    try:
+        assert swarm.stdout is not None
+        if swarm.stdout.readline().strip() != "connected":
+            raise RuntimeError("the client swarm did not start")
+        time.sleep(2.0)  # let every client connect and get its first frame
+        c0 = server.cpu_times()
+        t0 = time.monotonic()
+        lat = asyncio.run(_probe_health(url, seconds, rate))
+        c1 = server.cpu_times()
+        wall = time.monotonic() - t0
+        out, _ = swarm.communicate(timeout=seconds + 30)
+    finally:
+        if swarm.poll() is None:
+            swarm.kill()
+            swarm.communicate()
+    stats = json.loads(out.strip().splitlines()[-1])
+    cpu = (c1.user + c1.system - c0.user - c0.system) / wall * 100
+    return {
+        "sse_clients": clients,
+        "refused": stats["refused"],
+        "frames_per_client_s": stats["frames_per_client_s"],
+        "min_frames": stats["min_frames"],
+        "stream_kB_s": stats["kbytes_s_total"],
+        "health_n": len(lat),
+        "health_p50_ms": statistics.median(lat),
+        "health_p99_ms": _pct(lat, 0.99),
+        "health_max_ms": max(lat),
+        "endpoint_cpu_pct": cpu,
+    }
+
+
+def run_case(
+    *,
+    clients: int = 100,
+    components: int = 100,
+    tick_s: float = 1.0,
+    seconds: float = 30.0,
+    rate: float = 20.0,
+) -> CaseResult:
+    res = CaseResult(
+        "sse",
+        params={
+            "clients": clients,
+            "components": components,
+            "tick_s": tick_s,
+            "seconds": seconds,
+            "health_req_per_s": rate,
+        },
+    )
+    server = _spawn(
+        "--serve", "--components", str(components), "--tick", str(tick_s),
+        "--max-clients", str(max(clients, 1)),
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the endpoint did not start: {url!r}")
+        proc = psutil.Process(server.pid)
+        time.sleep(2.0)  # a few ticks: every component registered and counting
+        for n in (0, clients):
+            progress(f"{n} SSE clients, {components} components, tick {tick_s:g}s, {seconds:g}s")
+            res.rows.append(_phase(url, proc, n, seconds, rate))
+    finally:
+        server.terminate()
+        try:
+            server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()
+    loaded = res.rows[-1]
+    res.targets += [
+        Target(
+            f"/health p99 with {clients} SSE clients",
+            loaded["health_p99_ms"],
+            "<",
+            10.0,
+            "ms",
+            f"{components} components, tick {tick_s:g}s",
+        ),
+        Target(
+            f"endpoint CPU with {clients} SSE clients",
+            loaded["endpoint_cpu_pct"],
+            "<",
+            10.0,
+            "% of a core",
+            f"{components} components, tick {tick_s:g}s; includes the probes' own load",
+        ),
+    ]
+    if loaded["refused"]:
+        res.notes.append(f"{loaded['refused']} clients were refused (connection limit)")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="10 s phases instead of 30 s")
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--components", type=int, default=100)
+    p.add_argument("--tick", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=None)
+    p.add_argument("--rate", type=float, default=20.0, help="/health requests per second")
+    # The helper processes (not for people):
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--max-clients", type=int, default=100, help=argparse.SUPPRESS)
+    p.add_argument("--swarm", metavar="URL", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args.components, args.tick, args.max_clients))
+        return 0
+    if args.swarm:
+        stats = asyncio.run(_swarm(args.swarm, args.clients, args.seconds or 10.0))
+        print(json.dumps(stats), flush=True)
+        return 0
+    seconds = args.seconds or (10.0 if args.quick else 30.0)
+    res = run_case(
+        clients=args.clients,
+        components=args.components,
+        tick_s=args.tick,
+        seconds=seconds,
+        rate=args.rate,
+    )
+    m = machine()
+    print(f"# SSE live feed ({m['cpu']}, {m['nproc']} cpus, Python {m['python']})\n")
+    print(table(res.rows))
+    print()
+    print(targets_table(res.targets))
+    for note in res.notes:
+        print(f"- {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
