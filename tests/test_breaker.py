@@ -465,3 +465,17 @@ async def test_components_without_a_breaker_show_closed_and_a_disabled_one_never
                 "transitions": 0,
             }
         assert rec.breaker == []
+
+
+def test_a_breaker_on_a_component_that_takes_no_items_is_refused() -> None:
+    with pytest.raises(BlueprintError) as info:
+        parse_blueprint(
+            """
+system:
+  name: s
+  components:
+    - {name: api, type: APIEndpoint, config: {port: 0, circuit_breaker: {failure_threshold: 2}}}
+"""
+        )
+    assert info.value.path == "system.components[0].config.circuit_breaker"
+    assert "APIEndpoint 'api' does not consume items" in str(info.value)

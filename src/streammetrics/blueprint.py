@@ -115,6 +115,7 @@ def parse_blueprint(
     """Parse and validate YAML text. ``port_offset`` (or $STREAMMETRICS_PORT_OFFSET) is
     added to every non-zero ``port``, so a test can run the seed files unchanged."""
     from .components import component_types
+    from .components.base import Processor
 
     try:
         data = yaml.safe_load(text)
@@ -164,6 +165,16 @@ def parse_blueprint(
         breaker = BreakerConfig()
         if "circuit_breaker" in cfg_data:
             raw_breaker = cfg_data.pop("circuit_breaker")
+            if not issubclass(cls, Processor):
+                # A breaker guards a component's intake of items; one on a component
+                # that takes none would be silently ignored, which is worse than an error.
+                raise BlueprintError(
+                    f"{c.type} {c.name!r} does not consume items from a binding, so a "
+                    "circuit_breaker cannot guard it (it applies to StreamProcessor, "
+                    "Controller and Store)",
+                    path=f"{at}.config.circuit_breaker",
+                    value=raw_breaker,
+                )
             try:
                 breaker = msgspec.convert(raw_breaker, BreakerConfig)
             except msgspec.ValidationError as exc:
