@@ -82,16 +82,14 @@ def _parser() -> argparse.ArgumentParser:
 def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
     q = args.quick
     spec = StreamSpec(
-        events=args.events or (500_000 if q else 5_000_000),
+        events=args.events or (300_000 if q else 2_000_000),
         components=args.components,
         error_ratio=args.error_ratio,
         latency=args.latency,
         seed=args.seed,
     )
     return {
-        "ingest": lambda: ingest.run_case(
-            spec, min_seconds=0.5 if q else 2.0, max_runs=3 if q else 5
-        ),
+        "ingest": lambda: ingest.run_case(spec, rounds=3, min_round_seconds=0.3 if q else 1.0),
         "http": lambda: serving.run_case(
             connections=args.connections or (10, 100, 500),
             seconds=args.seconds or (2.0 if q else 10.0),

@@ -32,13 +32,14 @@ def test_parse_latency() -> None:
 
 
 def test_ingest_case_every_contender_ends_with_the_same_totals() -> None:
-    r = ingest.run_case(TINY, min_seconds=0.0, max_runs=1)
+    r = ingest.run_case(TINY, rounds=2, min_round_seconds=0.0)
     names = {row["contender"] for row in r.rows}
     want = set(ingest.PEERS)
     if not ingest.otel_available():
         want.discard("opentelemetry-sdk")
     assert names == want
     assert all(row["totals_ok"] and row["events"] == TINY.events for row in r.rows)
+    assert all(row["runs"] == 2 for row in r.rows)
     assert {t.name for t in r.targets} >= {"ingest: probe path"}
     assert r.params["expected_processed"] + r.params["expected_errors"] == TINY.events
 
