@@ -93,6 +93,11 @@ class _Frame(msgspec.Struct, frozen=True):
     heartbeat_s: float
 
 
+def _sig(x: float | None) -> float | None:
+    """Four significant digits: what a dashboard shows, a third of the digits to send."""
+    return None if x is None else float(f"{x:.4g}")
+
+
 def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float = 15.0) -> bytes:
     """The JSON of one frame: what the dashboard draws and nothing more."""
     perf = snap.performance
@@ -108,9 +113,9 @@ def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float = 15.0)
                 c.status,
                 c.is_healthy,
                 c.health,
-                w.items_per_second if w is not None else c.items_per_second,
-                w.error_rate if w is not None else c.error_rate,
-                w.p99 if w is not None else c.latency.p99,
+                _sig(w.items_per_second if w is not None else c.items_per_second),
+                _sig(w.error_rate if w is not None else c.error_rate),
+                _sig(w.p99 if w is not None else c.latency.p99),
                 c.items_processed,
                 c.errors_encountered,
                 b.state if b is not None else "closed",
@@ -122,17 +127,17 @@ def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float = 15.0)
         name=name,
         status=snap.system_status,
         score=snap.health_score,
-        uptime=snap.uptime_seconds,
+        uptime=round(snap.uptime_seconds, 1),
         counts={
             "total": snap.components.total,
             "healthy": snap.components.healthy,
             "running": snap.components.running,
         },
         system={
-            "items_per_second": perf.items_per_second,
-            "error_rate": perf.error_rate,
+            "items_per_second": _sig(perf.items_per_second),
+            "error_rate": _sig(perf.error_rate),
             "message_rate": perf.message_rate,
-            "p99": perf.latency.p99,
+            "p99": _sig(perf.latency.p99),
             "memory_usage_mb": perf.memory_usage_mb,
             "cpu_usage_percent": perf.cpu_usage_percent,
             "window_seconds": float(perf.window_seconds),
