@@ -13,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
+from operator import add
 from typing import Any, Final
 
 import msgspec
@@ -260,13 +261,14 @@ class Aggregator:
         components = self._components
         # per component: [processed, errors, bytes, latency_sum, first bucket, histogram, c]
         acc: dict[str, list[Any]] = {}
-        sys_hist = [0] * N_BUCKETS
         sys_lsum = 0.0
         sys_msgs = 0
-        folded = 0
+        skipped = 0
+        bisect, bounds = bisect_left, LATENCY_BOUNDS
         for i, ev in enumerate(events):
             name = ev.component
             if observe is not None and name not in observe:
+                skipped += 1
                 continue
             kind = ev.kind
             a = acc.get(name)
@@ -277,6 +279,7 @@ class Aggregator:
                 if c is None:
                     c = self._component(name, now)
                 if c is None:
+                    skipped += 1
                     self.reject("cardinality")
                     rejected.append(
                         Rejection(
@@ -287,12 +290,15 @@ class Aggregator:
                         )
                     )
                     continue
-            folded += 1
             ts = ev.timestamp
             c.last_activity = ts if ts is not None else wall
             if kind == "processed" or kind == "error":
                 if a is None:
                     a = acc[name] = [0, 0, 0, 0.0, None, None, c]
+                    # Only a first processed/error moves a component out of "registered"
+                    # (nothing moves one back), so once per component and batch is enough.
+                    if c.status == "registered":
+                        c.status = "running"
                 if kind == "processed":
                     a[0] += ev.count
                 else:
@@ -303,8 +309,7 @@ class Aggregator:
                     a[2] += ev.bytes
                 latency = ev.latency
                 if latency is not None:
-                    k = bisect_left(LATENCY_BOUNDS, latency)
-                    sys_hist[k] += 1
+                    k = bisect(bounds, latency)
                     sys_lsum += latency
                     a[3] += latency
                     h = a[5]
@@ -316,8 +321,6 @@ class Aggregator:
                         h = a[5] = [0] * N_BUCKETS
                         h[a[4]] += 1
                         h[k] += 1
-                if c.status == "registered":
-                    c.status = "running"
             elif kind == "started":
                 c.status = "running"
             elif kind == "stopped":
@@ -350,9 +353,10 @@ class Aggregator:
                 else:
                     s.window.add(now, 0, 0, ev.count, ev.bytes)
                 sys_msgs += ev.count  # as fold_deltas does for probe messages
-        self._events += folded
+        self._events += len(events) - skipped
         if acc or sys_msgs:
             processed = errors = nbytes = 0
+            sys_hist: list[int] | None = None
             for p, e, b, lsum, first, h, c in acc.values():
                 processed += p
                 errors += e
@@ -361,10 +365,14 @@ class Aggregator:
                 w.add(now, p, e, 0, b)
                 if h is not None:
                     w.add_histogram(now, h, lsum)
+                    sys_hist = list(map(add, sys_hist, h)) if sys_hist is not None else list(h)
                 elif first is not None:
                     w.add_bucket(now, first, lsum)
+                    if sys_hist is None:
+                        sys_hist = [0] * N_BUCKETS
+                    sys_hist[first] += 1
             system.add(now, processed, errors, sys_msgs, nbytes)
-            if sys_lsum or any(sys_hist):
+            if sys_hist is not None:
                 system.add_histogram(now, sys_hist, sys_lsum)
         return rejected
 
