@@ -64,8 +64,11 @@ def _demo_offset() -> int:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1]
         offset = base - 9000
-        if 8000 + offset > 0 and 9000 + offset < 65536 and _free(8000 + offset) and _free(
-            9000 + offset
+        if (
+            8000 + offset > 0
+            and 9000 + offset < 65536
+            and _free(8000 + offset)
+            and _free(9000 + offset)
         ):
             return offset
     raise RuntimeError("no free port pair")
@@ -128,9 +131,7 @@ class Watched:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.urls: list[str] = []
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("request", lambda r: self.urls.append(r.url))
         self.origin = origin
