@@ -108,7 +108,12 @@ async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
         assert r.json() == {"queue_depth": 3, "endpoint": "custom"}
         ep.queue.depth = 5
         body = await _json_when(
-            client, lambda b: b["extra"].get("custom", {}).get("queue_depth") == 5
+            client,
+            lambda b: (
+                b["extra"].get("custom", {}).get("queue_depth") == 5
+                and "orders_queue_depth" in b["custom"]
+                and b["custom"]["orders_queue_depth"]["samples"][0]["value"] == 5
+            ),
         )
         fam = body["custom"]["orders_queue_depth"]
         assert fam["type"] == "gauge"
