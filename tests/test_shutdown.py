@@ -82,13 +82,19 @@ async def test_shutdown_drains_every_binding_into_the_store_and_the_aggregates(
     assert report.left_in_bindings == {}
     assert report.seconds >= 0.05  # 50 queued items at 2 ms each were worked off
     stored = rows(db)
+    n = len(stored)
     snap = harness.components["metrics"].aggregator.snapshot()  # type: ignore[attr-defined]
-    delivered = snap.streaming.streams["src->proc:input"].total_messages
-    # every item that entered the pipeline is in the file, and counted
-    assert len(stored) == delivered > 50
-    assert [r["id"] for r in stored] == list(range(delivered))
-    assert snap.detailed_components["store"].items_processed == delivered
-    assert snap.detailed_components["proc"].items_processed == delivered
+    sent = harness.components["src"].statistics().sent  # type: ignore[attr-defined]
+    # Every item the Source made is in the file, in order, except perhaps the one in its
+    # hand when it was cancelled (made, but its send was cancelled before the binding took it).
+    assert [r["id"] for r in stored] == list(range(n))
+    assert sent - 1 <= n <= sent
+    assert n > 50
+    # ...and counted by every stage. The binding's message count may miss that last item:
+    # anyio can cancel a send whose item the receiver has already taken.
+    assert snap.detailed_components["proc"].items_processed == n
+    assert snap.detailed_components["store"].items_processed == n
+    assert n - 1 <= snap.streaming.streams["src->proc:input"].total_messages <= n
     # the endpoint's own "stopped" comes after it stopped listening to the bus
     assert {n: c.status for n, c in snap.detailed_components.items() if n != "metrics"} == {
         "src": "stopped",
@@ -215,7 +221,7 @@ system:
 async def test_sigterm_finishes_requests_in_flight_and_stores_every_accepted_item(
     tmp_path: Path,
 ) -> None:
-    n = 40
+    n = 50
     run = Run(str(api_blueprint(tmp_path, work_ms=30, buffer=5)))
     try:
         urls = await anyio.to_thread.run_sync(run.listening, 2)
@@ -239,11 +245,13 @@ async def test_sigterm_finishes_requests_in_flight_and_stores_every_accepted_ite
                     run.proc.send_signal(signal.SIGTERM)
                     done_at_signal = len(results)
                     # new connections are refused while the accepted requests still run
-                    async with httpx.AsyncClient(timeout=2) as fresh:
+                    # (one that raced the closing listener is reset instead: not served)
+                    no_reuse = httpx.Limits(max_keepalive_connections=0)
+                    async with httpx.AsyncClient(timeout=2, limits=no_reuse) as fresh:
                         while True:
                             try:
                                 await fresh.get(f"{api}/health")
-                            except httpx.ConnectError:
+                            except httpx.TransportError:
                                 refused_with_pending = n - len(results)
                                 break
                             await anyio.sleep(0.01)
@@ -253,8 +261,8 @@ async def test_sigterm_finishes_requests_in_flight_and_stores_every_accepted_ite
     assert code == 0, err
     assert "SIGTERM: stopping" in out
     assert "drained in" in out
-    assert done_at_signal < n // 2
-    assert refused_with_pending > 0
+    assert done_at_signal < n // 2, done_at_signal
+    assert refused_with_pending > 0, results
     assert results == dict.fromkeys(range(n), 202)  # every request in flight finished
     stored = rows(tmp_path / "items.db")
     assert sorted(r["n"] for r in stored) == list(range(n))  # and every item is in the file
