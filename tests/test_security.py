@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from _http_support import FakeClock, running, seed, service_for
 from streammetrics import Event
@@ -398,3 +399,40 @@ def test_run_with_auth_and_no_token_variable_exits_2(tmp_path: Any) -> None:
     assert "SM_TEST_NO_SUCH_VAR" in r.stderr
     assert "'m'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+async def test_what_the_guards_refuse_is_counted_in_the_exposition(
+    clock: FakeClock, tokens_env: str
+) -> None:
+    service = service_for(seed(clock), clock, tick_s=0)
+    kwargs = hardening(
+        cors=None,
+        rate_limit=RateLimitSettings(requests=3, health_requests=1, per="1h"),
+        auth=AuthSettings(tokens_env),
+        component="m",
+        clock=clock.monotonic,
+        service=service,
+    )
+    async with running(create_app(service, **kwargs)) as c:
+        await c.get("/alerts")  # 401 missing
+        await c.get("/alerts", headers=bearer("x" * 20))  # 401 invalid_token
+        await c.get("/health")
+        await c.get("/health")  # 429 health
+        await c.get("/metrics", headers=bearer(TOKEN))
+        await c.get("/metrics", headers=bearer(TOKEN))  # 429 default
+        clock.advance(3600)
+        text = (await c.get("/metrics", headers=bearer(TOKEN))).text
+    families = {f.name: f for f in parse_text(text)}
+    limited = {
+        s.labels["limit"]: s.value
+        for s in families["streammetrics_http_rate_limited"].samples
+        if s.name.endswith("_total")
+    }
+    refused = {
+        s.labels["reason"]: s.value
+        for s in families["streammetrics_http_auth_refused"].samples
+        if s.name.endswith("_total")
+    }
+    assert limited == {"default": 1.0, "health": 1.0}
+    assert refused == {"missing": 1.0, "invalid_request": 0.0, "invalid_token": 1.0}
+    assert TOKEN not in text

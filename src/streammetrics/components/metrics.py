@@ -207,7 +207,11 @@ class MetricsEndpoint(Component):
             extra_route_handlers=[*live, *self.route_handlers()],
             max_body_bytes=cfg.max_body_bytes,
             **hardening(
-                cors=cfg.cors, rate_limit=cfg.rate_limit, auth=cfg.auth, component=self.name
+                cors=cfg.cors,
+                rate_limit=cfg.rate_limit,
+                auth=cfg.auth,
+                component=self.name,
+                service=self.service,
             ),
         )
         if live:

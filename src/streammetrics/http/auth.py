@@ -23,7 +23,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ("MIN_TOKEN_LENGTH", "BearerAuthMiddleware", "BearerTokens")
+__all__ = ("MIN_TOKEN_LENGTH", "AuthCounts", "BearerAuthMiddleware", "BearerTokens")
 
 #: Shorter tokens are refused at startup: a guessable secret is no secret.
 MIN_TOKEN_LENGTH: Final = 16
@@ -98,6 +98,16 @@ class BearerTokens:
         return cls(tokens)
 
 
+class AuthCounts:
+    """Refused requests by RFC 6750 reason (``missing``, ``invalid_request``,
+    ``invalid_token``), shared by every route's middleware instance."""
+
+    def __init__(self) -> None:
+        self.refused: dict[str, int] = dict.fromkeys(
+            ("missing", "invalid_request", "invalid_token"), 0
+        )
+
+
 def _authorization(scope: Scope) -> list[bytes]:
     return [v for k, v in scope["headers"] if k == b"authorization"]
 
@@ -107,11 +117,17 @@ class BearerAuthMiddleware:
     the tokens; ``open_paths`` (``/health`` unless ``protect_health``) need none."""
 
     def __init__(
-        self, app: ASGIApp, *, tokens: BearerTokens, open_paths: frozenset[str] = frozenset()
+        self,
+        app: ASGIApp,
+        *,
+        tokens: BearerTokens,
+        open_paths: frozenset[str] = frozenset(),
+        counts: AuthCounts | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.open_paths = open_paths
+        self.counts = counts if counts is not None else AuthCounts()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["path"] not in self.open_paths:
@@ -121,6 +137,7 @@ class BearerAuthMiddleware:
     def _check(self, scope: Scope) -> None:
         values = _authorization(scope)
         if not values:
+            self.counts.refused["missing"] += 1
             raise NotAuthorizedException(
                 detail="this endpoint needs an 'Authorization: Bearer <token>' header",
                 headers={"WWW-Authenticate": _REALM},
@@ -128,11 +145,13 @@ class BearerAuthMiddleware:
         scheme, _, token = values[0].partition(b" ")
         token = token.strip()
         if len(values) > 1 or scheme.lower() != b"bearer" or not token:
+            self.counts.refused["invalid_request"] += 1
             raise NotAuthorizedException(
                 detail="the Authorization header must be a single 'Bearer <token>'",
                 headers={"WWW-Authenticate": f'{_REALM}, error="invalid_request"'},
             )
         if not self.tokens.accepts(token):
+            self.counts.refused["invalid_token"] += 1
             client = scope.get("client")
             # Who, never what: the presented token may be a real one mistyped.
             _log.info(

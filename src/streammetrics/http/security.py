@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from .auth import BearerAuthMiddleware, BearerTokens
+from .auth import AuthCounts, BearerAuthMiddleware, BearerTokens
 from .ratelimit import RateLimitMiddleware, RateLimits, TokenBucketLimiter
 
 if TYPE_CHECKING:
     from litestar.types import Message, Scope
+    from prometheus_client.metrics_core import Metric
+
+    from .service import MetricsService
 
 __all__ = (
     "SECURITY_HEADERS",
@@ -35,6 +40,7 @@ __all__ = (
     "CorsSettings",
     "Duration",
     "RateLimitSettings",
+    "SecurityCollector",
     "hardening",
     "parse_duration",
     "security_headers",
@@ -146,6 +152,45 @@ async def security_headers(message: Message, scope: Scope) -> None:
                 headers[name] = value
 
 
+class SecurityCollector(Collector):
+    """What the guards refused, for the operators' dashboards: a scrape flood shows up as
+    ``streammetrics_http_rate_limited_total``, a misconfigured client or a guesser as
+    ``streammetrics_http_auth_refused_total`` (by reason, never by token)."""
+
+    def __init__(self, limits: RateLimits | None, auth: AuthCounts | None) -> None:
+        self.limits = limits
+        self.auth = auth
+
+    def collect(self) -> Iterable[Metric]:
+        out: list[Metric] = []
+        if self.limits is not None:
+            limited = CounterMetricFamily(
+                "streammetrics_http_rate_limited",
+                "Requests refused with 429, by limit (health: /health's own bucket)",
+                labels=["limit"],
+            )
+            clients = GaugeMetricFamily(
+                "streammetrics_http_rate_limit_clients",
+                "Client addresses whose buckets are tracked",
+                labels=["limit"],
+            )
+            for name, limiter in (("default", self.limits.default), ("health", self.limits.health)):
+                st = limiter.statistics()
+                limited.add_metric([name], st.limited)
+                clients.add_metric([name], st.clients)
+            out += (limited, clients)
+        if self.auth is not None:
+            refused = CounterMetricFamily(
+                "streammetrics_http_auth_refused",
+                "Requests refused with 401, by reason (RFC 6750)",
+                labels=["reason"],
+            )
+            for reason, n in sorted(self.auth.refused.items()):
+                refused.add_metric([reason], n)
+            out.append(refused)
+        return out
+
+
 def hardening(
     *,
     cors: CorsSettings | None,
@@ -153,13 +198,17 @@ def hardening(
     auth: AuthSettings | None,
     component: str,
     clock: Callable[[], float] = time.monotonic,
+    service: MetricsService | None = None,
 ) -> dict[str, Any]:
-    """``create_app`` keyword arguments (``cors``, ``middleware``) for these sections.
+    """``create_app`` keyword arguments (``cors``, ``middleware``) for these sections;
+    with ``service``, what the guards refuse is also counted in its exposition.
 
     Reads the bearer tokens from the environment now, so a missing variable stops the
     start with a ``ConfigError`` rather than failing every request later.
     """
     middleware: list[DefineMiddleware] = []
+    limits: RateLimits | None = None
+    counts: AuthCounts | None = None
     if rate_limit is not None:
         per_s = rate_limit.per_s
         health = rate_limit.health_requests or rate_limit.requests * 10
@@ -177,8 +226,11 @@ def hardening(
         # The dashboard page holds no figures (its /stream does, and asks for the token):
         # a browser navigating to it cannot send an Authorization header.
         open_paths |= {DashboardPath}
+        counts = AuthCounts()
         middleware.append(
-            DefineMiddleware(BearerAuthMiddleware, tokens=tokens, open_paths=open_paths)
+            DefineMiddleware(
+                BearerAuthMiddleware, tokens=tokens, open_paths=open_paths, counts=counts
+            )
         )
     cors_config = None
     if cors is not None:
@@ -193,4 +245,6 @@ def hardening(
             allow_credentials=cors.allow_credentials,
             max_age=cors.max_age,
         )
+    if service is not None and (limits is not None or counts is not None):
+        service.add_collector(SecurityCollector(limits, counts), "http_guards")
     return {"cors": cors_config, "middleware": middleware}
