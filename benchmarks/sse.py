@@ -10,8 +10,11 @@ Three processes, so that no side's work shows up as another's latency:
 - the endpoint: a MetricsEndpoint in code (``streammetrics.serve``) with ``components``
   probes, each counting a little every flush (what a live system's probes hand over);
 - the clients: ``clients`` SSE connections reading every frame (asyncio + httpx);
-- this process: ``/health`` on one keep-alive connection, ``rate`` requests a second,
-  timing each; the endpoint's CPU from ``/proc`` (psutil) over the same window.
+- this process: ``/health`` on one keep-alive connection, ``rate`` requests a second
+  (``benchmarks._loadgen``: raw sockets, open loop), timing each; the endpoint's CPU from
+  ``/proc`` (psutil) over the same window, and its event loop's lag (a 10 ms sleep's
+  overshoot, sampled inside the endpoint), which tells the endpoint's own stalls from the
+  machine's.
 
 Each phase (no client, then all of them) runs ``seconds``; the targets are the issue's:
 ``/health`` p99 under 10 ms and the endpoint under 10 % of one core with 100 clients.
@@ -32,6 +35,7 @@ from typing import Any
 
 import psutil
 
+from ._loadgen import run as loadgen
 from ._report import CaseResult, Target, machine, progress, table, targets_table
 
 __all__ = ("main", "run_case")
@@ -40,22 +44,50 @@ __all__ = ("main", "run_case")
 # -- the endpoint process ----------------------------------------------------------------
 
 
+class _LoopLag:
+    """How late a 10 ms sleep wakes up: the endpoint's event loop blocked (by its own
+    work) or the process not scheduled (by the machine's) both show here. Served as a
+    figure of the endpoint itself (``/metrics/json`` ``extra.bench``)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.01)
+            self.samples.append((t0, (loop.time() - t0 - 0.01) * 1000))
+            if len(self.samples) > 20_000:
+                del self.samples[:10_000]
+
+    async def figures(self) -> dict[str, Any]:
+        return {"lag_ms": [round(lag, 3) for _t, lag in self.samples[-6000:]]}
+
+
 async def _serve(components: int, tick_s: float, max_clients: int) -> None:
     import streammetrics
 
-    async with streammetrics.serve(
+    lag = _LoopLag()
+    ep = streammetrics.MetricsEndpoint(
         name="bench_sse", port=0, tick_s=tick_s, dashboard={"max_clients": max_clients}
-    ) as ep:
+    )
+    ep.service.add_figures("bench", lag.figures)
+    async with streammetrics.serve(ep):
         probes = [ep.probe(f"component_{i:04d}") for i in range(components)]
         print(ep.url, flush=True)
+        lag_task = asyncio.create_task(lag.run())
         n = 0
-        while True:
-            n += 1
-            for i, p in enumerate(probes):
-                p.processed(1 + (n + i) % 5, latency=0.001 * (1 + i % 7))
-                if (n + i) % 50 == 0:
-                    p.error(detail="TimeoutError: upstream")
-            await asyncio.sleep(0.1)
+        try:
+            while True:
+                n += 1
+                for i, p in enumerate(probes):
+                    p.processed(1 + (n + i) % 5, latency=0.001 * (1 + i % 7))
+                    if (n + i) % 50 == 0:
+                        p.error(detail="TimeoutError: upstream")
+                await asyncio.sleep(0.1)
+        finally:
+            lag_task.cancel()
 
 
 # -- the clients process -----------------------------------------------------------------
@@ -107,24 +139,6 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
-async def _probe_health(url: str, seconds: float, rate: float) -> list[float]:
-    import httpx
-
-    out: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
-        await client.get("/health")  # connect outside the measurement
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            t0 = time.perf_counter()
-            r = await client.get("/health")
-            out.append((time.perf_counter() - t0) * 1000)
-            if r.status_code not in (200, 503):
-                raise RuntimeError(f"/health answered {r.status_code}")
-            await asyncio.sleep(max(0.0, 1 / rate - out[-1] / 1000))
-    return out
-
-
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -141,9 +155,12 @@ def _phase(
         time.sleep(2.0)  # let every client connect and get its first frame
         c0 = server.cpu_times()
         t0 = time.monotonic()
-        lat = asyncio.run(_probe_health(url, seconds, rate))
+        # Raw sockets, open loop (each request timed from when it was due): the prober
+        # must not measure its own Python overhead.
+        health = asyncio.run(loadgen(url + "/health", 1, seconds, rate))
         c1 = server.cpu_times()
         wall = time.monotonic() - t0
+        lags = _recent_lags(url, wall)
         out, _ = swarm.communicate(timeout=seconds + 30)
     finally:
         if swarm.poll() is None:
@@ -157,12 +174,24 @@ def _phase(
         "frames_per_client_s": stats["frames_per_client_s"],
         "min_frames": stats["min_frames"],
         "stream_kB_s": stats["kbytes_s_total"],
-        "health_n": len(lat),
-        "health_p50_ms": statistics.median(lat),
-        "health_p99_ms": _pct(lat, 0.99),
-        "health_max_ms": max(lat),
+        "health_n": health["requests"],
+        "health_p50_ms": health["p50_ms"],
+        "health_p99_ms": health["p99_ms"],
+        "health_max_ms": health["max_ms"],
         "endpoint_cpu_pct": cpu,
+        "loop_lag_p99_ms": _pct(lags, 0.99) if lags else None,
+        "loop_lag_max_ms": max(lags, default=None),
     }
+
+
+def _recent_lags(url: str, seconds: float) -> list[float]:
+    """The endpoint's loop lags over (about) the last ``seconds``; a sample each ~10 ms."""
+    import httpx
+
+    time.sleep(1.1)  # the figures are collected once per tick
+    body = httpx.get(url + "/metrics/json", timeout=10.0).json()
+    lags: list[float] = body["extra"]["bench"]["lag_ms"]
+    return lags[-int(seconds * 90) :]
 
 
 def run_case(
