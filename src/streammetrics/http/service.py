@@ -99,6 +99,11 @@ class MetricsService:
         self._process: tuple[float, ProcessStats | None, str | None] | None = None
         self._snapshot_lock = anyio.Lock()
         self._render_lock = anyio.Lock()
+        # Set (and replaced) when a build or render ends: whoever waits for one waits
+        # here, all woken at once, never in a lock's queue (a lock is handed to one waiter
+        # per loop turn: under load hundreds of waiters left one by one, seconds apart).
+        self._snapshot_done = anyio.Event()
+        self._render_done = anyio.Event()
         self._rendered: dict[bool, tuple[Snapshot, bytes]] = {}
         self._rendering: Snapshot | None = None
         self._registry = CollectorRegistry(auto_describe=False)
@@ -171,45 +176,50 @@ class MetricsService:
     # -- snapshots ------------------------------------------------------------------------
 
     async def snapshot(self, view: ViewSeconds | None = None) -> Snapshot:
-        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old;
-        while the next one is being built, the previous one if it is under two ticks old.
+        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old.
 
         Raises ``HarnessUnavailableError`` when no harness feeds the service.
         """
         view = view or self._require().view
-        hit = self._fresh_snapshot(view)
-        if hit is None and self._snapshot_lock.locked():
-            # A build is under way (the process sample and custom collectors each hop to
-            # a worker thread, a loop turn or more apiece under load): queueing every
-            # request behind it made each tick a latency spike, so answer from the
-            # previous snapshot meanwhile, as long as it is recent.
-            hit = self._fresh_snapshot(view, ticks=2.0)
-        if hit is not None:
-            self._snap_hits += 1
-            return hit
-        async with self._snapshot_lock:
-            # Whoever held the lock may have built exactly this one meanwhile.
+        while True:
             hit = self._fresh_snapshot(view)
             if hit is not None:
                 self._snap_hits += 1
                 return hit
-            process, error = await self._sample()
-            custom = await self._collect_custom()
-            agg = self._require()  # the harness may have gone while we sampled
-            errors = [error] if error else []
-            snap = agg.snapshot(process=process, errors=errors + custom.errors, view=view)
-            if self.judge is not None:
-                # Rules step on the default view only, so one lifecycle serves every view.
-                snap = self.judge.evaluate(snap) if view == agg.view else self.judge.annotate(snap)
-            self._snapshots[view] = (self.clock(), snap)
-            self._built += 1
-            if view == agg.view:
-                self.live.publish(snap)  # GET /stream's clients get the default view
-            return snap
+            if not self._snapshot_lock.locked():
+                break
+            await self._snapshot_done.wait()
+        async with self._snapshot_lock:
+            try:
+                return await self._build(view)
+            finally:
+                done, self._snapshot_done = self._snapshot_done, anyio.Event()
+                done.set()
 
-    def _fresh_snapshot(self, view: ViewSeconds, ticks: float = 1.0) -> Snapshot | None:
+    async def _build(self, view: ViewSeconds) -> Snapshot:
+        """Build the snapshot of ``view``; the caller holds the snapshot lock."""
+        # Whoever held the lock may have built exactly this one meanwhile.
+        hit = self._fresh_snapshot(view)
+        if hit is not None:
+            self._snap_hits += 1
+            return hit
+        process, error = await self._sample()
+        custom = await self._collect_custom()
+        agg = self._require()  # the harness may have gone while we sampled
+        errors = [error] if error else []
+        snap = agg.snapshot(process=process, errors=errors + custom.errors, view=view)
+        if self.judge is not None:
+            # Rules step on the default view only, so one lifecycle serves every view.
+            snap = self.judge.evaluate(snap) if view == agg.view else self.judge.annotate(snap)
+        self._snapshots[view] = (self.clock(), snap)
+        self._built += 1
+        if view == agg.view:
+            self.live.publish(snap)  # GET /stream's clients get the default view
+        return snap
+
+    def _fresh_snapshot(self, view: ViewSeconds) -> Snapshot | None:
         cached = self._snapshots.get(view)
-        if cached is not None and self.clock() - cached[0] < self.tick_s * ticks:
+        if cached is not None and self.clock() - cached[0] < self.tick_s:
             return cached[1]
         return None
 
@@ -281,25 +291,37 @@ class MetricsService:
 
         Concurrent requests wait for the render in progress instead of starting another.
         """
-        snap = await self.snapshot()
-        body = self._fresh_render(snap, openmetrics)
-        if body is not None:
-            return body
-        async with self._render_lock:
-            body = self._fresh_render(snap, openmetrics)  # rendered while we waited?
+        while True:
+            snap = await self.snapshot()
+            body = self._fresh_render(snap, openmetrics)
             if body is not None:
                 return body
-            render = _render_openmetrics if openmetrics else generate_latest
-            # The collector reads _rendering from the worker thread; the lock keeps it
-            # fixed for the whole render.
-            self._rendering = snap
+            if not self._render_lock.locked():
+                break
+            await self._render_done.wait()  # with every other waiter, not in the lock's queue
+        async with self._render_lock:
             try:
-                body = await anyio.to_thread.run_sync(render, self._registry)
+                return await self._render(snap, openmetrics)
             finally:
-                self._rendering = None
-            self._rendered[openmetrics] = (snap, body)
-            self._renders += 1
+                done, self._render_done = self._render_done, anyio.Event()
+                done.set()
+
+    async def _render(self, snap: Snapshot, openmetrics: bool) -> bytes:
+        """Render ``snap`` in a worker thread; the caller holds the render lock."""
+        body = self._fresh_render(snap, openmetrics)  # rendered while we waited?
+        if body is not None:
             return body
+        render = _render_openmetrics if openmetrics else generate_latest
+        # The collector reads _rendering from the worker thread; the lock keeps it
+        # fixed for the whole render.
+        self._rendering = snap
+        try:
+            body = await anyio.to_thread.run_sync(render, self._registry)
+        finally:
+            self._rendering = None
+        self._rendered[openmetrics] = (snap, body)
+        self._renders += 1
+        return body
 
     def _fresh_render(self, snap: Snapshot, openmetrics: bool) -> bytes | None:
         cached = self._rendered.get(openmetrics)
