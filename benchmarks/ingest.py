@@ -197,7 +197,8 @@ def peer_otel(stream: Stream, chunk: int = 10_000) -> PeerRun:
                     if m.name not in ("items_processed", "errors"):
                         continue
                     for dp in m.data.data_points:
-                        pe = counts.setdefault(str(dp.attributes["component"]), [0, 0])
+                        labels = dp.attributes or {}
+                        pe = counts.setdefault(str(labels["component"]), [0, 0])
                         pe[m.name == "errors"] += int(dp.value)  # type: ignore[union-attr]
     finally:
         provider.shutdown()
@@ -321,9 +322,9 @@ def run_case(
                 max_runs=50,
             )
             runs[name] += got
-            eps = spec.events * len(got) / sum(r.seconds for r in got)
+            rate = spec.events * len(got) / sum(r.seconds for r in got)
             progress(
-                f"ingest round {k + 1}/{rounds}: {name}: {eps / 1e6:.3f} M events/s "
+                f"ingest round {k + 1}/{rounds}: {name}: {rate / 1e6:.3f} M events/s "
                 f"({len(got)} run{'s' * (len(got) > 1)} of {spec.events:,} events, totals ok)"
             )
     by_name: dict[str, dict[str, Any]] = {}
