@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -102,6 +103,9 @@ async def run_blueprint(
     async with anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await tg.start(harness.run)
+            # Everything built at start-up lives as long as the process: moving it out of
+            # the collector's reach removes the 20-60 ms full collections seen under load.
+            gc.freeze()
             print(f"streammetrics {__version__}: system {bp.name!r} running", flush=True)
             for where in harness.listening:
                 print(
