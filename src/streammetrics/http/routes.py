@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, cast
 
 from litestar import Request, Response, get
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
@@ -82,29 +80,29 @@ _ERR_503 = ResponseSpec(
 )
 
 
-async def check_query(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
+async def check_query(request: Request[Any, Any, Any]) -> None:
     """Reject query parameters a route does not know, repeats and values out of range.
 
-    ``async`` although it awaits nothing: Litestar runs a sync guard in a worker thread,
-    a hop that cost ``/health`` about a third of its throughput.
-
-    A guard rather than Litestar's validation so the 400 names the parameter and its
-    allowed values in the API's own error shape; a typo (``?windw=10s``) silently
-    answering with the default window would be worse than an error.
+    A ``before_request`` hook rather than Litestar's validation so the 400 names the
+    parameter and its allowed values in the API's own error shape; a typo
+    (``?windw=10s``) silently answering with the default window would be worse than an
+    error. Not a guard: Litestar copies the route handler for every guard call, which
+    cost ``/health`` a tenth of its throughput.
     """
+    if not request.scope["query_string"]:
+        return
+    handler = request.route_handler
     spec: dict[str, tuple[str, ...]] | None = handler.opt.get(_QUERY_OPT)
     if spec is None:
         return
     seen: dict[str, int] = {}
-    for key, value in connection.query_params.multi_items():
+    for key, value in request.query_params.multi_items():
         allowed = spec.get(key)
         if allowed is None:
             names = ", ".join(spec) or "none"
             raise ValidationException(
                 detail=f"unknown query parameter {_shown(key)}; "
-                f"{connection.url.path} accepts: {names}",
+                f"{request.url.path} accepts: {names}",
                 extra={"parameter": key},
             )
         seen[key] = seen.get(key, 0) + 1
@@ -134,7 +132,7 @@ def _view(window: str | None) -> ViewSeconds | None:
 @get(
     "/",
     summary="Endpoint discovery and API information",
-    guards=[check_query],
+    before_request=check_query,
     opt=_NO_QUERY,
     responses={400: _ERR_400},
 )
@@ -150,7 +148,7 @@ async def root(service: Service, state: State) -> RootResponse:
 @get(
     "/health",
     summary="System health summary for load balancers: 200 only when healthy",
-    guards=[check_query],
+    before_request=check_query,
     opt=_WINDOW_QUERY,
     responses={
         400: _ERR_400,
@@ -172,7 +170,7 @@ async def health(service: Service, window: WindowParam = None) -> Response[Healt
     "/metrics",
     summary="Prometheus exposition; OpenMetrics when the Accept header asks for it",
     media_type=CONTENT_TYPE_PLAIN_0_0_4,
-    guards=[check_query],
+    before_request=check_query,
     opt=_NO_QUERY,
     responses={400: _ERR_400, 503: _ERR_503},
 )
@@ -187,7 +185,7 @@ async def metrics(request: Request[Any, Any, Any], service: Service) -> Response
 @get(
     "/metrics/json",
     summary="Comprehensive metrics in JSON",
-    guards=[check_query],
+    before_request=check_query,
     opt=_WINDOW_QUERY,
     responses={400: _ERR_400, 503: _ERR_503},
 )
@@ -198,7 +196,7 @@ async def metrics_json(service: Service, window: WindowParam = None) -> MetricsR
 @get(
     "/alerts",
     summary="Current alerts and recommendations",
-    guards=[check_query],
+    before_request=check_query,
     opt=_NO_QUERY,
     responses={400: _ERR_400, 503: _ERR_503},
 )
@@ -209,7 +207,7 @@ async def alerts(service: Service) -> AlertsResponse:
 @get(
     "/components",
     summary="Component-level detailed status",
-    guards=[check_query],
+    before_request=check_query,
     opt=_WINDOW_QUERY,
     responses={400: _ERR_400, 503: _ERR_503},
 )

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -62,6 +61,10 @@ SECURITY_HEADERS: Final[tuple[tuple[str, str], ...]] = (
     ("x-frame-options", "DENY"),
     ("content-security-policy", "frame-ancestors 'none'"),
     ("referrer-policy", "no-referrer"),
+)
+
+_RAW_SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = tuple(
+    (name.encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS
 )
 
 
@@ -144,12 +147,15 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 async def security_headers(message: Message, scope: Scope) -> None:
-    """``before_send`` hook: the ``SECURITY_HEADERS`` a response does not set itself."""
+    """``before_send`` hook: the ``SECURITY_HEADERS`` a response does not set itself.
+
+    Works on the raw header list: one pass to see what is there, then appends, where
+    ``MutableScopeHeaders.get`` would scan the list once per header."""
     if message["type"] == "http.response.start":
-        headers = MutableScopeHeaders.from_message(message)
-        for name, value in SECURITY_HEADERS:
-            if headers.get(name) is None:
-                headers[name] = value
+        headers = list(message.get("headers", ()))
+        present = {bytes(name).lower() for name, _ in headers}
+        headers += [h for h in _RAW_SECURITY_HEADERS if h[0] not in present]
+        message["headers"] = headers
 
 
 class SecurityCollector(Collector):
