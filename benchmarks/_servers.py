@@ -68,7 +68,7 @@ def _serve_asgi(app: Any, stop: threading.Event, lifetime: float) -> None:
                     await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
 
-    anyio.run(main, backend="asyncio")
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 
 
 def streammetrics_app(components: int, events_per_component: int, tick_s: float) -> Any:
