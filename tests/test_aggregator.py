@@ -587,3 +587,37 @@ def test_a_batch_folds_like_its_events_one_by_one(clock: Clock) -> None:
     assert sum(s1.total_histogram) == 4
     assert together.statistics().events_folded == len(batch)
     assert s1.streaming.streams["s"].total_messages == 1
+
+
+@pytest.mark.anyio
+async def test_snapshot_async_matches_snapshot_and_lets_the_loop_run(clock: Clock) -> None:
+    import anyio
+
+    agg = make(clock)
+    for i in range(1000):
+        agg.fold_events(
+            [
+                Event(f"c{i}", "processed", count=i + 1, latency=0.001 * (i % 50 + 1)),
+                Event(f"c{i}", "error", count=i % 3),
+            ]
+        )
+    clock.t += 7.0
+    expected = agg.snapshot()
+    ticks = 0
+
+    async def count_turns() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        got = await agg.snapshot_async(chunk=100)
+        turns = ticks - before
+        tg.cancel_scope.cancel()
+    assert msgspec.json.encode(got) == msgspec.json.encode(expected)
+    # 1,000 components in chunks of 100: the other task ran between the chunks
+    assert turns >= 9

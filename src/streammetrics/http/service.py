@@ -207,7 +207,7 @@ class MetricsService:
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
         errors = [error] if error else []
-        snap = agg.snapshot(process=process, errors=errors + custom.errors, view=view)
+        snap = await agg.snapshot_async(process=process, errors=errors + custom.errors, view=view)
         if self.judge is not None:
             # Rules step on the default view only, so one lifecycle serves every view.
             snap = self.judge.evaluate(snap) if view == agg.view else self.judge.annotate(snap)
