@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import httpx
 import msgspec
 import pytest
 
+from _harness_support import running, until
 from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.api import APIEndpoint
@@ -27,27 +27,6 @@ from streammetrics.harness import Harness
 from streammetrics.snapshot import Snapshot
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def running(yaml_text: str) -> AsyncIterator[tuple[Harness, Aggregator]]:
-    harness = Harness(parse_blueprint(yaml_text), flush_interval=0.02)
-    agg = Aggregator()
-    harness.bus.subscribe(agg)
-    async with anyio.create_task_group() as tg:
-        await tg.start(harness.run)
-        try:
-            yield harness, agg
-        finally:
-            harness.stop()
-
-
-async def until(cond: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait for ``cond`` while the pipeline runs; fail the test after ``within`` seconds.
-    Polling, because the figures belong to other tasks and no event announces them."""
-    with anyio.fail_after(within):
-        while not cond():  # noqa: ASYNC110
-            await anyio.sleep(0.005)
 
 
 def stopped(agg: Aggregator, *names: str) -> Callable[[], bool]:

@@ -4,14 +4,13 @@ that stay contained, starts that fail as a whole, and bindings with backpressure
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import TaskStatus
 
+from _harness_support import running, until
 from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import Blueprint, parse_blueprint
 from streammetrics.components import Component
@@ -19,27 +18,6 @@ from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def running(bp: Blueprint) -> AsyncIterator[tuple[Harness, Aggregator]]:
-    harness = Harness(bp, flush_interval=0.02)
-    agg = Aggregator()
-    harness.bus.subscribe(agg)
-    async with anyio.create_task_group() as tg:
-        await tg.start(harness.run)
-        try:
-            yield harness, agg
-        finally:
-            harness.stop()
-
-
-async def until(cond: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait for ``cond`` while the system runs; fail the test after ``within`` seconds.
-    Polling, because the figures belong to other tasks and no event announces them."""
-    with anyio.fail_after(within):
-        while not cond():  # noqa: ASYNC110
-            await anyio.sleep(0.005)
 
 
 def statuses(agg: Aggregator) -> dict[str, str]:
