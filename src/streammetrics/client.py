@@ -21,8 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import anyio
 import httpx
@@ -30,6 +29,7 @@ import msgspec
 
 from .errors import DeliveryError
 from .events import Event, Format, encode_events
+from .transports.closing import AsyncSender, Sender
 from .transports.intake import IntakeResult
 from .transports.retry import RetryPolicy, retry_after
 
@@ -224,7 +224,7 @@ def _why(exc: BaseException | None, status: int | None) -> str:
     return f"HTTP {status}"
 
 
-class EventClient:
+class EventClient(Sender[_Batcher, ClientStatistics]):
     """Reports events to a MetricsEndpoint from synchronous code.
 
     ``url`` is the endpoint (``http://127.0.0.1:9000``; ``/events`` is added) or the full
@@ -312,33 +312,12 @@ class EventClient:
             b.retries += 1
             time.sleep(delay)
 
-    def close(self) -> None:
-        """Flush, then close the connection pool (also when the flush fails)."""
-        if self._b.closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._b.closed = True
-            if self._own_http:
-                self._http.close()
-
-    def statistics(self) -> ClientStatistics:
-        return self._b.statistics()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        if self._own_http:
+            self._http.close()
 
 
-class AsyncEventClient:
+class AsyncEventClient(AsyncSender[_Batcher, ClientStatistics]):
     """``EventClient`` for async code (httpx's async client; any anyio backend).
 
     ``send``/``flush`` from several tasks are safe: batches go out one at a time, in
@@ -433,27 +412,6 @@ class AsyncEventClient:
             b.retries += 1
             await anyio.sleep(delay)
 
-    async def aclose(self) -> None:
-        """Flush, then close the connection pool (also when the flush fails)."""
-        if self._b.closed:
-            return
-        try:
-            await self.flush()
-        finally:
-            self._b.closed = True
-            if self._own_http:
-                await self._http.aclose()
-
-    def statistics(self) -> ClientStatistics:
-        return self._b.statistics()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    async def _release(self) -> None:
+        if self._own_http:
+            await self._http.aclose()

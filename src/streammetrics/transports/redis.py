@@ -29,8 +29,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import msgspec
@@ -45,6 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import DeliveryError, EventError, TransportError
 from ..events import Delta, Event, Format, encode_events
+from .closing import AsyncSender, Sender
 from .config import RedisSourceConfig, redact_url
 from .retry import RetryPolicy
 
@@ -535,7 +535,7 @@ class _Batches:
         )
 
 
-class EventPublisher:
+class EventPublisher(Sender[_Batches, PublisherStatistics]):
     """Publishes events to a Redis stream from synchronous code, one entry per batch.
 
     ``publish`` buffers; a full batch (or one older than ``flush_interval_s``) goes out
@@ -601,33 +601,12 @@ class EventPublisher:
             b.done(len(events), len(bodies))
             return len(bodies)
 
-    def close(self) -> None:
-        """Flush, then close the connection (also when the flush fails)."""
-        if self._b.closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self._b.closed = True
-            if self._own:
-                self._r.close()
-
-    def statistics(self) -> PublisherStatistics:
-        return self._b.statistics()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        if self._own:
+            self._r.close()
 
 
-class AsyncEventPublisher:
+class AsyncEventPublisher(AsyncSender[_Batches, PublisherStatistics]):
     """``EventPublisher`` for async code (redis-py's asyncio client)."""
 
     def __init__(
@@ -693,26 +672,6 @@ class AsyncEventPublisher:
             await anyio.sleep(max(self._b.flush_interval_s, 0.01))
             await self.flush()
 
-    async def aclose(self) -> None:
-        if self._b.closed:
-            return
-        try:
-            await self.flush()
-        finally:
-            self._b.closed = True
-            if self._own:
-                await self._r.aclose()
-
-    def statistics(self) -> PublisherStatistics:
-        return self._b.statistics()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    async def _release(self) -> None:
+        if self._own:
+            await self._r.aclose()
