@@ -32,6 +32,25 @@ def free_port() -> int:
         return port
 
 
+def free_offset(ports: list[int]) -> int:
+    """An offset that puts every one of ``ports`` on a free loopback port (so a blueprint
+    with fixed ports runs unchanged under ``--port-offset``)."""
+    for _ in range(200):
+        offset = free_port() - min(ports)
+        if all(0 < p + offset < 65536 for p in ports) and all(_is_free(p + offset) for p in ports):
+            return offset
+    raise RuntimeError(f"no free loopback ports for {ports}")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def need(binary: str) -> str:
     """The path of ``binary``, or a failed test that says how to get it."""
     path = shutil.which(binary)

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _servers import free_offset
+
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINTS = ROOT / "blueprints"
 
@@ -24,29 +26,6 @@ def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
     )
-
-
-def free_offset(ports: list[int]) -> int:
-    """An offset that puts every one of ``ports`` on a free loopback port."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        offset = base - min(ports)
-        if all(0 < p + offset < 65536 for p in ports) and all(
-            _is_free(p + offset) for p in ports
-        ):
-            return offset
-    raise RuntimeError("no free port range found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Running:

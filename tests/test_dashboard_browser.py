@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _servers import free_offset
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -46,32 +47,6 @@ DEMO_COMPONENTS = {
     "window_store",
     "system_metrics",
 }
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _demo_offset() -> int:
-    """An offset that puts the demo's 8000 and 9000 on free loopback ports."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        offset = base - 9000
-        if (
-            8000 + offset > 0
-            and 9000 + offset < 65536
-            and _free(8000 + offset)
-            and _free(9000 + offset)
-        ):
-            return offset
-    raise RuntimeError("no free port pair")
 
 
 class Proc:
@@ -151,7 +126,7 @@ def _cell(page: Any, component: str, cls: str) -> str:
 def test_dashboard_renders_the_demo_live_and_survives_a_restart(
     browser: Any, tmp_path: Path
 ) -> None:
-    offset = _demo_offset()
+    offset = free_offset([8000, 9000])
     args = ("-m", "streammetrics.cli", "demo", "--port-offset", str(offset))
     demo = Proc(*args)
     restarted: Proc | None = None
