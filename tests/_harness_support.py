@@ -1,7 +1,9 @@
-"""Shared by the harness-level tests: a blueprint running in-process, and polling."""
+"""Shared by the harness-level tests: a blueprint running in-process, components that
+no blueprint can name put into one, and polling."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -9,7 +11,17 @@ import anyio
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import Blueprint, parse_blueprint
+from streammetrics.components import Component
 from streammetrics.harness import Harness
+
+
+def with_class(bp: Blueprint, name: str, cls: type[Component]) -> Blueprint:
+    """``bp`` with component ``name`` run by ``cls`` (a type no blueprint can name)."""
+    comps = tuple(
+        dataclasses.replace(c, cls=cls, type=cls.type_name) if c.name == name else c
+        for c in bp.components
+    )
+    return dataclasses.replace(bp, components=comps)
 
 
 @asynccontextmanager

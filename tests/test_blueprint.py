@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from streammetrics.blueprint import (
     load_blueprint,
     parse_blueprint,
 )
+from streammetrics.breaker import BreakerConfig
 from streammetrics.errors import BlueprintError, StreamMetricsError
 
 # The seed's "Basic Metrics Endpoint" example (quotes and blank line kept).
@@ -251,6 +254,32 @@ def test_unknown_key_in_a_config() -> None:
     assert err.path == "system.components[2].config"
     assert "`prot`" in str(err)
     assert err.value == {"port": 9000, "prot": 9001}
+
+
+def test_a_circuit_breaker_on_the_seeds_fastapi_endpoint_is_taken(tmp_path: Path) -> None:
+    text = BASIC.replace(
+        "port: 8000", "port: 8000\n        circuit_breaker: {failure_threshold: 2, window_s: 10}"
+    )
+    api = parse_blueprint(text).component("app_server")
+    assert api.breaker == BreakerConfig(failure_threshold=2, window_s=10)
+    assert api.config.port == 8000  # the rest of the config is the endpoint's, as before
+    f = tmp_path / "bp.yaml"
+    f.write_text(text, encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, "-m", "streammetrics.cli", "validate", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.startswith("ok: system 'monitored_system', 3 components")
+
+
+def test_a_circuit_breaker_on_a_metrics_endpoint_is_refused() -> None:
+    err = _error(BASIC.replace("port: 9000", "port: 9000\n        circuit_breaker: {}"))
+    assert err.path == "system.components[2].config.circuit_breaker"
+    assert err.value == {}
+    assert "MetricsEndpoint 'system_metrics' neither consumes items" in str(err)
 
 
 def test_unknown_key_in_system_or_binding() -> None:

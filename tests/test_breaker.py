@@ -15,8 +15,11 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streammetrics.blueprint import parse_blueprint
+from _harness_support import with_class
+from streammetrics.blueprint import Blueprint, parse_blueprint
 from streammetrics.breaker import BreakerConfig, CircuitBreaker
+from streammetrics.components import Component, Context, Processor
+from streammetrics.components.api import APIEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.events import Delta, Event, Rejection
 from streammetrics.harness import Harness
@@ -282,9 +285,10 @@ class Recorder:
 
 @asynccontextmanager
 async def pipeline(
-    text: str,
+    text: str | Blueprint,
 ) -> AsyncIterator[tuple[Harness, httpx.AsyncClient, httpx.AsyncClient, Recorder]]:
-    harness = Harness(parse_blueprint(text), flush_interval=0.02)
+    bp = parse_blueprint(text) if isinstance(text, str) else text
+    harness = Harness(bp, flush_interval=0.02)
     rec = Recorder()
     harness.bus.subscribe(rec)
     async with anyio.create_task_group() as tg:
@@ -318,14 +322,16 @@ async def poll(
     raise AssertionError(f"{path} never got there within {within}s; last: {body}")
 
 
-async def prom_breaker_state(metrics: httpx.AsyncClient) -> dict[str, float]:
+async def prom_breaker_state(
+    metrics: httpx.AsyncClient, component: str = "proc"
+) -> dict[str, float]:
     r = await metrics.get("/metrics")
     assert r.status_code == 200
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(r.text):
         if fam.name in ("circuit_breaker_state", "circuit_breaker_failures"):
             for s in fam.samples:
-                if s.labels.get("component") == "proc":
+                if s.labels.get("component") == component:
                     out[s.name] = s.value
     return out
 
@@ -474,8 +480,217 @@ def test_a_breaker_on_a_component_that_takes_no_items_is_refused() -> None:
 system:
   name: s
   components:
-    - {name: api, type: APIEndpoint, config: {port: 0, circuit_breaker: {failure_threshold: 2}}}
+    - {name: src, type: Source, config: {rate: 10, circuit_breaker: {failure_threshold: 2}}}
 """
         )
     assert info.value.path == "system.components[0].config.circuit_breaker"
-    assert "APIEndpoint 'api' does not consume items" in str(info.value)
+    assert info.value.value == {"failure_threshold": 2}
+    assert "Source 'src' neither consumes items from a binding nor takes them in" in str(info.value)
+
+
+# -- the API endpoint's breaker: what it sends downstream ---------------------------------------
+
+
+class Gated(Processor):
+    """A consumer that holds each item until the test opens its gate: a stuck dependency
+    that the test can make well again."""
+
+    type_name = "Gated"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.gate = anyio.Event()
+        self.done = 0
+
+    async def process(self, item: Any) -> Any | None:
+        await self.gate.wait()
+        self.done += 1
+        return None
+
+
+class Gone(Component):
+    """A consumer that starts and returns at once: the harness closes its end of the
+    binding, so every send into it is refused."""
+
+    type_name = "Gone"
+
+
+API_SEND_TIMEOUT_S = 0.5
+API_PIPELINE = f"""
+system:
+  name: api_breaker
+  components:
+    - name: api
+      type: APIEndpoint
+      config:
+        port: 0
+        send_timeout_s: {API_SEND_TIMEOUT_S}
+        circuit_breaker:
+          failure_threshold: 3
+          failure_rate: null
+          reset_timeout_s: 1.0
+          half_open_max_calls: 2
+    - {{name: slow, type: StreamProcessor}}
+    - {{name: metrics, type: MetricsEndpoint, config: {{port: 0, tick_s: 0.05}}}}
+  bindings:
+    - {{from_component: api, to_component: slow, buffer: 1}}
+"""
+API_KEY = "api->slow:input"
+
+
+def api_breaker(body: dict[str, Any]) -> dict[str, Any]:
+    """The API endpoint's entry under ``circuit_breakers``; empty while not listed."""
+    b: dict[str, Any] = body["circuit_breakers"].get("api", {})
+    return b
+
+
+@pytest.mark.anyio
+async def test_an_api_endpoint_whose_consumer_is_stuck_trips_answers_503_at_once_and_recovers() -> (
+    None
+):
+    bp = with_class(parse_blueprint(API_PIPELINE), "slow", Gated)
+    async with pipeline(bp) as (harness, api, metrics, rec):
+        slow = harness.components["slow"]
+        assert isinstance(slow, Gated)
+        breaker = harness.components["api"].ctx.breaker
+        assert breaker is not None and harness.components["api"].ctx.probe.breaker is None
+
+        # Bad bodies are the client's fault: refused, counted, but not downstream failures.
+        for _ in range(4):
+            assert (await api.post("/items", content=b"{nope")).status_code == 400
+        assert breaker.state == "closed" and breaker.failure_count == 0
+
+        # The consumer takes the first item and holds it; the second fills the binding.
+        assert [(await api.post("/items", json={"n": i})).status_code for i in range(2)] == [
+            202,
+            202,
+        ]
+        # Three sends time out: the breaker opens on the third.
+        for i in range(3):
+            t0 = time.perf_counter()
+            r = await api.post("/items", json={"n": 10 + i})
+            waited = time.perf_counter() - t0
+            assert (r.status_code, r.json()["error"]) == (503, "downstream busy")
+            assert waited >= API_SEND_TIMEOUT_S * 0.9
+            assert "Retry-After" not in r.headers
+        assert breaker.state == "open"
+
+        # Open: refused at once, no waiting on the full binding, nothing more sent.
+        t0 = time.perf_counter()
+        r = await api.post("/items/batch", json=[1, 2, 3])
+        waited = time.perf_counter() - t0
+        assert r.status_code == 503
+        assert waited < API_SEND_TIMEOUT_S / 5, waited
+        assert r.json()["error"] == "circuit open"
+        assert "no item was accepted" in r.json()["detail"]
+        retry_after = int(r.headers["Retry-After"])
+        assert retry_after == 1  # reset_timeout_s 1.0, rounded up, never 0
+
+        body = await poll(metrics, "/components", lambda b: api_breaker(b).get("state") == "open")
+        br = api_breaker(body)
+        assert (br["failure_count"], br["transitions"]) == (1, 1)
+        assert body["streaming"]["streams"][API_KEY]["buffer_used"] == 1  # only item 2 waits
+        api_comp = body["components"]["api"]
+        assert (api_comp["items_processed"], api_comp["errors_encountered"]) == (2, 4 + 3 + 3)
+        body = await poll(metrics, "/metrics/json", lambda b: api_breaker(b).get("state") == "open")
+        assert api_breaker(body)["failure_count"] == 1
+        assert await prom_breaker_state(metrics, "api") == {
+            "circuit_breaker_state": 1.0,
+            "circuit_breaker_failures_total": 1.0,
+        }
+
+        # The consumer is well again and drains the binding; after Retry-After seconds
+        # two trial requests go through and close the breaker.
+        slow.gate.set()
+        await poll(
+            metrics, "/components", lambda b: b["components"]["slow"]["items_processed"] == 2
+        )
+        await anyio.sleep(retry_after)
+        for i in range(2):
+            r = await api.post("/items", json={"n": 20 + i})
+            assert (r.status_code, r.json()) == (202, {"accepted": 1})
+        assert breaker.state == "closed"
+        body = await poll(
+            metrics,
+            "/components",
+            lambda b: (
+                api_breaker(b).get("state") == "closed"
+                and b["components"]["slow"]["items_processed"] == 4
+            ),
+        )
+        br = api_breaker(body)
+        assert (br["failure_count"], br["transitions"]) == (1, 3)
+        assert 1.0 <= br["time_open_seconds"] < 5.0
+        assert body["streaming"]["streams"][API_KEY]["total_messages"] == 4
+        assert (await prom_breaker_state(metrics, "api"))["circuit_breaker_state"] == 0.0
+        assert [(c, d) for c, d, _t in rec.breaker] == [
+            ("api", "open"),
+            ("api", "half_open"),
+            ("api", "closed"),
+        ]
+        assert slow.done == 4
+        stats = harness.components["api"]
+        assert isinstance(stats, APIEndpoint)
+        assert (stats.statistics().accepted, stats.statistics().rejected) == (4, 4 + 3 + 1)
+
+
+@pytest.mark.anyio
+async def test_a_failed_trial_request_opens_the_api_breaker_again() -> None:
+    text = API_PIPELINE.replace("failure_threshold: 3", "failure_threshold: 1")
+    bp = with_class(parse_blueprint(text), "slow", Gated)
+    async with pipeline(bp) as (harness, api, metrics, rec):
+        breaker = harness.components["api"].ctx.breaker
+        assert breaker is not None
+        for i in range(3):  # taken, buffered, timed out: open
+            await api.post("/items", json={"n": i})
+        assert breaker.state == "open"
+        await anyio.sleep(int((await api.post("/items", json=0)).headers["Retry-After"]))
+        r = await api.post("/items", json={"n": 9})  # the trial: the consumer is still stuck
+        assert (r.status_code, r.json()["error"]) == (503, "downstream busy")
+        assert breaker.state == "open"
+        r = await api.post("/items", json={"n": 10})
+        assert (r.status_code, r.json()["error"]) == (503, "circuit open")
+        body = await poll(
+            metrics, "/components", lambda b: api_breaker(b).get("failure_count") == 2
+        )
+        assert api_breaker(body)["state"] == "open"
+        assert [d for _c, d, _t in rec.breaker] == ["open", "half_open", "open"]
+
+
+@pytest.mark.anyio
+async def test_sends_refused_by_a_closed_binding_trip_the_api_breaker() -> None:
+    text = API_PIPELINE.replace("failure_threshold: 3", "failure_threshold: 2")
+    bp = with_class(parse_blueprint(text), "slow", Gone)
+    async with pipeline(bp) as (harness, api, metrics, _rec):
+        await poll(metrics, "/components", lambda b: b["components"]["slow"]["status"] == "stopped")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            r = await api.post("/items/batch", json=[1, 2])
+            assert time.perf_counter() - t0 < API_SEND_TIMEOUT_S  # refused, not timed out
+            assert (r.status_code, r.json()["error"]) == (503, "downstream closed")
+            assert r.json()["detail"] == ("accepted 0 of 2 items: downstream no longer takes items")
+        r = await api.post("/items", json=1)
+        assert (r.status_code, r.json()["error"]) == (503, "circuit open")
+        assert int(r.headers["Retry-After"]) >= 1
+        body = await poll(metrics, "/metrics/json", lambda b: api_breaker(b).get("state") == "open")
+        assert body["detailed_components"]["api"]["errors_encountered"] == 2 + 2 + 1
+        breaker = harness.components["api"].ctx.breaker
+        assert breaker is not None
+        assert (breaker.failure_count, breaker.statistics().rejected_waits) == (2, 1)
+
+
+@pytest.mark.parametrize("api_type", ["APIEndpoint", "FastAPIEndpoint"])
+def test_a_breaker_on_an_api_endpoint_is_accepted(api_type: str) -> None:
+    bp = parse_blueprint(API_PIPELINE.replace("type: APIEndpoint", f"type: {api_type}"))
+    api = bp.component("api")
+    assert api.breaker == BreakerConfig(
+        failure_threshold=3, failure_rate=None, reset_timeout_s=1.0, half_open_max_calls=2
+    )
+    assert not hasattr(api.config, "circuit_breaker")  # the breaker's, not the endpoint's
+
+
+def test_a_bad_breaker_on_an_api_endpoint_names_its_path() -> None:
+    with pytest.raises(BlueprintError) as info:
+        parse_blueprint(API_PIPELINE.replace("reset_timeout_s: 1.0", "reset_timeout_s: -1"))
+    assert info.value.path == "system.components[0].config.circuit_breaker.reset_timeout_s"
+    assert info.value.value == -1

@@ -3,16 +3,16 @@ that stay contained, starts that fail as a whole, and bindings with backpressure
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from _harness_support import running, until
+from _harness_support import running, until, with_class
 from streammetrics.aggregator import Aggregator
-from streammetrics.blueprint import Blueprint, parse_blueprint
+from streammetrics.blueprint import parse_blueprint
+from streammetrics.breaker import BreakerConfig, CircuitBreaker
 from streammetrics.components import Component
 from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
@@ -33,15 +33,6 @@ class Exploding(Component):
         task_status.started()
         await anyio.sleep(0.05)
         raise RuntimeError("boom")
-
-
-def with_class(bp: Blueprint, name: str, cls: type[Component]) -> Blueprint:
-    """``bp`` with component ``name`` run by ``cls`` (a type no blueprint can name)."""
-    comps = tuple(
-        dataclasses.replace(c, cls=cls, type=cls.type_name) if c.name == name else c
-        for c in bp.components
-    )
-    return dataclasses.replace(bp, components=comps)
 
 
 PIPELINE = """
@@ -176,3 +167,31 @@ system:
         snap = agg.snapshot()
         assert snap.detailed_components["slow"].items_processed == 60
         assert snap.streaming.streams["src->slow:input"].total_messages == 60
+
+
+async def test_an_api_endpoint_gets_a_breaker_on_its_sends_only_when_it_sends() -> None:
+    bp = parse_blueprint(
+        """
+system:
+  name: wiring
+  components:
+    - {name: fed, type: APIEndpoint, config: {port: 0}}
+    - {name: alone, type: APIEndpoint, config: {port: 0}}
+    - {name: disabled, type: APIEndpoint, config: {port: 0, circuit_breaker: {enabled: false}}}
+    - {name: store, type: Store}
+  bindings:
+    - {from_component: fed, to_component: store}
+    - {from_component: disabled, to_component: store, stream_name: other}
+"""
+    )
+    async with running(bp) as (harness, _agg):
+        comps = harness.components
+        fed = comps["fed"].ctx
+        assert isinstance(fed.breaker, CircuitBreaker)
+        assert fed.breaker.config == BreakerConfig()  # the defaults, as for any consumer
+        # The endpoint reports its sends itself; its probe's errors (bad bodies) stay out.
+        assert fed.probe.breaker is None
+        assert comps["alone"].ctx.breaker is None  # no binding out: nothing to guard
+        assert comps["disabled"].ctx.breaker is None
+        store = comps["store"].ctx
+        assert store.breaker is not None and store.probe.breaker is store.breaker

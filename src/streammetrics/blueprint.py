@@ -74,7 +74,8 @@ class ComponentDef:
     config: Any
     index: int
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
-    """``config.circuit_breaker``: used for components that consume items."""
+    """``config.circuit_breaker``: used for components that consume items and for an
+    APIEndpoint's sends."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def parse_blueprint(
     """Parse and validate YAML text. ``port_offset`` (or $STREAMMETRICS_PORT_OFFSET) is
     added to every non-zero ``port``, so a test can run the seed files unchanged."""
     from .components import component_types
+    from .components.api import APIEndpoint
     from .components.base import Processor
 
     try:
@@ -165,13 +167,14 @@ def parse_blueprint(
         breaker = BreakerConfig()
         if "circuit_breaker" in cfg_data:
             raw_breaker = cfg_data.pop("circuit_breaker")
-            if not issubclass(cls, Processor):
-                # A breaker guards a component's intake of items; one on a component
-                # that takes none would be silently ignored, which is worse than an error.
+            if not issubclass(cls, (Processor, APIEndpoint)):
+                # A breaker guards a component's intake of items, or an APIEndpoint's sends
+                # downstream; one on any other component would be silently ignored, which
+                # is worse than an error.
                 raise BlueprintError(
-                    f"{c.type} {c.name!r} does not consume items from a binding, so a "
-                    "circuit_breaker cannot guard it (it applies to StreamProcessor, "
-                    "Controller and Store)",
+                    f"{c.type} {c.name!r} neither consumes items from a binding nor takes "
+                    "them in over HTTP, so a circuit_breaker cannot guard it (it applies to "
+                    "StreamProcessor, Controller, Store and APIEndpoint)",
                     path=f"{at}.config.circuit_breaker",
                     value=raw_breaker,
                 )

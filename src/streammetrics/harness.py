@@ -114,6 +114,8 @@ class Harness:
         self.components: dict[str, Component] = self._build()
 
     def _build(self) -> dict[str, Component]:
+        from .components.api import APIEndpoint
+
         bp = self.blueprint
         inputs: dict[str, list[Input]] = {c.name: [] for c in bp.components}
         outputs: dict[str, list[Output]] = {c.name: [] for c in bp.components}
@@ -141,6 +143,12 @@ class Harness:
             )
             if c.breaker.enabled and ctx.inputs and issubclass(c.cls, Processor):
                 ctx.breaker = ctx.probe.breaker = CircuitBreaker(
+                    c.breaker, on_transition=partial(_report_transition, ctx)
+                )
+            elif c.breaker.enabled and ctx.outputs and issubclass(c.cls, APIEndpoint):
+                # It guards the endpoint's sends, which the endpoint reports to it itself:
+                # not through the probe, whose errors include the clients' bad bodies.
+                ctx.breaker = CircuitBreaker(
                     c.breaker, on_transition=partial(_report_transition, ctx)
                 )
             built[c.name] = c.cls(ctx)

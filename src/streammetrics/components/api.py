@@ -8,6 +8,15 @@ endpoint answer ``202 {"accepted": n}``; if downstream does not take them within
 ``send_timeout_s`` it answers 503 and says how many it accepted, rather than holding
 the connection forever.
 
+A circuit breaker (``config.circuit_breaker``, set by the harness when the endpoint has
+an output) guards what the endpoint sends downstream, as Hystrix guards a dependency: a
+send that times out or that the binding refuses (its consumer is gone) is a failure, a
+send taken is a success. Once it opens, requests are answered 503 with ``Retry-After``
+at once: a client learns straight away what it would otherwise learn only after
+``send_timeout_s`` per request, and no pile of requests waits on the stuck consumer.
+Half-open lets trial requests through. A body that is not valid JSON is the
+client's fault, not downstream's, so it never reaches the breaker.
+
 Bodies are read raw and decoded with msgspec rather than through a typed handler
 parameter: "any JSON value" has no schema to validate against, and a malformed body
 must get a clear 400 that names the problem.
@@ -16,10 +25,11 @@ must get a clear 400 that names the problem.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import nullcontext
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import msgspec
@@ -31,6 +41,9 @@ from msgspec import Meta
 from ..http.responses import ErrorResponse
 from ..http.security import security_headers
 from .base import Component, Context
+
+if TYPE_CHECKING:
+    from ..breaker import CircuitBreaker
 
 __all__ = ("APIEndpoint", "APIEndpointConfig", "APIEndpointStatistics", "Accepted")
 
@@ -70,15 +83,18 @@ class APIEndpointStatistics(msgspec.Struct, frozen=True):
     accepted: int
     """Items handed downstream."""
     rejected: int
-    """Requests refused: malformed JSON, too large, or downstream too slow."""
+    """Requests refused: malformed JSON, too large, downstream too slow or closed, or
+    the circuit breaker open."""
 
 
 _decode = msgspec.json.Decoder().decode
 _log = logging.getLogger("streammetrics.http")
 
 
-def _error(status: int, error: str, detail: str) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(error, detail, status), status_code=status)
+def _error(
+    status: int, error: str, detail: str, headers: dict[str, str] | None = None
+) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(error, detail, status), status_code=status, headers=headers)
 
 
 class _Listening:
@@ -119,11 +135,31 @@ class APIEndpoint(Component):
             rejected=self._rejected,
         )
 
-    def _reject(self, status: int, error: str, detail: str, items: int = 1) -> Response[Any]:
+    def _reject(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        items: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> Response[Any]:
         """Count a refused request (``items`` errors on the probe) and answer it."""
         self._rejected += 1
         self.ctx.probe.error(items, detail=f"{status} {error}: {detail}")
-        return _error(status, error, detail)
+        return _error(status, error, detail, headers)
+
+    def _circuit_open(self, breaker: CircuitBreaker, items: int) -> Response[Any]:
+        """503 at once while the breaker refuses; ``Retry-After`` is the whole seconds
+        until it lets a trial through (at least 1, as the header has no fractions)."""
+        retry = max(1, math.ceil(breaker.wait_time()))
+        return self._reject(
+            503,
+            "circuit open",
+            f"the circuit breaker is {breaker.state} after downstream failures; "
+            f"no item was accepted, retry in {retry} s",
+            items=items,
+            headers={"Retry-After": str(retry)},
+        )
 
     async def _body(self, request: Request[Any, Any, Any]) -> Any:
         """The decoded body, or a ready error response (the body is the item, so it
@@ -143,18 +179,41 @@ class APIEndpoint(Component):
             return self._reject(400, "malformed JSON", reason)
 
     async def accept(self, items: list[Any], t0: float) -> Response[Any]:
-        """Hand ``items`` downstream, each counted with its latency since ``t0``."""
+        """Hand ``items`` downstream, each counted with its latency since ``t0``.
+
+        A request is one call through the breaker (an empty batch sends nothing and asks
+        nothing of it); each send it makes is an outcome: taken, a success; timed out or
+        refused by a closed binding, a failure.
+        """
+        breaker = self.ctx.breaker
+        if breaker is not None and items and not breaker.allow():
+            return self._circuit_open(breaker, len(items))
         probe = self.ctx.probe
         send = self.ctx.send
         timeout = self.config.send_timeout_s
         n = 0
-        with anyio.move_on_after(timeout) if timeout is not None else nullcontext() as scope:
-            for item in items:
-                await send(item)
-                n += 1
-                probe.processed(latency=time.perf_counter() - t0)
+        try:
+            with anyio.move_on_after(timeout) if timeout is not None else nullcontext() as scope:
+                for item in items:
+                    await send(item)
+                    n += 1
+                    probe.processed(latency=time.perf_counter() - t0)
+                    if breaker is not None:
+                        breaker.record_success()
+        except anyio.BrokenResourceError:  # the consumer closed its end: it takes no more
+            self._accepted += n
+            if breaker is not None:
+                breaker.record_failure()
+            return self._reject(
+                503,
+                "downstream closed",
+                f"accepted {n} of {len(items)} items: downstream no longer takes items",
+                items=len(items) - n,
+            )
         self._accepted += n
         if scope is not None and scope.cancelled_caught:
+            if breaker is not None:
+                breaker.record_failure()
             return self._reject(
                 503,
                 "downstream busy",
