@@ -2,15 +2,13 @@
 
 Each is started on a free loopback port and stopped (and waited for) by whoever started
 it. A binary that is missing or a server that does not come up FAILS the test that
-needs it, with the reason: CI installs them (``.ci/run``), so a skip would only hide a
-broken machine.
+needs it, with the reason (``_tools.need`` names the package; ``scripts/test`` installs
+them), so a skip would only hide a broken machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +21,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from _process import Spawned
+from _tools import need
 
 
 def free_port() -> int:
@@ -49,19 +50,6 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def need(binary: str) -> str:
-    """The path of ``binary``, or a failed test that says how to get it."""
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(
-            f"{binary} is not installed; these tests need the real server "
-            f"(apt-get install -y {'prometheus' if binary == 'promtool' else binary}, "
-            "as .ci/run does)",
-            pytrace=False,
-        )
-    return path
 
 
 def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
@@ -209,45 +197,33 @@ class Prometheus:
             self.proc.stdout.close()
 
 
-class Run:
+class Run(Spawned):
     """A ``streammetrics run BLUEPRINT`` subprocess; ``url`` of its metrics endpoint."""
 
     def __init__(self, blueprint: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streammetrics.cli", "run", str(blueprint), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
+        super().__init__(
+            [sys.executable, "-m", "streammetrics.cli", "run", str(blueprint), *args], env=env
         )
-        self.lines: list[str] = []
         self.urls: dict[str, str] = {}
 
     def wait_listening(self, count: int = 1, timeout: float = 30) -> dict[str, str]:
         """Component name -> URL, once ``count`` components said where they listen."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while len(self.urls) < count:
-            assert time.monotonic() < deadline, f"not listening in time: {self.lines}"
-            line = self.proc.stdout.readline()
-            if not line:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"exited early ({self.proc.poll()}): {self.lines} {err}")
-            self.lines.append(line)
-            if "listening on" in line:
-                name = line.split()[0]
-                self.urls[name] = line.rsplit(" ", 1)[1].strip()
+        self.urls.update(super().wait_listening(count - len(self.urls), timeout))
         return self.urls
 
     def json(self, path: str) -> Any:
         url = next(iter(self.urls.values()))
         return httpx.get(url + path, timeout=5).json()
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        _stop(self.proc, sig)
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                f.close()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.kill()
+        return self.proc.returncode, self.finish(), self.stderr
 
 
 def wait_until(check: Any, timeout: float = 20, what: str = "") -> Any:

@@ -5,9 +5,7 @@ from elsewhere, it says so when the endpoint goes away, and it reconnects."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,15 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api as playwright_sync
 import pytest
 
 from _servers import free_offset
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="the Debian chromium package is not installed"
-)
-playwright_sync = pytest.importorskip("playwright.sync_api")
+from _tools import need
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
@@ -90,8 +84,9 @@ class Proc:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    chromium = need("chromium")  # Debian's build: a browser download is not to be had here
     with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:

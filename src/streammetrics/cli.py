@@ -170,9 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise StreamMetricsError(
                 f"--shutdown-timeout must be >= 0 seconds, got {args.shutdown_timeout:g}"
             )
-        return anyio.run(
-            run_blueprint, bp, args.shutdown_timeout, backend_options=_loop_options()
-        )
+        return anyio.run(run_blueprint, bp, args.shutdown_timeout, backend_options=_loop_options())
     except StreamMetricsError as exc:
         print(f"streammetrics: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -62,6 +62,7 @@ def _shown(text: str) -> str:
         return repr(text)
     return f"{text[:_SHOWN]!r}… ({len(text)} characters)"
 
+
 WindowParam = Annotated[
     Window | None,
     QueryParameter(
