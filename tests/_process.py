@@ -130,9 +130,9 @@ class Spawned:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"did not exit within {timeout} s of {sig!r}") from None
-        return self.proc.returncode, self.finish(), self.stderr
+        return self.proc.returncode, self.collect(), self.stderr
 
-    def finish(self) -> str:
+    def collect(self) -> str:
         """Once the child has exited: join the readers and return the unread stdout."""
         for reader in self._readers:
             reader.join(10)

@@ -223,7 +223,7 @@ class Run(Spawned):
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.kill()
-        return self.proc.returncode, self.finish(), self.stderr
+        return self.proc.returncode, self.collect(), self.stderr
 
 
 def wait_until(check: Any, timeout: float = 20, what: str = "") -> Any:

@@ -8,11 +8,8 @@ routes added by extensions (ingest, dashboard) are held to "no 5xx"."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+
+from _process import Spawned
 
 BLUEPRINT = """
 system:
@@ -50,32 +49,18 @@ SPEC_ROUTES = frozenset(("/", "/health", "/metrics", "/metrics/json", "/alerts",
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path: Path = tmp_path_factory.mktemp("fuzz") / "bp.yaml"
     path.write_text(BLUEPRINT)
-    proc = subprocess.Popen(
+    run = Spawned(
         [sys.executable, "-m", "streammetrics.cli", "run", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SM_FUZZ_TOKENS": TOKEN},
+        env={"SM_FUZZ_TOKENS": TOKEN},
     )
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 20
-        url = None
-        while url is None:
-            assert time.monotonic() < deadline
-            line = proc.stdout.readline()
-            assert line, f"exited early: {proc.stderr.read() if proc.stderr else ''}"
-            if "listening on" in line:
-                url = line.rsplit(" ", 1)[1].strip()
+        (url,) = run.wait_listening(1).values()
         yield url
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err
+        code, _out, err = run.stop(signal.SIGTERM, timeout=20)
+        assert code == 0, err
         assert "Traceback" not in err  # nothing blew up while it was being fuzzed
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        run.kill()
 
 
 @pytest.fixture(scope="module")

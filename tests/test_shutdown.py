@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 from _http_support import running
+from _process import Spawned
 from streammetrics.blueprint import Blueprint, parse_blueprint
 from streammetrics.components import Processor
 from streammetrics.components.metrics import MetricsEndpoint
@@ -157,46 +158,15 @@ async def test_a_stopped_harness_makes_its_endpoint_answer_503_and_keep_serving(
 # -- the real process -------------------------------------------------------------------------
 
 
-class Run:
+class Run(Spawned):
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streammetrics.cli", "run", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-
-    def listening(self, count: int) -> dict[str, str]:
-        """Component name -> URL, once ``count`` servers listen."""
-        assert self.proc.stdout is not None
-        urls: dict[str, str] = {}
-        deadline = time.monotonic() + 20
-        while len(urls) < count:
-            assert time.monotonic() < deadline, self.lines
-            line = self.proc.stdout.readline()
-            assert line, f"exited early: {self.lines} {self.proc.stderr.read()}"  # type: ignore[union-attr]
-            self.lines.append(line)
-            if "listening on" in line:
-                urls[line.split()[0]] = line.rsplit(" ", 1)[1].strip()
-        return urls
-
-    def wait_line(self, text: str) -> None:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 10
-        while not any(text in line for line in self.lines):
-            assert time.monotonic() < deadline, self.lines
-            self.lines.append(self.proc.stdout.readline())
+        super().__init__([sys.executable, "-m", "streammetrics.cli", "run", *args])
 
     def finish(self, timeout: float = 30) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=timeout)
-        self.lines.append(out)
-        return self.proc.returncode, "".join(self.lines), err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        """Wait for the exit: (code, all of stdout, stderr)."""
+        self.proc.wait(timeout)
+        rest = self.collect()
+        return self.proc.returncode, "".join(self.lines) + rest, self.stderr
 
 
 def api_blueprint(tmp_path: Path, *, work_ms: float, buffer: int) -> Path:
@@ -224,7 +194,7 @@ async def test_sigterm_finishes_requests_in_flight_and_stores_every_accepted_ite
     n = 50
     run = Run(str(api_blueprint(tmp_path, work_ms=30, buffer=5)))
     try:
-        urls = await anyio.to_thread.run_sync(run.listening, 2)
+        urls = await anyio.to_thread.run_sync(run.wait_listening, 2)
         api = urls["api"]
         results: dict[int, int | str] = {}
         refused_with_pending = -1
@@ -272,12 +242,12 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     # 50 queued items at 400 ms each: the drain alone would take 20 s
     run = Run(str(api_blueprint(tmp_path, work_ms=400, buffer=50)), "--shutdown-timeout", "60")
     try:
-        urls = run.listening(2)
+        urls = run.wait_listening(2)
         with httpx.Client(timeout=5) as c:
             r = c.post(f"{urls['api']}/items/batch", json=[{"n": i} for i in range(50)])
             assert r.status_code == 202
         run.proc.send_signal(signal.SIGTERM)
-        run.wait_line("stopping")
+        run.wait_for("stopping", 10)
         t0 = time.monotonic()
         run.proc.send_signal(signal.SIGINT)
         code, out, _err = run.finish(timeout=10)
@@ -292,7 +262,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
 def test_a_drain_past_its_deadline_exits_1_saying_what_was_cut(tmp_path: Path) -> None:
     run = Run(str(api_blueprint(tmp_path, work_ms=400, buffer=50)), "--shutdown-timeout", "0.5")
     try:
-        urls = run.listening(2)
+        urls = run.wait_listening(2)
         with httpx.Client(timeout=5) as c:
             r = c.post(f"{urls['api']}/items/batch", json=[{"n": i} for i in range(50)])
             assert r.status_code == 202
