@@ -32,6 +32,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from ._proc import read_line
 from ._report import BenchmarkError, CaseResult, Target, progress
 
 __all__ = ("Server", "load", "parse_wrk", "run_case", "started")
@@ -74,13 +75,7 @@ class Server:
 
     def wait_ready(self, timeout: float = 120.0) -> int:
         """Wait for the ``READY <port>`` line; raise with the server's stderr if none comes."""
-        box: list[str] = []
-        out = self.proc.stdout
-        assert out is not None
-        reader = threading.Thread(target=lambda: box.append(out.readline().decode()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        line = box[0] if box else ""
+        line = read_line(self.proc.stdout, timeout)
         if not line.startswith("READY "):
             err = self.stop()
             raise BenchmarkError(f"{self.kind} server did not start: {line!r}\n{err}")

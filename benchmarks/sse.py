@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 
 from ._loadgen import run as loadgen
+from ._proc import read_line
 from ._report import CaseResult, Target, machine, progress, table, targets_table
 
 __all__ = ("main", "run_case")
@@ -149,8 +150,7 @@ def _phase(
 ) -> dict[str, Any]:
     swarm = _spawn("--swarm", url, "--clients", str(clients), "--seconds", str(seconds + 4))
     try:
-        assert swarm.stdout is not None
-        if swarm.stdout.readline().strip() != "connected":
+        if read_line(swarm.stdout, 60) != "connected":
             raise RuntimeError("the client swarm did not start")
         time.sleep(2.0)  # let every client connect and get its first frame
         c0 = server.cpu_times()
@@ -217,8 +217,7 @@ def run_case(
         "--max-clients", str(max(clients, 1)),
     )  # fmt: skip
     try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
+        url = read_line(server.stdout, 60)
         if not url.startswith("http://"):
             raise RuntimeError(f"the endpoint did not start: {url!r}")
         proc = psutil.Process(server.pid)

@@ -37,6 +37,8 @@ import psutil
 
 from streammetrics import Event, encode_events
 
+from ._proc import read_line
+
 __all__ = ("main",)
 
 
@@ -231,7 +233,8 @@ def bench_http(n: int, batch: int, connections: int) -> list[tuple[str, float, s
     )
     rows = []
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        if read_line(proc.stdout, 60) != "ready":
+            raise RuntimeError("the ingest server did not start within 60 s")
         events = _events(n)
         bodies = [encode_events(events[k : k + batch], "msgpack") for k in range(0, n, batch)]
         anyio.run(_post_all, url, bodies[:5], 1)  # warm up connections and code paths
