@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,144 @@ system:
     assert src.latency.count == 200
     assert src.latency.p50 is not None and 0.001 <= src.latency.p50 <= 0.005
     assert 0.09 <= elapsed < 2.0, elapsed  # 200 items at 2000/s take 0.1 s, not no time
+
+
+class JumpingClock:
+    """A Source's clock and sleep in one: time moves only when the Source sleeps, by what
+    it asked for, plus a stall of ``stall_s`` on the first sleep that ends at or past
+    ``stall_at`` (the event loop stopped: a GC pause, a slow render, SIGSTOP).
+
+    Each sleep first notes (time, items sent so far). Between two sleeps the clock stands
+    still, so every item was sent at the time noted at the next sleep: ``sent_by(t)`` is
+    exact."""
+
+    def __init__(
+        self, source: Source, *, t0: float, stall_at: float | None, stall_s: float
+    ) -> None:
+        self.source = source
+        self.t = t0
+        self.stall_at = stall_at
+        self.stall_s = stall_s
+        self.woke: float | None = None
+        """When the Source woke from the stall."""
+        self.trace: list[tuple[float, int]] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.trace.append((self.t, self.source.statistics().sent))
+        self.t += seconds
+        if self.stall_at is not None and self.t >= self.stall_at:
+            self.t += self.stall_s
+            self.stall_at = None
+            self.woke = self.t
+        await anyio.lowlevel.checkpoint()
+
+    def sent_by(self, t: float) -> int:
+        """Items sent at or before ``t``."""
+        return max((n for at, n in self.trace if at <= t), default=0)
+
+    def per_second(self, start: float, seconds: int) -> list[int]:
+        """Items sent in each second after ``start`` (excluding what went at ``start``)."""
+        return [self.sent_by(start + k + 1) - self.sent_by(start + k) for k in range(seconds)]
+
+
+async def run_on_jumping_clock(
+    rate: float, batch: int, limit: int, stall_at: float | None = None, stall_s: float = 0
+) -> JumpingClock:
+    """A Source of ``limit`` items run by a real harness on a ``JumpingClock`` that starts
+    at 1000.0 and stalls ``stall_s`` seconds ``stall_at`` seconds in."""
+    bp = f"""
+system:
+  name: paced
+  components:
+    - {{name: src, type: Source, config: {{rate: {rate}, batch: {batch}, limit: {limit}}}}}
+"""
+    harness = Harness(parse_blueprint(bp), flush_interval=0.02)
+    src = harness.components["src"]
+    assert isinstance(src, Source)
+    t0 = 1000.0  # far from 0, as a monotonic clock is: float rounding shows
+    at = None if stall_at is None else t0 + stall_at
+    clock = JumpingClock(src, t0=t0, stall_at=at, stall_s=stall_s)
+    src.clock, src.sleep = clock, clock.sleep
+    async with anyio.create_task_group() as tg:
+        await tg.start(harness.run)
+        await until(lambda: src.statistics().done)
+        harness.stop()
+    assert src.statistics().sent == limit
+    return clock
+
+
+async def test_source_runs_at_its_rate_on_a_clock_that_only_moves_when_it_sleeps() -> None:
+    clock = await run_on_jumping_clock(rate=200, batch=10, limit=1100)
+    assert clock.woke is None
+    counts = clock.per_second(1000.0, 5)
+    assert all(190 <= n <= 210 for n in counts), counts
+    assert clock.sent_by(1005.0) == 1000  # exactly on schedule: floor(5 s * 200/s)
+
+
+@pytest.mark.parametrize(
+    ("rate", "batch", "stall_s"), [(200, 10, 5.0), (5000, 250, 2.5), (200, 10, 60.0)]
+)
+async def test_source_is_back_at_its_rate_right_after_the_clock_jumps(
+    rate: int, batch: int, stall_s: float
+) -> None:
+    max_debt = max(batch, rate)  # one second's worth
+    limit = 3 * rate + max_debt + 4 * rate
+    clock = await run_on_jumping_clock(rate, batch, limit, stall_at=3.0, stall_s=stall_s)
+    assert clock.woke == pytest.approx(1000.0 + 3.0 + stall_s)
+    before = clock.per_second(1000.0, 3)
+    assert all(rate - batch <= n <= rate + batch for n in before), before
+    # Sent at the instant it woke: the catch-up, at most one second's worth.
+    caught_up = clock.sent_by(clock.woke) - clock.sent_by(clock.woke - 1e-6)
+    assert max_debt - batch <= caught_up <= max_debt, caught_up
+    # Then the configured rate again, from the first second on.
+    after = clock.per_second(clock.woke, 3)
+    assert all(rate - batch <= n <= rate + batch for n in after), after
+
+
+async def test_source_rate_recovers_in_real_time_after_the_loop_is_blocked() -> None:
+    rate, batch = 200, 10
+    bp = f"""
+system:
+  name: paced
+  components:
+    - {{name: src, type: Source, config: {{rate: {rate}, batch: {batch}}}}}
+    - {{name: sink, type: StreamProcessor}}
+  bindings:
+    - {{from_component: src, to_component: sink}}
+"""
+    async with running(bp) as (harness, _agg):
+        src = harness.components["src"]
+        assert isinstance(src, Source)
+
+        def sent() -> int:
+            return src.statistics().sent
+
+        await anyio.sleep(0.2)
+        t0, n0 = time.monotonic(), sent()
+        await anyio.sleep(0.5)
+        t1, n1 = time.monotonic(), sent()
+        assert abs((n1 - n0) - rate * (t1 - t0)) <= rate / 4, (n1 - n0, t1 - t0)
+
+        stall: dict[str, float] = {}
+
+        async def block_the_loop() -> None:
+            stall["sent"] = sent()
+            time.sleep(1.5)  # noqa: ASYNC251 - the point: nothing else runs meanwhile
+            stall["end"] = time.monotonic()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(block_the_loop)
+        await anyio.sleep(0.25)
+        t2, n2 = time.monotonic(), sent()
+        # The catch-up (a second's worth of the 1.5 s owed), then the rate.
+        caught_up = n2 - stall["sent"] - rate * (t2 - stall["end"])
+        assert rate - 2 * batch <= caught_up <= rate + 2 * batch, caught_up
+        await anyio.sleep(1.0)
+        t3, n3 = time.monotonic(), sent()
+        assert abs((n3 - n2) - rate * (t3 - t2)) <= rate / 4, (n3 - n2, t3 - t2)
 
 
 async def test_source_items_are_reproducible(tmp_path: Path) -> None:

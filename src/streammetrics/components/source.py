@@ -9,6 +9,10 @@ Pacing is by elapsed time, not by a sleep per item: a tick sends ``batch`` items
 they are due, so a Source reaches high rates while sleeping only ``rate / batch`` times
 a second, and a late wake-up (or a full binding) is made up by sending batches back to
 back, at most one second's worth, so a Source that was held back does not then burst.
+What is owed beyond that (after a stalled event loop, a GC pause, a SIGSTOP) is
+forgiven: the schedule moves on by the forgiven items, and the Source is back at its
+rate as soon as the catch-up is sent. The clock and the sleep are the Source's
+attributes (read when ``run`` starts), so a test can jump time forward by hand.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -27,7 +32,8 @@ from .base import Component, Context
 
 __all__ = ("Source", "SourceConfig", "SourceStatistics")
 
-#: Float noise allowance when counting failures, so that 0.29 * 100 is 29, not 28.
+#: Float noise allowance when counting failures and items due, so that 0.29 * 100 is 29,
+#: not 28.
 _EPS = 1e-9
 
 
@@ -68,9 +74,19 @@ class Source(Component):
     type_name = "Source"
     Config = SourceConfig
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         super().__init__(ctx)
         self.config: SourceConfig = ctx.config
+        self.clock = clock
+        """Seconds, monotonic: what the pacing measures elapsed time with."""
+        self.sleep = sleep
+        """Waits that many seconds (of ``clock``) until the next batch is due."""
         self._rng = random.Random(self.config.seed)
         self._sent = 0
         self._failing = 0
@@ -101,18 +117,22 @@ class Source(Component):
         send = self.ctx.send
         limit = cfg.limit
         max_debt = max(cfg.batch, math.ceil(cfg.rate))
+        clock, sleep = self.clock, self.sleep
         task_status.started()
-        start = time.monotonic()
-        base = 0  # items the schedule since ``start`` counts as due but were forgiven
+        start = clock()
+        # Items the schedule since ``start`` counted as due but that were forgiven: the
+        # schedule owes ``floor(elapsed * rate) - forgiven`` items, of which ``_sent`` went.
+        forgiven = 0
         while limit is None or self._sent < limit:
             want = cfg.batch if limit is None else min(cfg.batch, limit - self._sent)
-            now = time.monotonic()
-            due = math.floor((now - start) * cfg.rate) - (self._sent - base)
+            now = clock()
+            # _EPS: the wake-up at the due time must find the batch due, not a hair short.
+            due = math.floor((now - start) * cfg.rate + _EPS) - forgiven - self._sent
             if due > max_debt:
-                base += due - max_debt
+                forgiven += due - max_debt
                 due = max_debt
             if due < want:
-                await anyio.sleep(max(0.0, start + (self._sent - base + want) / cfg.rate - now))
+                await sleep(max(0.0, start + (forgiven + self._sent + want) / cfg.rate - now))
                 continue
             for _ in range(want):
                 item = self._item(self._sent)
