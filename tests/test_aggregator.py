@@ -206,11 +206,14 @@ def test_heartbeat_timeout(clock: Clock) -> None:
 def test_breaker_transitions(clock: Clock) -> None:
     agg = make(clock)
     agg.register_component("quiet")
+    agg.register_component("guarded", breaker=True)
     clock.t = 5.0
     agg.fold_events([Event("b", "breaker", detail="open")])
     clock.t = 15.0
     snap = agg.snapshot()
-    assert snap.circuit_breakers["quiet"] == BreakerStatus("closed", 0, None, 0.0, 0)
+    # No breaker, no entry; one registered with a breaker is closed before any transition.
+    assert "quiet" not in snap.circuit_breakers
+    assert snap.circuit_breakers["guarded"] == BreakerStatus("closed", 0, None, 0.0, 0)
     assert snap.circuit_breakers["b"] == BreakerStatus("open", 1, W0 + 5, 10.0, 1)
     assert snap.detailed_components["b"].health == 0.5
     clock.t = 20.0
@@ -261,7 +264,8 @@ def test_breaker_event_with_bad_state_is_rejected(clock: Clock) -> None:
     snap = agg.snapshot()
     assert snap.rejected == {"malformed": 1}
     assert snap.detailed_components["b"].items_processed == 2
-    assert snap.circuit_breakers["b"].state == "closed"
+    assert "b" not in snap.circuit_breakers  # the bad event did not give it a breaker
+    assert snap.detailed_components["b"].health == 1.0
 
 
 def test_spans_traces_and_expiry(clock: Clock) -> None:

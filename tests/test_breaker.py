@@ -336,6 +336,18 @@ async def prom_breaker_state(
     return out
 
 
+async def prom_breaker_components(metrics: httpx.AsyncClient) -> set[str]:
+    """The components ``circuit_breaker_state`` has a series for."""
+    r = await metrics.get("/metrics")
+    assert r.status_code == 200
+    return {
+        s.labels["component"]
+        for fam in text_string_to_metric_families(r.text)
+        if fam.name == "circuit_breaker_state"
+        for s in fam.samples
+    }
+
+
 def proc_breaker(body: dict[str, Any]) -> dict[str, Any]:
     b: dict[str, Any] = body["circuit_breakers"]["proc"]
     return b
@@ -449,7 +461,7 @@ async def test_a_failing_consumer_trips_holds_items_and_recovers() -> None:
 
 
 @pytest.mark.anyio
-async def test_components_without_a_breaker_show_closed_and_a_disabled_one_never_opens() -> None:
+async def test_components_without_a_breaker_are_not_listed_and_a_disabled_one_never_opens() -> None:
     text = PIPELINE.replace(
         "failure_threshold: 3", "enabled: false\n          failure_threshold: 1"
     )
@@ -462,14 +474,13 @@ async def test_components_without_a_breaker_show_closed_and_a_disabled_one_never
             metrics, "/components", lambda b: b["components"]["proc"]["items_processed"] == 1
         )
         assert body["components"]["proc"]["errors_encountered"] == 5
-        for name in ("api", "proc", "metrics"):
-            assert body["circuit_breakers"][name] == {
-                "state": "closed",
-                "failure_count": 0,
-                "last_failure": None,
-                "time_open_seconds": 0.0,
-                "transitions": 0,
-            }
+        # A component without a breaker is not listed, not even as closed; the API's
+        # (around its sends) is, closed, though it never moved.
+        guarded = {n for n, c in harness.components.items() if c.ctx.breaker is not None}
+        assert guarded == {"api"}
+        assert set(body["circuit_breakers"]) == guarded
+        assert body["circuit_breakers"]["api"]["state"] == "closed"
+        assert await prom_breaker_components(metrics) == guarded
         assert rec.breaker == []
 
 

@@ -263,3 +263,153 @@ def test_dashboard_with_a_hundred_components_scrolls_and_shows_the_trouble(
         w.close()
     finally:
         ex.stop()
+
+
+#: An endpoint built to stress the table: a long name, a long last error, every breaker
+#: state next to components without one, and a burst of errors at the start only (in
+#: the 60 s window health is judged over, gone from a 10 s one ten seconds later).
+WIDE_SYSTEM = """
+import asyncio
+import streammetrics
+from streammetrics import Event
+
+LONG_NAME = "orders_enrichment_with_a_rather_long_component_name_for_the_table"
+LONG_ERROR = "ValueError: " + "the upstream answered something unexpected; " * 8 + "x" * 120
+
+
+async def main():
+    async with streammetrics.serve(name="wide_metrics", port=0, tick_s=0.25) as ep:
+        bus = ep.ctx.bus
+        plain = [ep.probe(f"stage_{i:02d}") for i in range(12)]
+        long_one, flaky, guarded = ep.probe(LONG_NAME), ep.probe("flaky"), ep.probe("guarded")
+        bus.publish([
+            Event("guarded", "breaker", detail="half_open"),
+            Event("tripped", "breaker", detail="open"),
+            Event("recovered", "breaker", detail="open"),
+            Event("recovered", "breaker", detail="closed"),
+        ])
+        flaky.processed(50, latency=0.004)
+        flaky.error(50, detail="TimeoutError: flaky upstream")
+        long_one.error(1, detail=LONG_ERROR)
+        print(f"metrics on {ep.url}", flush=True)
+        while True:
+            for i, p in enumerate(plain):
+                p.processed(1000 * (i + 1), latency=0.002 * (i + 1))
+            long_one.processed(12345, latency=0.25)
+            guarded.processed(3, latency=1.5)
+            await asyncio.sleep(0.1)
+
+
+asyncio.run(main())
+"""
+LONG_NAME = "orders_enrichment_with_a_rather_long_component_name_for_the_table"
+
+
+def _overflow(page: Any) -> dict[str, list[int]]:
+    """scrollWidth and clientWidth of the component card, its scroller and the page."""
+    found: dict[str, list[int]] = page.evaluate(
+        """() => Object.fromEntries([['card', '#comp-card'], ['scroll', '#comp-scroll'],
+             ['page', 'html']].map(([k, sel]) => {
+               const el = document.querySelector(sel);
+               return [k, [el.scrollWidth, el.clientWidth]]; }))"""
+    )
+    return found
+
+
+def _cell_text(page: Any, component: str, index: int) -> str:
+    text: str = page.locator(f"tr[data-component='{component}'] td").nth(index).inner_text()
+    return text
+
+
+def test_component_table_fits_its_card_labels_its_windows_and_breakers(
+    browser: Any, tmp_path: Path
+) -> None:
+    ex = Proc("-c", WIDE_SYSTEM)
+    try:
+        url = ex.wait_for(r"metrics on (\S+)")
+        w = Watched(browser, url)
+        page = w.page
+        page.goto(url + "/dashboard")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#comps tr[data-component]').length === 18",
+            timeout=10_000,
+        )
+        # By default the columns cover the window health is judged over, and say so.
+        assert page.locator("#window").input_value() == "60s"
+        heads = page.locator("thead th").all_inner_texts()
+        assert [h.split("\n") for h in heads[3:6]] == [
+            ["items/s", "· 60 s"],
+            ["error rate", "· 60 s"],
+            ["p99", "· 60 s"],
+        ]
+        assert page.locator("#reasons-win").inner_text() == "judged over 60 s"
+        # The error rate in flaky's row is the figure its deduction names.
+        assert _cell_text(page, "flaky", 4) == "50.0%"
+        assert "flaky: error_rate 0.5 > budget 0.05" in page.locator("#reasons").inner_text()
+
+        # A breaker only where there is one.
+        pills = {
+            name: _cell_text(page, name, 2)
+            for name in ("stage_00", "flaky", LONG_NAME, "guarded", "tripped", "recovered")
+        }
+        assert pills == {
+            "stage_00": "\u2014",
+            "flaky": "\u2014",
+            LONG_NAME: "\u2014",
+            "guarded": "half-open",
+            "tripped": "open",
+            "recovered": "closed",
+        }
+        assert page.locator("#breaker-count").inner_text() == "2 of 3 not closed"
+        listed = page.locator("#breakers").inner_text()
+        assert "guarded" in listed and "tripped" in listed and "recovered" not in listed
+
+        # Fits its card at the widths where it used to scroll sideways; the cut texts
+        # keep their whole value in the title.
+        for width in (1000, 1200, 1400):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(null)))")
+            sizes = _overflow(page)
+            for part, (scroll_w, client_w) in sizes.items():
+                assert scroll_w <= client_w, (width, part, sizes)
+            card = page.locator("#comp-card").bounding_box()
+            err = page.locator(f"tr[data-component='{LONG_NAME}'] td.err").bounding_box()
+            assert err["x"] + err["width"] <= card["x"] + card["width"] + 0.5, (width, err)
+            page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"))
+        title = page.locator(f"tr[data-component='{LONG_NAME}'] td.err").get_attribute("title")
+        assert title is not None
+        assert title.startswith("ValueError: the upstream") and title.endswith("x" * 120)
+        name_cell = page.locator(f"tr[data-component='{LONG_NAME}'] td.name")
+        assert (name_cell.get_attribute("title") or "").split("\n")[0] == LONG_NAME
+
+        # Pick 10 s: the columns say so and, once the burst is 10 s old, show no errors,
+        # while the deduction stays, labelled with the 60 s it is judged over.
+        page.select_option("#window", "10s")
+        page.wait_for_function(
+            "() => document.querySelector('#th-err .cwin').textContent === '\u00b7 10 s'",
+            timeout=5_000,
+        )
+        assert page.locator("#th-err").get_attribute("title") == (
+            "errors / (processed + errors) over the last 10 s"
+        )
+        page.wait_for_function(
+            """() => document.querySelector("tr[data-component='flaky'] td:nth-child(5)")
+                 .textContent.startsWith('0%')""",
+            timeout=15_000,
+        )
+        assert "flaky: error_rate 0.5 > budget" in page.locator("#reasons").inner_text()
+        assert page.locator("#reasons-win").inner_text() == "judged over 60 s"
+        assert page.locator("#sys-err + span").inner_text() == "error rate · 60 s"
+        page.screenshot(path=str(tmp_path / "dashboard-10s.png"))
+        # The choice survives a reload of the page.
+        page.reload()
+        page.wait_for_function(
+            "() => document.querySelector('#th-err .cwin').textContent === '\u00b7 10 s'",
+            timeout=10_000,
+        )
+        assert page.locator("#window").input_value() == "10s"
+        assert w.errors == [], w.errors
+        assert w.foreign() == [], w.foreign()
+        w.close()
+    finally:
+        ex.stop()

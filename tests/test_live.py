@@ -15,7 +15,10 @@ import httpx
 import pytest
 
 import streammetrics
+from _http_support import FakeClock, running, seed, service_for
 from streammetrics import MetricsEndpoint
+from streammetrics.http import create_app
+from streammetrics.http.dashboard import LIVE_ROUTES
 from streammetrics.http.live import COLUMNS, LiveConfig, LiveFeed
 
 pytestmark = pytest.mark.anyio
@@ -67,7 +70,7 @@ async def test_stream_delivers_one_snapshot_per_tick_with_the_components() -> No
     rows = {row[0]: dict(zip(cols, row, strict=True)) for row in snaps[-1]["comps"]}
     assert set(rows) == {"live", "worker"}
     assert rows["worker"]["items_processed"] >= 5
-    assert rows["worker"]["breaker"] == "closed"
+    assert rows["worker"]["breaker"] is None  # it has no circuit breaker
     assert snaps[-1]["status"] == "healthy" and snaps[-1]["name"] == "live"
     # Snapshots are at least a tick apart (the feed does not resend the same one).
     assert all(b["t"] > a["t"] for a, b in itertools.pairwise(snaps))
@@ -225,6 +228,8 @@ async def test_dashboard_page_is_self_contained() -> None:
         r = await client.get("/dashboard")
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/html")
+        assert r.headers["content-type"] == "text/html; charset=utf-8"  # charset once
+        assert r.headers.get_list("content-type") == ["text/html; charset=utf-8"]
         csp = r.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "connect-src 'self'" in csp
         assert "'sha256-" in csp and "unsafe-inline" not in csp
@@ -263,3 +268,86 @@ async def test_with_auth_the_page_is_open_and_the_stream_needs_the_token(
             "GET", "/stream", headers={"authorization": "Bearer s3cret-token-0123456789"}
         ) as ok:
             assert ok.status_code == 200
+
+
+async def _first_snapshot(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
+    async with client.stream("GET", "/stream", params=params) as r:
+        assert r.status_code == 200
+        with anyio.fail_after(5):
+            async for event, data, _block in sse_events(r):
+                if event == "snapshot":
+                    return data
+    raise AssertionError("the stream ended without a snapshot")
+
+
+def _rows(frame: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row[0]: dict(zip(frame["cols"], row, strict=True)) for row in frame["comps"]}
+
+
+async def test_the_window_of_the_component_figures_is_the_clients_choice() -> None:
+    """Everything in the seeded system happened 20 s ago: inside the 60 s window health
+    is judged over (the default), outside a 10 s one. Each frame says which window its
+    rows cover and which one health was judged over, and the rows are the figures
+    ``/components`` has for that window."""
+    clock = FakeClock()
+    service = service_for(seed(clock), clock)
+    async with running(create_app(service, extra_route_handlers=LIVE_ROUTES)) as client:
+        default = await _first_snapshot(client)
+        by_window = {w: await _first_snapshot(client, window=w) for w in ("10s", "60s", "300s")}
+        views = {
+            w: (await client.get("/components", params={"window": w})).json()["components"]
+            for w in ("10s", "60s", "300s")
+        }
+        health = (await client.get("/health")).json()
+    assert (default["window_s"], default["health_window_s"]) == (60, 60)
+    assert default["system"]["window_seconds"] == 60
+    assert default["comps"] == by_window["60s"]["comps"]
+    for w, frame in by_window.items():
+        assert frame["window_s"] == int(w[:-1])
+        assert frame["health_window_s"] == 60  # the reasons do not move with the columns
+        assert frame["reasons"] == default["reasons"]
+        for name, row in _rows(frame).items():
+            fig = views[w][name]["windows"][w]
+            assert row["items_per_second"] == pytest.approx(fig["items_per_second"], rel=1e-3)
+            assert row["error_rate"] == pytest.approx(fig["error_rate"], rel=1e-3)
+            if fig["p99"] is None:
+                assert row["p99"] is None
+            else:
+                assert row["p99"] == pytest.approx(fig["p99"], rel=1e-3)
+    api60, api10 = _rows(by_window["60s"])["task_api"], _rows(by_window["10s"])["task_api"]
+    assert api60["items_per_second"] > 0 and api60["error_rate"] > 0
+    assert api10["items_per_second"] == 0.0 and api10["error_rate"] == 0.0
+    # The deductions of the frame are the ones /health gives, judged over the same 60 s.
+    assert {r.split(" (-")[0] for r in default["reasons"]} == {
+        f"{d['component']}: {d['reason']}" for d in health["reasons"]
+    }
+    # A breaker only where there is one: payments' is open, the others have none.
+    assert {n: r["breaker"] for n, r in _rows(default).items()} == {
+        "task_api": None,
+        "task_store": None,
+        "payments": "open",
+    }
+    # The default window asked for by name shares the default's encoding.
+    assert service.live.statistics().encoded == 3
+
+
+async def test_bad_window_on_the_stream_is_refused_clearly() -> None:
+    async with (
+        streammetrics.serve(name="m", port=0) as ep,
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        r = await client.get("/stream", params={"window": "5s"})
+        assert r.status_code == 400
+        detail = r.json()["detail"]
+        assert "'window' must be one of 10s, 60s, 300s; got '5s'" in detail
+        r = await client.get("/stream", params=[("window", "10s"), ("window", "60s")])
+        assert r.status_code == 400
+        assert "'window' given more than once" in r.json()["detail"]
+        r = await client.get("/stream", params={"windw": "10s"})
+        assert r.status_code == 400
+        assert "accepts: interval, window" in r.json()["detail"]
+
+
+def test_feed_refuses_a_window_it_has_no_figures_for() -> None:
+    with pytest.raises(ValueError, match="window must be one of 10s, 60s, 300s; got '1h'"):
+        LiveFeed().connect(window="1h")

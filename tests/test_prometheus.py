@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
@@ -11,6 +12,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from _harness_support import running as running_blueprint
 from _http_support import (
     AGE,
     API_DONE,
@@ -93,7 +95,8 @@ def _check_figures(fams: dict[str, Metric]) -> None:
     assert _value(errors, "component_errors_total", component="task_api") == API_ERRORS
     breaker = fams["circuit_breaker_state"]
     assert _value(breaker, "circuit_breaker_state", component="payments") == 1.0
-    assert _value(breaker, "circuit_breaker_state", component="task_api") == 0.0
+    # Only components with a breaker have a series: task_api and task_store have none.
+    assert {s.labels["component"] for s in breaker.samples} == {"payments"}
     failures = fams["circuit_breaker_failures"]
     assert _value(failures, "circuit_breaker_failures_total", component="payments") == 1.0
     ips = fams["component_items_per_second"]
@@ -264,3 +267,69 @@ async def test_promtool_accepts_the_exposition(service: MetricsService) -> None:
         [promtool, "check", "metrics"], input=text.encode(), check=False
     )
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+GUARDED = """
+system:
+  name: guarded
+  components:
+    - {name: source, type: Source, config: {rate: 200}}
+    - {name: api, type: APIEndpoint, config: {port: 0}}
+    - name: proc
+      type: StreamProcessor
+      config: {circuit_breaker: {failure_threshold: 3}}
+    - {name: store, type: Store, config: {circuit_breaker: {enabled: false}}}
+    - {name: metrics, type: MetricsEndpoint, config: {port: 0, tick_s: 0.05}}
+  bindings:
+    - {from_component: source, to_component: proc}
+    - {from_component: api, to_component: proc}
+    - {from_component: proc, to_component: store}
+"""
+
+
+async def test_circuit_breaker_state_only_for_components_with_a_breaker() -> None:
+    """A consumer's breaker and an API's (around its sends) are exported (closed, 0)
+    before their first transition; the source, the store whose breaker is disabled and
+    the endpoint have none: no series, and no entry under ``circuit_breakers``."""
+    async with running_blueprint(GUARDED) as (harness, _agg):
+        guarded = {n for n, c in harness.components.items() if c.ctx.breaker is not None}
+        assert guarded == {"api", "proc"}
+        port = next(w.port for w in harness.listening if w.component == "metrics")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+            with anyio.fail_after(5):
+                while True:  # until the store has taken items through the processor
+                    body = (await client.get("/components")).json()
+                    if body["components"]["store"]["items_processed"] > 0:
+                        break
+                    await anyio.sleep(0.02)
+            json_view = (await client.get("/metrics/json")).json()
+            text = (await client.get("/metrics")).text
+    assert set(body["components"]) == {"source", "api", "proc", "store", "metrics"}
+    for view in (body, json_view):
+        assert set(view["circuit_breakers"]) == guarded
+        for name in guarded:
+            assert view["circuit_breakers"][name] == {
+                "state": "closed",
+                "failure_count": 0,
+                "last_failure": None,
+                "time_open_seconds": 0.0,
+                "transitions": 0,
+            }
+    fams = _families(text)
+    state = fams["circuit_breaker_state"]
+    assert {s.labels["component"] for s in state.samples} == guarded
+    assert _value(state, "circuit_breaker_state", component="proc") == 0.0
+    assert _value(state, "circuit_breaker_state", component="api") == 0.0
+    failures = fams["circuit_breaker_failures"]
+    assert {s.labels["component"] for s in failures.samples} == guarded
+
+
+async def test_no_breaker_anywhere_no_circuit_breaker_families(clock: FakeClock) -> None:
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall)
+    agg.fold_events([Event("a", "processed", count=3), Event("b", "error", detail="x")])
+    _ctype, text = await _scrape(service_for(agg, clock))
+    fams = _families(text)
+    assert "component_health" in fams
+    # No HELP/TYPE pair without a sample either: nothing claims a breaker exists.
+    assert "circuit_breaker_state" not in fams and "circuit_breaker_failures" not in fams
+    assert "circuit_breaker" not in text

@@ -180,13 +180,23 @@ class Aggregator:
 
     # -- registration ----------------------------------------------------------------------
 
-    def register_component(self, name: str, type_: str | None = None) -> None:
-        """Make a component known before its first event (a blueprint's components)."""
+    def register_component(
+        self, name: str, type_: str | None = None, *, breaker: bool = False
+    ) -> None:
+        """Make a component known before its first event (a blueprint's components).
+
+        ``breaker``: it runs behind a circuit breaker, listed (closed) before its first
+        transition. Components without one are left out of ``circuit_breakers``: showing
+        them "closed" would claim a protection they do not have. A component also gets a
+        breaker with its first ``breaker`` event (one reported from another process).
+        """
         c = self._components.get(name)
         if c is None:
-            self._components[name] = _Component(name, type_, self.clock())
+            c = self._components[name] = _Component(name, type_, self.clock())
         elif type_ is not None:
             c.type = type_
+        if breaker and c.breaker is None:
+            c.breaker = _Breaker()
 
     def register_stream(
         self,
@@ -651,8 +661,6 @@ class Aggregator:
                     time_open_seconds=open_for,
                     transitions=b.transitions,
                 )
-            else:
-                breakers[name] = BreakerStatus("closed", 0, None, 0.0, 0)
             histograms[name] = w.total_histogram()
             sums[name] = lsum
         score, sys_ded = system_health(

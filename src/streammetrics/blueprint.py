@@ -11,7 +11,7 @@ import builtins
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -90,6 +90,26 @@ class Blueprint:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def breaker_kind(self, name: str) -> Literal["intake", "sends"] | None:
+        """What of ``name`` runs behind a circuit breaker: the ``intake`` of a component
+        that consumes items from a binding, the ``sends`` of an APIEndpoint with a binding
+        out; None without an enabled ``circuit_breaker`` or without that binding.
+
+        One answer for both sides: the harness builds the breakers from it, and a
+        MetricsEndpoint lists exactly these components under ``circuit_breakers``
+        (closed before their first transition; a component without one not at all)."""
+        from .components.api import APIEndpoint
+        from .components.base import Processor
+
+        c = self.component(name)
+        if not c.breaker.enabled:
+            return None
+        if issubclass(c.cls, Processor) and any(b.to_component == name for b in self.bindings):
+            return "intake"
+        if issubclass(c.cls, APIEndpoint) and any(b.from_component == name for b in self.bindings):
+            return "sends"
+        return None
 
 
 def _path(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:

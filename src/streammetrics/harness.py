@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 from .blueprint import Blueprint, ComponentDef
 from .breaker import CircuitBreaker
 from .bus import EventBus
-from .components.base import Component, Context, Input, Output, Processor
+from .components.base import Component, Context, Input, Output
 from .snapshot import BreakerState
 
 __all__ = ("DrainReport", "Harness", "HarnessStatistics", "Listening")
@@ -114,8 +114,6 @@ class Harness:
         self.components: dict[str, Component] = self._build()
 
     def _build(self) -> dict[str, Component]:
-        from .components.api import APIEndpoint
-
         bp = self.blueprint
         inputs: dict[str, list[Input]] = {c.name: [] for c in bp.components}
         outputs: dict[str, list[Output]] = {c.name: [] for c in bp.components}
@@ -141,16 +139,15 @@ class Harness:
                 system_outputs=self.outputs,
                 wall=self.wall,
             )
-            if c.breaker.enabled and ctx.inputs and issubclass(c.cls, Processor):
-                ctx.breaker = ctx.probe.breaker = CircuitBreaker(
-                    c.breaker, on_transition=partial(_report_transition, ctx)
-                )
-            elif c.breaker.enabled and ctx.outputs and issubclass(c.cls, APIEndpoint):
-                # It guards the endpoint's sends, which the endpoint reports to it itself:
-                # not through the probe, whose errors include the clients' bad bodies.
+            kind = bp.breaker_kind(c.name)  # what the MetricsEndpoints list as guarded
+            if kind is not None:
                 ctx.breaker = CircuitBreaker(
                     c.breaker, on_transition=partial(_report_transition, ctx)
                 )
+            if kind == "intake":
+                ctx.probe.breaker = ctx.breaker
+            # "sends": an APIEndpoint reports its sends to the breaker itself, not through
+            # the probe, whose errors include the clients' bad bodies.
             built[c.name] = c.cls(ctx)
         return built
 

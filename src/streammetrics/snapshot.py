@@ -165,6 +165,8 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     components: ComponentCounts
     detailed_components: dict[str, ComponentStatus]
     circuit_breakers: dict[str, BreakerStatus]
+    """Only the components that have a circuit breaker (a component without one is not
+    listed, rather than listed as closed)."""
     streaming: Streaming
     performance: Performance
     traces: Traces

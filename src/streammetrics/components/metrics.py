@@ -147,7 +147,9 @@ class MetricsEndpoint(Component):
         )
         for c in ctx.blueprint.components:
             if self.aggregator.observes(c.name):
-                self.aggregator.register_component(c.name, c.type)
+                self.aggregator.register_component(
+                    c.name, c.type, breaker=ctx.blueprint.breaker_kind(c.name) is not None
+                )
         if self._standalone:
             self.aggregator.register_component(ctx.name, self.type_name)
         for key, out in ctx.system_outputs.items():

@@ -20,11 +20,12 @@ from functools import cache
 from importlib.resources import files
 from typing import Any, Final
 
-from litestar import Request, Response, get
+from litestar import MediaType, Request, Response, get
 from litestar.exceptions import ValidationException
 from litestar.response import Stream
 
 from ..errors import HarnessUnavailableError
+from .live import LIVE_WINDOWS
 from .responses import ErrorResponse
 from .routes import Service
 
@@ -33,7 +34,8 @@ __all__ = ("LIVE_ENDPOINTS", "LIVE_ROUTES", "dashboard_html")
 #: What ``GET /`` lists for these routes.
 LIVE_ENDPOINTS: Final[dict[str, str]] = {
     "/dashboard": "Live dashboard (HTML, fed by /stream)",
-    "/stream": "Server-Sent Events: one compact snapshot per tick (?interval=seconds)",
+    "/stream": "Server-Sent Events: one compact snapshot per tick "
+    "(?interval=seconds, ?window=10s|60s|300s)",
 }
 _MAX_INTERVAL_S: Final = 3600.0
 _RETRY_AFTER_S: Final = 5
@@ -65,7 +67,9 @@ async def dashboard() -> Response[bytes]:
     body, csp = dashboard_html()
     return Response(
         body,
-        media_type="text/html; charset=utf-8",
+        # Litestar adds "; charset=utf-8" to a text/* type itself: naming it here too
+        # sent it twice.
+        media_type=MediaType.HTML,
         headers={
             "content-security-policy": csp,
             "x-content-type-options": "nosniff",
@@ -75,20 +79,32 @@ async def dashboard() -> Response[bytes]:
     )
 
 
-def _interval(request: Request[Any, Any, Any]) -> float | None:
-    """``?interval=seconds`` (the only parameter), checked like the other routes' queries."""
+def _query(request: Request[Any, Any, Any]) -> tuple[float | None, str | None]:
+    """``?interval=seconds`` and ``?window=``, checked like the other routes' queries."""
     value: float | None = None
+    window: str | None = None
+    seen: set[str] = set()
     for key, raw in request.query_params.multi_items():
-        if key != "interval":
+        if key not in ("interval", "window"):
             raise ValidationException(
-                detail=f"unknown query parameter {key!r}; /stream accepts: interval",
+                detail=f"unknown query parameter {key!r}; /stream accepts: interval, window",
                 extra={"parameter": key},
             )
-        if value is not None:
+        if key in seen:
             raise ValidationException(
-                detail="query parameter 'interval' given more than once; give it once",
+                detail=f"query parameter {key!r} given more than once; give it once",
                 extra={"parameter": key},
             )
+        seen.add(key)
+        if key == "window":
+            if raw not in LIVE_WINDOWS:
+                raise ValidationException(
+                    detail=f"query parameter 'window' must be one of "
+                    f"{', '.join(LIVE_WINDOWS)}; got {raw!r}",
+                    extra={"parameter": key, "allowed": list(LIVE_WINDOWS)},
+                )
+            window = raw
+            continue
         try:
             value = float(raw)
         except ValueError:
@@ -99,14 +115,14 @@ def _interval(request: Request[Any, Any, Any]) -> float | None:
                 f"{_MAX_INTERVAL_S:g}; got {raw!r}",
                 extra={"parameter": key},
             )
-    return value
+    return value, window
 
 
 @get("/stream", include_in_schema=False)
 async def stream(request: Request[Any, Any, Any], service: Service) -> Response[Any]:
     """One ``snapshot`` event per tick (``unavailable`` while no harness feeds the
     endpoint), ``: keep-alive`` comments between, a ``shutdown`` event at the end."""
-    interval = _interval(request)
+    interval, window = _query(request)
     feed = service.live
 
     async def refresh() -> None:
@@ -114,7 +130,7 @@ async def stream(request: Request[Any, Any, Any], service: Service) -> Response[
             await service.snapshot()
 
     try:
-        frames = feed.connect(interval, refresh)
+        frames = feed.connect(interval, refresh, window)
     except LookupError as exc:
         detail = str(exc.args[0])
         return Response(

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Annotated, Final
 import anyio
 import msgspec
 
+from ..windows import VIEWS
+
 if TYPE_CHECKING:
     from ..snapshot import Snapshot
 
-__all__ = ("LiveConfig", "LiveFeed", "LiveStatistics", "compact")
+__all__ = ("LIVE_WINDOWS", "LiveConfig", "LiveFeed", "LiveStatistics", "compact")
 
 #: Columns of ``comps`` rows in a frame (sent once per frame as ``cols``).
 COLUMNS: Final = (
@@ -44,8 +46,8 @@ COLUMNS: Final = (
     "breaker",
     "last_error",
 )
-#: The window of the per-component figures: short, so the sparklines move.
-LIVE_WINDOW: Final = "10s"
+#: The windows a client may ask the per-component figures over (``?window=``).
+LIVE_WINDOWS: Final[tuple[str, ...]] = tuple(f"{s}s" for s in VIEWS)
 _RETRY_MS: Final = 3000
 #: Floor of the feed's pace: a service ticking at 0 (tests) must not spin the stream.
 _MIN_TICK_S: Final = 0.05
@@ -91,6 +93,10 @@ class _Frame(msgspec.Struct, frozen=True):
     errors: list[str]
     tick_s: float
     heartbeat_s: float
+    window_s: int
+    """The window of every ``comps`` rate, error rate and p99 (the client's choice)."""
+    health_window_s: int
+    """The window health (scores, ``reasons``) and the ``system`` figures are judged over."""
 
 
 def _sig(x: float | None) -> float | None:
@@ -98,14 +104,37 @@ def _sig(x: float | None) -> float | None:
     return None if x is None else float(f"{x:.4g}")
 
 
-def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float = 15.0) -> bytes:
-    """The JSON of one frame: what the dashboard draws and nothing more."""
+def compact(
+    snap: Snapshot,
+    name: str,
+    tick_s: float,
+    heartbeat_s: float = 15.0,
+    window: str | None = None,
+) -> bytes:
+    """The JSON of one frame: what the dashboard draws and nothing more.
+
+    ``window`` (``10s``, ``60s``, ``300s``) is the window of the per-component figures;
+    by default the one health is judged over, so a row's error rate and the deduction
+    it earned are the same figure. A component without a breaker has ``breaker: null``.
+    """
     perf = snap.performance
+    judged = perf.window_seconds
+    key = window or f"{judged}s"
+    default = key == f"{judged}s"
     breakers = snap.circuit_breakers
     comps: list[tuple[object, ...]] = []
     for cname, c in snap.detailed_components.items():
-        w = c.windows.get(LIVE_WINDOW)
+        w = c.windows.get(key)
         b = breakers.get(cname)
+        rate: float | None
+        errors: float | None
+        p99: float | None
+        if w is not None:
+            rate, errors, p99 = w.items_per_second, w.error_rate, w.p99
+        elif default:  # a snapshot without per-window views still has its own
+            rate, errors, p99 = c.items_per_second, c.error_rate, c.latency.p99
+        else:
+            rate = errors = p99 = None
         comps.append(
             (
                 cname,
@@ -113,12 +142,12 @@ def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float = 15.0)
                 c.status,
                 c.is_healthy,
                 c.health,
-                _sig(w.items_per_second if w is not None else c.items_per_second),
-                _sig(w.error_rate if w is not None else c.error_rate),
-                _sig(w.p99 if w is not None else c.latency.p99),
+                _sig(rate),
+                _sig(errors),
+                _sig(p99),
                 c.items_processed,
                 c.errors_encountered,
-                b.state if b is not None else "closed",
+                b.state if b is not None else None,
                 c.last_error,
             )
         )
@@ -163,6 +192,8 @@ def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float = 15.0)
         errors=list(snap.errors),
         tick_s=tick_s,
         heartbeat_s=heartbeat_s,
+        window_s=int(key.removesuffix("s")),
+        health_window_s=judged,
     )
     return msgspec.json.encode(frame)
 
@@ -204,7 +235,8 @@ class LiveFeed:
         self.clock = clock
         self._snap: Snapshot | None = None
         self._version = 0
-        self._frame: tuple[int, bytes] | None = None
+        #: The encoded frame of the current version, per window (at most one per window).
+        self._frames_by_window: dict[str, tuple[int, bytes]] = {}
         self._unavailable: str | None = None
         self._changed = anyio.Event()
         self._closed = False
@@ -264,27 +296,33 @@ class LiveFeed:
         return None
 
     def connect(
-        self, interval_s: float | None = None, refresh: Refresh | None = None
+        self,
+        interval_s: float | None = None,
+        refresh: Refresh | None = None,
+        window: str | None = None,
     ) -> AsyncIterator[bytes]:
         """A client's frames; raises ``LookupError`` with the reason when refused.
 
         ``interval_s`` throttles this client (at least the tick); ``refresh`` is awaited
         when no snapshot arrived for two ticks (a service nobody ticks), and once at the
-        start so the first frame comes at once.
+        start so the first frame comes at once. ``window`` (one of ``LIVE_WINDOWS``) is
+        the window of the per-component figures; None: the one health is judged over.
         """
+        if window is not None and window not in LIVE_WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(LIVE_WINDOWS)}; got {window!r}")
         reason = self.refusal()
         if reason is not None:
             self._refused += 1
             raise LookupError(reason)
         self._clients += 1
         slot = _Slot(self)
-        gen = self._frames(slot, max(interval_s or 0.0, self.tick_s), refresh)
+        gen = self._frames(slot, max(interval_s or 0.0, self.tick_s), refresh, window)
         # A stream that is cancelled before it ever ran never reaches its finally.
         weakref.finalize(gen, slot.release)
         return gen
 
     async def _frames(
-        self, slot: _Slot, interval: float, refresh: Refresh | None
+        self, slot: _Slot, interval: float, refresh: Refresh | None, window: str | None
     ) -> AsyncIterator[bytes]:
         try:
             yield f"retry: {_RETRY_MS}\n: {self.name} live stream\n\n".encode()
@@ -300,7 +338,7 @@ class LiveFeed:
                 now = self.clock()
                 if self._version != sent and now - last_frame >= interval * 0.95:
                     sent = self._version
-                    chunk = self._current()
+                    chunk = self._current(window)
                     if chunk is not None:
                         self._sent += 1
                         last_frame = last_out = now
@@ -329,20 +367,23 @@ class LiveFeed:
         finally:
             slot.release()
 
-    def _current(self) -> bytes | None:
+    def _current(self, window: str | None) -> bytes | None:
         if self._unavailable is not None:
             body = msgspec.json.encode(
                 {"error": "harness unavailable", "detail": self._unavailable}
             )
             return _sse("unavailable", body, self._version)
-        if self._snap is None:
+        snap = self._snap
+        if snap is None:
             return None
-        cached = self._frame
+        # Clients asking for the default window by name share the default's encoding.
+        key = window or f"{snap.performance.window_seconds}s"
+        cached = self._frames_by_window.get(key)
         if cached is not None and cached[0] == self._version:
             return cached[1]
-        body = compact(self._snap, self.name, self.tick_s, self.config.heartbeat_s)
+        body = compact(snap, self.name, self.tick_s, self.config.heartbeat_s, key)
         chunk = _sse("snapshot", body, self._version)
-        self._frame = (self._version, chunk)
+        self._frames_by_window[key] = (self._version, chunk)
         self._encoded += 1
         return chunk
 

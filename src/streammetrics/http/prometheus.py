@@ -186,6 +186,8 @@ class SnapshotCollector(Collector):
         yield from (*(f for _a, f in quants), *(f for _a, f in span_quants), hist)
 
     def _breakers(self, snap: Snapshot | None) -> Iterator[Metric]:
+        """Series only for components that have a breaker (``circuit_breakers`` lists no
+        other): a ``0`` for one without would read as "protected, and closed"."""
         c = ("component",)
         state = self._g(
             "circuit_breaker_state", "Circuit breaker state (0=closed, 1=open, 2=half_open)", c
