@@ -57,7 +57,7 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Target:
-    """One figure of the issue's targets, beside what was measured."""
+    """One target figure (what a case is meant to reach), beside what was measured."""
 
     name: str
     """What is compared, e.g. ``probe path events/s``."""

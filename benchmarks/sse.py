@@ -16,7 +16,7 @@ Three processes, so that no side's work shows up as another's latency:
   overshoot, sampled inside the endpoint), which tells the endpoint's own stalls from the
   machine's.
 
-Each phase (no client, then all of them) runs ``seconds``; the targets are the issue's:
+Each phase (no client, then all of them) runs ``seconds``; the targets:
 ``/health`` p99 under 10 ms and the endpoint under 10 % of one core with 100 clients.
 """
 

@@ -6,7 +6,7 @@ redis-server and through ``POST /events``. Reports, does not assert.
 - ``redis end-to-end``: a publisher process ``XADD``s MessagePack batches (pipelined,
   ids assigned) while a ``MetricsEndpoint`` in this process consumes them with its
   consumer group (``XREADGROUP``, dedup, fold, ``XACK``); timed from the first publish to
-  the last event folded. Target (issue #6): >= 200 k events/s.
+  the last event folded. Target: >= 200 k events/s.
 - ``redis consume``: the same consumer draining a stream filled beforehand.
 - ``http msgpack``: a ``streammetrics`` endpoint in another process; this process posts
   pre-encoded MessagePack batches over ``--connections`` keep-alive connections with a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -179,3 +180,151 @@ def test_run_stops_cleanly_on_sigint(sig: signal.Signals) -> None:
     out, _ = run.proc.communicate(timeout=15)
     assert run.proc.returncode == 0
     assert "stopped" in out
+
+
+# -- the parser: help, unknown flags, option values ----------------------------------------
+
+
+def _entries_without_help(page: str) -> list[str]:
+    """The argument and option entries of a ``--help`` page that carry no help text.
+
+    An entry is a line indented 2 (or 4, a sub-command) in the ``positional arguments`` /
+    ``options`` sections; its help is on the same line after a gap, or on the next line,
+    indented further (argparse's layout)."""
+    lines = page.splitlines()
+    missing: list[str] = []
+    section = False
+    for i, line in enumerate(lines):
+        if line and not line.startswith(" "):
+            section = line in ("positional arguments:", "options:")
+            continue
+        indent = len(line) - len(line.lstrip())
+        if not section or not line.strip() or indent > 4:
+            continue
+        if re.search(r"\S {2,}\S", line.strip()):
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if following.strip() and len(following) - len(following.lstrip()) > indent + 2:
+            continue
+        missing.append(line.strip())
+    return missing
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["demo"]])
+def test_every_argument_and_option_has_help(command: list[str]) -> None:
+    r = _cli(*command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "options:" in r.stdout
+    assert _entries_without_help(r.stdout) == [], r.stdout
+    if command in (["run"], ["validate"], ["demo"]):
+        assert "--port-offset N" in r.stdout
+    if command == []:
+        assert "{run,validate,demo}" in r.stdout
+        assert "{DEBUG,INFO,WARNING,ERROR,CRITICAL}" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "blueprints/basic.yaml", "--bogus"],
+        ["validate", "blueprints/basic.yaml", "--bogus"],
+        ["demo", "--bogus"],
+    ],
+)
+def test_an_unknown_flag_is_named_and_exits_2(args: list[str]) -> None:
+    r = _cli(*args)
+    assert r.returncode == 2
+    assert "error: unrecognized arguments: --bogus" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_log_level_takes_one_of_the_listed_levels_in_any_case() -> None:
+    r = _cli("--log-level", "loud", "validate", str(BLUEPRINTS / "basic.yaml"))
+    assert r.returncode == 2
+    assert "argument --log-level: invalid choice: 'LOUD'" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("--log-level", "debug", "validate", str(BLUEPRINTS / "basic.yaml"))
+    assert r.returncode == 0, r.stderr
+
+
+BAD_TYPE = (
+    "system:\n  name: s\n  components:\n"
+    "    - {name: a, type: Store}\n"
+    "    - {name: b, type: Store}\n"
+    "    - {name: c, type: Nope}\n"
+)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_blueprint_error_names_the_file_and_the_path(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "x.yaml"
+    bad.write_text(BAD_TYPE)
+    r = _cli(command, str(bad))
+    assert r.returncode == 2
+    assert r.stderr.startswith(
+        f"streammetrics: error: {bad}: system.components[2].type: unknown component type 'Nope'"
+    ), r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_unreadable_yaml_names_the_file_once(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("system: [\n")
+    r = _cli("validate", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"streammetrics: error: {bad}: not valid YAML (line 2"), r.stderr
+    missing = tmp_path / "nope.yaml"
+    r = _cli("validate", str(missing))
+    assert r.stderr == f"streammetrics: error: {missing}: cannot read blueprint: " + (
+        "No such file or directory\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_port_offset_out_of_range_says_so(command: str) -> None:
+    basic = str(BLUEPRINTS / "basic.yaml")
+    r = _cli(command, basic, "--port-offset", "60000")
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"streammetrics: error: {basic}: system.components[0].config.port: --port-offset 60000 "
+        "moves port 8000 of component 'app_server' to 68000, outside 1-65535\n"
+    )
+
+
+def test_a_port_offset_onto_port_0_is_refused_not_turned_into_a_free_port(
+    tmp_path: Path,
+) -> None:
+    # Port 0 means "any free port": an offset landing on it would silently do that instead.
+    bp = tmp_path / "one.yaml"
+    bp.write_text(
+        "system:\n  name: s\n  components:\n"
+        "    - {name: m, type: MetricsEndpoint, config: {port: 9000}}\n"
+    )
+    r = _cli("validate", str(bp), "--port-offset", "-9000")
+    assert r.returncode == 2
+    assert "moves port 9000 of component 'm' to 0, outside 1-65535" in r.stderr
+
+
+def test_validate_applies_the_port_offset_as_run_does(tmp_path: Path) -> None:
+    basic = str(BLUEPRINTS / "basic.yaml")
+    assert _cli("validate", basic, "--port-offset", "56535").returncode == 0  # 9000 -> 65535
+    r = _cli("validate", basic, "--port-offset", "56536")
+    assert r.returncode == 2
+    assert "moves port 9000 of component 'system_metrics' to 65536" in r.stderr
+    env = {**os.environ, "STREAMMETRICS_PORT_OFFSET": "60000"}
+    r = subprocess.run(
+        [sys.executable, "-m", "streammetrics.cli", "validate", basic],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert r.returncode == 2
+    assert "$STREAMMETRICS_PORT_OFFSET=60000 moves port 8000 of component 'app_server'" in r.stderr
+
+
+def test_demo_names_its_bundled_blueprint_for_a_bad_offset() -> None:
+    r = _cli("demo", "--port-offset", "-8000")
+    assert r.returncode == 2
+    assert r.stderr.startswith("streammetrics: error: streammetrics:demo.yaml: system.components[")
+    assert "--port-offset -8000 moves port 8000 of component 'public_api' to 0" in r.stderr

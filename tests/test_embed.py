@@ -357,3 +357,120 @@ async def test_an_error_in_the_serve_block_leaves_unwrapped() -> None:
     with pytest.raises(KeyError, match="mine"):
         async with streammetrics.serve(port=0):
             raise KeyError("mine")
+
+
+# -- run_until_interrupted: a program's entry point, stopped by a real signal ------------
+
+SERVING_PROGRAM = """
+import asyncio, sys
+import streammetrics
+
+async def main(name: str) -> None:
+    try:
+        async with streammetrics.serve(name=name, port=0) as endpoint:
+            endpoint.probe("worker").processed(3)
+            print("metrics on", endpoint.url, flush=True)
+            await asyncio.Event().wait()
+    finally:
+        print("left serve()", flush=True)  # the block ended and the program's cleanup ran
+
+streammetrics.run_until_interrupted(main, "svc")
+"""
+
+
+class Program:
+    """``python -c PROGRAM`` with its stdout read line by line."""
+
+    def __init__(self, program: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", program],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"exited early: {self.finish()}")
+        return line
+
+    def finish(self, timeout: float = 20) -> tuple[int, str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"still running after {timeout}s: {out} {err}") from None
+        return self.proc.returncode, out, err
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_program_quietly(sig: signal.Signals, code: int) -> None:
+    prog = Program(SERVING_PROGRAM)
+    try:
+        url = prog.line().split()[-1]
+        assert httpx.get(url + "/health", timeout=5).status_code == 200
+    finally:
+        prog.proc.send_signal(sig)
+        rc, out, err = prog.finish()
+    assert rc == code, err
+    assert err == f"stopped by {sig.name}\n"  # one line, no traceback
+    assert out == "left serve()\n"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/health", timeout=2)
+
+
+def test_a_second_signal_exits_at_once_while_the_first_is_still_stopping() -> None:
+    prog = Program(
+        """
+import anyio, streammetrics
+
+async def main() -> None:
+    try:
+        print("ready", flush=True)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):  # a shutdown that hangs
+            print("stopping", flush=True)
+            await anyio.sleep(60)
+
+streammetrics.run_until_interrupted(main)
+"""
+    )
+    assert prog.line() == "ready\n"
+    prog.proc.send_signal(signal.SIGINT)
+    assert prog.line() == "stopping\n"
+    started = time.monotonic()
+    prog.proc.send_signal(signal.SIGINT)
+    rc, _out, err = prog.finish(timeout=10)
+    assert time.monotonic() - started < 5
+    assert rc == 130
+    assert err == "SIGINT again: exiting at once\n"
+
+
+def test_a_program_that_ends_by_itself_gets_main_s_result() -> None:
+    async def main(a: int, b: int) -> int:
+        async with streammetrics.serve(port=0) as ep, httpx.AsyncClient(timeout=5.0) as client:
+            assert (await client.get(ep.url + "/health")).status_code == 200
+        return a + b
+
+    assert streammetrics.run_until_interrupted(main, 2, 3) == 5
+
+
+def test_an_error_of_main_leaves_unwrapped() -> None:
+    async def main() -> None:
+        async with streammetrics.serve(port=0):
+            raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        streammetrics.run_until_interrupted(main)
+
+
+def test_a_coroutine_instead_of_the_function_is_refused_with_the_fix() -> None:
+    async def main() -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"run_until_interrupted\(main\), not"):
+        streammetrics.run_until_interrupted(main())  # type: ignore[arg-type]

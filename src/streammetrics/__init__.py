@@ -26,7 +26,7 @@ from .windows import RollingWindow, WindowStats
 
 if TYPE_CHECKING:
     from .components.metrics import MetricsEndpoint
-    from .embed import ProductionMetricsEndpoint, run, serve
+    from .embed import ProductionMetricsEndpoint, run, run_until_interrupted, serve
     from .extend import MetricsPlugin
 
 __version__ = "1.0.0"
@@ -38,6 +38,7 @@ _LAZY = {
     "MetricsPlugin": "extend",
     "ProductionMetricsEndpoint": "embed",
     "run": "embed",
+    "run_until_interrupted": "embed",
     "serve": "embed",
 }
 
@@ -78,5 +79,6 @@ __all__ = (
     "decode_events",
     "encode_events",
     "run",
+    "run_until_interrupted",
     "serve",
 )

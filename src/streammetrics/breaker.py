@@ -2,7 +2,8 @@
 
 closed → open after ``failure_threshold`` consecutive failures, or when the failure
 rate over the window reaches ``failure_rate`` (once ``min_calls`` calls were seen in
-it: resilience4j #785, "open after N failures per minute"); open → half_open after
+it; a time window, so a breaker can open on so many failures a minute, not only on a
+share of the last N calls); open → half_open after
 ``reset_timeout_s``; half_open → closed after ``half_open_max_calls`` successes, back
 to open on any failure. While open, the component stops taking items: they wait in
 the binding (bounded), so nothing is lost and the producer feels backpressure.

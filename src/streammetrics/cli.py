@@ -17,8 +17,8 @@ import anyio
 import anyio.abc
 
 from . import __version__
-from .blueprint import Blueprint, load_blueprint, parse_blueprint
-from .errors import StreamMetricsError
+from .blueprint import PORT_OFFSET_ENV, Blueprint, load_blueprint, parse_blueprint
+from .errors import BlueprintError, StreamMetricsError
 from .harness import Harness
 
 __all__ = ("main",)
@@ -27,6 +27,8 @@ EXIT_USAGE = 2
 #: A drain that had to cancel components at its deadline (items may have been lost).
 EXIT_UNCLEAN = 1
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEMO_SOURCE = "streammetrics:demo.yaml"
 
 
 def _add_shutdown_timeout(p: argparse.ArgumentParser) -> None:
@@ -40,27 +42,63 @@ def _add_shutdown_timeout(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_port_offset(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port-offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"add N to every non-zero configured port (default ${PORT_OFFSET_ENV}, else 0); "
+        "every port must stay within 1-65535",
+    )
+
+
+def _add_blueprint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("blueprint", type=Path, help="the blueprint YAML file")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streammetrics",
         description="Run stream-system blueprints with a live metrics endpoint.",
     )
     p.add_argument("--version", action="version", version=f"streammetrics {__version__}")
-    p.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
-    sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a blueprint until Ctrl-C or SIGTERM")
-    run.add_argument("blueprint", type=Path)
-    run.add_argument(
-        "--port-offset",
-        type=int,
-        default=None,
-        help="add N to every configured port (also $STREAMMETRICS_PORT_OFFSET)",
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=f"Python log level, one of {', '.join(LOG_LEVELS)} (any case; default WARNING)",
     )
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        help="what to do (each takes --help for its own options)",
+    )
+    run = sub.add_parser(
+        "run",
+        help="run a blueprint until Ctrl-C or SIGTERM",
+        description="Run a blueprint until Ctrl-C or SIGTERM, printing where each server "
+        "listens; then drain it and stop.",
+    )
+    _add_blueprint(run)
+    _add_port_offset(run)
     _add_shutdown_timeout(run)
-    val = sub.add_parser("validate", help="check a blueprint; exit 0, or 2 with the error")
-    val.add_argument("blueprint", type=Path)
-    demo = sub.add_parser("demo", help="run the bundled demo: live traffic and a metrics endpoint")
-    demo.add_argument("--port-offset", type=int, default=None)
+    val = sub.add_parser(
+        "validate",
+        help="check a blueprint; exit 0, or 2 with the error",
+        description="Check a blueprint as run would load it (with the same port offset); "
+        "exit 0, or 2 with an error naming the file and the path of the bad value.",
+    )
+    _add_blueprint(val)
+    _add_port_offset(val)
+    demo = sub.add_parser(
+        "demo",
+        help="run the bundled demo: live traffic and a metrics endpoint",
+        description="Run the bundled demo blueprint: live traffic through a pipeline and a "
+        "metrics endpoint on port 9000 (plus the offset).",
+    )
+    _add_port_offset(demo)
     _add_shutdown_timeout(demo)
     return p
 
@@ -68,7 +106,64 @@ def _parser() -> argparse.ArgumentParser:
 def demo_blueprint(port_offset: int | None = None) -> Blueprint:
     """The bundled demo (also at ``blueprints/demo.yaml`` in the repository)."""
     text = files("streammetrics").joinpath("blueprints/demo.yaml").read_text(encoding="utf-8")
-    return parse_blueprint(text, source="streammetrics:demo.yaml", port_offset=port_offset)
+    return parse_blueprint(text, source=DEMO_SOURCE, port_offset=port_offset)
+
+
+def _port_offset(given: int | None) -> tuple[int, str]:
+    """The offset to apply and how to name it in an error: the option, else the variable."""
+    if given is not None:
+        return given, f"--port-offset {given}"
+    raw = os.environ.get(PORT_OFFSET_ENV, "0")
+    try:
+        return int(raw), f"${PORT_OFFSET_ENV}={raw}"
+    except ValueError:
+        raise StreamMetricsError(f"${PORT_OFFSET_ENV} must be an integer, got {raw!r}") from None
+
+
+def _check_shifted_ports(bp: Blueprint, offset: int, named: str) -> None:
+    """Refuse an offset that moves a configured port out of 1-65535.
+
+    The blueprint's own validation would only see the shifted number and blame the file
+    (``Expected int <= 65535``) or, for a port moved to exactly 0, silently pick a free
+    port; the file is fine, the offset is what is wrong, so the message says so.
+    """
+    for c in bp.components:
+        port = getattr(c.config, "port", None)
+        if not isinstance(port, int) or isinstance(port, bool) or port <= 0:
+            continue  # no port, or 0 (a free one): the offset leaves it alone
+        if not 0 < port + offset < 65536:
+            raise BlueprintError(
+                f"{named} moves port {port} of component {c.name!r} to {port + offset}, "
+                "outside 1-65535",
+                path=f"system.components[{c.index}].config.port",
+                value=port,
+            )
+
+
+def _load(args: argparse.Namespace) -> Blueprint:
+    """The blueprint the command names (or the demo), with the port offset applied.
+
+    It is validated unshifted first, so that an offset pushing a port out of range is
+    reported as the offset's fault, then loaded again with the offset. A blueprint error
+    comes out naming the file: ``blueprints/x.yaml: system.components[2].type: ...``.
+    """
+    where = DEMO_SOURCE if args.command == "demo" else str(args.blueprint)
+    offset, named = _port_offset(args.port_offset)
+
+    def load(port_offset: int) -> Blueprint:
+        if args.command == "demo":
+            return demo_blueprint(port_offset)
+        return load_blueprint(args.blueprint, port_offset=port_offset)
+
+    try:
+        bp = load(0)
+        if offset:
+            _check_shifted_ports(bp, offset, named)
+            bp = load(offset)
+    except BlueprintError as exc:
+        at = "" if exc.path in ("$", where) else f"{exc.path}: "
+        raise StreamMetricsError(f"{where}: {at}{exc.reason}") from None
+    return bp
 
 
 async def run_blueprint(
@@ -152,20 +247,15 @@ def _ours(group: BaseExceptionGroup[BaseException]) -> StreamMetricsError | None
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        bp = _load(args)
         if args.command == "validate":
-            bp = load_blueprint(args.blueprint)
             print(
                 f"ok: system {bp.name!r}, {len(bp.components)} components, "
                 f"{len(bp.bindings)} bindings"
             )
             return 0
-        bp = (
-            demo_blueprint(args.port_offset)
-            if args.command == "demo"
-            else load_blueprint(args.blueprint, port_offset=args.port_offset)
-        )
         if args.shutdown_timeout < 0:
             raise StreamMetricsError(
                 f"--shutdown-timeout must be >= 0 seconds, got {args.shutdown_timeout:g}"
@@ -182,7 +272,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

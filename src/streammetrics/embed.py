@@ -7,21 +7,38 @@ program's code reports through ``endpoint.probe("name")``: plain int counters th
 endpoint flushes into its own in-process event bus on a short tick.
 
 The server is uvicorn on asyncio; under anyio that means the asyncio backend.
+
+``run_until_interrupted(main)`` is the program's entry point when it has none of its own:
+``asyncio.run`` with a quiet Ctrl-C (one line, exit 130) instead of a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 
 from .components.metrics import MetricsEndpoint, MetricsEndpointConfig
 from .http.security import CorsSettings, RateLimitSettings
 
-__all__ = ("ProductionMetricsEndpoint", "ProductionMetricsEndpointConfig", "run", "serve")
+__all__ = (
+    "ProductionMetricsEndpoint",
+    "ProductionMetricsEndpointConfig",
+    "run",
+    "run_until_interrupted",
+    "serve",
+)
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 
 class ProductionMetricsEndpointConfig(
@@ -108,3 +125,93 @@ async def run(
     async with anyio.create_task_group() as tg:
         await tg.start(ep.run)
         task_status.started(ep)
+
+
+def run_until_interrupted(main: Callable[[Unpack[PosArgsT]], Awaitable[T]], *args: *PosArgsT) -> T:
+    """Run ``main(*args)`` on asyncio as the program's entry point, stopping quietly on
+    Ctrl-C or SIGTERM: ``streammetrics.run_until_interrupted(main)`` where a program would
+    write ``asyncio.run(main())``.
+
+    The first SIGINT or SIGTERM cancels ``main``, so its ``async with serve()`` blocks end
+    as on any cancellation (gracefully: requests in flight finish, probes are flushed) and
+    its ``finally`` clauses run. Then one line goes to stderr (``stopped by SIGINT``) and
+    ``SystemExit(128 + signal)`` ends the program: 130 for SIGINT, 143 for SIGTERM, the
+    codes a shell shows for a program a signal stopped. ``asyncio.run`` would instead end
+    in a ``KeyboardInterrupt`` traceback chained through every block being cancelled. A
+    second signal while ``main`` is still stopping exits at once, with the same code: whoever
+    asks twice wants out now.
+
+    Returns what ``main`` returns when it ends by itself; an error of ``main`` leaves as it
+    is (not wrapped in an ExceptionGroup). Call it from the main thread (only that thread
+    receives signals).
+
+    Why a separate entry point and not signal handling inside ``serve()``: signals belong
+    to the program, not to a library block. A program that handles them itself (a server
+    framework, a test runner, a thread) keeps doing so, and ``serve()`` / ``run()`` stay
+    plain cancellable async code.
+    """
+    if inspect.iscoroutine(main):
+        main.close()  # never awaited: close it so Python does not warn about that too
+        raise TypeError(
+            "run_until_interrupted() takes the async function, not its coroutine: "
+            "run_until_interrupted(main), not run_until_interrupted(main())"
+        )
+    outcome: T | _Stopped
+    try:
+        outcome = anyio.run(_until_signal, main, args, backend="asyncio")
+    except KeyboardInterrupt:
+        # A Ctrl-C in the moment before the signal receiver is installed or after it is
+        # removed reaches Python's own handler; it is the same request to stop.
+        outcome = _Stopped(signal.SIGINT)
+    if not isinstance(outcome, _Stopped):
+        return outcome
+    print(f"stopped by {signal.Signals(outcome.signum).name}", file=sys.stderr, flush=True)
+    raise SystemExit(128 + outcome.signum)
+
+
+class _Stopped(msgspec.Struct, frozen=True):
+    """``main`` was stopped by this signal (whatever it returned then)."""
+
+    signum: int
+
+
+async def _until_signal(
+    main: Callable[[Unpack[PosArgsT]], Awaitable[T]], args: tuple[*PosArgsT]
+) -> T | _Stopped:
+    """``main(*args)``, cancelled by the first SIGINT/SIGTERM: its result, or the signal
+    that stopped it."""
+    signalled: int | None = None
+    returned: list[T] = []
+    raised: BaseException | None = None
+    main_scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def watch() -> None:
+                nonlocal signalled
+                async for signum in signals:
+                    if signalled is None:
+                        signalled = signum
+                        main_scope.cancel()
+                        continue
+                    name = signal.Signals(signum).name
+                    print(f"{name} again: exiting at once", file=sys.stderr, flush=True)
+                    sys.stdout.flush()
+                    os._exit(128 + signum)
+
+            tg.start_soon(watch)
+            try:
+                with main_scope:
+                    returned.append(await main(*args))
+            except BaseException as exc:
+                # main's own error leaves as it is, not wrapped in the task group's
+                # ExceptionGroup: ``except ValueError`` around the call must still work.
+                raised = exc
+            finally:
+                tg.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
+    if signalled is not None:
+        return _Stopped(signalled)
+    (value,) = returned  # only a signal cancels main_scope: without one, main returned
+    return value

@@ -9,8 +9,9 @@ O(histogram buckets), never O(events) or O(slots). Memory is bounded by the slot
 The 10 s and 60 s views expire with one-slot (1 s) precision; the 300 s view with
 ten-slot (10 s) precision and says how many seconds it really covers, so rates are
 exact for what is inside. Every statistic of a view shares that one definition: the
-count, the rate and the quantiles expire together (micrometer #3298). An empty view
-says so: rate 0 and quantiles ``None`` (dropwizard #1030).
+count, the rate and the quantiles expire together (a p99 that outlives the count it came
+from describes requests no longer counted). An empty view says so: rate 0 and quantiles
+``None`` (the last quantiles seen would show a latency for traffic that stopped long ago).
 
 Events are windowed by arrival time, like statsd: a late event counts in the slot
 in progress, never in one that a reader may already have seen.

@@ -6,8 +6,8 @@ here; a frame is encoded the first time a client needs it and shared by every cl
 Each client keeps only the version it last sent: a slow client skips to the newest frame
 instead of queueing old ones, so memory stays bounded whatever the clients do.
 
-What the Hystrix stream's users ran into (Netflix/Hystrix #1430, #1644: connections never
-closed, clients refused with "MaxConcurrentConnections reached") is answered here:
+Long-lived event streams fail in two known ways, connections that are never closed and
+new clients refused because dead ones still fill the connection limit; answered here:
 heartbeats every ``heartbeat_s`` so proxies and clients notice a dead peer, a slot freed
 as soon as the client goes (Litestar cancels the stream on ``http.disconnect``), a
 connection limit that refuses with a clear reason, and ``close()`` on shutdown ending

@@ -3,8 +3,8 @@ once per tick and shared by every request of that tick.
 
 Why a service between handlers and the aggregator: a scrape storm (many dashboards,
 several Prometheus replicas) must cost one snapshot and one render per tick, not one per
-request (prometheus/client_python #374: ``generate_latest`` is slow), and both the
-process sample and the render must stay off the event loop.
+request (``generate_latest`` formats every sample in Python: milliseconds per call for a
+large registry), and both the process sample and the render must stay off the event loop.
 """
 
 from __future__ import annotations
