@@ -5,6 +5,9 @@ Contenders:
 
 - ``streammetrics``: the MetricsEndpoint app (``create_app(MetricsService(...))``) over a
   seeded aggregator of ``components`` components, served by ``streammetrics.http.server.serve``;
+  ``create_app`` alone has no rate limit (a MetricsEndpoint adds its default one), so the
+  figures are the routes' without the limiter, as wrk's thousands of requests a second from
+  127.0.0.1 would otherwise measure 429s;
 - ``litestar``: bare Litestar handlers on the same ``serve``: a small dict at ``/health``,
   fixed bodies of the same sizes at ``/metrics`` and ``/metrics/json`` (the HTTP floor);
 - ``prometheus-client``: ``prometheus_client.start_http_server`` on a loopback port with

@@ -70,8 +70,14 @@ async def _serve(components: int, tick_s: float, max_clients: int) -> None:
     import streammetrics
 
     lag = _LoopLag()
+    # rate_limit=None: every client of the benchmark is 127.0.0.1, and what is measured
+    # is the feed, not the limiter (a hundred reconnecting clients would share one bucket).
     ep = streammetrics.MetricsEndpoint(
-        name="bench_sse", port=0, tick_s=tick_s, dashboard={"max_clients": max_clients}
+        name="bench_sse",
+        port=0,
+        tick_s=tick_s,
+        dashboard={"max_clients": max_clients},
+        rate_limit=None,
     )
     ep.service.add_figures("bench", lag.figures)
     async with streammetrics.serve(ep):

@@ -181,6 +181,31 @@ async def test_production_endpoint_has_cors_and_a_rate_limit_by_default() -> Non
         assert codes.count(429) > 0 and codes.count(200) >= 100, sorted(set(codes))
 
 
+@pytest.mark.anyio
+async def test_the_specifications_production_endpoint() -> None:
+    production_metrics = ProductionMetricsEndpoint(
+        name="prod_metrics",
+        port=9090,
+        enable_cors=True,  # For web dashboard access
+    )
+    cfg = production_metrics.config
+    assert (production_metrics.name, cfg.port) == ("prod_metrics", 9090)
+    assert cfg.cors is not None and cfg.cors.allow_origins == ["*"]
+    assert cfg.rate_limit is not None and cfg.rate_limit.requests == 100  # stricter
+    # the same call on a free port, served
+    ep = ProductionMetricsEndpoint(name="prod_metrics", port=0, enable_cors=True)
+    async with (
+        streammetrics.serve(ep),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        r = await client.get("/health", headers={"origin": "https://grafana.example"})
+        assert r.status_code == 200 and r.json()["status"] == "healthy"
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert (await client.head("/health")).status_code == 200
+        assert (await client.get("/health/ready")).json() == {"status": "healthy"}
+        assert "/health/live" in (await client.get("/")).json()["endpoints"]
+
+
 def test_production_endpoint_takes_the_specifications_switches() -> None:
     ep = ProductionMetricsEndpoint(name="prod", port=0, enable_cors=False, enable_rate_limit=False)
     assert ep.config.cors is None and ep.config.rate_limit is None

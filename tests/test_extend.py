@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
 import pytest
 from litestar import get
+from litestar.params import Body, FromPath
 from litestar.types import ControllerRouterHandler
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -56,8 +57,19 @@ class Clash(Collector):
         yield GaugeMetricFamily("system_health_score", "mine", value=0.1)
 
 
+# The specification's custom endpoint, verbatim: it must run unchanged.
 class CustomMetricsEndpoint(MetricsEndpoint):
-    """The specification's shape: ``_setup_routes`` adds ``/custom-metrics``."""
+    def _setup_routes(self):
+        super()._setup_routes()
+
+        @self.app.get("/custom-metrics")
+        async def custom_metrics():
+            return await self.collect_custom_metrics()
+
+
+class QueueMetricsEndpoint(MetricsEndpoint):
+    """The specification's shape with Litestar's ``@get`` and ``app.register``, its own
+    ``collect_custom_metrics`` and a collector."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -98,7 +110,7 @@ async def _json_when(client: httpx.AsyncClient, ok: Any, deadline_s: float = 5.0
 
 
 async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
-    ep = CustomMetricsEndpoint(name="custom", port=0, tick_s=0.1)
+    ep = QueueMetricsEndpoint(name="custom", port=0, tick_s=0.1)
     async with (
         streammetrics.serve(ep),
         httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
@@ -129,6 +141,95 @@ async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
         assert [(s.labels, s.value) for s in errs.samples if s.name.endswith("_total")] == [
             ({"collector": "QueueDepth"}, 0.0)
         ]
+
+
+async def test_the_specifications_custom_endpoint_serves_its_route() -> None:
+    orders = Counter("orders_placed", "Orders placed", registry=None)
+    orders.inc(2)
+    ep = CustomMetricsEndpoint(name="spec_custom", port=0, tick_s=0.1, collectors=[orders])
+    async with (
+        streammetrics.serve(ep),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        r = await client.get("/custom-metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert set(body) == {"custom", "extra", "errors", "timestamp"}
+        fam = body["custom"]["orders_placed"]
+        assert (fam["type"], fam["collector"]) == ("counter", "Counter:orders_placed")
+        total = [s["value"] for s in fam["samples"] if s["name"] == "orders_placed_total"]
+        assert total == [2.0]
+        assert body["errors"] == []
+        # the same figures as /metrics/json's sections
+        full = (await client.get("/metrics/json")).json()
+        assert full["custom"]["orders_placed"]["samples"] == fam["samples"]
+        listed = (await client.get("/")).json()["endpoints"]
+        assert listed["/custom-metrics"] == "Custom route (custom_metrics)"
+        assert "/health" in listed  # beside the built-in routes, not instead of them
+        head = await client.head("/custom-metrics")
+        assert (head.status_code, head.content) == (200, b"")
+        ep.service.set_unavailable("harness gone for the test")
+        gone = await client.get("/custom-metrics")
+        assert gone.status_code == 503
+        assert gone.json()["error"] == "harness unavailable"
+
+
+async def test_app_decorators_register_each_method() -> None:
+    """``app.get/post/put/patch/delete`` take Litestar's options; a sync function says
+    how to run (Litestar's own rule), an annotated one keeps its annotation."""
+    seen: list[str] = []
+
+    class Routes(MetricsEndpoint):
+        def _setup_routes(self) -> None:
+            super()._setup_routes()
+            app = self.app
+
+            @app.post("/jobs", status_code=201, summary="Start a job")
+            async def start(data: Annotated[dict[str, int], Body()]) -> dict[str, int]:
+                seen.append("post")
+                return {"started": data["n"]}
+
+            @app.put("/jobs/{job_id:int}", sync_to_thread=False)
+            def replace(job_id: FromPath[int]):  # type: ignore[no-untyped-def]
+                seen.append("put")
+                return [job_id, "replaced"]
+
+            @app.patch("/jobs/{job_id:int}")
+            async def amend(job_id: FromPath[int]):  # type: ignore[no-untyped-def]
+                seen.append("patch")
+                return {"amended": job_id}
+
+            @app.delete("/jobs/{job_id:int}", status_code=200)
+            async def drop(job_id: FromPath[int], service: streammetrics.http.Service):  # type: ignore[no-untyped-def]
+                seen.append("delete")
+                return {"dropped": job_id, "endpoint": service.name}
+
+    ep = Routes(name="routes", port=0)
+    async with (
+        streammetrics.serve(ep),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        r = await client.post("/jobs", json={"n": 3})
+        assert (r.status_code, r.json()) == (201, {"started": 3})
+        r = await client.put("/jobs/7")
+        assert (r.status_code, r.json()) == (200, [7, "replaced"])
+        r = await client.patch("/jobs/7")
+        assert (r.status_code, r.json()) == (200, {"amended": 7})
+        r = await client.delete("/jobs/7")
+        assert (r.status_code, r.json()) == (200, {"dropped": 7, "endpoint": "routes"})
+        bad = await client.put("/jobs/seven")
+        assert bad.status_code == 404  # the path parameter's type is Litestar's routing
+        wrong = await client.get("/jobs")
+        assert wrong.status_code == 405
+        assert "POST" in wrong.headers["allow"]
+        listed = (await client.get("/")).json()["endpoints"]
+        schema = (await client.get("/schema/openapi.json")).json()
+    assert seen == ["post", "put", "patch", "delete"]
+    assert listed["/jobs"] == "Start a job (POST)"
+    assert listed["/jobs/{job_id:int}"] == "Custom route (replace) (DELETE, PATCH, PUT)"
+    assert set(schema["paths"]["/jobs/{job_id}"]) == {"put", "patch", "delete"}
+    assert schema["paths"]["/jobs"]["post"]["responses"]["201"]
 
 
 async def test_existing_exporter_collectors_plug_in_unchanged() -> None:

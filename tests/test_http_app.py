@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -13,8 +15,11 @@ import anyio.abc
 import anyio.lowlevel
 import httpx
 import pytest
+import schemathesis
 from litestar import get
 from litestar.params import FromQuery
+from litestar.routes import HTTPRoute
+from litestar.types import ControllerRouterHandler
 
 import streammetrics
 from _http_support import (
@@ -30,7 +35,14 @@ from _http_support import (
     seed,
     service_for,
 )
-from streammetrics import Event, PortInUseError, ProcessStats, StreamMetricsError
+from streammetrics import (
+    Event,
+    MetricsEndpoint,
+    MetricsPlugin,
+    PortInUseError,
+    ProcessStats,
+    StreamMetricsError,
+)
 from streammetrics.http import MetricsService, Service, create_app, serve
 from streammetrics.process import ProcessSampler
 
@@ -67,6 +79,8 @@ async def test_root_lists_the_endpoints(service: MetricsService, clock: FakeCloc
     assert body["version"] == streammetrics.__version__
     assert set(body["endpoints"]) == {
         "/health",
+        "/health/live",
+        "/health/ready",
         "/metrics",
         "/metrics/json",
         "/alerts",
@@ -507,3 +521,164 @@ async def test_requests_waiting_for_a_build_are_woken_together(clock: FakeClock)
         gate.set()
     assert len({id(s) for s in done}) == 1
     assert service.statistics().snapshots_built == 1
+
+
+# -- health probes, HEAD, the OpenAPI document -----------------------------------------------
+
+
+async def test_liveness_and_readiness_probes(service: MetricsService, clock: FakeClock) -> None:
+    agg = service._aggregator
+    assert agg is not None
+    async with running(create_app(service)) as client:
+        live = await client.get("/health/live")
+        ready = await client.get("/health/ready")
+        assert (live.status_code, live.json()) == (200, {"status": "alive"})
+        assert (ready.status_code, ready.json()) == (200, {"status": "healthy"})
+        assert ready.headers["content-type"] == "application/json"
+        agg.fold_events([Event("task_store", "stopped")])
+        clock.advance(1.0)  # past the tick
+        assert (await client.get("/health")).status_code == 503
+        ready = await client.get("/health/ready")
+        assert (ready.status_code, ready.json()) == (503, {"status": "degraded"})
+        assert (await client.get("/health/live")).status_code == 200  # alive, if not ready
+        service.set_unavailable("harness stopped")
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json() == {
+            "error": "harness unavailable",
+            "detail": "harness stopped",
+            "status_code": 503,
+        }
+        live = await client.get("/health/live")
+        assert (live.status_code, live.json()) == (200, {"status": "alive"})
+        bad = await client.get("/health/live", params={"verbose": "1"})
+        assert bad.status_code == 400 and "'verbose'" in bad.json()["detail"]
+
+
+async def test_head_on_get_routes_answers_the_same_status_without_a_body(
+    service: MetricsService, clock: FakeClock
+) -> None:
+    agg = service._aggregator
+    assert agg is not None
+    async with running(create_app(service)) as client:
+        ok = await client.head("/health")
+        assert (ok.status_code, ok.content) == (200, b"")
+        assert ok.headers["content-type"] == "application/json"
+        agg.fold_events([Event("task_store", "stopped")])
+        clock.advance(1.0)
+        for path in ("/health", "/health/ready"):
+            r = await client.head(path)
+            assert (r.status_code, r.content) == (503, b""), path
+        service.set_unavailable("harness stopped")
+        for path in ("/metrics", "/metrics/json", "/health"):
+            r = await client.head(path)
+            assert (r.status_code, r.content) == (503, b""), path
+        assert (await client.head("/health/live")).status_code == 200
+        assert (await client.head("/nowhere")).status_code == 404
+        bad = await client.head("/health", params={"windw": "10s"})
+        assert (bad.status_code, bad.content) == (400, b"")  # the GET's query check
+
+
+class _PluginRoute(MetricsPlugin):
+    name = "plugin"
+
+    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
+        @get("/plugin-route", summary="A plugin's route")
+        async def plugin_route(service: Service) -> dict[str, str]:
+            return {"endpoint": service.name}
+
+        return [plugin_route]
+
+
+class _AddedLater(MetricsEndpoint):
+    def _setup_routes(self) -> None:
+        super()._setup_routes()
+
+        @self.app.get("/added-later")
+        async def added_later() -> dict[str, str]:
+            return {"added": "later"}
+
+
+#: Headers that frame the body: HEAD has no body to frame.
+_FRAMING = {"date", "content-length", "transfer-encoding"}
+
+
+async def test_every_get_route_answers_head_like_get() -> None:
+    """Every GET route of a full endpoint (built-ins, dashboard, stream, schema, a
+    plugin's route, one added with ``app.get``): same status and headers, no body."""
+    ep = _AddedLater(name="m", port=0, tick_s=60, plugins=[_PluginRoute()])
+    ep.service.wall = lambda: 1_700_000_000.0  # GET / shows the wall clock: hold it
+    paths = sorted(
+        re.sub(r"\{[^}]+\}", "nope", route.path)
+        for route in ep.app.routes
+        if isinstance(route, HTTPRoute) and "GET" in route.methods
+    )
+    assert {
+        "/",
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/metrics/json",
+        "/alerts",
+        "/components",
+        "/dashboard",
+        "/stream",
+        "/schema",
+        "/schema/openapi.json",
+        "/plugin-route",
+        "/added-later",
+    } <= set(paths)
+    with anyio.fail_after(30):
+        async with (
+            streammetrics.serve(ep),
+            httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+        ):
+            for path in paths:
+                if path == "/stream":
+                    async with client.stream("GET", path) as got:
+                        g_status, g_headers, g_body = got.status_code, got.headers, None
+                else:
+                    got = await client.get(path)
+                    g_status, g_headers, g_body = got.status_code, got.headers, got.content
+                head = await client.head(path)
+                assert head.status_code == g_status, path
+                assert head.content == b"", path
+                same = {k: v for k, v in head.headers.items() if k not in _FRAMING}
+                assert same == {k: v for k, v in g_headers.items() if k not in _FRAMING}, path
+                if "content-length" in head.headers:
+                    assert g_body is not None, path
+                    assert int(head.headers["content-length"]) == len(g_body), path
+            # HEAD /stream ended at once; its stream slot is free again
+            while ep.service.live.statistics().clients:  # noqa: ASYNC110 - a counter
+                await anyio.sleep(0.01)
+            # HEAD is not added where there is no GET
+            events = await client.head("/events")
+            assert events.status_code == 405
+            assert "HEAD" not in events.headers["allow"]
+            assert "HEAD" in (await client.post("/metrics")).headers["allow"]
+
+
+async def test_openapi_is_served_as_json_only_and_is_valid(service: MetricsService) -> None:
+    pages = ("/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/rapidoc")
+    async with running(create_app(service)) as client:
+        doc = await client.get("/schema/openapi.json")
+        at_root = await client.get("/schema")
+        others = [await client.get(p) for p in (*pages, "/schema/scalar")]
+    assert doc.status_code == at_root.status_code == 200
+    assert doc.headers["content-type"] == "application/vnd.oai.openapi+json"
+    assert at_root.headers["content-type"] == doc.headers["content-type"]
+    assert at_root.json() == doc.json()
+    # No documentation page at all, so none that loads its script from elsewhere.
+    for r in others:
+        assert r.status_code == 404, r.request.url
+        assert not re.search(r"https?://|\bsrc\s*=|\bhref\s*=", r.text), r.request.url
+        assert r.json()["error"] == "not found"  # the API's JSON 404, not an HTML page
+        assert "/schema/openapi.json" in r.json()["detail"]
+    schema = doc.json()
+    schemathesis.openapi.from_dict(schema).validate()  # against the OpenAPI meta-schema
+    assert schema["openapi"].startswith("3.1")
+    assert {"/", "/health/live", "/health/ready", *FIGURE_ROUTES} <= set(schema["paths"])
+    assert set(schema["paths"]["/health/ready"]["get"]["responses"]) >= {"200", "503"}
+    # HEAD is answered, not documented twice: every operation is the GET.
+    assert all(set(ops) == {"get"} for ops in schema["paths"].values())

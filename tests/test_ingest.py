@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,11 +14,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streammetrics import Event, encode_events
+from streammetrics.client import AsyncEventClient
 from streammetrics.components.metrics import MetricsEndpoint
+from streammetrics.nesting import MAX_DEPTH
 
 pytestmark = pytest.mark.anyio
 
 MSGPACK = {"content-type": "application/msgpack"}
+JSON = {"content-type": "application/json"}
+JSON_LD = "application/ld+json; charset=utf-8"
 
 
 @asynccontextmanager
@@ -59,11 +64,9 @@ async def test_one_event_a_list_and_a_batch_in_json_and_msgpack() -> None:
             "/events", content=batch, headers={"content-type": "application/x-msgpack"}
         )
         assert r.json()["accepted"] == 1
-        # curl's default content type is read as JSON: `curl -d '{...}'` just works
+        # any application/*+json is JSON
         r = await client.post(
-            "/events",
-            content=msgspec.json.encode(one),
-            headers={"content-type": "application/x-www-form-urlencoded"},
+            "/events", content=msgspec.json.encode(one), headers={"content-type": JSON_LD}
         )
         assert r.json()["accepted"] == 1
         assert _processed(ep) == {"api": 2 * 5, "store": 2 + 1000}
@@ -96,7 +99,7 @@ async def test_bad_events_are_named_by_index_and_field_while_the_rest_fold() -> 
 
 async def test_malformed_bodies_answer_400_naming_the_place() -> None:
     async with endpoint() as (_ep, client):
-        r = await client.post("/events", content=b'{"component": "a", "kind": ')
+        r = await client.post("/events", content=b'{"component": "a", "kind": ', headers=JSON)
         assert r.status_code == 400
         assert r.json()["error"] == "malformed body"
         assert r.json()["path"] == "$"
@@ -134,6 +137,48 @@ async def test_unsupported_type_too_large_and_disabled() -> None:
         r = await client.post("/events", json={"component": "a", "kind": "processed"})
         assert r.status_code in (404, 405)
         assert "/events" not in (await client.get("/")).json()["endpoints"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,  # no header at all
+        "",
+        "text/plain",
+        "application/x-www-form-urlencoded",  # what `curl -d` sends
+        "multipart/form-data; boundary=x",
+        "text/json",
+        "text/plain+json",  # +json counts under application/ only
+        "application/jsonl",
+    ],
+)
+async def test_only_json_and_msgpack_content_types_are_read(content_type: str | None) -> None:
+    body = msgspec.json.encode({"component": "api", "kind": "processed"})
+    headers = {} if content_type is None else {"content-type": content_type}
+    async with endpoint() as (ep, client):
+        r = await client.post("/events", content=body, headers=headers)
+        assert r.request.headers.get("content-type") == content_type
+        assert r.status_code == 415
+        got = r.json()
+        assert (got["error"], got["status_code"]) == ("unsupported media type", 415)
+        if content_type:
+            assert f"content type {content_type!r} is not application/json" in got["detail"]
+        else:
+            assert got["detail"].startswith("a Content-Type header is required: application/json")
+        assert "application/msgpack" in got["detail"]
+        assert _processed(ep) == {}  # nothing was folded
+        # the same body with a JSON type is read
+        ok = await client.post("/events", content=body, headers=JSON)
+        assert ok.status_code == 200 and ok.json()["accepted"] == 1
+
+
+async def test_both_client_formats_send_their_content_type() -> None:
+    async with endpoint() as (ep, _client):
+        for fmt in ("json", "msgpack"):
+            async with AsyncEventClient(ep.url, format=fmt) as sender:
+                await sender.send(Event(f"via_{fmt}", "processed"))
+            assert sender.statistics().accepted == 1
+        assert _processed(ep) == {"via_json": 1, "via_msgpack": 1}
 
 
 async def test_a_retried_batch_counts_once_and_duplicates_are_exported() -> None:
@@ -188,3 +233,34 @@ async def test_the_ingest_limit_is_its_own_not_the_apps() -> None:
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 25_000
         assert _processed(ep) == {"bulk": 25_000}
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+async def test_deeply_nested_bodies_are_a_400_and_the_server_keeps_serving(
+    fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """100,000 levels: deep enough to exhaust the decoder's recursion, small enough for
+    the body limit. Each is an ordinary 400 naming the limit, counted as malformed; no
+    traceback is logged and the endpoint goes on answering."""
+    if fmt == "json":
+        headers, deep = {"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000
+        good = msgspec.json.encode({"component": "api", "kind": "processed"})
+        bodies = [deep, b'{"events": ' + deep + b"}", b'[{"component": "a", "x": ' + deep + b"}]"]
+    else:
+        headers, deep = MSGPACK, b"\x91" * 100_000 + b"\xc0"
+        good = msgspec.msgpack.encode({"component": "api", "kind": "processed"})
+        bodies = [deep, b"\x81\xa6events" + deep, b"\x91\x82\xa9component\xa1a\xa1x" + deep]
+    with caplog.at_level(logging.INFO):
+        async with endpoint() as (ep, client):
+            for body in bodies:
+                r = await client.post("/events", content=body, headers=headers)
+                assert r.status_code == 400, r.text
+                got = r.json()
+                assert (got["error"], got["path"]) == ("malformed body", "$")
+                assert f"nested more than {MAX_DEPTH} levels deep" in got["detail"]
+                assert (await client.get("/health")).status_code == 200
+            r = await client.post("/events", content=good, headers=headers)
+            assert r.json()["accepted"] == 1
+            assert ep.aggregator.statistics().rejected == {"malformed": len(bodies)}
+            assert _processed(ep) == {"api": 1}
+    assert [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR] == []

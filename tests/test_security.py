@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.registry import Collector
 
+import streammetrics
 from _http_support import FakeClock, running, seed, service_for
-from streammetrics import Event
+from streammetrics import Event, MetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import BlueprintError, ConfigError
 from streammetrics.http import create_app
@@ -95,6 +101,72 @@ async def test_every_response_carries_the_security_headers(clock: FakeClock) -> 
         for name, value in SECURITY_HEADERS:
             assert r.headers[name] == value, (r.request.url, name)
         assert "server" not in r.headers
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_cache_control() -> tuple[str, dict[tuple[str, str, int], str]]:
+    """README's Cache-Control table: the default, and ``(method, path, status) -> value``."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if "| response | `Cache-Control` |" in line)
+    default: str | None = None
+    specific: dict[tuple[str, str, int], str] = {}
+    for line in lines[start + 2 :]:
+        if not line.strip().startswith("|"):
+            break
+        m = re.fullmatch(r"\s*\| `(\w+) (/\S*)` (\d{3})[^|]*\| `([^`]+)` \|\s*", line)
+        if m:
+            specific[(m[1], m[2], int(m[3]))] = m[4]
+            continue
+        m = re.fullmatch(r"\s*\| every response[^|]*\| `([^`]+)` \|\s*", line)
+        assert m, f"README's Cache-Control table has a row this test cannot read: {line!r}"
+        default = m[1]
+    assert default is not None and specific, "README's Cache-Control table is incomplete"
+    return default, specific
+
+
+async def test_every_route_sends_the_cache_control_readme_states() -> None:
+    default, specific = readme_cache_control()
+    seen: list[tuple[str, str, int, str]] = []
+
+    def check(method: str, path: str, r: httpx.Response) -> None:
+        # HEAD answers with the GET's headers, as README says too
+        key = ("GET" if method == "HEAD" else method, path, r.status_code)
+        seen.append((method, path, r.status_code, r.headers["cache-control"]))
+        assert r.headers["cache-control"] == specific.get(key, default), (method, path, r)
+
+    ep = MetricsEndpoint(name="m", port=0)
+    refusing = MetricsEndpoint(name="full", port=0, dashboard={"max_clients": 0})
+    event = {"component": "a", "kind": "processed"}
+    async with (
+        streammetrics.serve(ep),
+        streammetrics.serve(refusing),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as c,
+    ):
+        for route in ep.app.routes:
+            path = re.sub(r"\{[^}]+\}", "nope", route.path)
+            for method in sorted(set(getattr(route, "methods", ())) - {"OPTIONS"}):
+                if (method, path) == ("GET", "/stream"):
+                    async with c.stream("GET", path) as r:
+                        check(method, path, r)
+                elif method == "POST":
+                    check(method, path, await c.post(path, json=event))
+                else:
+                    check(method, path, await c.request(method, path))
+        check("GET", "/nowhere", await c.get("/nowhere"))  # 404
+        check("POST", "/metrics", await c.post("/metrics"))  # 405
+        check("GET", "/health", await c.get("/health?windw=1"))  # 400
+        check("POST", "/events", await c.post("/events", content=b"{}"))  # 415
+        check("GET", "/stream", await c.get(refusing.url + "/stream"))  # 503, not the stream
+    clock = FakeClock()
+    async with served(clock, rate_limit=RateLimitSettings(requests=1)) as limited:
+        await limited.get("/alerts")
+        check("GET", "/alerts", await limited.get("/alerts"))  # 429
+    statuses = {status for _m, _p, status, _v in seen}
+    assert {200, 400, 404, 405, 415, 429, 503} <= statuses
+    # each of README's own rows was met
+    assert all(key in {(m, p, s) for m, p, s, _v in seen} for key in specific)
 
 
 # -- CORS -----------------------------------------------------------------------------------
@@ -247,6 +319,105 @@ async def test_failed_logins_are_rate_limited_too(clock: FakeClock, tokens_env: 
             (await c.get("/", headers=bearer(f"guess-{i:012d}"))).status_code for i in range(3)
         ]
     assert codes == [401, 401, 429]
+
+
+def test_every_endpoint_has_a_rate_limit_unless_it_is_null() -> None:
+    default = MetricsEndpoint(name="m", port=0).config.rate_limit
+    assert default == RateLimitSettings()
+    assert default is not None
+    assert (default.requests, default.per_s, default.health_requests) == (1000, 1.0, None)
+    assert MetricsEndpoint(name="m", port=0, rate_limit=None).config.rate_limit is None
+    bp = parse_blueprint(BLUEPRINT.format(extra="tick_s: 1"))
+    assert bp.component("m").config.rate_limit == RateLimitSettings()
+    bp = parse_blueprint(BLUEPRINT.format(extra="rate_limit: null"))
+    assert bp.component("m").config.rate_limit is None
+
+
+async def test_the_default_limit_is_a_thousand_a_second_and_spares_the_health_routes(
+    clock: FakeClock,
+) -> None:
+    """The endpoints' default over a real server, with the clock held: a burst of 1000
+    passes, the next request meets 429, and the health routes still answer."""
+    default = MetricsEndpoint(name="m", port=0).config.rate_limit
+    async with served(clock, rate_limit=default) as c:
+        codes = [(await c.get("/alerts")).status_code for _ in range(1000)]
+        refused = await c.get("/components")
+        health = [(await c.get(p)).status_code for p in ("/health", "/health/live")]
+    assert codes == [200] * 1000
+    assert refused.status_code == 429
+    assert "1000 requests per 1s" in refused.json()["detail"]
+    assert refused.headers["ratelimit-policy"] == "1000;w=1"
+    assert health == [200, 200]
+
+
+async def test_the_default_limit_is_counted_as_the_endpoints_own_figures() -> None:
+    """The guards' counters are built-in families: in /metrics, not among the custom
+    collectors of /metrics/json (nor in their error counts)."""
+    for rate_limit in (RateLimitSettings(), None):
+        ep = MetricsEndpoint(name="m", port=0, tick_s=0.1, rate_limit=rate_limit)
+        async with (
+            streammetrics.serve(ep),
+            httpx.AsyncClient(base_url=ep.url, timeout=5.0) as c,
+        ):
+            await c.get("/health")
+            families = {f.name: f for f in parse_text((await c.get("/metrics")).text)}
+            body = (await c.get("/metrics/json")).json()
+        assert body["custom"] == {} and body["errors"] == []
+        assert "streammetrics_collector_errors" not in families
+        if rate_limit is None:
+            assert "streammetrics_http_rate_limited" not in families
+            continue
+        limited = {
+            s.labels["limit"]: s.value
+            for s in families["streammetrics_http_rate_limited"].samples
+            if s.name.endswith("_total")
+        }
+        clients = {
+            s.labels["limit"]: s.value
+            for s in families["streammetrics_http_rate_limit_clients"].samples
+        }
+        assert limited == {"default": 0.0, "health": 0.0}
+        assert clients == {"default": 1.0, "health": 1.0}  # this test's one address
+
+
+async def test_a_custom_collector_may_not_take_the_guards_names(clock: FakeClock) -> None:
+    class Impostor(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield CounterMetricFamily("streammetrics_http_rate_limited", "mine", value=1)
+
+    service = service_for(seed(clock), clock, tick_s=0)
+    hardening(cors=None, rate_limit=RateLimitSettings(), auth=None, component="m", service=service)
+    service.add_collector(Impostor())
+    snap = await service.snapshot()
+    assert any(
+        "metric names already exposed: streammetrics_http_rate_limited" in e for e in snap.errors
+    )
+    text = (await service.prometheus()).decode()
+    assert "mine" not in text and "streammetrics_http_rate_limited_total" in text
+
+
+async def test_the_health_probes_are_treated_like_health(clock: FakeClock, tokens_env: str) -> None:
+    probes = ("/health", "/health/live", "/health/ready")
+    async with served(clock, auth=AuthSettings(tokens_env)) as c:
+        for path in probes:
+            assert (await c.get(path)).status_code == 200, path
+            assert (await c.head(path)).status_code == 200, path
+        assert (await c.get("/metrics")).status_code == 401
+        assert (await c.head("/metrics")).status_code == 401  # HEAD is guarded like GET
+    async with served(clock, auth=AuthSettings(tokens_env, protect_health=True)) as c:
+        for path in probes:
+            assert (await c.get(path)).status_code == 401, path
+            assert (await c.get(path, headers=bearer(TOKEN))).status_code == 200, path
+    limit = RateLimitSettings(requests=1, health_requests=3, per="1h")
+    async with served(clock, rate_limit=limit) as c:
+        codes = [(await c.get(path)).status_code for path in probes]
+        over = await c.head("/health/live")  # one bucket for the three, HEAD counted too
+        scrape = await c.get("/metrics")  # the general bucket is apart
+        scrape_head = await c.head("/metrics")
+    assert codes == [200, 200, 200]
+    assert over.status_code == 429
+    assert scrape.status_code == 200
+    assert scrape_head.status_code == 429
 
 
 def test_token_bucket_sub_second_periods_and_bounded_clients() -> None:

@@ -33,11 +33,11 @@ from ..transports.dedup import DedupConfig
 from .base import Component, Context, Input
 
 if TYPE_CHECKING:
-    from litestar import Litestar
     from litestar.types import ControllerRouterHandler
     from prometheus_client.registry import Collector
 
     from ..extend import MetricsPlugin
+    from ..http.app import MetricsApp
     from ..probe import Probe
     from ..transports.redis import RedisSource
 
@@ -80,8 +80,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     ``traces.expired_spans``."""
     cors: CorsSettings | None = None
     """Cross-origin reads for web dashboards, off when absent: ``{allow_origins: [...]}``."""
-    rate_limit: RateLimitSettings | None = None
-    """Per-client token bucket, off when absent: ``{requests: 100, per: 1s}`` (429 past it)."""
+    rate_limit: RateLimitSettings | None = RateLimitSettings()
+    """Per-client token bucket, on by default: 1000 requests per second per client address,
+    the health routes 10000 (``{requests: 1000, per: 1s}``; 429 past it); null turns it
+    off."""
     auth: AuthSettings | None = None
     """Bearer tokens read from the environment, off when absent:
     ``{bearer_tokens_env: STREAMMETRICS_TOKENS}`` (401 without one)."""
@@ -95,7 +97,8 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
 
 
 class MetricsEndpoint(Component):
-    """Serves `/`, `/health`, `/metrics`, `/metrics/json`, `/alerts`, `/components`."""
+    """Serves `/`, `/health` (and its `/health/live`, `/health/ready` probes), `/metrics`,
+    `/metrics/json`, `/alerts`, `/components`."""
 
     type_name = "MetricsEndpoint"
     Config = MetricsEndpointConfig
@@ -137,7 +140,7 @@ class MetricsEndpoint(Component):
         self.flush_interval_s = flush_interval_s
         self.plugins: list[MetricsPlugin] = list(plugins)
         self._extra_collectors = list(collectors)
-        self._app: Litestar | None = None
+        self._app: MetricsApp | None = None
         self.aggregator = Aggregator(
             observe=cfg.components,
             max_components=cfg.max_components,
@@ -182,9 +185,10 @@ class MetricsEndpoint(Component):
     # -- extension hooks ------------------------------------------------------------------
 
     @property
-    def app(self) -> Litestar:
+    def app(self) -> MetricsApp:
         """The Litestar app, built on first use (so a subclass's hooks run once its own
-        ``__init__`` is done)."""
+        ``__init__`` is done). ``app.get(path)`` (``post``, ``put``…) registers a route,
+        ``app.register(handler)`` a Litestar handler; both are listed in ``GET /``."""
         if self._app is None:
             self._build_app()
         assert self._app is not None
@@ -193,7 +197,6 @@ class MetricsEndpoint(Component):
     def _build_app(self) -> None:
         from ..http.app import create_app
         from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
-        from ..http.routes import ENDPOINTS
         from ..http.security import hardening
 
         for c in self.collectors():
@@ -217,7 +220,7 @@ class MetricsEndpoint(Component):
             ),
         )
         if live:
-            self._app.state["endpoints"] = {**ENDPOINTS, **LIVE_ENDPOINTS}
+            self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
         self._setup_routes()
 
@@ -252,21 +255,34 @@ class MetricsEndpoint(Component):
 
     def _register_ingest(self) -> None:
         from ..http.ingest import ingest_route
-        from ..http.routes import ENDPOINTS
 
         ingest = self.config.ingest
         if self._app is None or not ingest.enabled:
             return
         self._app.register(ingest_route(self.intake, ingest))
-        listed = self._app.state.get("endpoints", ENDPOINTS)
-        self._app.state["endpoints"] = {
-            **listed,
-            ingest.path: "Report events (POST): one, a list or {events}; JSON or msgpack",
-        }
+        self._app.endpoints[ingest.path] = (
+            "Report events (POST): one, a list or {events}; JSON or msgpack"
+        )
 
     def _setup_routes(self) -> None:
-        """Called once the app exists: ``self.app.register(handler)`` adds a route (the
-        specification's ``CustomMetricsEndpoint`` shape)."""
+        """Called once the app exists, to add routes: the specification's
+        ``CustomMetricsEndpoint`` shape, ``@self.app.get("/custom-metrics")`` over a
+        function (``self.app.register(handler)`` for a Litestar handler)."""
+
+    async def collect_custom_metrics(self) -> Mapping[str, Any]:
+        """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
+        them: ``custom`` (its collectors' families by name), ``extra`` (plugins' and
+        ``figures()``' results by source), ``errors`` (collectors or sources that failed)
+        and the snapshot's ``timestamp``. What the specification's custom route serves
+        unless a subclass overrides it; 503 while no harness feeds the endpoint."""
+        snap = await self.service.snapshot()  # the tick's collection comes with it
+        custom = self.service.custom()
+        return {
+            "custom": custom.json,
+            "extra": custom.extra,
+            "errors": custom.errors,
+            "timestamp": snap.timestamp,
+        }
 
     def probe(self, component: str) -> Probe:
         """The probe through which code in this process reports as ``component``

@@ -3,14 +3,16 @@ collector and the uvicorn runner."""
 
 from __future__ import annotations
 
-from .app import create_app
+from .app import MetricsApp, create_app
 from .prometheus import SnapshotCollector
 from .responses import (
     AlertsResponse,
     ComponentsResponse,
     ErrorResponse,
     HealthResponse,
+    LiveResponse,
     MetricsResponse,
+    ReadyResponse,
     RootResponse,
 )
 from .routes import Service
@@ -22,8 +24,11 @@ __all__ = (
     "ComponentsResponse",
     "ErrorResponse",
     "HealthResponse",
+    "LiveResponse",
+    "MetricsApp",
     "MetricsResponse",
     "MetricsService",
+    "ReadyResponse",
     "RootResponse",
     "Service",
     "ServiceStatistics",

@@ -140,6 +140,10 @@ class CustomCollectors:
     def __len__(self) -> int:
         return len(self._collectors)
 
+    def reserve(self, names: Iterable[str]) -> None:
+        """Names a built-in family took since: a custom collector reusing one clashes."""
+        self._reserved |= frozenset(names)
+
     def add(self, collector: Collector, name: str | None = None) -> str:
         """Add ``collector`` under ``name`` (its class name, numbered if taken); returns
         the name its errors are listed under."""

@@ -1,16 +1,19 @@
 """``POST /events``: external producers report over HTTP.
 
-One event, a list, or ``{"events": [...]}``; JSON, or MessagePack with
-``Content-Type: application/msgpack``. The answer says how many events were folded, how
-many were rejected (each with its index, path and reason), and how many were duplicates
-of ids already folded (a client's retry is harmless when its events carry ids).
+One event, a list, or ``{"events": [...]}``; JSON (``Content-Type: application/json``
+or any ``application/*+json``), or MessagePack (``application/msgpack``,
+``application/x-msgpack`` or ``application/vnd.msgpack``). The answer says how many
+events were folded, how many were rejected (each with its index, path and reason), and
+how many were duplicates of ids already folded (a client's retry is harmless when its
+events carry ids).
 
 Status codes, so that a client knows whether to retry:
 
 - ``200`` the body was read; some events may still be rejected (see ``rejections``);
 - ``400`` the body is unreadable, or not one of its events is valid: fix, do not retry;
 - ``413`` the body is over ``max_body_bytes``: send smaller batches;
-- ``415`` a content type that is neither JSON nor MessagePack;
+- ``415`` no Content-Type, or one that is neither JSON nor MessagePack: a body is
+  never guessed at (``curl -d`` sends a form type, ``text/plain`` is not JSON either);
 - ``503`` no harness feeds the endpoint: retry later.
 
 The body is read raw and decoded by msgspec, not through a typed handler parameter: a
@@ -47,11 +50,10 @@ __all__ = (
 MSGPACK_TYPES: Final = frozenset(
     ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 )
-#: Content types read as JSON. curl's default (form-urlencoded) and a missing type are
-#: JSON too: ``curl -d '{...}'`` is how people try an endpoint first.
-JSON_TYPES: Final = frozenset(
-    ("application/json", "text/json", "text/plain", "application/x-www-form-urlencoded", "")
-)
+#: Content types read as JSON, beside any ``application/...+json``.
+JSON_TYPES: Final = frozenset(("application/json",))
+#: What a 415 says is accepted.
+_ACCEPTED: Final = "application/json (or application/*+json) or application/msgpack"
 #: How many rejections a 400's ``detail`` spells out; all are in ``rejections``.
 _DETAIL_REJECTIONS: Final = 3
 
@@ -66,11 +68,12 @@ class IngestErrorResponse(ErrorResponse, frozen=True):
 
 
 def body_format(content_type: str) -> Format | None:
-    """``json`` or ``msgpack`` for a Content-Type header value; None when neither."""
+    """``json`` or ``msgpack`` for a Content-Type header value; None when neither (an
+    empty value, a missing header, included)."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media in MSGPACK_TYPES:
         return "msgpack"
-    if media in JSON_TYPES or media.endswith("+json"):
+    if media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
         return "json"
     return None
 
@@ -100,7 +103,9 @@ def ingest_route(intake: Intake, config: IngestConfig | None = None) -> HTTPRout
                 ErrorResponse, description="Body over max_body_bytes", generate_examples=False
             ),
             415: ResponseSpec(
-                ErrorResponse, description="Neither JSON nor MessagePack", generate_examples=False
+                ErrorResponse,
+                description="No Content-Type, or neither JSON nor MessagePack",
+                generate_examples=False,
             ),
             503: ResponseSpec(
                 ErrorResponse,
@@ -110,18 +115,15 @@ def ingest_route(intake: Intake, config: IngestConfig | None = None) -> HTTPRout
         },
     )
     async def ingest_events(request: Request[Any, Any, Any], service: Service) -> Response[Any]:
-        content_type = request.headers.get("content-type", "")
-        fmt = body_format(content_type)
+        content_type = request.headers.get("content-type")
+        fmt = body_format(content_type or "")
         if fmt is None:
-            kinds = "application/json or application/msgpack"
-            return Response(
-                ErrorResponse(
-                    "unsupported media type",
-                    f"content type {content_type!r} is not one of {kinds}",
-                    415,
-                ),
-                status_code=415,
+            detail = (
+                f"a Content-Type header is required: {_ACCEPTED}"
+                if not content_type
+                else f"content type {content_type[:100]!r} is not {_ACCEPTED}"
             )
+            return Response(ErrorResponse("unsupported media type", detail, 415), status_code=415)
         if not service.available:
             raise HarnessUnavailableError(
                 f"metrics endpoint {service.name!r} has no harness to fold events into"

@@ -26,7 +26,13 @@ from litestar.exceptions import TooManyRequestsException
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ("RateLimitMiddleware", "RateLimits", "TokenBucketLimiter", "TokenBucketStatistics")
+__all__ = (
+    "HEALTH_PATHS",
+    "RateLimitMiddleware",
+    "RateLimits",
+    "TokenBucketLimiter",
+    "TokenBucketStatistics",
+)
 
 #: A client with no address (a Unix socket, a test transport) shares this key.
 _NO_ADDRESS: Final = "-"
@@ -100,21 +106,26 @@ class TokenBucketLimiter:
         )
 
 
+#: The health routes, which share the ``health`` bucket.
+HEALTH_PATHS: Final = frozenset(("/health", "/health/live", "/health/ready"))
+
+
 class RateLimits:
-    """The limiter of each route class: ``/health`` apart, everything else together."""
+    """The limiter of each route class: the health routes (``/health`` and its probes)
+    apart, everything else together."""
 
     def __init__(
         self,
         default: TokenBucketLimiter,
         health: TokenBucketLimiter,
-        health_path: str = "/health",
+        health_paths: frozenset[str] = HEALTH_PATHS,
     ) -> None:
         self.default = default
         self.health = health
-        self.health_path = health_path
+        self.health_paths = health_paths
 
     def for_path(self, path: str) -> TokenBucketLimiter:
-        return self.health if path == self.health_path else self.default
+        return self.health if path in self.health_paths else self.default
 
 
 def _describe(limiter: TokenBucketLimiter) -> str:

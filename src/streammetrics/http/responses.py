@@ -31,7 +31,9 @@ __all__ = (
     "ComponentsResponse",
     "ErrorResponse",
     "HealthResponse",
+    "LiveResponse",
     "MetricsResponse",
+    "ReadyResponse",
     "RootResponse",
     "Window",
     "alerts_response",
@@ -70,6 +72,19 @@ class HealthResponse(msgspec.Struct, frozen=True):
     timestamp: float
     reasons: list[Deduction]
     """Why the score is below 1.0, one entry per penalty."""
+
+
+class LiveResponse(msgspec.Struct, frozen=True):
+    """``GET /health/live``: the process serves requests (a liveness probe)."""
+
+    status: Literal["alive"] = "alive"
+
+
+class ReadyResponse(msgspec.Struct, frozen=True):
+    """``GET /health/ready``: whether traffic should come (a readiness probe)."""
+
+    status: Status
+    """``/health``'s status: ``healthy`` with 200; ``degraded`` or ``unhealthy`` with 503."""
 
 
 class MetricsResponse(msgspec.Struct, frozen=True):

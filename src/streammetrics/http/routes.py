@@ -25,7 +25,9 @@ from .responses import (
     ComponentsResponse,
     ErrorResponse,
     HealthResponse,
+    LiveResponse,
     MetricsResponse,
+    ReadyResponse,
     RootResponse,
     Window,
     alerts_response,
@@ -40,6 +42,8 @@ __all__ = ("ENDPOINTS", "ROUTES", "Service", "check_query", "wants_openmetrics")
 #: ``GET /``'s endpoint list.
 ENDPOINTS: Final[dict[str, str]] = {
     "/health": "System health summary",
+    "/health/live": "Liveness probe: 200 while the process serves",
+    "/health/ready": "Readiness probe: 200 when /health is, else 503 with the status",
     "/metrics": "Prometheus exposition (text, or OpenMetrics when the Accept header asks)",
     "/metrics/json": "Detailed performance metrics",
     "/alerts": "Active alerts and recommendations",
@@ -167,6 +171,43 @@ async def health(service: Service, window: WindowParam = None) -> Response[Healt
     )
 
 
+#: The one body of ``/health/live``, made once.
+_ALIVE: Final = LiveResponse()
+
+
+@get(
+    "/health/live",
+    summary="Liveness probe: 200 while the process serves requests",
+    before_request=check_query,
+    opt=_NO_QUERY,
+    responses={400: _ERR_400},
+)
+async def health_live() -> LiveResponse:
+    """Never reads a snapshot: a stopped harness or a degraded system is no reason to
+    restart the process (that is what readiness says)."""
+    return _ALIVE
+
+
+@get(
+    "/health/ready",
+    summary="Readiness probe: 200 when /health is 200, else 503 with the status",
+    before_request=check_query,
+    opt=_NO_QUERY,
+    responses={
+        400: _ERR_400,
+        503: ResponseSpec(
+            cast(Any, ReadyResponse | ErrorResponse),
+            description="Degraded or unhealthy (status body), or no harness (error body)",
+            generate_examples=False,
+        ),
+    },
+)
+async def health_ready(service: Service) -> Response[ReadyResponse]:
+    snap = await service.snapshot()
+    status = snap.system_status
+    return Response(ReadyResponse(status), status_code=200 if status == "healthy" else 503)
+
+
 @get(
     "/metrics",
     summary="Prometheus exposition; OpenMetrics when the Accept header asks for it",
@@ -216,4 +257,4 @@ async def components(service: Service, window: WindowParam = None) -> Components
     return components_response(await service.snapshot(_view(window)))
 
 
-ROUTES: Final = (root, health, metrics, metrics_json, alerts, components)
+ROUTES: Final = (root, health, health_live, health_ready, metrics, metrics_json, alerts, components)

@@ -2,9 +2,13 @@
 sections of a MetricsEndpoint's config, the response headers every answer carries, and
 ``hardening()``, which turns the sections into ``create_app`` arguments.
 
-Everything is off by default (a loopback endpoint scraped by a local Prometheus needs
-none of it) except the response headers, which cost nothing and follow OWASP's REST
-security guidance: an API response is never cached, sniffed or framed.
+CORS and auth are off by default (a loopback endpoint scraped by a local Prometheus
+needs neither). The rate limit is on in every MetricsEndpoint (``RateLimitSettings()``:
+1000 requests a second per client address, the health routes ten times that), a figure
+no scraper, dashboard or load balancer comes near but a runaway client loop does. The
+response headers cost nothing and follow OWASP's REST security guidance: an API response
+is never sniffed or framed, and not cached unless its route says otherwise (the dashboard
+page and its event stream).
 
 The order of the layers, outermost first: CORS (Litestar's; a preflight is answered
 before anything else, since browsers send no credentials with it), then the rate limit
@@ -25,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .auth import AuthCounts, BearerAuthMiddleware, BearerTokens
-from .ratelimit import RateLimitMiddleware, RateLimits, TokenBucketLimiter
+from .ratelimit import HEALTH_PATHS, RateLimitMiddleware, RateLimits, TokenBucketLimiter
 
 if TYPE_CHECKING:
     from litestar.types import Message, Scope
@@ -49,7 +53,6 @@ __all__ = (
 Duration = Annotated[float, msgspec.Meta(gt=0, le=86_400)] | str
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
 _UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-HealthPath: Final = "/health"
 DashboardPath: Final = "/dashboard"
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 Method = Literal["GET", "HEAD", "POST", "OPTIONS"]
@@ -114,15 +117,23 @@ class CorsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class RateLimitSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """A token bucket per client address: ``requests`` at once, then ``requests`` per ``per``."""
+    """A token bucket per client address: ``requests`` at once, then ``requests`` per ``per``.
 
-    requests: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100
+    The defaults are every MetricsEndpoint's limit: Prometheus scrapes a target once every
+    few seconds, the dashboard is one page load and one long-lived ``/stream``, a load
+    balancer probes a few times a second; a thousand a second leaves room for a hundred
+    dashboards behind one proxy and still stops a client that loops on ``/metrics``.
+    """
+
+    requests: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 1000
     """Requests a client may make per ``per`` (and in one burst)."""
     per: Duration = 1.0
     """The period: seconds, or a duration such as ``1s``, ``500ms``, ``1m``."""
     health_requests: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
-    """``/health``'s own limit per ``per``, counted apart, so that a scrape flood never
-    makes a load balancer think the system is down (default: ten times ``requests``)."""
+    """The health routes' own limit per ``per`` (``/health``, ``/health/live``,
+    ``/health/ready``, counted together and apart from the rest), so that a scrape flood
+    never makes a load balancer think the system is down (default: ten times
+    ``requests``)."""
     max_clients: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
     """Client addresses tracked at once (memory bound); the least recently seen is
     forgotten first."""
@@ -143,7 +154,8 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     spaces (several, so a token can be rotated without downtime). Read at startup: an
     unset or empty variable stops the start."""
     protect_health: bool = False
-    """Require a token on ``/health`` too (load balancers usually cannot send one)."""
+    """Require a token on ``/health``, ``/health/live`` and ``/health/ready`` too (load
+    balancers and Kubernetes probes usually cannot send one)."""
 
 
 async def security_headers(message: Message, scope: Scope) -> None:
@@ -223,12 +235,12 @@ def hardening(
                 rate_limit.requests, per_s, max_clients=rate_limit.max_clients, clock=clock
             ),
             TokenBucketLimiter(health, per_s, max_clients=rate_limit.max_clients, clock=clock),
-            HealthPath,
+            HEALTH_PATHS,
         )
         middleware.append(DefineMiddleware(RateLimitMiddleware, limits=limits))
     if auth is not None:
         tokens = BearerTokens.from_env(auth.bearer_tokens_env, component=component)
-        open_paths = frozenset() if auth.protect_health else frozenset({HealthPath})
+        open_paths = frozenset() if auth.protect_health else HEALTH_PATHS
         # The dashboard page holds no figures (its /stream does, and asks for the token):
         # a browser navigating to it cannot send an Authorization header.
         open_paths |= {DashboardPath}
@@ -252,5 +264,5 @@ def hardening(
             max_age=cors.max_age,
         )
     if service is not None and (limits is not None or counts is not None):
-        service.add_collector(SecurityCollector(limits, counts), "http_guards")
+        service.add_builtin_collector(SecurityCollector(limits, counts))
     return {"cors": cors_config, "middleware": middleware}

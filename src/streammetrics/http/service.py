@@ -126,6 +126,15 @@ class MetricsService:
         self._collected = None
         return self._custom.add(collector, name)
 
+    def add_builtin_collector(self, collector: Collector) -> None:
+        """Serve the endpoint's own ``collector`` in ``/metrics`` beside the snapshot's
+        families (the HTTP guards' counters). Unlike a custom collector it is read during
+        the render, not once per tick in a worker thread, and is neither listed in
+        ``/metrics/json``'s ``custom`` nor counted in the collector errors: it only reads
+        counters and cannot fail. Its names are taken from the custom collectors."""
+        self._custom.reserve(exposed_names(collector.collect()))
+        self._registry.register(collector)
+
     def add_figures(self, name: str, source: FigureSource) -> None:
         """Show what ``await source()`` returns (JSON-able) as ``extra.<name>`` in
         ``/metrics/json``, refreshed once per tick; a failure is listed in ``errors``."""
