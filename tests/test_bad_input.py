@@ -3,15 +3,18 @@ already folded or stored changes, and label values survive the Prometheus text."
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import httpx
 import pytest
 from litestar import Request, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
@@ -25,6 +28,7 @@ from streammetrics.components.store import Store
 from streammetrics.events import MAX_NAME, decode_events
 from streammetrics.harness import Harness
 from streammetrics.http import MetricsService, create_app
+from streammetrics.nesting import MAX_DEPTH
 
 pytestmark = pytest.mark.anyio
 
@@ -205,6 +209,73 @@ async def test_items_ingest_answers_every_bad_body_with_a_json_4xx() -> None:
     assert store.statistics().rows == 3  # the good items, all of them, and nothing else
     assert (stats.accepted, stats.rejected) == (3, len(bad))
     assert "invalid" not in str(stats)
+
+
+def _no_error_logged(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert bad == [], [r.getMessage() for r in bad]
+
+
+async def test_items_nested_deeper_than_max_depth_are_a_400(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any JSON value is an item, decoded untyped (one level of recursion per level of
+    nesting): past ``MAX_DEPTH`` it is malformed, and the endpoint keeps taking items."""
+    deep = b'{"n": ' + b"[" * 1000 + b"]" * 1000 + b"}"  # 2 KiB: the limit of the API system
+    at_limit = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    with caplog.at_level(logging.INFO):
+        async with api_system() as (c, harness):
+            api = harness.components["api"]
+            assert isinstance(api, APIEndpoint)
+            for path in ("/items", "/items/batch"):
+                r = await c.post(path, content=deep, headers={"content-type": "application/json"})
+                body = assert_json_error(r, 400)
+                assert body["error"] == "malformed JSON"
+                assert f"more than {MAX_DEPTH} levels deep" in body["detail"]
+                assert (await c.get("/health")).status_code == 200
+            assert (await c.post("/items", content=at_limit)).status_code == 202
+            assert (await c.post("/items/batch", content=at_limit)).status_code == 202
+            stats = api.statistics()
+    assert (stats.accepted, stats.rejected) == (2, 2)
+    _no_error_logged(caplog)
+
+
+async def test_custom_route_bodies_nested_deeper_than_max_depth_are_a_400(
+    service: MetricsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Litestar decodes a ``data`` parameter untyped before it converts it, so even a
+    narrow type would recurse all the way down a deep body; the app's request class
+    measures it first, in JSON and in MessagePack."""
+
+    @post("/keys")
+    async def keys(
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.JSON)],
+    ) -> dict[str, int]:
+        return {"keys": len(data)}
+
+    @post("/count")
+    async def count(
+        data: Annotated[list[int], Body(media_type=RequestEncodingType.MESSAGEPACK)],
+    ) -> dict[str, int]:
+        return {"count": len(data)}
+
+    json_type = {"content-type": "application/json"}
+    msgpack_type = {"content-type": RequestEncodingType.MESSAGEPACK.value}
+    with caplog.at_level(logging.INFO):
+        async with running(create_app(service, extra_route_handlers=[keys, count])) as c:
+            deep_json = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            r = await c.post("/keys", content=deep_json, headers=json_type)
+            body = assert_json_error(r, 400)
+            assert body["detail"] == f"the JSON body nests more than {MAX_DEPTH} levels deep"
+            r = await c.post("/count", content=b"\x91" * 100_000 + b"\xc0", headers=msgpack_type)
+            body = assert_json_error(r, 400)
+            assert body["detail"] == f"the MessagePack body nests more than {MAX_DEPTH} levels deep"
+            assert (await c.get("/health")).status_code == 200
+            r = await c.post("/keys", content=b'{"a": [[1]], "b": 2}', headers=json_type)
+            assert r.json() == {"keys": 2}
+            r = await c.post("/count", content=b"\x93\x01\x02\x03", headers=msgpack_type)
+            assert r.json() == {"count": 3}
+    _no_error_logged(caplog)
 
 
 # -- label values in the exposition -----------------------------------------------------------

@@ -19,6 +19,7 @@ from streammetrics.blueprint import (
 )
 from streammetrics.breaker import BreakerConfig
 from streammetrics.errors import BlueprintError, StreamMetricsError
+from streammetrics.nesting import MAX_DEPTH
 
 # The seed's "Basic Metrics Endpoint" example (quotes and blank line kept).
 BASIC = """\
@@ -157,6 +158,53 @@ def test_not_yaml_names_the_line() -> None:
     assert "line 4" in str(err)
     err = _error("system: {name: x\n")
     assert "line 2" in str(err)
+
+
+# BASIC is 2 levels deep where ``x`` goes: the top mapping, and ``system``.
+X_LINE = BASIC.count("\n") + 1
+
+
+def _deep_flow(levels: int) -> str:
+    """BASIC with ``x`` under ``system``: sequences in flow style, the whole ``levels`` deep."""
+    inner = levels - 2
+    return BASIC + "  x: " + "[" * inner + "]" * inner + "\n"
+
+
+def _deep_block(levels: int) -> str:
+    """BASIC with ``x`` under ``system``: mappings in block style, the whole ``levels`` deep."""
+    lines = [f"{'  ' * (j + 2)}a:" for j in range(levels - 3)]
+    return BASIC + "  x:\n" + "\n".join(lines) + f"\n{'  ' * (levels - 1)}a: 1\n"
+
+
+@pytest.mark.parametrize("deep", [_deep_flow, _deep_block])
+def test_yaml_nested_deeper_than_max_depth_names_the_line(deep: Any) -> None:
+    err = _error(deep(MAX_DEPTH + 1))
+    assert err.path == "$"
+    assert f"nests mappings and sequences more than {MAX_DEPTH} levels deep" in err.reason
+    # flow: the 63rd "[" of x's line; block: the mapping that starts 63 lines below x
+    line = X_LINE if deep is _deep_flow else X_LINE + MAX_DEPTH - 1
+    assert f"(line {line}, column " in err.reason
+    # at the limit the document is read, and validated as usual: x is not a field
+    err = _error(deep(MAX_DEPTH))
+    assert (err.path, err.reason) == ("system", "Object contains unknown field `x`")
+
+
+def test_validate_exits_2_on_a_deep_yaml_with_one_clear_line(tmp_path: Path) -> None:
+    """100,000 levels would exhaust PyYAML's recursion (a traceback, exit 1): the CLI
+    says what is wrong in one line and exits 2."""
+    f = tmp_path / "deep.yaml"
+    f.write_text(_deep_flow(100_000), encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, "-m", "streammetrics.cli", "validate", str(f)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout) == (2, "")
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("streammetrics: error: ")
+    assert f"more than {MAX_DEPTH} levels deep (line {X_LINE}, column " in line
+    assert "Traceback" not in r.stderr
 
 
 def test_missing_system_name() -> None:

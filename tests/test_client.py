@@ -32,6 +32,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     fold_first: bool = False
     """Let the endpoint fold the batch, then answer ``status``: a lost answer."""
+    body: bytes = b'{"error": "planned"}'
 
 
 class Flaky:
@@ -64,7 +65,7 @@ class Flaky:
                 pass
         headers = [(k.encode(), v.encode()) for k, v in fault.headers.items()]
         await send({"type": "http.response.start", "status": fault.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b'{"error": "planned"}'})
+        await send({"type": "http.response.body", "body": fault.body})
 
 
 @asynccontextmanager
@@ -175,6 +176,21 @@ async def test_a_batch_the_server_refuses_is_not_retried_and_keeps_its_events() 
         assert r.accepted == 3
         await client.aclose()
         assert _processed(ep) == 3
+
+
+async def test_an_error_body_that_is_not_an_error_shape_is_quoted_as_text() -> None:
+    """The peer may be any server: an error body nested too deeply to decode (100,000
+    levels would exhaust the decoder's recursion) is quoted, not decoded."""
+    deep = b'{"detail": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    plan = [Fault(400, body=deep), Fault(422, body=b'{"detail": "\xff"}')]
+    async with flaky_endpoint(plan) as (ep, url, _flaky):
+        async with AsyncEventClient(url, retry=FAST, batch_size=1) as client:
+            for status, quoted in ((400, '{"detail": [[[['), (422, '{"detail": "')):
+                with pytest.raises(DeliveryError) as info:
+                    await client.send(Event("worker", "processed"))
+                assert info.value.status == status
+                assert f"{status} {quoted}" in str(info.value)
+        assert _processed(ep) == 0
 
 
 async def test_an_unreachable_endpoint_fails_after_the_retries() -> None:

@@ -20,6 +20,7 @@ from streammetrics.events import (
     decode_events,
     encode_events,
 )
+from streammetrics.nesting import MAX_DEPTH
 
 FORMATS: tuple[Format, ...] = ("json", "msgpack")
 
@@ -214,6 +215,92 @@ def test_non_utf8_string_inside_an_event_is_a_rejection(fmt: Format) -> None:
     (r,) = out.rejected
     assert (r.index, r.path) == (1, "events[1]")
     assert "UTF-8" in r.reason
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_non_utf8_events_in_a_batch_are_rejected_alone(fmt: Format) -> None:
+    """Whatever the typed decoder raises for a bad string, the batch is split and only the
+    bad events are rejected (msgspec 0.23 raises DecodeError where it raised
+    UnicodeDecodeError)."""
+    good = _enc(GOOD, fmt)
+    if fmt == "json":
+        bad = b'{"component": "ok", "kind": "processed", "detail": "\xc3\x28"}'
+        body = b'{"events": [' + bad + b", " + good + b", " + bad + b"]}"
+    else:
+        bad = b"\x83\xa9component\xa2ok\xa4kind\xa9processed\xa6detail\xa2\xc3\x28"
+        body = b"\x81\xa6events\x93" + bad + good + bad
+    out = decode_events(body, fmt)
+    assert [e.component for e in out.events] == ["api"]
+    assert [(r.index, r.path) for r in out.rejected] == [(0, "events[0]"), (2, "events[2]")]
+    assert all("UTF-8" in r.reason for r in out.rejected)
+
+
+def _deep(levels: int, fmt: Format) -> bytes:
+    """A value that is ``levels`` arrays deep (the innermost one empty)."""
+    if fmt == "json":
+        return b"[" * levels + b"]" * levels
+    return b"\x91" * (levels - 1) + b"\x90"
+
+
+def _shaped(shape: str, deep: bytes, fmt: Format) -> bytes:
+    """A body of ``shape`` with ``deep`` in it: ``list`` [good, deep], ``batch``
+    {"events": [good, deep]}, ``field`` an event whose detail is ``deep``, ``unknown``
+    an event with ``deep`` under a field it does not have."""
+    good = _enc({"component": "ok", "kind": "processed"}, fmt)
+    if fmt == "json":
+        items = b"[" + good + b", " + deep + b"]"
+        return {
+            "list": items,
+            "batch": b'{"events": ' + items + b"}",
+            "field": b'{"component": "a", "kind": "processed", "detail": ' + deep + b"}",
+            "unknown": b'{"component": "a", "kind": "processed", "x": ' + deep + b"}",
+        }[shape]
+    items = b"\x92" + good + deep
+    head = b"\x83\xa9component\xa1a\xa4kind\xa9processed"
+    return {
+        "list": items,
+        "batch": b"\x81\xa6events" + items,
+        "field": head + b"\xa6detail" + deep,
+        "unknown": head + b"\xa1x" + deep,
+    }[shape]
+
+
+SHAPES = ("list", "batch", "field", "unknown")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 100_000])
+def test_a_body_nested_deeper_than_max_depth_is_an_event_error(
+    fmt: Format, shape: str, levels: int
+) -> None:
+    """However deep (100,000 levels would exhaust the interpreter's recursion limit in
+    the decoder), the body is refused whole, naming the limit; nothing else escapes."""
+    outer = {"list": 1, "batch": 2, "field": 1, "unknown": 1}[shape]
+    body = _shaped(shape, _deep(levels - outer, fmt), fmt)
+    with pytest.raises(EventError) as ei:
+        decode_events(body, fmt)
+    assert ei.value.path == "$"
+    assert f"nested more than {MAX_DEPTH} levels deep" in ei.value.reason
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", ["list", "batch"])
+def test_a_deep_event_within_max_depth_is_rejected_alone(fmt: Format, shape: str) -> None:
+    outer = 1 if shape == "list" else 2
+    out = decode_events(_shaped(shape, _deep(MAX_DEPTH - outer, fmt), fmt), fmt)
+    assert [e.component for e in out.events] == ["ok"]
+    (r,) = out.rejected
+    assert (r.index, r.path) == (1, "events[1]")
+    assert "Expected `object`, got `array`" in r.reason
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_deep_field_within_max_depth_is_a_rejection(fmt: Format) -> None:
+    out = decode_events(_shaped("field", _deep(MAX_DEPTH - 1, fmt), fmt), fmt)
+    assert out.events == []
+    (r,) = out.rejected
+    assert (r.index, r.path) == (0, "event.detail")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

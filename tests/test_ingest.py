@@ -264,3 +264,25 @@ async def test_deeply_nested_bodies_are_a_400_and_the_server_keeps_serving(
             assert ep.aggregator.statistics().rejected == {"malformed": len(bodies)}
             assert _processed(ep) == {"api": 1}
     assert [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+async def test_an_event_with_a_non_utf8_string_is_rejected_alone(fmt: str) -> None:
+    if fmt == "json":
+        headers = {"content-type": "application/json"}
+        good = msgspec.json.encode({"component": "api", "kind": "processed"})
+        body = b"[" + good + b', {"component": "\xff\xfe", "kind": "processed"}, ' + good + b"]"
+    else:
+        headers = MSGPACK
+        good = msgspec.msgpack.encode({"component": "api", "kind": "processed"})
+        bad = b"\x82\xa9component\xa2\xff\xfe\xa4kind\xa9processed"
+        body = b"\x93" + good + bad + good
+    async with endpoint() as (ep, client):
+        r = await client.post("/events", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert (got["accepted"], got["rejected"], got["malformed"]) == (2, 1, 1)
+        (rejection,) = got["rejections"]
+        assert (rejection["index"], rejection["path"]) == (1, "events[1]")
+        assert "UTF-8" in rejection["reason"]
+        assert _processed(ep) == {"api": 2}

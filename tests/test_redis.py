@@ -231,6 +231,63 @@ async def test_a_repeated_event_id_folds_once_and_bad_entries_are_counted_not_re
 
 
 @pytest.mark.anyio
+async def test_an_event_with_a_non_utf8_string_is_rejected_alone_from_its_entry(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    good = encode_events([Event("svc", "processed")], "msgpack")[1:]  # the event, unlisted
+    bad = b"\x82\xa9component\xa2\xff\xfe\xa4kind\xa9processed"
+    r.xadd(stream, {"msgpack": b"\x93" + good + bad + good})
+    r.xadd(stream, {"json": b'[{"component": "svc", "kind": "processed", "detail": "\xc3\x28"}]'})
+    async with consumer(server, stream) as ep:
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 2)
+        assert _totals(ep) == {"svc": (2, 0)}
+        assert ep.aggregator.statistics().rejected == {"malformed": 2}
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+
+
+@pytest.mark.anyio
+async def test_a_deeply_nested_entry_is_counted_acknowledged_and_never_read_again(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    """100,000 levels would exhaust the decoder's recursion: the entry is a malformed
+    rejection like any other, acknowledged, and the consumer goes on with the next ones;
+    a restarted consumer does not find it pending."""
+    deep = {"msgpack": b"\x91" * 100_000 + b"\xc0"}
+    r.xadd(stream, deep)
+    r.xadd(stream, {"msgpack": encode_events([Event("svc", "processed", id="a")], "msgpack")})
+    r.xadd(stream, {"json": b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
+    r.xadd(stream, deep)
+    async with consumer(server, stream) as ep:
+        assert ep.redis is not None
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 4)
+        assert _totals(ep) == {"svc": (1, 0)}
+        assert ep.aggregator.statistics().rejected == {"malformed": 3}
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        with EventPublisher(server.url, stream, batch_size=10) as pub:  # still consuming
+            pub.publish_many(Event("svc", "processed") for _ in range(10))
+        await _until(lambda: _folded(ep) == 11)
+        await anyio.sleep(0.1)  # the next tick's render
+        async with httpx.AsyncClient(base_url=ep.url) as client:
+            assert (await client.get("/health")).status_code == 200
+            text = (await client.get("/metrics")).text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        rejected = {
+            s.labels["reason"]: s.value
+            for s in fams["streammetrics_events_rejected"].samples
+            if s.name.endswith("_total")
+        }
+        assert rejected == {"malformed": 3}
+    r.xadd(stream, {"msgpack": encode_events([Event("later", "processed")], "msgpack")})
+    async with consumer(server, stream) as ep:
+        await _until(lambda: _folded(ep) == 1)
+        assert ep.redis is not None
+        st = ep.redis.statistics()
+        assert (st.recovered, st.entries) == (0, 1)
+        assert _totals(ep) == {"later": (1, 0)}
+        assert ep.aggregator.statistics().rejected == {}
+
+
+@pytest.mark.anyio
 async def test_a_consumer_survives_redis_going_away_and_coming_back(
     tmp_path: Path, stream: str
 ) -> None:

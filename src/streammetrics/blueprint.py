@@ -18,6 +18,7 @@ import yaml
 
 from .breaker import BreakerConfig
 from .errors import BlueprintError
+from .nesting import MAX_DEPTH
 
 __all__ = (
     "BindingSpec",
@@ -112,6 +113,31 @@ class Blueprint:
         return None
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing mappings and sequences nested deeper than
+    ``MAX_DEPTH``: its composer recurses once per level, so a deep document would end in
+    a ``RecursionError`` (a traceback) rather than in a ``BlueprintError``."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)  # a scalar or an alias: no deeper
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise BlueprintError(
+                f"YAML nests mappings and sequences more than {MAX_DEPTH} levels deep "
+                f"(line {mark.line + 1}, column {mark.column + 1})"
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _path(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
     reason, sep, where = str(exc).rpartition(" - at `")
     if not sep:
@@ -140,7 +166,7 @@ def parse_blueprint(
     from .components.base import Processor
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -29,6 +29,7 @@ import msgspec
 
 from .errors import DeliveryError
 from .events import Event, Format, encode_events
+from .nesting import json_too_deep
 from .transports.closing import AsyncSender, Sender
 from .transports.intake import IntakeResult
 from .transports.retry import RetryPolicy, retry_after
@@ -209,9 +210,13 @@ class _Batcher:
 
 
 def _detail(response: httpx.Response) -> str:
+    """The ``detail`` of an error body, else the start of its text (the peer may be any
+    server: a body that is not JSON, or nests too deeply to decode, is just text)."""
+    if json_too_deep(response.content):
+        return response.text[:200]
     try:
         body = msgspec.json.decode(response.content)
-    except msgspec.DecodeError:
+    except (ValueError, RecursionError):  # DecodeError; bad UTF-8 in msgspec before 0.23
         return response.text[:200]
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])

@@ -8,12 +8,13 @@ returned as a ``Rejection`` naming its index and field, and the rest still fold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Final, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Final, Literal, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 
 from .errors import EventError
+from .nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
 
 __all__ = (
     "KINDS",
@@ -114,25 +115,58 @@ class Decoded(msgspec.Struct):
     rejected: list[Rejection]
 
 
-_json_list = msgspec.json.Decoder(list[Event])
-_json_raws = msgspec.json.Decoder(list[msgspec.Raw])
-_json_one = msgspec.json.Decoder(Event)
-_json_obj = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_mp_list = msgspec.msgpack.Decoder(list[Event])
-_mp_raws = msgspec.msgpack.Decoder(list[msgspec.Raw])
-_mp_one = msgspec.msgpack.Decoder(Event)
-_mp_obj = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+_T = TypeVar("_T")
+_Decoder: TypeAlias = msgspec.json.Decoder[_T] | msgspec.msgpack.Decoder[_T]
+
+
+class _Decoders(NamedTuple):
+    """The decoders of one format: typed ones for the fast path, ``Raw`` ones that split
+    a body so that each event can be decoded (and rejected) on its own."""
+
+    many: _Decoder[list[Event]]
+    batch: _Decoder[EventBatch]
+    one: _Decoder[Event]
+    items: _Decoder[list[msgspec.Raw]]
+    fields: _Decoder[dict[str, msgspec.Raw]]
+
+
+_DECODERS: Final[dict[Format, _Decoders]] = {
+    "json": _Decoders(
+        msgspec.json.Decoder(list[Event]),
+        msgspec.json.Decoder(EventBatch),
+        msgspec.json.Decoder(Event),
+        msgspec.json.Decoder(list[msgspec.Raw]),
+        msgspec.json.Decoder(dict[str, msgspec.Raw]),
+    ),
+    "msgpack": _Decoders(
+        msgspec.msgpack.Decoder(list[Event]),
+        msgspec.msgpack.Decoder(EventBatch),
+        msgspec.msgpack.Decoder(Event),
+        msgspec.msgpack.Decoder(list[msgspec.Raw]),
+        msgspec.msgpack.Decoder(dict[str, msgspec.Raw]),
+    ),
+}
+_TOO_DEEP: Final[dict[Format, Callable[[bytes], bool]]] = {
+    "json": json_too_deep,
+    "msgpack": msgpack_too_deep,
+}
 _json_enc = msgspec.json.Encoder()
 _mp_enc = msgspec.msgpack.Encoder()
 
+#: What a decoder raises for bytes that are not a valid value of its type. msgspec's
+#: ``DecodeError`` (and its ``ValidationError``) and ``UnicodeDecodeError`` are
+#: ``ValueError``s; ``RecursionError`` is its guard against nesting (``MAX_DEPTH`` is
+#: checked first, so it fires only on a stack already near the interpreter's limit).
+#: Which of them a release raises for which defect has changed (bad UTF-8 went from
+#: ``UnicodeDecodeError`` to ``DecodeError``), so no decision below depends on the type.
+_UNREADABLE: Final = (ValueError, RecursionError)
 
-# msgspec raises UnicodeDecodeError (not DecodeError) for a string that is not UTF-8.
-_Bad = (msgspec.DecodeError, UnicodeDecodeError)
 
-
-def _located(exc: msgspec.DecodeError | UnicodeDecodeError, prefix: str) -> tuple[str, str]:
+def _located(exc: Exception, prefix: str) -> tuple[str, str]:
     """Split msgspec's "Expected `int`, got `str` - at `$.count`" into (path, reason)."""
-    if isinstance(exc, UnicodeDecodeError):
+    if isinstance(exc, RecursionError):
+        return prefix, f"nested too deeply to decode (the limit is {MAX_DEPTH} levels)"
+    if isinstance(exc, UnicodeDecodeError):  # what msgspec before 0.23 raised for bad UTF-8
         return prefix, f"a string is not valid UTF-8 ({exc.reason})"
     text = str(exc)
     reason, sep, where = text.rpartition(" - at `")
@@ -155,58 +189,63 @@ def decode_events(data: bytes, fmt: Format = "json") -> Decoded:
     """Decode one event, a list of events or ``{"events": [...]}``.
 
     Raises ``EventError`` only when the body as a whole is unreadable (not JSON or
-    MessagePack, or neither an event, a list nor a batch); a bad event inside a list is a
-    ``Rejection`` and its neighbours still decode.
+    MessagePack, neither an event, a list nor a batch, or nested deeper than
+    ``MAX_DEPTH``); a bad event inside a list is a ``Rejection`` and its neighbours
+    still decode.
+
+    The typed decoders come first: a body whose events are all valid decodes in one
+    call. Only when that fails, for whatever reason, is the body split into its events,
+    each decoded alone, so the bad ones are found and named.
     """
-    one, lst, raws, obj = (
-        (_json_one, _json_list, _json_raws, _json_obj)
-        if fmt == "json"
-        else (_mp_one, _mp_list, _mp_raws, _mp_obj)
-    )
-    if _is_array(data, fmt):
-        return _decode_list(data, lst, raws, one, "events")
+    d = _DECODERS[fmt]
+    array = _is_array(data, fmt)
     try:
-        fields = obj.decode(data)
-    except _Bad as exc:
+        return Decoded(d.many.decode(data) if array else d.batch.decode(data).events, [])
+    except Exception:  # some event is bad, or the body is no list or batch: see below
+        pass
+    if not array:
+        try:
+            return Decoded([d.one.decode(data)], [])
+        except Exception:  # found out below, with the place and the reason
+            pass
+    # From here on the Raw decoders skip values, recursively: depth is checked first.
+    if _TOO_DEEP[fmt](data):
+        raise EventError(
+            f"body is nested more than {MAX_DEPTH} levels deep (an event body needs 3)"
+        )
+    if array:
+        return _one_by_one(data, d, "events")
+    try:
+        fields = d.fields.decode(data)
+    except _UNREADABLE as exc:
         path, reason = _located(exc, "$")
         raise EventError(f"body is not a {fmt} event, list or batch: {reason}", path=path) from None
     if "events" in fields and "component" not in fields:
         extra = sorted(set(fields) - {"events"})
         if extra:
             raise EventError(f"unknown field {extra[0]!r} in batch", path=f"$.{extra[0]}")
-        return _decode_list(bytes(fields["events"]), lst, raws, one, "events")
+        return _one_by_one(bytes(fields["events"]), d, "events")
     try:
-        return Decoded([one.decode(data)], [])
-    except _Bad as exc:
+        return Decoded([d.one.decode(data)], [])
+    except _UNREADABLE as exc:
         path, reason = _located(exc, "event")
         return Decoded([], [Rejection(0, path, reason)])
 
 
-def _decode_list(
-    data: bytes,
-    lst: msgspec.json.Decoder[list[Event]] | msgspec.msgpack.Decoder[list[Event]],
-    raws: msgspec.json.Decoder[list[msgspec.Raw]] | msgspec.msgpack.Decoder[list[msgspec.Raw]],
-    one: msgspec.json.Decoder[Event] | msgspec.msgpack.Decoder[Event],
-    name: str,
-) -> Decoded:
+def _one_by_one(data: bytes, d: _Decoders, name: str) -> Decoded:
+    """Split a list into its items and decode each alone: every item that is not a
+    valid event is a ``Rejection``; only a body that is not a list at all is an error."""
     try:
-        return Decoded(lst.decode(data), [])
-    except (msgspec.ValidationError, UnicodeDecodeError):
-        pass  # some event is bad (or the list is not a list): decode one by one below
-    except msgspec.DecodeError as exc:
-        path, reason = _located(exc, name)
-        raise EventError(f"body is not a valid event list: {reason}", path=path) from None
-    try:
-        items = raws.decode(data)
-    except _Bad as exc:  # {"events": 5}, or a syntax error after the first bad event
+        items = d.items.decode(data)
+    except _UNREADABLE as exc:  # {"events": 5}, or a syntax error after the first bad event
         path, reason = _located(exc, name)
         raise EventError(f"body is not a valid event list: {reason}", path=path) from None
     good: list[Event] = []
     bad: list[Rejection] = []
     for i, raw in enumerate(items):
         try:
-            good.append(one.decode(raw))
-        except _Bad as exc:
+            good.append(d.one.decode(raw))
+        except _UNREADABLE as exc:
             path, reason = _located(exc, f"{name}[{i}]")
             bad.append(Rejection(i, path, reason))
     return Decoded(good, bad)

@@ -40,6 +40,7 @@ from msgspec import Meta
 
 from ..http.responses import ErrorResponse
 from ..http.security import security_headers
+from ..nesting import MAX_DEPTH, json_too_deep
 from .base import Component, Context
 
 if TYPE_CHECKING:
@@ -170,12 +171,19 @@ class APIEndpoint(Component):
             return self._reject(
                 exc.status_code, HTTPStatus(exc.status_code).phrase.lower(), exc.detail
             )
+        if json_too_deep(data):  # decoding any JSON value recurses once per level
+            return self._reject(
+                400, "malformed JSON", f"the body nests more than {MAX_DEPTH} levels deep"
+            )
         try:
             return _decode(data)
-        except msgspec.DecodeError as exc:
-            return self._reject(400, "malformed JSON", str(exc))
-        except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
-            reason = f"a string is not valid UTF-8 ({exc.reason})"
+        except (ValueError, RecursionError) as exc:
+            # DecodeError, or the UnicodeDecodeError that msgspec before 0.23 raised for a
+            # string that is not UTF-8 (both ValueErrors); RecursionError only on a stack
+            # already near the interpreter's limit, as the depth was checked
+            reason = str(exc)
+            if isinstance(exc, UnicodeDecodeError):
+                reason = f"a string is not valid UTF-8 ({exc.reason})"
             return self._reject(400, "malformed JSON", reason)
 
     async def accept(self, items: list[Any], t0: float) -> Response[Any]:
