@@ -34,6 +34,7 @@ class Spawned:
     ) -> None:
         self.proc = subprocess.Popen(
             list(argv),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -121,7 +122,7 @@ class Spawned:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[int, str, str]:
         """Signal the child and wait for it: (exit code, unread stdout, all stderr).
 
-        Past ``timeout`` the child is killed and the test fails.
+        Past ``timeout`` the child is killed (its exit code then says so).
         """
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -129,7 +130,6 @@ class Spawned:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"did not exit within {timeout} s of {sig!r}") from None
         return self.proc.returncode, self.collect(), self.stderr
 
     def collect(self) -> str:

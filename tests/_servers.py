@@ -215,16 +215,6 @@ class Run(Spawned):
         url = next(iter(self.urls.values()))
         return httpx.get(url + path, timeout=5).json()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.kill()
-        return self.proc.returncode, self.collect(), self.stderr
-
 
 def wait_until(check: Any, timeout: float = 20, what: str = "") -> Any:
     """Poll ``check()`` until it returns something truthy; fail past the deadline."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _process import Spawned
 from _servers import free_offset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,39 +30,15 @@ def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
-class Running:
+class Running(Spawned):
     """A ``streammetrics run`` subprocess, stopped with SIGTERM at the end."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streammetrics.cli", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[str] = []
+        super().__init__([sys.executable, "-m", "streammetrics.cli", *args], env=env)
 
-    def wait_listening(self, count: int, timeout: float = 20) -> list[str]:
-        """Read stdout until ``count`` 'listening on' lines arrived."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        urls: list[str] = []
-        while len(urls) < count:
-            assert time.monotonic() < deadline, f"not listening in time: {self.lines}"
-            line = self.proc.stdout.readline()
-            if not line:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"exited early: {self.lines} {err}")
-            self.lines.append(line)
-            if "listening on" in line:
-                urls.append(line.rsplit(" ", 1)[1].strip())
-        return urls
-
-    def stop(self, timeout: float = 15) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+    def urls(self, count: int, timeout: float = 20) -> list[str]:
+        """The URLs of the first ``count`` 'listening on' lines, in order."""
+        return list(self.wait_listening(count, timeout).values())
 
 
 def test_validate_ok_for_every_shipped_blueprint() -> None:
@@ -94,7 +71,7 @@ def test_run_basic_blueprint_serves_every_route_and_stops_on_sigterm() -> None:
     offset = free_offset([8000, 9000])
     run = Running("run", str(BLUEPRINTS / "basic.yaml"), "--port-offset", str(offset))
     try:
-        urls = run.wait_listening(2)
+        urls = run.urls(2)
         metrics = f"http://127.0.0.1:{9000 + offset}"
         api = f"http://127.0.0.1:{8000 + offset}"
         assert metrics in urls and api in urls
@@ -116,7 +93,7 @@ def test_run_basic_blueprint_serves_every_route_and_stops_on_sigterm() -> None:
             text = c.get(f"{metrics}/metrics").text
             assert 'component_items_processed_total{component="data_store"} 5.0' in text
     finally:
-        code, out = run.stop()
+        code, out, _err = run.stop()
     assert code == 0
     assert "SIGTERM: stopping" in out
 
@@ -125,7 +102,7 @@ def test_multi_environment_blueprint_serves_each_port() -> None:
     offset = free_offset([9000, 9001, 9002])
     run = Running("run", str(BLUEPRINTS / "multi_environment.yaml"), "--port-offset", str(offset))
     try:
-        urls = run.wait_listening(3)
+        urls = run.urls(3)
         assert len(set(urls)) == 3
         with httpx.Client(timeout=5) as c:
             for url in urls:
@@ -133,7 +110,7 @@ def test_multi_environment_blueprint_serves_each_port() -> None:
                 assert body["service"] == "System Metrics API"
                 assert c.get(f"{url}/health").json()["components"]["total"] == 4
     finally:
-        code, _ = run.stop()
+        code, _out, _err = run.stop()
     assert code == 0
 
 
@@ -167,7 +144,7 @@ def test_demo_shows_moving_numbers() -> None:
         assert second["detailed_components"]["enrich"]["errors_encountered"] > 0
         assert second["streaming"]["total_messages"] > first["streaming"]["total_messages"]
     finally:
-        code, _ = run.stop()
+        code, _out, _err = run.stop()
     assert code == 0
 
 
@@ -176,9 +153,8 @@ def test_run_stops_cleanly_on_sigint(sig: signal.Signals) -> None:
     offset = free_offset([8000, 9000])
     run = Running("run", str(BLUEPRINTS / "basic.yaml"), "--port-offset", str(offset))
     run.wait_listening(2)
-    run.proc.send_signal(sig)
-    out, _ = run.proc.communicate(timeout=15)
-    assert run.proc.returncode == 0
+    code, out, _err = run.stop(sig, timeout=15)
+    assert code == 0
     assert "stopped" in out
 
 

@@ -5,9 +5,7 @@ from elsewhere, it says so when the endpoint goes away, and it reconnects."""
 
 from __future__ import annotations
 
-import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from typing import Any
 import playwright.sync_api as playwright_sync
 import pytest
 
+from _process import Spawned
 from _servers import free_offset
 from _tools import need
 
@@ -43,43 +42,20 @@ DEMO_COMPONENTS = {
 }
 
 
-class Proc:
+class Proc(Spawned):
     """A subprocess printing ``... listening on URL`` / ``metrics on URL``; stopped with
     SIGTERM (then killed) however the test ends."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
+        super().__init__([sys.executable, *args], cwd=ROOT)
 
-    def wait_for(self, pattern: str, timeout: float = 20) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"exited early: {seen} {err}")
-            seen.append(line)
-            m = re.search(pattern, line)
-            if m:
-                return m[1]
-        raise AssertionError(f"{pattern!r} not printed in time: {seen}")
+    def url(self, pattern: str, timeout: float = 20) -> str:
+        """The first group of the first stdout line matching ``pattern``."""
+        return self.wait_for(pattern, timeout)[1]
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-        return self.proc.returncode
+    def end(self) -> int:
+        """SIGTERM, then the exit code (killed past 20 s)."""
+        return self.stop(signal.SIGTERM, 20)[0]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +102,7 @@ def test_dashboard_renders_the_demo_live_and_survives_a_restart(
     demo = Proc(*args)
     restarted: Proc | None = None
     try:
-        url = demo.wait_for(r"system_metrics \(MetricsEndpoint\) listening on (\S+)")
+        url = demo.url(r"system_metrics \(MetricsEndpoint\) listening on (\S+)")
         w = Watched(browser, url)
         page = w.page
         page.goto(url + "/dashboard")
@@ -166,7 +142,7 @@ def test_dashboard_renders_the_demo_live_and_survives_a_restart(
         assert w.foreign() == [], w.foreign()
 
         # The endpoint goes away: the page says so, prominently, and dims the figures.
-        assert demo.stop() == 0
+        assert demo.end() == 0
         page.wait_for_selector("#banner.show", timeout=10_000)
         banner = page.locator("#banner").inner_text()
         assert "shutting down" in banner or "unreachable" in banner, banner
@@ -179,7 +155,7 @@ def test_dashboard_renders_the_demo_live_and_survives_a_restart(
 
         # It comes back on the same port: the page reconnects by itself.
         restarted = Proc(*args)
-        restarted.wait_for(r"system_metrics \(MetricsEndpoint\) listening on (\S+)")
+        restarted.url(r"system_metrics \(MetricsEndpoint\) listening on (\S+)")
         page.wait_for_function(
             "() => !document.querySelector('#banner').classList.contains('show')",
             timeout=20_000,
@@ -187,9 +163,9 @@ def test_dashboard_renders_the_demo_live_and_survives_a_restart(
         assert page.locator("#conn").inner_text().startswith("live")
         w.close()
     finally:
-        demo.stop()
+        demo.end()
         if restarted is not None:
-            assert restarted.stop() == 0
+            assert restarted.end() == 0
 
 
 def test_dashboard_with_a_hundred_components_scrolls_and_shows_the_trouble(
@@ -205,7 +181,7 @@ def test_dashboard_with_a_hundred_components_scrolls_and_shows_the_trouble(
         "0.5",
     )
     try:
-        url = ex.wait_for(r"metrics on (\S+)")
+        url = ex.url(r"metrics on (\S+)")
         w = Watched(browser, url)
         page = w.page
         # Long tasks (> 50 ms on the main thread) are what a freezing page is made of.
@@ -262,7 +238,7 @@ def test_dashboard_with_a_hundred_components_scrolls_and_shows_the_trouble(
         assert w.foreign() == []
         w.close()
     finally:
-        ex.stop()
+        ex.end()
 
 
 #: An endpoint built to stress the table: a long name, a long last error, every breaker
@@ -326,7 +302,7 @@ def test_component_table_fits_its_card_labels_its_windows_and_breakers(
 ) -> None:
     ex = Proc("-c", WIDE_SYSTEM)
     try:
-        url = ex.wait_for(r"metrics on (\S+)")
+        url = ex.url(r"metrics on (\S+)")
         w = Watched(browser, url)
         page = w.page
         page.goto(url + "/dashboard")
@@ -412,4 +388,4 @@ def test_component_table_fits_its_card_labels_its_windows_and_breakers(
         assert w.foreign() == [], w.foreign()
         w.close()
     finally:
-        ex.stop()
+        ex.end()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 import streammetrics
+from _process import Spawned
 from streammetrics import MetricsEndpoint, ProductionMetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import ConfigError
@@ -228,35 +228,17 @@ def test_production_endpoint_is_a_blueprint_type() -> None:
 # -- the examples, run as a user runs them ---------------------------------------------
 
 
-class Example:
+class Example(Spawned):
     """``python examples/NAME.py --port 0`` until SIGINT; its URL from the first line."""
 
     def __init__(self, name: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / name), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        super().__init__([sys.executable, str(EXAMPLES / name), "--port", "0"])
 
     def url(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"metrics on (http://\S+)", line)
-        if m is None:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"no URL in {line!r}: {err}")
-        return m[1]
+        return self.wait_for(r"metrics on (http://\S+)", 15)[1]
 
-    def stop(self) -> tuple[int, str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            out, err = self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-        return self.proc.returncode, out, err
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> tuple[int, str, str]:
+        return super().stop(sig, timeout)
 
 
 def _wait_for(url: str, check: Callable[[Any], bool], deadline_s: float = 10.0) -> Any:
@@ -403,32 +385,27 @@ streammetrics.run_until_interrupted(main, "svc")
 """
 
 
-class Program:
+class Program(Spawned):
     """``python -c PROGRAM`` with its stdout read line by line."""
 
     def __init__(self, program: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", program],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        super().__init__([sys.executable, "-c", program])
 
-    def line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
+    def line(self, timeout: float = 20) -> str:
+        line = self.next_line(time.monotonic() + timeout)
+        if line is None:
             raise AssertionError(f"exited early: {self.finish()}")
         return line
 
     def finish(self, timeout: float = 20) -> tuple[int, str, str]:
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-            raise AssertionError(f"still running after {timeout}s: {out} {err}") from None
-        return self.proc.returncode, out, err
+            self.kill()
+            raise AssertionError(
+                f"still running after {timeout}s: {self.lines} {self.stderr}"
+            ) from None
+        return self.proc.returncode, self.collect(), self.stderr
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import httpx
 import pytest
 import redis
 
+from _process import Spawned
 from _servers import RedisServer, Run, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,39 +133,14 @@ def _run_to_end(script: Path, env: dict[str, str]) -> subprocess.CompletedProces
 
 
 def _serve_then_interrupt(script: Path, block: Block) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        cwd=ROOT,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = Spawned([sys.executable, str(script)], cwd=ROOT, env=_env())
     try:
-        assert proc.stdout is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        url = None
-        while url is None:
-            assert time.monotonic() < deadline, f"no URL printed in time: {seen}"
-            line = proc.stdout.readline()
-            assert line, f"exited ({proc.wait()}) before printing a URL: {seen}"
-            seen.append(line)
-            found = re.search(r"http://[^\s,/]+", line)
-            url = found[0] if found else None
-        r = httpx.get(url + block.path, timeout=5)
+        m = proc.wait_for(r"http://[^\s,/]+", RUN_TIMEOUT_S)
+        r = httpx.get(m[0] + block.path, timeout=5)
         assert r.status_code == 200, (block.path, r.status_code, r.text[:500])
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            _out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise AssertionError("still running 20 s after Ctrl-C") from None
-    assert proc.returncode == 130, f"exit {proc.returncode} after Ctrl-C: {err}"
+        code, _out, err = proc.stop(signal.SIGINT, 20)
+    assert code == 130, f"exit {code} after Ctrl-C: {err}"
     assert "Traceback" not in err, err
     assert len(err.splitlines()) == 1, f"Ctrl-C should print one line, got:\n{err}"
 
