@@ -32,7 +32,7 @@ import msgspec
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.bus import EventBus
-from streammetrics.events import Event, decode_events
+from streammetrics.model.events import Event, decode_events
 
 from ._report import BenchmarkError, CaseResult, Target, progress, table, targets_table
 from .stream import Stream, StreamSpec, parse_latency

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from streammetrics.events import Event, encode_events
+from streammetrics.model.events import Event, encode_events
 
 __all__ = ("LatencyDist", "Stream", "StreamSpec", "parse_latency")
 

@@ -7,8 +7,8 @@ import msgspec
 import pytest
 
 from streammetrics.aggregator import Aggregator, AggregatorStatistics, ProcessStats
-from streammetrics.events import Delta, Event
 from streammetrics.health import HealthConfig, component_health, status_for, system_health
+from streammetrics.model.events import Delta, Event
 from streammetrics.snapshot import BreakerStatus, Deduction, Snapshot
 from streammetrics.windows import N_BUCKETS, bucket_index
 

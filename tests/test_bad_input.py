@@ -25,10 +25,10 @@ from streammetrics import Aggregator, Event
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store
-from streammetrics.events import MAX_NAME, decode_events
 from streammetrics.harness import Harness
 from streammetrics.http import MetricsService, create_app
-from streammetrics.nesting import MAX_DEPTH
+from streammetrics.model.events import MAX_NAME, decode_events
+from streammetrics.model.nesting import MAX_DEPTH
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,7 @@ from streammetrics.blueprint import (
 )
 from streammetrics.breaker import BreakerConfig
 from streammetrics.errors import BlueprintError, StreamMetricsError
-from streammetrics.nesting import MAX_DEPTH
+from streammetrics.model.nesting import MAX_DEPTH
 
 # The seed's "Basic Metrics Endpoint" example (quotes and blank line kept).
 BASIC = """\

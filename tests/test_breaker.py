@@ -21,8 +21,8 @@ from streammetrics.breaker import BreakerConfig, CircuitBreaker
 from streammetrics.components import Component, Context, Processor
 from streammetrics.components.api import APIEndpoint
 from streammetrics.errors import BlueprintError
-from streammetrics.events import Delta, Event, Rejection
 from streammetrics.harness import Harness
+from streammetrics.model.events import Delta, Event, Rejection
 from streammetrics.snapshot import BreakerState
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from streammetrics.bus import BusStatistics, EventBus
-from streammetrics.events import Delta, Event, Rejection
+from streammetrics.model.events import Delta, Event, Rejection
 
 
 class Recorder:

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from streammetrics.errors import EventError, StreamMetricsError
-from streammetrics.events import (
+from streammetrics.model.events import (
     KINDS,
     Decoded,
     Event,
@@ -20,7 +20,7 @@ from streammetrics.events import (
     decode_events,
     encode_events,
 )
-from streammetrics.nesting import MAX_DEPTH
+from streammetrics.model.nesting import MAX_DEPTH
 
 FORMATS: tuple[Format, ...] = ("json", "msgpack")
 

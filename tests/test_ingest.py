@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streammetrics import Event, encode_events
 from streammetrics.client import AsyncEventClient
 from streammetrics.components.metrics import MetricsEndpoint
-from streammetrics.nesting import MAX_DEPTH
+from streammetrics.model.nesting import MAX_DEPTH
 
 pytestmark = pytest.mark.anyio
 

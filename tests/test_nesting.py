@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streammetrics.events import Event, encode_events
-from streammetrics.nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
+from streammetrics.model.events import Event, encode_events
+from streammetrics.model.nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
 
 FAST = settings(
     max_examples=200,

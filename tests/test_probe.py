@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import streammetrics.probe as probe_mod
-from streammetrics.events import Delta
+from streammetrics.model.events import Delta
 from streammetrics.probe import Probe
 from streammetrics.windows import N_BUCKETS, bucket_index
 

@@ -17,7 +17,7 @@ MODULES = sorted(
 
 
 def test_the_walk_finds_the_package() -> None:
-    for name in ("streammetrics.windows", "streammetrics.events", "streammetrics.aggregator"):
+    for name in ("streammetrics.windows", "streammetrics.model.events", "streammetrics.aggregator"):
         assert name in MODULES
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streammetrics.rules import RuleSyntaxError, compile_expr, parse_duration, simple_comparison
+from streammetrics.model.types import DurationError, parse_duration
+from streammetrics.rules import RuleSyntaxError, compile_expr, simple_comparison
 
 NAMES = frozenset({"error_rate", "items_per_second", "p99", "up", "errors", "processed"})
 
@@ -208,5 +209,5 @@ def test_durations(text: str | float, seconds: float) -> None:
 
 @pytest.mark.parametrize("bad", ["2x", "m", "", "-5s", "1m30s", "two minutes", -1, -0.5, True])
 def test_bad_durations(bad: str | float) -> None:
-    with pytest.raises(RuleSyntaxError, match="duration"):
+    with pytest.raises(DurationError, match="duration"):
         parse_duration(bad)

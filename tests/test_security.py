@@ -34,8 +34,8 @@ from streammetrics.http.security import (
     CorsSettings,
     RateLimitSettings,
     hardening,
-    parse_duration,
 )
+from streammetrics.model.types import parse_duration
 
 pytestmark = pytest.mark.anyio
 

@@ -18,8 +18,8 @@ from .errors import (
     PortInUseError,
     StreamMetricsError,
 )
-from .events import Delta, Event, EventBatch, decode_events, encode_events
 from .health import HealthConfig
+from .model.events import Delta, Event, EventBatch, decode_events, encode_events
 from .probe import Probe
 from .snapshot import Snapshot
 from .windows import RollingWindow, WindowStats

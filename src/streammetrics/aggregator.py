@@ -20,8 +20,8 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from .events import Delta, Event, Rejection
 from .health import HealthConfig, component_health, status_for, stream_stall, system_health
+from .model.events import Delta, Event, Rejection
 from .snapshot import (
     BreakerState,
     BreakerStatus,

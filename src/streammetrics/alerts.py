@@ -31,12 +31,12 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from .health import HealthConfig
+from .model.types import DurationError, parse_duration
 from .rules import (
     Compiled,
     Figures,
     RuleSyntaxError,
     compile_expr,
-    parse_duration,
     simple_comparison,
 )
 from .snapshot import (
@@ -157,7 +157,7 @@ class AlertRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError(f"alert rule {self.name!r}: expr: {exc}") from None
         try:
             parse_duration(self.for_)
-        except RuleSyntaxError as exc:
+        except DurationError as exc:
             raise ValueError(f"alert rule {self.name!r}: for: {exc}") from None
         if self.component is not None and self.resolved_scope() == "system":
             raise ValueError(

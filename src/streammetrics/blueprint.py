@@ -18,7 +18,9 @@ import yaml
 
 from .breaker import BreakerConfig
 from .errors import BlueprintError
-from .nesting import MAX_DEPTH
+from .model.nesting import MAX_DEPTH
+from .model.types import DeclaredName
+from .model.validation import located
 
 __all__ = (
     "BindingSpec",
@@ -29,12 +31,11 @@ __all__ = (
     "parse_blueprint",
 )
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 PORT_OFFSET_ENV = "STREAMMETRICS_PORT_OFFSET"
 
 
 class ComponentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    name: Name
+    name: DeclaredName
     """Unique within the system; used as the ``component`` label."""
     type: str
     """A component type: APIEndpoint (alias FastAPIEndpoint), StreamProcessor, Controller,
@@ -44,9 +45,9 @@ class ComponentSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class BindingSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    from_component: Name
-    to_component: Name
-    stream_name: Name = "input"
+    from_component: DeclaredName
+    to_component: DeclaredName
+    stream_name: DeclaredName = "input"
     buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
     """Capacity of the binding's queue; a full queue makes the sender wait (backpressure)."""
 
@@ -56,7 +57,7 @@ class BindingSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class SystemSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    name: Name
+    name: DeclaredName
     components: list[ComponentSpec]
     bindings: list[BindingSpec] = []
 
@@ -138,13 +139,6 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _path(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
-    reason, sep, where = str(exc).rpartition(" - at `")
-    if not sep:
-        return prefix, str(exc)
-    return prefix + where.rstrip("`")[1:], reason
-
-
 def _value_at(data: Any, path: str) -> Any:
     """The bad value itself, found by walking ``path`` (best effort)."""
     cur = data
@@ -174,7 +168,7 @@ def parse_blueprint(
     try:
         spec = msgspec.convert(data, _File)
     except msgspec.ValidationError as exc:
-        path, reason = _path(exc, "")
+        path, reason = located(exc, "")
         path = path.lstrip(".") or "$"
         raise BlueprintError(reason, path=path, value=_value_at(data, "$." + path)) from None
     if port_offset is None:
@@ -227,7 +221,7 @@ def parse_blueprint(
             try:
                 breaker = msgspec.convert(raw_breaker, BreakerConfig)
             except msgspec.ValidationError as exc:
-                path, reason = _path(exc, f"{at}.config.circuit_breaker")
+                path, reason = located(exc, f"{at}.config.circuit_breaker")
                 inner = "$" + path[len(f"{at}.config.circuit_breaker") :]
                 raise BlueprintError(
                     reason, path=path, value=_value_at(raw_breaker, inner)
@@ -238,7 +232,7 @@ def parse_blueprint(
         try:
             config = msgspec.convert(cfg_data, cls.Config)
         except msgspec.ValidationError as exc:
-            path, reason = _path(exc, f"{at}.config")
+            path, reason = located(exc, f"{at}.config")
             raise BlueprintError(
                 reason, path=path, value=_value_at(cfg_data, "$" + path[len(f"{at}.config") :])
             ) from None

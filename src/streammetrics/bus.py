@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from .events import Delta, Event, Rejection
+from .model.events import Delta, Event, Rejection
 from .probe import Probe
 
 __all__ = ("BusStatistics", "EventBus", "Sink")

@@ -28,8 +28,8 @@ import httpx
 import msgspec
 
 from .errors import DeliveryError
-from .events import Event, Format, encode_events
-from .nesting import json_too_deep
+from .model.events import Event, Format, encode_events
+from .model.nesting import json_too_deep
 from .transports.closing import AsyncSender, Sender
 from .transports.intake import IntakeResult
 from .transports.retry import RetryPolicy, retry_after

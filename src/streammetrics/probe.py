@@ -20,7 +20,7 @@ from inspect import iscoroutinefunction
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
-from .events import Delta
+from .model.events import Delta
 from .windows import LATENCY_BOUNDS, N_BUCKETS
 
 __all__ = ("Outcomes", "Probe")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import operator
-import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -27,7 +26,6 @@ __all__ = (
     "Figures",
     "RuleSyntaxError",
     "compile_expr",
-    "parse_duration",
     "simple_comparison",
 )
 
@@ -242,19 +240,3 @@ def _compare(terms: list[Compiled], ops: list[Callable[[Any, Any], bool]], f: Fi
     if any(v is None for v in values):
         return False
     return all(op(values[i], values[i + 1]) for i, op in enumerate(ops))
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: str | float) -> float:
-    """``"2m"`` → 120.0; ``"500ms"``, ``"30s"``, ``"1h"`` or a number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
-            raise RuleSyntaxError(f"a duration cannot be negative, got {value!r}")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if m is None:
-        raise RuleSyntaxError(f"not a duration: {value!r} (use e.g. 30s, 2m, 1h, 500ms)")
-    return float(m.group(1)) * _UNIT[m.group(2)]

@@ -40,7 +40,7 @@ from msgspec import Meta
 
 from ..http.responses import ErrorResponse
 from ..http.security import security_headers
-from ..nesting import MAX_DEPTH, json_too_deep
+from ..model.nesting import MAX_DEPTH, json_too_deep
 from .base import Component, Context
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from ..events import Event, EventKind
+from ..model.events import Event, EventKind
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream

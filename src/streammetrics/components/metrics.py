@@ -24,10 +24,11 @@ from ..aggregator import Aggregator
 from ..alerts import AlertEngine, AlertRule
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
-from ..events import Event
 from ..health import HealthConfig
 from ..http.live import LiveConfig, LiveFeed
 from ..http.security import AuthSettings, CorsSettings, RateLimitSettings
+from ..model.events import Event
+from ..model.types import DeclaredName
 from ..transports.config import IngestConfig, SourceConfig
 from ..transports.dedup import DedupConfig
 from .base import Component, Context, Input
@@ -367,11 +368,11 @@ def _standalone_context(
     cls: type[MetricsEndpoint], name: str | None, config: dict[str, Any], bus: EventBus
 ) -> Context:
     """The context a harness would give, for an endpoint made in code."""
-    from ..blueprint import Blueprint, Name
+    from ..blueprint import Blueprint
 
     name = "metrics_endpoint" if name is None else name
     try:
-        name = msgspec.convert(name, Name)
+        name = msgspec.convert(name, DeclaredName)
     except msgspec.ValidationError as exc:
         raise ConfigError(str(exc).split(" - at ")[0], path="name", value=name) from None
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from litestar import Request
 from litestar.exceptions import ClientException
 
-from ..nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
+from ..model.nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
 
 __all__ = ("BoundedRequest",)
 

@@ -31,7 +31,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 
 from ..errors import EventError, HarnessUnavailableError
-from ..events import Format, Rejection
+from ..model.events import Format, Rejection
 from ..transports.config import IngestConfig
 from ..transports.intake import Intake, IntakeResult
 from .responses import ErrorResponse

@@ -17,7 +17,6 @@ before anything else, since browsers send no credentials with it), then the rate
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
@@ -28,6 +27,7 @@ from litestar.middleware import DefineMiddleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..model.types import parse_duration
 from .auth import AuthCounts, BearerAuthMiddleware, BearerTokens
 from .ratelimit import HEALTH_PATHS, RateLimitMiddleware, RateLimits, TokenBucketLimiter
 
@@ -45,14 +45,11 @@ __all__ = (
     "RateLimitSettings",
     "SecurityCollector",
     "hardening",
-    "parse_duration",
     "security_headers",
 )
 
 #: Seconds as a number, or a string such as ``"1s"``, ``"500ms"``, ``"2m"``, ``"1h"``.
 Duration = Annotated[float, msgspec.Meta(gt=0, le=86_400)] | str
-_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
-_UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 DashboardPath: Final = "/dashboard"
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 Method = Literal["GET", "HEAD", "POST", "OPTIONS"]
@@ -69,23 +66,6 @@ SECURITY_HEADERS: Final[tuple[tuple[str, str], ...]] = (
 _RAW_SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = tuple(
     (name.encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS
 )
-
-
-def parse_duration(value: float | str, *, field: str = "duration") -> float:
-    """Seconds from a number or a string like ``1s``, ``500ms``, ``2m``, ``1h``."""
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        m = _DURATION.fullmatch(value)
-        if m is None:
-            raise ValueError(
-                f"{field} must be seconds (a number) or a duration like 1s, 500ms, 2m, 1h; "
-                f"got {value!r}"
-            )
-        seconds = float(m[1]) * _UNIT_S[m[2]]
-    if not 0 < seconds <= 86_400:
-        raise ValueError(f"{field} must be more than 0 and at most a day; got {value!r}")
-    return seconds
 
 
 class CorsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -139,11 +119,11 @@ class RateLimitSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     forgotten first."""
 
     def __post_init__(self) -> None:
-        parse_duration(self.per, field="rate_limit.per")
+        parse_duration(self.per, field="rate_limit.per", allow_zero=False, at_most=86_400)
 
     @property
     def per_s(self) -> float:
-        return parse_duration(self.per, field="rate_limit.per")
+        return parse_duration(self.per, field="rate_limit.per", allow_zero=False, at_most=86_400)
 
 
 class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -20,7 +20,7 @@ from typing import Annotated
 
 import msgspec
 
-from ..events import Event
+from ..model.events import Event
 
 __all__ = ("DedupConfig", "DedupStatistics", "DedupWindow")
 

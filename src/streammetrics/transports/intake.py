@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..errors import EventError
-from ..events import Event, Format, Rejection, decode_events
+from ..model.events import Event, Format, Rejection, decode_events
 from .dedup import DedupWindow
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import DeliveryError, EventError, TransportError
-from ..events import Delta, Event, Format, encode_events
+from ..model.events import Delta, Event, Format, encode_events
 from .closing import AsyncSender, Sender
 from .config import RedisSourceConfig, redact_url
 from .retry import RetryPolicy

@@ -13,8 +13,10 @@ from typing import Annotated, Final, Literal, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 
-from .errors import EventError
+from ..errors import EventError
 from .nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
+from .types import Count, Name, Seconds
+from .validation import located
 
 __all__ = (
     "KINDS",
@@ -41,12 +43,6 @@ EventKind = Literal[
 ]
 KINDS: Final[tuple[str, ...]] = EventKind.__args__  # type: ignore[attr-defined]
 Format = Literal["json", "msgpack"]
-
-#: Longest accepted name (component, stream, ids): longer ones would blow up label storage.
-MAX_NAME: Final = 200
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
-Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
-Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=86_400.0)]
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -168,11 +164,7 @@ def _located(exc: Exception, prefix: str) -> tuple[str, str]:
         return prefix, f"nested too deeply to decode (the limit is {MAX_DEPTH} levels)"
     if isinstance(exc, UnicodeDecodeError):  # what msgspec before 0.23 raised for bad UTF-8
         return prefix, f"a string is not valid UTF-8 ({exc.reason})"
-    text = str(exc)
-    reason, sep, where = text.rpartition(" - at `")
-    if not sep:
-        return prefix, text
-    return prefix + where.rstrip("`")[1:], reason
+    return located(exc, prefix)
 
 
 def _is_array(data: bytes, fmt: Format) -> bool:
