@@ -30,6 +30,7 @@ import msgspec
 from .errors import DeliveryError
 from .model.events import Event, Format, encode_events
 from .model.nesting import json_too_deep
+from .model.validation import UNREADABLE
 from .transports.closing import AsyncSender, Sender
 from .transports.intake import IntakeResult
 from .transports.retry import RetryPolicy, retry_after
@@ -216,7 +217,7 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:200]
     try:
         body = msgspec.json.decode(response.content)
-    except (ValueError, RecursionError):  # DecodeError; bad UTF-8 in msgspec before 0.23
+    except UNREADABLE:
         return response.text[:200]
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])

@@ -41,6 +41,7 @@ from msgspec import Meta
 from ..http.responses import ErrorResponse
 from ..http.security import security_headers
 from ..model.nesting import MAX_DEPTH, json_too_deep
+from ..model.validation import UNREADABLE
 from .base import Component, Context
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class APIEndpoint(Component):
             )
         try:
             return _decode(data)
-        except (ValueError, RecursionError) as exc:
+        except UNREADABLE as exc:
             # DecodeError, or the UnicodeDecodeError that msgspec before 0.23 raised for a
             # string that is not UTF-8 (both ValueErrors); RecursionError only on a stack
             # already near the interpreter's limit, as the depth was checked

@@ -16,7 +16,7 @@ import msgspec
 from ..errors import EventError
 from .nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
 from .types import Count, Name, Seconds
-from .validation import located
+from .validation import UNREADABLE, located
 
 __all__ = (
     "KINDS",
@@ -149,13 +149,6 @@ _TOO_DEEP: Final[dict[Format, Callable[[bytes], bool]]] = {
 _json_enc = msgspec.json.Encoder()
 _mp_enc = msgspec.msgpack.Encoder()
 
-#: What a decoder raises for bytes that are not a valid value of its type. msgspec's
-#: ``DecodeError`` (and its ``ValidationError``) and ``UnicodeDecodeError`` are
-#: ``ValueError``s; ``RecursionError`` is its guard against nesting (``MAX_DEPTH`` is
-#: checked first, so it fires only on a stack already near the interpreter's limit).
-#: Which of them a release raises for which defect has changed (bad UTF-8 went from
-#: ``UnicodeDecodeError`` to ``DecodeError``), so no decision below depends on the type.
-_UNREADABLE: Final = (ValueError, RecursionError)
 
 
 def _located(exc: Exception, prefix: str) -> tuple[str, str]:
@@ -209,7 +202,7 @@ def decode_events(data: bytes, fmt: Format = "json") -> Decoded:
         return _one_by_one(data, d, "events")
     try:
         fields = d.fields.decode(data)
-    except _UNREADABLE as exc:
+    except UNREADABLE as exc:
         path, reason = _located(exc, "$")
         raise EventError(f"body is not a {fmt} event, list or batch: {reason}", path=path) from None
     if "events" in fields and "component" not in fields:
@@ -219,7 +212,7 @@ def decode_events(data: bytes, fmt: Format = "json") -> Decoded:
         return _one_by_one(bytes(fields["events"]), d, "events")
     try:
         return Decoded([d.one.decode(data)], [])
-    except _UNREADABLE as exc:
+    except UNREADABLE as exc:
         path, reason = _located(exc, "event")
         return Decoded([], [Rejection(0, path, reason)])
 
@@ -229,7 +222,7 @@ def _one_by_one(data: bytes, d: _Decoders, name: str) -> Decoded:
     valid event is a ``Rejection``; only a body that is not a list at all is an error."""
     try:
         items = d.items.decode(data)
-    except _UNREADABLE as exc:  # {"events": 5}, or a syntax error after the first bad event
+    except UNREADABLE as exc:  # {"events": 5}, or a syntax error after the first bad event
         path, reason = _located(exc, name)
         raise EventError(f"body is not a valid event list: {reason}", path=path) from None
     good: list[Event] = []
@@ -237,7 +230,7 @@ def _one_by_one(data: bytes, d: _Decoders, name: str) -> Decoded:
     for i, raw in enumerate(items):
         try:
             good.append(d.one.decode(raw))
-        except _UNREADABLE as exc:
+        except UNREADABLE as exc:
             path, reason = _located(exc, f"{name}[{i}]")
             bad.append(Rejection(i, path, reason))
     return Decoded(good, bad)
