@@ -27,7 +27,8 @@ from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store
 from streammetrics.harness import Harness
 from streammetrics.http import MetricsService, create_app
-from streammetrics.model.events import MAX_NAME, decode_events
+from streammetrics.model.events import decode_events
+from streammetrics.model.types import MAX_NAME
 from streammetrics.model.nesting import MAX_DEPTH
 
 pytestmark = pytest.mark.anyio

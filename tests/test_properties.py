@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from streammetrics import Aggregator, Event
 from streammetrics.errors import EventError
-from streammetrics.model.events import KINDS, MAX_NAME, Decoded, decode_events, encode_events
+from streammetrics.model.events import KINDS, Decoded, decode_events, encode_events
+from streammetrics.model.types import MAX_NAME
 from streammetrics.windows import N_BUCKETS, VIEWS, RollingWindow, bucket_index, quantile
 
 # Bounded runs: the whole module stays within a few seconds; no example database on disk.
