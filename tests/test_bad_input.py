@@ -28,8 +28,8 @@ from streammetrics.components.store import Store
 from streammetrics.harness import Harness
 from streammetrics.http import MetricsService, create_app
 from streammetrics.model.events import decode_events
-from streammetrics.model.types import MAX_NAME
 from streammetrics.model.nesting import MAX_DEPTH
+from streammetrics.model.types import MAX_NAME
 
 pytestmark = pytest.mark.anyio
 
