@@ -22,6 +22,7 @@ from .health import HealthConfig
 from .model.events import Delta, Event, EventBatch, decode_events, encode_events
 from .probe import Probe
 from .snapshot import Snapshot
+from .version import __version__
 from .windows import RollingWindow, WindowStats
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from .embed import ProductionMetricsEndpoint, run, run_until_interrupted, serve
     from .extend import MetricsPlugin
 
-__version__ = "1.0.0"
 
 #: Names whose modules pull in the HTTP stack: imported on first use, so that a
 #: component that only counts (``Probe``) does not load Litestar and uvicorn.

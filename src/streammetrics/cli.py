@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from . import __version__
 from .blueprint import PORT_OFFSET_ENV, Blueprint, load_blueprint, parse_blueprint
 from .errors import BlueprintError, StreamMetricsError
 from .harness import Harness
+from .version import __version__
 
 __all__ = ("main",)
 

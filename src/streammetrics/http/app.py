@@ -31,8 +31,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 
-from .. import __version__
 from ..errors import HarnessUnavailableError
+from ..version import __version__
 from .bodies import BoundedRequest
 from .responses import ErrorResponse
 from .routes import ENDPOINTS, ROUTES

@@ -18,7 +18,7 @@ from litestar.params import QueryParameter
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
-from .. import __version__
+from ..version import __version__
 from ..windows import ViewSeconds
 from .responses import (
     AlertsResponse,
