@@ -73,13 +73,13 @@ def _serve_asgi(app: Any, stop: threading.Event, lifetime: float) -> None:
 
 def streammetrics_app(components: int, events_per_component: int, tick_s: float) -> Any:
     from streammetrics.http.app import create_app
-    from streammetrics.http.service import MetricsService
     from streammetrics.process import ProcessSampler
+    from streammetrics.views.tick_cache import TickCache
 
     from ._seed import seeded_aggregator
 
     agg = seeded_aggregator(components, events_per_component)
-    service = MetricsService(agg, tick_s=tick_s, sampler=ProcessSampler(), name="benchmark")
+    service = TickCache(agg, tick_s=tick_s, sampler=ProcessSampler(), name="benchmark")
     return create_app(service)
 
 

@@ -3,7 +3,7 @@
 For each size: ``Aggregator.snapshot()`` (windows, health), ``AlertEngine.evaluate``
 (the built-in rules and recommendations), the Prometheus render of that snapshot
 (what ``/metrics`` serves: prometheus-client's ``generate_latest`` over the
-``SnapshotCollector``, as ``MetricsService`` does) and the ``/metrics/json`` body
+``SnapshotCollector``, as ``TickCache`` does) and the ``/metrics/json`` body
 (``metrics_response`` encoded by msgspec), each timed as the median of a few runs, with
 the size of each body. Then the same component count with 10x the events: a snapshot
 must cost the same.
@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from streammetrics.alerts import AlertEngine
-from streammetrics.http.prometheus import SnapshotCollector
 from streammetrics.http.responses import metrics_response
+from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.snapshot import Snapshot
 
 from ._report import CaseResult, Target, progress

@@ -3,7 +3,7 @@ prometheus-client's own exposition server, each server in its own process.
 
 Contenders:
 
-- ``streammetrics``: the MetricsEndpoint app (``create_app(MetricsService(...))``) over a
+- ``streammetrics``: the MetricsEndpoint app (``create_app(TickCache(...))``) over a
   seeded aggregator of ``components`` components, served by ``streammetrics.http.server.serve``;
   ``create_app`` alone has no rate limit (a MetricsEndpoint adds its default one), so the
   figures are the routes' without the limiter, as wrk's thousands of requests a second from

@@ -12,8 +12,9 @@ import httpx
 from litestar import Litestar
 
 from streammetrics import Aggregator, Event, ProcessStats
-from streammetrics.http import MetricsService, serve
+from streammetrics.http.server import serve
 from streammetrics.process import Sampler
+from streammetrics.views.tick_cache import TickCache
 
 #: Where the seeded system's clock stands when the tests query it.
 T0: Final = 1000.0
@@ -95,8 +96,8 @@ def service_for(
     *,
     sampler: Sampler | None = None,
     tick_s: float = 1.0,
-) -> MetricsService:
-    return MetricsService(
+) -> TickCache:
+    return TickCache(
         agg,
         tick_s=tick_s,
         sampler=sampler if sampler is not None else FixedSampler(ProcessStats(512.0, 25.5)),

@@ -31,8 +31,9 @@ from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
 from streammetrics.health import HealthConfig
-from streammetrics.http import MetricsService, create_app
+from streammetrics.http.app import create_app
 from streammetrics.snapshot import Alert, Snapshot
+from streammetrics.views.tick_cache import TickCache
 
 
 class System:
@@ -534,7 +535,7 @@ def test_error_and_latency_recommendations_name_their_figure() -> None:
 
 @asynccontextmanager
 async def served(s: System) -> AsyncIterator[httpx.AsyncClient]:
-    service = MetricsService(
+    service = TickCache(
         s.agg,
         tick_s=1.0,
         sampler=FixedSampler(ProcessStats(100.0, 5.0)),

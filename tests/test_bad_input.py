@@ -26,10 +26,11 @@ from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store
 from streammetrics.harness import Harness
-from streammetrics.http import MetricsService, create_app
+from streammetrics.http.app import create_app
 from streammetrics.model.events import decode_events
 from streammetrics.model.nesting import MAX_DEPTH
 from streammetrics.model.types import MAX_NAME
+from streammetrics.views.tick_cache import TickCache
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +49,7 @@ def assert_json_error(r: httpx.Response, status: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def service() -> MetricsService:
+def service() -> TickCache:
     clock = FakeClock()
     return service_for(seed(clock), clock, tick_s=0)  # a fresh snapshot per request
 
@@ -73,7 +74,7 @@ BAD_QUERIES = (
 
 @pytest.mark.parametrize("route", GET_ROUTES)
 async def test_bad_query_parameters_are_400_json_on_every_route(
-    service: MetricsService, route: str
+    service: TickCache, route: str
 ) -> None:
     async with running(create_app(service)) as c:
         before = await figures(c)
@@ -86,7 +87,7 @@ async def test_bad_query_parameters_are_400_json_on_every_route(
         assert await figures(c) == before
 
 
-async def test_wrong_methods_are_405_json_with_allow(service: MetricsService) -> None:
+async def test_wrong_methods_are_405_json_with_allow(service: TickCache) -> None:
     async with running(create_app(service)) as c:
         before = await figures(c)
         for route in GET_ROUTES:
@@ -98,7 +99,7 @@ async def test_wrong_methods_are_405_json_with_allow(service: MetricsService) ->
 
 
 async def test_oversized_bodies_are_413_json_before_they_are_read(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     """The limit protects every body-reading route of the app (the event ingest too)."""
     read: list[int] = []
@@ -137,7 +138,7 @@ async def raw_request(port: int, data: bytes) -> bytes:
 
 
 async def test_bytes_that_are_not_http_get_4xx_and_the_server_keeps_serving(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     """Raw non-UTF-8 in the request line never reaches the app: the HTTP parser answers
     400 itself (plain text: that layer has no JSON). Non-ASCII header values do reach it
@@ -242,7 +243,7 @@ async def test_items_nested_deeper_than_max_depth_are_a_400(
 
 
 async def test_custom_route_bodies_nested_deeper_than_max_depth_are_a_400(
-    service: MetricsService, caplog: pytest.LogCaptureFixture
+    service: TickCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Litestar decodes a ``data`` parameter untyped before it converts it, so even a
     narrow type would recurse all the way down a deep body; the app's request class
@@ -298,7 +299,7 @@ async def test_label_values_round_trip_through_the_prometheus_text() -> None:
         agg.fold_events([Event(name, "processed", count=i + 1) for i, name in enumerate(NASTY)])
         == []
     )
-    service = MetricsService(agg, tick_s=0)
+    service = TickCache(agg, tick_s=0)
     async with running(create_app(service)) as c:
         text = (await c.get("/metrics")).text
         om = (

@@ -13,13 +13,13 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from streammetrics.client import AsyncEventClient, EventClient, RetryPolicy, events_url
 
 from _servers import free_port
 from streammetrics import Event
-from streammetrics.client import AsyncEventClient, EventClient, RetryPolicy, events_url
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import DeliveryError
-from streammetrics.http import serve
+from streammetrics.http.server import serve
 
 pytestmark = pytest.mark.anyio
 

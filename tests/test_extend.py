@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 import streammetrics
 from streammetrics import MetricsEndpoint, MetricsPlugin
-from streammetrics.http import MetricsService
+from streammetrics.views.tick_cache import TickCache
 
 pytestmark = pytest.mark.anyio
 
@@ -290,7 +290,7 @@ async def test_a_hung_collector_times_out_and_the_rest_is_served() -> None:
             release.wait(10)
             return iter(())
 
-    service = MetricsService(None, tick_s=0.0, sample_timeout_s=0.2, collectors=[Hung()])
+    service = TickCache(None, tick_s=0.0, sample_timeout_s=0.2, collectors=[Hung()])
     ep = MetricsEndpoint(name="m", port=0)
     service.attach(ep.aggregator)
     try:

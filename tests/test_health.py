@@ -19,8 +19,9 @@ from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
 from streammetrics.health import PENALTIES, HealthConfig, stream_stall
-from streammetrics.http import MetricsService, create_app
+from streammetrics.http.app import create_app
 from streammetrics.snapshot import Deduction
+from streammetrics.views.tick_cache import TickCache
 
 
 @asynccontextmanager
@@ -155,7 +156,7 @@ async def test_health_reasons_in_the_issue_shape_over_http() -> None:
             Event("payments", "stopped", detail="failed"),
         ]
     )
-    service = MetricsService(
+    service = TickCache(
         agg,
         sampler=FixedSampler(ProcessStats(512.0, 10.0)),
         clock=clock.monotonic,

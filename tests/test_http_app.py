@@ -43,8 +43,11 @@ from streammetrics import (
     ProcessStats,
     StreamMetricsError,
 )
-from streammetrics.http import MetricsService, Service, create_app, serve
+from streammetrics.http.app import create_app
+from streammetrics.http.routes import Service
+from streammetrics.http.server import serve
 from streammetrics.process import ProcessSampler
+from streammetrics.views.tick_cache import TickCache
 
 pytestmark = pytest.mark.anyio
 
@@ -66,11 +69,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def service(clock: FakeClock) -> MetricsService:
+def service(clock: FakeClock) -> TickCache:
     return service_for(seed(clock), clock)
 
 
-async def test_root_lists_the_endpoints(service: MetricsService, clock: FakeClock) -> None:
+async def test_root_lists_the_endpoints(service: TickCache, clock: FakeClock) -> None:
     async with running(create_app(service)) as client:
         r = await client.get("/")
     assert r.status_code == 200
@@ -89,7 +92,7 @@ async def test_root_lists_the_endpoints(service: MetricsService, clock: FakeCloc
     assert body["timestamp"] == clock.wall()
 
 
-async def test_health_is_200_when_healthy(service: MetricsService, clock: FakeClock) -> None:
+async def test_health_is_200_when_healthy(service: TickCache, clock: FakeClock) -> None:
     async with running(create_app(service)) as client:
         r = await client.get("/health")
     assert r.status_code == 200
@@ -114,7 +117,7 @@ async def test_health_is_200_when_healthy(service: MetricsService, clock: FakeCl
 
 
 async def test_health_is_503_with_the_same_body_when_a_component_stops(
-    service: MetricsService, clock: FakeClock
+    service: TickCache, clock: FakeClock
 ) -> None:
     agg = service._aggregator
     assert agg is not None
@@ -134,7 +137,7 @@ async def test_health_is_503_with_the_same_body_when_a_component_stops(
 
 
 async def test_metrics_json_has_the_spec_fields_and_the_folded_figures(
-    service: MetricsService, clock: FakeClock
+    service: TickCache, clock: FakeClock
 ) -> None:
     async with running(create_app(service)) as client:
         r = await client.get("/metrics/json")
@@ -198,7 +201,7 @@ async def test_metrics_json_has_the_spec_fields_and_the_folded_figures(
     assert body["alerts"] == [] and body["recommendations"] == []
 
 
-async def test_window_query_selects_the_view(service: MetricsService) -> None:
+async def test_window_query_selects_the_view(service: TickCache) -> None:
     async with running(create_app(service)) as client:
         r10 = await client.get("/metrics/json", params={"window": "10s"})
         r300 = await client.get("/components", params={"window": "300s"})
@@ -214,7 +217,7 @@ async def test_window_query_selects_the_view(service: MetricsService) -> None:
     assert api["items_per_second"] == pytest.approx(API_DONE / AGE)
 
 
-async def test_alerts_route(service: MetricsService, clock: FakeClock) -> None:
+async def test_alerts_route(service: TickCache, clock: FakeClock) -> None:
     async with running(create_app(service)) as client:
         r = await client.get("/alerts")
     assert r.status_code == 200
@@ -223,7 +226,7 @@ async def test_alerts_route(service: MetricsService, clock: FakeClock) -> None:
     assert body["timestamp"] == clock.wall()
 
 
-async def test_components_route(service: MetricsService, clock: FakeClock) -> None:
+async def test_components_route(service: TickCache, clock: FakeClock) -> None:
     async with running(create_app(service)) as client:
         r = await client.get("/components")
     assert r.status_code == 200
@@ -245,9 +248,7 @@ async def test_components_route(service: MetricsService, clock: FakeClock) -> No
 
 
 @pytest.mark.parametrize("route", WINDOW_ROUTES)
-async def test_bad_query_is_400_json_naming_the_parameter(
-    service: MetricsService, route: str
-) -> None:
+async def test_bad_query_is_400_json_naming_the_parameter(service: TickCache, route: str) -> None:
     async with running(create_app(service)) as client:
         bad = await client.get(route, params={"window": "7x"})
         unknown = await client.get(route, params={"windw": "10s"})
@@ -264,7 +265,7 @@ async def test_bad_query_is_400_json_naming_the_parameter(
 
 
 async def test_unavailable_harness_is_503_json_and_the_server_keeps_running(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     async with running(create_app(service)) as client:
         service.set_unavailable("harness stopped")
@@ -304,7 +305,7 @@ async def test_failing_sampler_still_answers_with_the_error_listed(clock: FakeCl
     assert service.statistics().sampler_failures == 1
 
 
-async def test_unhandled_error_is_500_json_without_traceback(service: MetricsService) -> None:
+async def test_unhandled_error_is_500_json_without_traceback(service: TickCache) -> None:
     @get("/custom-metrics")
     async def custom(service: Service) -> dict[str, int]:
         raise RuntimeError("secret internals /etc/passwd")
@@ -322,7 +323,7 @@ async def test_unhandled_error_is_500_json_without_traceback(service: MetricsSer
 
 
 async def test_validation_of_custom_routes_uses_the_same_error_shape(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     @get("/custom-count")
     async def custom(n: FromQuery[int]) -> dict[str, int]:
@@ -337,7 +338,7 @@ async def test_validation_of_custom_routes_uses_the_same_error_shape(
     assert "'n'" in bad.json()["detail"]
 
 
-async def test_openapi_schema_documents_the_routes(service: MetricsService) -> None:
+async def test_openapi_schema_documents_the_routes(service: TickCache) -> None:
     async with running(create_app(service, title="Prod Metrics")) as client:
         r = await client.get("/schema/openapi.json")
         root = await client.get("/")
@@ -353,7 +354,7 @@ async def test_openapi_schema_documents_the_routes(service: MetricsService) -> N
 
 
 async def test_second_server_on_the_same_port_raises_port_in_use(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     app = create_app(service)
     async with running(app) as client:
@@ -370,7 +371,7 @@ async def test_second_server_on_the_same_port_raises_port_in_use(
     assert "staging_metrics" in str(err) and f"127.0.0.1:{port}" in str(err)
 
 
-async def test_cancellation_stops_the_server_and_frees_the_port(service: MetricsService) -> None:
+async def test_cancellation_stops_the_server_and_frees_the_port(service: TickCache) -> None:
     before = signal.getsignal(signal.SIGINT)
     with anyio.fail_after(5):
         async with running(create_app(service)) as client:
@@ -389,7 +390,7 @@ def test_process_sampler_reads_this_process() -> None:
 
 
 async def _shutdown_with_request_in_flight(
-    service: MetricsService, handler_s: float, shutdown_timeout_s: float
+    service: TickCache, handler_s: float, shutdown_timeout_s: float
 ) -> tuple[list[int], float]:
     """Cancel a server while a request takes ``handler_s``; (statuses seen, seconds to stop)."""
     entered = anyio.Event()
@@ -438,13 +439,13 @@ async def _shutdown_with_request_in_flight(
     return statuses, stopped_in
 
 
-async def test_shutdown_lets_requests_in_flight_finish(service: MetricsService) -> None:
+async def test_shutdown_lets_requests_in_flight_finish(service: TickCache) -> None:
     statuses, stopped_in = await _shutdown_with_request_in_flight(service, 0.3, 5.0)
     assert statuses == [200]
     assert 0.3 <= stopped_in < 2.0
 
 
-async def test_shutdown_gives_up_on_slow_requests_at_the_deadline(service: MetricsService) -> None:
+async def test_shutdown_gives_up_on_slow_requests_at_the_deadline(service: TickCache) -> None:
     statuses, stopped_in = await _shutdown_with_request_in_flight(service, 30.0, 0.2)
     assert statuses in ([500], [-1])  # uvicorn answers 500 if it can, else drops the connection
     assert stopped_in < 0.2 + 1.0 + 0.5  # deadline + margin for uvicorn's own steps
@@ -526,7 +527,7 @@ async def test_requests_waiting_for_a_build_are_woken_together(clock: FakeClock)
 # -- health probes, HEAD, the OpenAPI document -----------------------------------------------
 
 
-async def test_liveness_and_readiness_probes(service: MetricsService, clock: FakeClock) -> None:
+async def test_liveness_and_readiness_probes(service: TickCache, clock: FakeClock) -> None:
     agg = service._aggregator
     assert agg is not None
     async with running(create_app(service)) as client:
@@ -556,7 +557,7 @@ async def test_liveness_and_readiness_probes(service: MetricsService, clock: Fak
 
 
 async def test_head_on_get_routes_answers_the_same_status_without_a_body(
-    service: MetricsService, clock: FakeClock
+    service: TickCache, clock: FakeClock
 ) -> None:
     agg = service._aggregator
     assert agg is not None
@@ -659,7 +660,7 @@ async def test_every_get_route_answers_head_like_get() -> None:
             assert "HEAD" in (await client.post("/metrics")).headers["allow"]
 
 
-async def test_openapi_is_served_as_json_only_and_is_valid(service: MetricsService) -> None:
+async def test_openapi_is_served_as_json_only_and_is_valid(service: TickCache) -> None:
     pages = ("/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/rapidoc")
     async with running(create_app(service)) as client:
         doc = await client.get("/schema/openapi.json")

@@ -17,9 +17,9 @@ import pytest
 import streammetrics
 from _http_support import FakeClock, running, seed, service_for
 from streammetrics import MetricsEndpoint
-from streammetrics.http import create_app
+from streammetrics.http.app import create_app
 from streammetrics.http.dashboard import LIVE_ROUTES
-from streammetrics.http.live import COLUMNS, LiveConfig, LiveFeed
+from streammetrics.views.live import COLUMNS, LiveConfig, LiveFeed
 
 pytestmark = pytest.mark.anyio
 

@@ -27,7 +27,9 @@ from _http_support import (
 )
 from _servers import need
 from streammetrics import Aggregator, Event
-from streammetrics.http import MetricsService, SnapshotCollector, create_app
+from streammetrics.http.app import create_app
+from streammetrics.prometheus.collector import SnapshotCollector
+from streammetrics.views.tick_cache import TickCache
 from streammetrics.windows import LATENCY_BOUNDS, bucket_index
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +51,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def service(clock: FakeClock) -> MetricsService:
+def service(clock: FakeClock) -> TickCache:
     return service_for(seed(clock), clock)
 
 
@@ -64,7 +66,7 @@ def _value(family: Metric, sample: str, **labels: str) -> float:
     return values[0]
 
 
-async def _scrape(service: MetricsService, accept: str | None = None) -> tuple[str, str]:
+async def _scrape(service: TickCache, accept: str | None = None) -> tuple[str, str]:
     headers = {"accept": accept} if accept else {}
     async with running(create_app(service)) as client:
         r = await client.get("/metrics", headers=headers)
@@ -152,7 +154,7 @@ def _check_figures(fams: dict[str, Metric]) -> None:
 
 
 async def test_text_format_has_the_seed_names_and_the_folded_figures(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     content_type, text = await _scrape(service)
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
@@ -161,7 +163,7 @@ async def test_text_format_has_the_seed_names_and_the_folded_figures(
     _check_figures(_families(text))
 
 
-async def test_openmetrics_when_the_scraper_asks(service: MetricsService) -> None:
+async def test_openmetrics_when_the_scraper_asks(service: TickCache) -> None:
     # What Prometheus 3 sends: OpenMetrics first, text as fallbacks.
     accept = (
         "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
@@ -174,7 +176,7 @@ async def test_openmetrics_when_the_scraper_asks(service: MetricsService) -> Non
 
 
 async def test_plain_text_when_the_scraper_does_not_ask_for_openmetrics(
-    service: MetricsService,
+    service: TickCache,
 ) -> None:
     content_type, _text = await _scrape(service, "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
     assert content_type.startswith("text/plain; version=0.0.4")
@@ -196,7 +198,7 @@ async def test_label_values_round_trip_quotes_backslashes_and_newlines(clock: Fa
     assert body["components"][name]["items_processed"] == 7
 
 
-async def test_render_is_cached_per_tick(service: MetricsService, clock: FakeClock) -> None:
+async def test_render_is_cached_per_tick(service: TickCache, clock: FakeClock) -> None:
     async with running(create_app(service)) as client:
         first = await client.get("/metrics")
         second = await client.get("/metrics")
@@ -220,7 +222,7 @@ async def test_render_is_cached_per_tick(service: MetricsService, clock: FakeClo
     assert stats.snapshots_built == 2
 
 
-async def test_concurrent_first_scrapes_share_one_render(service: MetricsService) -> None:
+async def test_concurrent_first_scrapes_share_one_render(service: TickCache) -> None:
     bodies: list[bytes] = []
 
     async def scrape() -> None:
@@ -237,7 +239,7 @@ async def test_concurrent_first_scrapes_share_one_render(service: MetricsService
 async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock) -> None:
     custom = Counter("orders_placed", "Orders placed", registry=None)
     custom.inc(4)
-    service = MetricsService(seed(clock), clock=clock.monotonic, collectors=[custom])
+    service = TickCache(seed(clock), clock=clock.monotonic, collectors=[custom])
     fams = _families((await service.prometheus()).decode())
     assert _value(fams["orders_placed"], "orders_placed_total") == 4
     assert "system_health_score" in fams
@@ -260,7 +262,7 @@ def test_collector_namespace_and_name_clashes(clock: FakeClock) -> None:
     assert list(empty.collect()) == []
 
 
-async def test_promtool_accepts_the_exposition(service: MetricsService) -> None:
+async def test_promtool_accepts_the_exposition(service: TickCache) -> None:
     _ctype, text = await _scrape(service)
     promtool = need("promtool")  # CI installs it: missing is a failure, not a skip
     result = await anyio.run_process(

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from _http_support import API_DONE, BrokenSampler, FakeClock, running, seed, service_for
-from streammetrics.http import create_app
+from streammetrics.http.app import create_app
 
 pytestmark = pytest.mark.anyio
 

@@ -25,16 +25,12 @@ from _http_support import FakeClock, running, seed, service_for
 from streammetrics import Event, MetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import BlueprintError, ConfigError
-from streammetrics.http import create_app
+from streammetrics.http.app import create_app
 from streammetrics.http.auth import BearerTokens
+from streammetrics.http.hardening import hardening
+from streammetrics.http.headers import SECURITY_HEADERS
 from streammetrics.http.ratelimit import TokenBucketLimiter
-from streammetrics.http.security import (
-    SECURITY_HEADERS,
-    AuthSettings,
-    CorsSettings,
-    RateLimitSettings,
-    hardening,
-)
+from streammetrics.http.settings import AuthSettings, CorsSettings, RateLimitSettings
 from streammetrics.model.types import parse_duration
 
 pytestmark = pytest.mark.anyio

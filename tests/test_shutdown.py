@@ -27,7 +27,7 @@ from streammetrics.blueprint import Blueprint, parse_blueprint
 from streammetrics.components import Processor
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.harness import Harness
-from streammetrics.http import create_app
+from streammetrics.http.app import create_app
 
 pytestmark = pytest.mark.anyio
 

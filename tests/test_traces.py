@@ -20,7 +20,7 @@ from streammetrics.blueprint import parse_blueprint
 from streammetrics.components import Component
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.harness import Harness
-from streammetrics.http import SnapshotCollector
+from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.snapshot import Snapshot
 from streammetrics.windows import LATENCY_BOUNDS, bucket_index
 

@@ -38,8 +38,8 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from msgspec import Meta
 
+from ..http.headers import security_headers
 from ..http.responses import ErrorResponse
-from ..http.security import security_headers
 from ..model.nesting import MAX_DEPTH, json_too_deep
 from ..model.validation import UNREADABLE
 from .base import Component, Context

@@ -25,12 +25,12 @@ from ..alerts import AlertEngine, AlertRule
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
 from ..health import HealthConfig
-from ..http.live import LiveConfig, LiveFeed
-from ..http.security import AuthSettings, CorsSettings, RateLimitSettings
+from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
 from ..model.events import Event
 from ..model.types import DeclaredName
 from ..transports.config import IngestConfig, SourceConfig
 from ..transports.dedup import DedupConfig
+from ..views.live import LiveConfig, LiveFeed
 from .base import Component, Context, Input
 
 if TYPE_CHECKING:
@@ -124,8 +124,8 @@ class MetricsEndpoint(Component):
         every ``flush_interval_s``; ``plugins`` and ``collectors`` extend the app and the
         exposition (as the ``route_handlers()`` / ``collectors()`` hooks of a subclass do).
         """
-        from ..http.service import MetricsService
         from ..process import ProcessSampler
+        from ..views.tick_cache import TickCache
 
         self._standalone = ctx is None
         if ctx is None:
@@ -172,7 +172,7 @@ class MetricsEndpoint(Component):
             builtin=cfg.builtin_alerts,
             resolved_retention_s=cfg.alert_retention_s,
         )
-        self.service = MetricsService(
+        self.service = TickCache(
             self.aggregator,
             tick_s=cfg.tick_s,
             sampler=ProcessSampler(),
@@ -198,7 +198,7 @@ class MetricsEndpoint(Component):
     def _build_app(self) -> None:
         from ..http.app import create_app
         from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
-        from ..http.security import hardening
+        from ..http.hardening import hardening
 
         for c in self.collectors():
             self.service.add_collector(c)
@@ -227,7 +227,7 @@ class MetricsEndpoint(Component):
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
         """Extra Litestar route handlers (the plugins' by default); a handler asks for
-        the endpoint's ``MetricsService`` with a ``service`` parameter."""
+        the endpoint's ``TickCache`` with a ``service`` parameter."""
         return [h for p in self.plugins for h in p.route_handlers()]
 
     def collectors(self) -> Sequence[Collector]:

@@ -1,42 +1,27 @@
-"""The HTTP face of a MetricsEndpoint: the Litestar app, its service, the Prometheus
-collector and the uvicorn runner."""
+"""The HTTP face of a MetricsEndpoint: the Litestar app (``app``, ``routes``,
+``responses``, ``dashboard``, ``ingest``), its guards (``settings``, ``hardening``,
+``auth``, ``ratelimit``, ``headers``, ``guard_metrics``) and the uvicorn runner
+(``server``).
+
+Nothing is imported here: a caller that needs one piece (``headers`` for another app,
+``settings`` for a config struct) does not load the whole stack. ``Service``, the type
+a custom route handler annotates its ``service`` parameter with, is the one name served
+from the package itself, imported on first use.
+"""
 
 from __future__ import annotations
 
-from .app import MetricsApp, create_app
-from .prometheus import SnapshotCollector
-from .responses import (
-    AlertsResponse,
-    ComponentsResponse,
-    ErrorResponse,
-    HealthResponse,
-    LiveResponse,
-    MetricsResponse,
-    ReadyResponse,
-    RootResponse,
-)
-from .routes import Service
-from .server import bind_socket, serve
-from .service import MetricsService, ServiceStatistics
+from typing import Any
 
-__all__ = (
-    "AlertsResponse",
-    "ComponentsResponse",
-    "ErrorResponse",
-    "HealthResponse",
-    "LiveResponse",
-    "MetricsApp",
-    "MetricsResponse",
-    "MetricsService",
-    "ReadyResponse",
-    "RootResponse",
-    "Service",
-    "ServiceStatistics",
-    "SnapshotCollector",
-    "bind_socket",
-    "create_app",
-    "serve",
-)
+__all__ = ("Service",)
+
+
+def __getattr__(name: str) -> Any:
+    if name != "Service":
+        raise AttributeError(f"module 'streammetrics.http' has no attribute {name!r}")
+    from .routes import Service
+
+    return Service
 
 
 def __dir__() -> tuple[str, ...]:

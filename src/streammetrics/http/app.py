@@ -33,11 +33,11 @@ from litestar.routes import HTTPRoute
 
 from ..errors import HarnessUnavailableError
 from ..version import __version__
+from ..views.tick_cache import TickCache
 from .bodies import BoundedRequest
+from .headers import security_headers
 from .responses import ErrorResponse
 from .routes import ENDPOINTS, ROUTES
-from .security import security_headers
-from .service import MetricsService
 
 if TYPE_CHECKING:
     from litestar.config.cors import CORSConfig
@@ -319,7 +319,7 @@ class MetricsApp(Litestar):
 
 
 def create_app(
-    service: MetricsService,
+    service: TickCache,
     *,
     title: str = "System Metrics API",
     extra_route_handlers: Sequence[ControllerRouterHandler] = (),
@@ -330,9 +330,9 @@ def create_app(
     """The metrics API over ``service``; ``extra_route_handlers`` add custom routes
     (they get the ``service`` dependency and the same error handling, and ``GET /``
     lists them). A request body over ``max_body_bytes`` is refused with 413 before it is
-    read whole. Every response carries the ``security.SECURITY_HEADERS``."""
+    read whole. Every response carries the ``headers.SECURITY_HEADERS``."""
 
-    def provide_service() -> MetricsService:
+    def provide_service() -> TickCache:
         return service
 
     return MetricsApp(

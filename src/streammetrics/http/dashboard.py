@@ -25,7 +25,7 @@ from litestar.exceptions import ValidationException
 from litestar.response import Stream
 
 from ..errors import HarnessUnavailableError
-from .live import LIVE_WINDOWS
+from ..views.live import LIVE_WINDOWS
 from .responses import ErrorResponse
 from .routes import Service
 

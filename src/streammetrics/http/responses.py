@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ..prometheus.custom import CustomCollection, CustomFamily
 from ..snapshot import (
     Alert,
     BreakerStatus,
@@ -24,7 +25,6 @@ from ..snapshot import (
     Streaming,
     Traces,
 )
-from .custom import CustomCollection, CustomFamily
 
 __all__ = (
     "AlertsResponse",

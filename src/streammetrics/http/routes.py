@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
 from ..version import __version__
+from ..views.tick_cache import TickCache
 from ..windows import ViewSeconds
 from .responses import (
     AlertsResponse,
@@ -35,7 +36,6 @@ from .responses import (
     health_response,
     metrics_response,
 )
-from .service import MetricsService
 
 __all__ = ("ENDPOINTS", "ROUTES", "Service", "check_query", "wants_openmetrics")
 
@@ -50,7 +50,7 @@ ENDPOINTS: Final[dict[str, str]] = {
     "/components": "Component-level status",
 }
 #: How handlers (and ``extra_route_handlers``) ask for the service the app was made with.
-Service = NamedDependency[MetricsService]
+Service = NamedDependency[TickCache]
 _WINDOWS: Final[dict[str, ViewSeconds]] = {"10s": 10, "60s": 60, "300s": 300}
 #: handler ``opt`` key: the query parameters a route accepts, each with its allowed values.
 _QUERY_OPT: Final = "query"

@@ -21,9 +21,15 @@ from prometheus_client.openmetrics.exposition import generate_latest as _om_gene
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import HarnessUnavailableError
-from .custom import EMPTY, CollectionView, CustomCollection, CustomCollectors, exposed_names
+from ..prometheus.collector import SnapshotCollector
+from ..prometheus.custom import (
+    EMPTY,
+    CollectionView,
+    CustomCollection,
+    CustomCollectors,
+    exposed_names,
+)
 from .live import LiveFeed
-from .prometheus import SnapshotCollector
 
 if TYPE_CHECKING:
     from ..aggregator import Aggregator, ProcessStats
@@ -31,7 +37,7 @@ if TYPE_CHECKING:
     from ..snapshot import Snapshot
     from ..windows import ViewSeconds
 
-__all__ = ("FigureSource", "MetricsService", "ServiceStatistics")
+__all__ = ("FigureSource", "TickCache", "TickCacheStatistics")
 
 #: Gives JSON-able figures for ``/metrics/json``'s ``extra`` (a plugin's ``figures``).
 FigureSource = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -45,7 +51,7 @@ class Judge(Protocol):
     def annotate(self, snap: Snapshot) -> Snapshot: ...
 
 
-class ServiceStatistics(msgspec.Struct, frozen=True):
+class TickCacheStatistics(msgspec.Struct, frozen=True):
     """Counters of the caches, to check that a scrape storm really is one render a tick."""
 
     snapshots_built: int
@@ -61,7 +67,7 @@ def _render_openmetrics(registry: CollectorRegistry) -> bytes:
     return out
 
 
-class MetricsService:
+class TickCache:
     """Snapshots and renders of one MetricsEndpoint, cached per tick.
 
     ``clock`` is monotonic seconds and only decides cache age; ``wall`` (unix seconds) is
@@ -109,7 +115,7 @@ class MetricsService:
         self._registry = CollectorRegistry(auto_describe=False)
         builtin = SnapshotCollector(lambda: self._rendering)
         self._registry.register(builtin)
-        # Custom collectors are called once per tick, isolated (http/custom.py); the
+        # Custom collectors are called once per tick, isolated (prometheus/custom.py); the
         # registry only replays what they gave.
         self._custom = CustomCollectors(reserved=exposed_names(builtin.describe()))
         self._figures: dict[str, FigureSource] = {}
@@ -339,8 +345,8 @@ class MetricsService:
             return cached[1]
         return None
 
-    def statistics(self) -> ServiceStatistics:
-        return ServiceStatistics(
+    def statistics(self) -> TickCacheStatistics:
+        return TickCacheStatistics(
             snapshots_built=self._built,
             snapshot_cache_hits=self._snap_hits,
             renders=self._renders,
