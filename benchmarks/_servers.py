@@ -73,7 +73,7 @@ def _serve_asgi(app: Any, stop: threading.Event, lifetime: float) -> None:
 
 def streammetrics_app(components: int, events_per_component: int, tick_s: float) -> Any:
     from streammetrics.http.app import create_app
-    from streammetrics.process import ProcessSampler
+    from streammetrics.process_sampler import ProcessSampler
     from streammetrics.views.tick_cache import TickCache
 
     from ._seed import seeded_aggregator

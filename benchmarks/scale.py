@@ -20,8 +20,8 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from streammetrics.alerts import AlertEngine
 from streammetrics.http.responses import metrics_response
+from streammetrics.judge.alerts.engine import AlertEngine
 from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.snapshot import Snapshot
 

@@ -11,9 +11,11 @@ import anyio
 import httpx
 from litestar import Litestar
 
-from streammetrics import Aggregator, Event, ProcessStats
+from streammetrics.aggregator import Aggregator
 from streammetrics.http.server import serve
-from streammetrics.process import Sampler
+from streammetrics.model.events import Event
+from streammetrics.process_sampler import Sampler
+from streammetrics.snapshot import ProcessStats
 from streammetrics.views.tick_cache import TickCache
 
 #: Where the seeded system's clock stands when the tests query it.

@@ -6,10 +6,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from streammetrics.aggregator import Aggregator, AggregatorStatistics, ProcessStats
-from streammetrics.health import HealthConfig, component_health, status_for, system_health
+from streammetrics.aggregator import Aggregator, AggregatorStatistics
+from streammetrics.judge.health import HealthConfig, component_health, status_for, system_health
 from streammetrics.model.events import Delta, Event
-from streammetrics.snapshot import BreakerStatus, Deduction, Snapshot
+from streammetrics.snapshot import BreakerStatus, Deduction, ProcessStats, Snapshot
 from streammetrics.windows import N_BUCKETS, bucket_index
 
 W0 = 1_700_000_000.0  # wall time when the monotonic clock reads 0
@@ -457,7 +457,7 @@ def test_reasons_name_the_component(clock: Clock) -> None:
     assert agg.snapshot().reasons == [Deduction("z", "circuit breaker open", 0.5)]
 
 
-# -- health.py: the documented formula, checked by hand ---------------------------------------
+# -- judge/health.py: the documented formula, checked by hand ---------------------------------
 
 CFG = HealthConfig()  # budget 0.05, heartbeat 30 s, healthy 0.8, degraded 0.5
 

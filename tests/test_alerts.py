@@ -17,22 +17,23 @@ import msgspec
 import pytest
 
 from _http_support import FakeClock, FixedSampler, running
-from streammetrics import Aggregator, Event, ProcessStats
-from streammetrics.alerts import (
+from streammetrics.aggregator import Aggregator
+from streammetrics.blueprint import parse_blueprint
+from streammetrics.errors import BlueprintError
+from streammetrics.harness import Harness
+from streammetrics.http.app import create_app
+from streammetrics.judge.alerts.engine import AlertEngine
+from streammetrics.judge.alerts.figures import (
     COMPONENT_FIGURES,
     FIGURE_HELP,
     STREAM_FIGURES,
     SYSTEM_FIGURES,
-    AlertEngine,
-    AlertRule,
-    builtin_rules,
+    FigureReader,
 )
-from streammetrics.blueprint import parse_blueprint
-from streammetrics.errors import BlueprintError
-from streammetrics.harness import Harness
-from streammetrics.health import HealthConfig
-from streammetrics.http.app import create_app
-from streammetrics.snapshot import Alert, Snapshot
+from streammetrics.judge.alerts.rules import AlertRule, builtin_rules
+from streammetrics.judge.health import HealthConfig
+from streammetrics.model.events import Event
+from streammetrics.snapshot import Alert, ProcessStats, Snapshot
 from streammetrics.views.tick_cache import TickCache
 
 
@@ -321,7 +322,7 @@ def test_figure_tables_agree() -> None:
     s = System()
     s.agg.register_stream("a->b:input", from_component="a", to_component="b", buffer=lambda: (1, 2))
     s.fold(Event("a", "processed"))
-    figs = s.engine.figures(s.agg.snapshot())
+    figs = FigureReader().read(s.agg.snapshot())
     assert set(figs["system"]["system"]) == SYSTEM_FIGURES
     assert set(figs["component"]["a"]) == COMPONENT_FIGURES
     assert set(figs["stream"]["a->b:input"]) == STREAM_FIGURES

@@ -13,14 +13,15 @@ import httpx
 import pytest
 
 from _http_support import FakeClock, FixedSampler, running
-from streammetrics import Aggregator, Event, ProcessStats
+from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
-from streammetrics.health import PENALTIES, HealthConfig, stream_stall
 from streammetrics.http.app import create_app
-from streammetrics.snapshot import Deduction
+from streammetrics.judge.health import PENALTIES, HealthConfig, stream_stall
+from streammetrics.model.events import Event
+from streammetrics.snapshot import Deduction, ProcessStats
 from streammetrics.views.tick_cache import TickCache
 
 

@@ -40,13 +40,13 @@ from streammetrics import (
     MetricsEndpoint,
     MetricsPlugin,
     PortInUseError,
-    ProcessStats,
     StreamMetricsError,
 )
 from streammetrics.http.app import create_app
 from streammetrics.http.routes import Service
 from streammetrics.http.server import serve
-from streammetrics.process import ProcessSampler
+from streammetrics.process_sampler import ProcessSampler
+from streammetrics.snapshot import ProcessStats
 from streammetrics.views.tick_cache import TickCache
 
 pytestmark = pytest.mark.anyio

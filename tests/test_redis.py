@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _servers import RedisServer, Run, free_port, need, redis_server, wait_until
 from streammetrics import Event, encode_events
-from streammetrics.alerts import AlertEngine
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import TransportError
+from streammetrics.judge.alerts.figures import FigureReader
 from streammetrics.transports.config import RedisSourceConfig
 from streammetrics.transports.redis import AsyncEventPublisher, EventPublisher
 
@@ -170,7 +170,7 @@ async def test_lag_feeds_the_consumer_lag_alert(
     assert firing["Behind"].component == f"redis:{stream}"
     assert firing["Behind"].value == 30
     # the built-in rule reads the same figure
-    figures = AlertEngine([]).figures(snap)
+    figures = FigureReader().read(snap)
     assert figures["stream"][f"redis:{stream}"]["consumer_lag"] == 30
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from streammetrics.judge.alerts.expressions import RuleSyntaxError, compile_expr, simple_comparison
 from streammetrics.model.types import DurationError, parse_duration
-from streammetrics.rules import RuleSyntaxError, compile_expr, simple_comparison
 
 NAMES = frozenset({"error_rate", "items_per_second", "p99", "up", "errors", "processed"})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .aggregator import Aggregator, ProcessStats
+from .aggregator import Aggregator
 from .bus import EventBus
 from .errors import (
     BlueprintError,
@@ -18,10 +18,10 @@ from .errors import (
     PortInUseError,
     StreamMetricsError,
 )
-from .health import HealthConfig
+from .judge.health import HealthConfig
 from .model.events import Delta, Event, EventBatch, decode_events, encode_events
 from .probe import Probe
-from .snapshot import Snapshot
+from .snapshot import ProcessStats, Snapshot
 from .version import __version__
 from .windows import RollingWindow, WindowStats
 

@@ -14,13 +14,14 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Generator, Sequence
 from operator import add
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
-from .health import HealthConfig, component_health, status_for, stream_stall, system_health
+from .breaker import BREAKER_CODES
+from .judge.health import HealthConfig, component_health, status_for, stream_stall, system_health
 from .model.events import Delta, Event, Rejection
 from .snapshot import (
     BreakerState,
@@ -31,6 +32,7 @@ from .snapshot import (
     Deduction,
     Latency,
     Performance,
+    ProcessStats,
     Snapshot,
     Streaming,
     StreamStatus,
@@ -38,18 +40,10 @@ from .snapshot import (
 )
 from .windows import LATENCY_BOUNDS, N_BUCKETS, VIEWS, RollingWindow, ViewSeconds, WindowStats
 
-__all__ = ("Aggregator", "AggregatorStatistics", "ProcessStats")
+__all__ = ("Aggregator", "AggregatorStatistics")
 
-_BREAKER_STATES: Final = frozenset(("closed", "open", "half_open"))
 BufferStats = Callable[[], tuple[int, int]]
 LagStats = Callable[[], int | None]
-
-
-class ProcessStats(msgspec.Struct, frozen=True):
-    """What the process sampler read (psutil), or None fields when it could not."""
-
-    memory_usage_mb: float | None = None
-    cpu_usage_percent: float | None = None
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
@@ -342,7 +336,7 @@ class Aggregator:
                 if c.status in ("registered", "stopped"):
                     c.status = "running"
             elif kind == "breaker":
-                if ev.detail not in _BREAKER_STATES:
+                if ev.detail not in BREAKER_CODES:
                     self.reject("malformed")
                     rejected.append(
                         Rejection(
@@ -353,7 +347,7 @@ class Aggregator:
                         )
                     )
                     continue
-                self._breaker_to(c, ev.detail, now, wall)  # type: ignore[arg-type]
+                self._breaker_to(c, ev.detail, now, wall)
             elif kind == "span_start":
                 self._span_start(ev, now)
             else:  # span_end

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from .snapshot import BreakerState
 from .windows import RollingWindow
 
-__all__ = ("BreakerConfig", "BreakerStatistics", "CircuitBreaker")
+__all__ = ("BREAKER_CODES", "BreakerConfig", "BreakerStatistics", "CircuitBreaker")
+
+#: The number of each breaker state wherever one is a number: the
+#: ``circuit_breaker_state`` gauge (as the seed defined it) and the ``breaker_state``
+#: figure of alert rules. Its keys are every state a breaker can be in.
+BREAKER_CODES: Final[dict[BreakerState, int]] = {"closed": 0, "open": 1, "half_open": 2}
 
 
 class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

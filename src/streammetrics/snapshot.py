@@ -22,6 +22,7 @@ __all__ = (
     "ComponentStatus",
     "Deduction",
     "Performance",
+    "ProcessStats",
     "Recommendation",
     "Snapshot",
     "Status",
@@ -33,6 +34,13 @@ __all__ = (
 Status = Literal["healthy", "degraded", "unhealthy"]
 BreakerState = Literal["closed", "open", "half_open"]
 ComponentRunState = Literal["registered", "running", "stopped", "failed"]
+
+
+class ProcessStats(msgspec.Struct, frozen=True):
+    """What the process sampler read (psutil), or None fields when it could not."""
+
+    memory_usage_mb: float | None = None
+    cpu_usage_percent: float | None = None
 
 
 class Latency(msgspec.Struct, frozen=True, gc=False):

@@ -21,11 +21,12 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from ..aggregator import Aggregator
-from ..alerts import AlertEngine, AlertRule
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
-from ..health import HealthConfig
 from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
+from ..judge.alerts.engine import AlertEngine
+from ..judge.alerts.rules import AlertRule
+from ..judge.health import HealthConfig
 from ..model.events import Event
 from ..model.types import DeclaredName
 from ..transports.config import IngestConfig, SourceConfig
@@ -124,7 +125,7 @@ class MetricsEndpoint(Component):
         every ``flush_interval_s``; ``plugins`` and ``collectors`` extend the app and the
         exposition (as the ``route_handlers()`` / ``collectors()`` hooks of a subclass do).
         """
-        from ..process import ProcessSampler
+        from ..process_sampler import ProcessSampler
         from ..views.tick_cache import TickCache
 
         self._standalone = ctx is None

@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from ..breaker import BREAKER_CODES
 from ..windows import LATENCY_BOUNDS, VIEWS
 
 if TYPE_CHECKING:
@@ -39,10 +40,8 @@ if TYPE_CHECKING:
 
     from ..snapshot import Snapshot
 
-__all__ = ("BREAKER_VALUES", "SnapshotCollector")
+__all__ = ("SnapshotCollector",)
 
-#: ``circuit_breaker_state`` values, as the seed defined them.
-BREAKER_VALUES: Final[dict[str, int]] = {"closed": 0, "open": 1, "half_open": 2}
 _LE: Final[tuple[str, ...]] = (
     *(floatToGoString(b) for b in LATENCY_BOUNDS),  # type: ignore[no-untyped-call]
     "+Inf",
@@ -195,7 +194,7 @@ class SnapshotCollector(Collector):
         failures = self._c("circuit_breaker_failures", "Times the circuit breaker opened", c)
         if snap is not None:
             for name, b in snap.circuit_breakers.items():
-                state.add_metric([name], BREAKER_VALUES[b.state])
+                state.add_metric([name], BREAKER_CODES[b.state])
                 failures.add_metric([name], b.failure_count)
         yield from (state, failures)
 

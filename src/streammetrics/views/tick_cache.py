@@ -32,9 +32,9 @@ from ..prometheus.custom import (
 from .live import LiveFeed
 
 if TYPE_CHECKING:
-    from ..aggregator import Aggregator, ProcessStats
-    from ..process import Sampler
-    from ..snapshot import Snapshot
+    from ..aggregator import Aggregator
+    from ..process_sampler import Sampler
+    from ..snapshot import ProcessStats, Snapshot
     from ..windows import ViewSeconds
 
 __all__ = ("FigureSource", "TickCache", "TickCacheStatistics")

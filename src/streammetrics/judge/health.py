@@ -45,7 +45,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-from .snapshot import BreakerState, ComponentRunState, Deduction, Status
+from ..snapshot import BreakerState, ComponentRunState, Deduction, Status
 
 __all__ = (
     "PENALTIES",

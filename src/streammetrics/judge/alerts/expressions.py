@@ -23,15 +23,15 @@ from typing import Any
 
 __all__ = (
     "Compiled",
-    "Figures",
+    "NamedFigures",
     "RuleSyntaxError",
     "compile_expr",
     "simple_comparison",
 )
 
-Figures = Mapping[str, float | None]
+NamedFigures = Mapping[str, float | None]
 Value = float | bool | None
-Compiled = Callable[[Figures], Value]
+Compiled = Callable[[NamedFigures], Value]
 
 
 class RuleSyntaxError(ValueError):
@@ -181,14 +181,14 @@ def _compile_compare(
         if isinstance(left, ast.Name) and left.id in names and _is_number(right):
             name, const = left.id, float(right.value)  # type: ignore[attr-defined]
 
-            def name_vs_const(f: Figures) -> bool:
+            def name_vs_const(f: NamedFigures) -> bool:
                 v = f.get(name)
                 return v is not None and cmp(v, const)
 
             return name_vs_const
         a, b = terms
 
-        def pair(f: Figures) -> bool:
+        def pair(f: NamedFigures) -> bool:
             x = a(f)
             if x is None:
                 return False
@@ -235,7 +235,7 @@ def _arith(op: Callable[[float, float], float], a: Value, b: Value) -> Value:
         return None
 
 
-def _compare(terms: list[Compiled], ops: list[Callable[[Any, Any], bool]], f: Figures) -> bool:
+def _compare(terms: list[Compiled], ops: list[Callable[[Any, Any], bool]], f: NamedFigures) -> bool:
     values = [t(f) for t in terms]
     if any(v is None for v in values):
         return False

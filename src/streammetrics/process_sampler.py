@@ -11,7 +11,7 @@ from typing import Protocol
 
 import psutil
 
-from .aggregator import ProcessStats
+from .snapshot import ProcessStats
 
 __all__ = ("ProcessSampler", "Sampler")
 
@@ -25,10 +25,10 @@ class Sampler(Protocol):
 
 
 class ProcessSampler:
-    """Samples one process (the current one unless told otherwise)."""
+    """Samples the current process."""
 
-    def __init__(self, process: psutil.Process | None = None) -> None:
-        self._process = process if process is not None else psutil.Process()
+    def __init__(self) -> None:
+        self._process = psutil.Process()
         self._lock = threading.Lock()
         # psutil's first cpu_percent(interval=None) has nothing to compare with and says
         # 0.0; priming it here makes the first real sample measure from construction on.
