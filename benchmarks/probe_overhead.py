@@ -39,7 +39,8 @@ def _drive(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def measure(number: int, repeat: int) -> list[dict[str, Any]]:
-    from streammetrics import EventBus, Probe
+    from streammetrics import Probe
+    from streammetrics.bus import EventBus
 
     def work() -> int:
         return 1

@@ -35,6 +35,8 @@ from typing import Any
 
 import psutil
 
+from streammetrics import MetricsPlugin
+
 from ._loadgen import run as loadgen
 from ._proc import read_line
 from ._report import CaseResult, Target, machine, progress, table, targets_table
@@ -45,10 +47,12 @@ __all__ = ("main", "run_case")
 # -- the endpoint process ----------------------------------------------------------------
 
 
-class _LoopLag:
+class _LoopLag(MetricsPlugin):
     """How late a 10 ms sleep wakes up: the endpoint's event loop blocked (by its own
-    work) or the process not scheduled (by the machine's) both show here. Served as a
-    figure of the endpoint itself (``/metrics/json`` ``extra.bench``)."""
+    work) or the process not scheduled (by the machine's) both show here. A plugin of the
+    endpoint, served as its figures (``/metrics/json`` ``extra.bench``)."""
+
+    name = "bench"
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []
@@ -78,8 +82,8 @@ async def _serve(components: int, tick_s: float, max_clients: int) -> None:
         tick_s=tick_s,
         dashboard={"max_clients": max_clients},
         rate_limit=None,
+        plugins=[lag],
     )
-    ep.service.add_figures("bench", lag.figures)
     async with streammetrics.serve(ep):
         probes = [ep.probe(f"component_{i:04d}") for i in range(components)]
         print(ep.url, flush=True)

@@ -35,7 +35,8 @@ import anyio
 import httpx
 import psutil
 
-from streammetrics import Event, encode_events
+from streammetrics import Event
+from streammetrics.model.events import encode_events
 
 from ._proc import read_line
 

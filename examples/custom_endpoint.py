@@ -1,5 +1,10 @@
 """Extend a MetricsEndpoint: a route of your own, your own figures, existing collectors.
 
+The class is the specification's ``CustomMetricsEndpoint``: its routes hook is
+``_setup_routes()``, the specification's name of ``setup_routes()``, with
+``@self.app.get(...)`` over a function, plus the other two hooks, ``collectors()`` and
+``figures()``.
+
     python examples/custom_endpoint.py               # on http://127.0.0.1:9101, Ctrl-C stops
     python examples/custom_endpoint.py --port 0 --seconds 10
 
@@ -19,7 +24,6 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from litestar import get
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -51,11 +55,9 @@ class CustomMetricsEndpoint(streammetrics.MetricsEndpoint):
     def _setup_routes(self) -> None:
         super()._setup_routes()
 
-        @get("/custom-metrics")
+        @self.app.get("/custom-metrics")
         async def custom_metrics() -> dict[str, Any]:
             return await self.collect_custom_metrics()
-
-        self.app.register(custom_metrics)
 
     def collectors(self) -> Sequence[Collector]:
         return [

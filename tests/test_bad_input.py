@@ -21,7 +21,8 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from _http_support import FakeClock, running, seed, service_for
-from streammetrics import Aggregator, Event
+from streammetrics import Event
+from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store

@@ -22,6 +22,7 @@ import streammetrics
 from _process import Spawned
 from streammetrics import MetricsEndpoint, ProductionMetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
+from streammetrics.bus import EventBus
 from streammetrics.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -116,7 +117,7 @@ async def test_serve_takes_an_endpoint_or_keywords_not_both() -> None:
 @pytest.mark.anyio
 async def test_run_under_an_anyio_task_group_returns_the_endpoint_once_listening() -> None:
     async with anyio.create_task_group() as tg:
-        ep = await tg.start(partial(streammetrics.run, name="svc", port=0))
+        ep = await tg.start(partial(streammetrics.serve_forever, name="svc", port=0))
         async with httpx.AsyncClient(timeout=5.0) as client:
             assert (await client.get(ep.url + "/")).json()["endpoints"]["/dashboard"]
         tg.cancel_scope.cancel()
@@ -134,7 +135,7 @@ def test_run_as_a_plain_asyncio_task() -> None:
                 raise ValueError("three")
             return i
 
-        task = asyncio.create_task(streammetrics.run(ep))
+        task = asyncio.create_task(streammetrics.serve_forever(ep))
         try:
             async with asyncio.timeout(5):
                 while ep.port is None:  # noqa: ASYNC110 - no "listening" event to wait on
@@ -298,7 +299,7 @@ def test_a_probe_nobody_listens_to_counts_but_reads_no_clock(
 ) -> None:
     import streammetrics.probe as probe_mod
 
-    bus = streammetrics.EventBus()
+    bus = EventBus()
     p = bus.probe("worker")
     assert p.timing is False  # no sink yet
 

@@ -1,5 +1,7 @@
-"""Extension points: a subclass or a plugin adds routes and figures; custom collectors
-follow prometheus-client's protocol, and a failing one never breaks a response."""
+"""Extension points: a subclass overrides the endpoint's hooks (``setup_routes()``, or the
+specification's ``_setup_routes()``; ``collectors()``; ``figures()``), or a plugin brings
+the same; custom collectors follow prometheus-client's protocol, and a failing one never
+breaks a response."""
 
 from __future__ import annotations
 
@@ -57,6 +59,18 @@ class Clash(Collector):
         yield GaugeMetricFamily("system_health_score", "mine", value=0.1)
 
 
+class Exporters(MetricsPlugin):
+    """Collectors that exist already (metric objects, an exporter's), brought as they are."""
+
+    name = "exporters"
+
+    def __init__(self, *collectors: Collector) -> None:
+        self._collectors = collectors
+
+    def collectors(self) -> Sequence[Collector]:
+        return self._collectors
+
+
 # The specification's custom endpoint, verbatim: it must run unchanged.
 class CustomMetricsEndpoint(MetricsEndpoint):
     def _setup_routes(self):
@@ -68,21 +82,19 @@ class CustomMetricsEndpoint(MetricsEndpoint):
 
 
 class QueueMetricsEndpoint(MetricsEndpoint):
-    """The specification's shape with Litestar's ``@get`` and ``app.register``, its own
-    ``collect_custom_metrics`` and a collector."""
+    """The public hooks: a route, its own ``collect_custom_metrics``, a collector and
+    figures."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.queue = QueueDepth()  # set after super(): the hooks run when the app is built
 
-    def _setup_routes(self) -> None:
-        super()._setup_routes()
+    def setup_routes(self) -> None:
+        super().setup_routes()
 
-        @get("/custom-metrics")
+        @self.app.get("/custom-metrics")
         async def custom_metrics() -> dict[str, Any]:
             return await self.collect_custom_metrics()
-
-        self.app.register(custom_metrics)
 
     def collectors(self) -> Sequence[Collector]:
         return [*super().collectors(), self.queue]
@@ -146,7 +158,7 @@ async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
 async def test_the_specifications_custom_endpoint_serves_its_route() -> None:
     orders = Counter("orders_placed", "Orders placed", registry=None)
     orders.inc(2)
-    ep = CustomMetricsEndpoint(name="spec_custom", port=0, tick_s=0.1, collectors=[orders])
+    ep = CustomMetricsEndpoint(name="spec_custom", port=0, tick_s=0.1, plugins=[Exporters(orders)])
     async with (
         streammetrics.serve(ep),
         httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
@@ -181,8 +193,8 @@ async def test_app_decorators_register_each_method() -> None:
     seen: list[str] = []
 
     class Routes(MetricsEndpoint):
-        def _setup_routes(self) -> None:
-            super()._setup_routes()
+        def setup_routes(self) -> None:
+            super().setup_routes()
             app = self.app
 
             @app.post("/jobs", status_code=201, summary="Start a job")
@@ -236,7 +248,7 @@ async def test_existing_exporter_collectors_plug_in_unchanged() -> None:
     orders = Counter("orders_placed", "Orders placed", registry=None)
     orders.inc(4)
     ep = MetricsEndpoint(
-        name="m", port=0, tick_s=0.1, collectors=[orders, ProcessCollector(registry=None)]
+        name="m", port=0, tick_s=0.1, plugins=[Exporters(orders, ProcessCollector(registry=None))]
     )
     async with (
         streammetrics.serve(ep),
@@ -254,7 +266,9 @@ async def test_existing_exporter_collectors_plug_in_unchanged() -> None:
 
 async def test_a_raising_collector_leaves_the_rest_served() -> None:
     good = QueueDepth()
-    ep = MetricsEndpoint(name="m", port=0, tick_s=0.1, collectors=[Broken(), good, Junk(), Clash()])
+    ep = MetricsEndpoint(
+        name="m", port=0, tick_s=0.1, plugins=[Exporters(Broken(), good, Junk(), Clash())]
+    )
     async with (
         streammetrics.serve(ep),
         httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
@@ -354,13 +368,13 @@ async def test_plugins_add_routes_collectors_and_figures_and_fail_alone() -> Non
 
 
 async def test_the_service_dependency_reaches_extra_routes_and_errors_keep_their_shape() -> None:
-    @get("/boom")
-    async def boom() -> None:
-        raise RuntimeError("secret detail")
-
     class Boom(MetricsEndpoint):
-        def route_handlers(self) -> Sequence[ControllerRouterHandler]:
-            return [*super().route_handlers(), boom]
+        def setup_routes(self) -> None:
+            super().setup_routes()
+
+            @self.app.get("/boom")
+            async def boom() -> None:
+                raise RuntimeError("secret detail")
 
     ep = Boom(name="m", port=0)
     async with (

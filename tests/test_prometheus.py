@@ -26,7 +26,8 @@ from _http_support import (
     service_for,
 )
 from _servers import need
-from streammetrics import Aggregator, Event
+from streammetrics import Event
+from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
 from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.views.tick_cache import TickCache

@@ -11,7 +11,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streammetrics import Aggregator, Event
+from streammetrics import Event
+from streammetrics.aggregator import Aggregator
 from streammetrics.errors import EventError
 from streammetrics.model.events import KINDS, Decoded, decode_events, encode_events
 from streammetrics.model.types import MAX_NAME

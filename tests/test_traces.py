@@ -15,7 +15,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from _http_support import FakeClock
-from streammetrics import Aggregator, Event
+from streammetrics import Event
+from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components import Component
 from streammetrics.components.metrics import MetricsEndpoint

@@ -2,44 +2,75 @@
 
 Components report events; a ``MetricsEndpoint`` folds them into rolling windows and
 serves health, Prometheus and JSON views over HTTP.
+
+What a program uses is importable from here: the endpoints and the functions that serve
+them, ``Probe``, ``Event`` and the senders that carry events from other processes, the
+config structs of an endpoint's sections, and the errors. Everything else is internal
+and lives in the submodules. Only the errors are imported with the package; every other
+name is imported on first use, so that a component that only counts (``Probe``) or only
+sends (``EventClient``) does not load Litestar, uvicorn or redis.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final
 
-from .aggregator import Aggregator
-from .bus import EventBus
 from .errors import (
     BlueprintError,
     ConfigError,
+    DeliveryError,
     EventError,
     HarnessUnavailableError,
     PortInUseError,
     StreamMetricsError,
+    TransportError,
 )
-from .judge.health import HealthConfig
-from .model.events import Delta, Event, EventBatch, decode_events, encode_events
-from .probe import Probe
-from .snapshot import ProcessStats, Snapshot
 from .version import __version__
-from .windows import RollingWindow, WindowStats
 
 if TYPE_CHECKING:
     from .components.metrics import MetricsEndpoint
-    from .embed import ProductionMetricsEndpoint, run, run_until_interrupted, serve
-    from .extend import MetricsPlugin
+    from .components.production import ProductionMetricsEndpoint
+    from .embedding import run_until_interrupted, serve, serve_forever
+    from .http.settings import AuthSettings, CorsSettings, RateLimitSettings
+    from .intake.config import DedupConfig, IngestConfig
+    from .judge.alerts.rules import AlertRule
+    from .judge.health import HealthConfig
+    from .model.events import Event
+    from .plugins import MetricsPlugin
+    from .probe import Probe
+    from .transports.config import EventSourceConfig, RedisSourceConfig
+    from .transports.http_client import AsyncEventClient, EventClient
+    from .transports.redis_publisher import AsyncEventPublisher, EventPublisher
+    from .views.live import LiveConfig
 
-
-#: Names whose modules pull in the HTTP stack: imported on first use, so that a
-#: component that only counts (``Probe``) does not load Litestar and uvicorn.
-_LAZY = {
+#: Each lazily imported name and the module (below this package) that defines it.
+_LAZY: Final = {
+    # endpoints, serving them, extending them
     "MetricsEndpoint": "components.metrics",
-    "MetricsPlugin": "extend",
-    "ProductionMetricsEndpoint": "embed",
-    "run": "embed",
-    "run_until_interrupted": "embed",
-    "serve": "embed",
+    "ProductionMetricsEndpoint": "components.production",
+    "serve": "embedding",
+    "serve_forever": "embedding",
+    "run_until_interrupted": "embedding",
+    "MetricsPlugin": "plugins",
+    # reporting: in process, and from other processes
+    "Probe": "probe",
+    "Event": "model.events",
+    "EventClient": "transports.http_client",
+    "AsyncEventClient": "transports.http_client",
+    "EventPublisher": "transports.redis_publisher",
+    "AsyncEventPublisher": "transports.redis_publisher",
+    # the sections of an endpoint's config
+    "HealthConfig": "judge.health",
+    "AlertRule": "judge.alerts.rules",
+    "IngestConfig": "intake.config",
+    "DedupConfig": "intake.config",
+    "EventSourceConfig": "transports.config",
+    "RedisSourceConfig": "transports.config",
+    "CorsSettings": "http.settings",
+    "RateLimitSettings": "http.settings",
+    "AuthSettings": "http.settings",
+    "LiveConfig": "views.live",
 }
 
 
@@ -47,38 +78,45 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'streammetrics' has no attribute {name!r}")
-    from importlib import import_module
-
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
 
 __all__ = (
-    "Aggregator",
+    "AlertRule",
+    "AsyncEventClient",
+    "AsyncEventPublisher",
+    "AuthSettings",
     "BlueprintError",
     "ConfigError",
-    "Delta",
+    "CorsSettings",
+    "DedupConfig",
+    "DeliveryError",
     "Event",
-    "EventBatch",
-    "EventBus",
+    "EventClient",
     "EventError",
+    "EventPublisher",
+    "EventSourceConfig",
     "HarnessUnavailableError",
     "HealthConfig",
+    "IngestConfig",
+    "LiveConfig",
     "MetricsEndpoint",
     "MetricsPlugin",
     "PortInUseError",
     "Probe",
-    "ProcessStats",
     "ProductionMetricsEndpoint",
-    "RollingWindow",
-    "Snapshot",
+    "RateLimitSettings",
+    "RedisSourceConfig",
     "StreamMetricsError",
-    "WindowStats",
+    "TransportError",
     "__version__",
-    "decode_events",
-    "encode_events",
-    "run",
     "run_until_interrupted",
     "serve",
+    "serve_forever",
 )
+
+
+def __dir__() -> tuple[str, ...]:
+    return __all__

@@ -17,6 +17,8 @@ import msgspec
 import yaml
 
 from .breaker import BreakerConfig
+from .components import Component, Processor, component_types
+from .components.api import APIEndpoint
 from .errors import BlueprintError
 from .model.nesting import MAX_DEPTH
 from .model.types import DeclaredName
@@ -72,7 +74,7 @@ class ComponentDef:
 
     name: str
     type: str
-    cls: builtins.type[Any]
+    cls: builtins.type[Component]
     config: Any
     index: int
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -101,9 +103,6 @@ class Blueprint:
         One answer for both sides: the harness builds the breakers from it, and a
         MetricsEndpoint lists exactly these components under ``circuit_breakers``
         (closed before their first transition; a component without one not at all)."""
-        from .components.api import APIEndpoint
-        from .components.base import Processor
-
         c = self.component(name)
         if not c.breaker.enabled:
             return None
@@ -155,10 +154,6 @@ def parse_blueprint(
 ) -> Blueprint:
     """Parse and validate YAML text. ``port_offset`` (or $STREAMMETRICS_PORT_OFFSET) is
     added to every non-zero ``port``, so a test can run the seed files unchanged."""
-    from .components import component_types
-    from .components.api import APIEndpoint
-    from .components.base import Processor
-
     try:
         data = yaml.load(text, Loader=_BoundedLoader)
     except yaml.YAMLError as exc:

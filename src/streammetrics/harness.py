@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import msgspec
@@ -23,12 +22,17 @@ from anyio.abc import TaskStatus
 from .blueprint import Blueprint, ComponentDef
 from .breaker import CircuitBreaker
 from .bus import EventBus
-from .components.base import Component, Context, Input, Output
+from .components.base import FLUSH_INTERVAL_S, Component, Context, Input, Output, Peer
+from .model.types import describe_exception
 from .snapshot import BreakerState
 
 __all__ = ("DrainReport", "Harness", "HarnessStatistics", "Listening")
 
 log = logging.getLogger("streammetrics")
+
+#: How often each running component reports a heartbeat (well inside the 30 s that
+#: health allows by default before it calls a silent component down).
+HEARTBEAT_INTERVAL_S: Final = 5.0
 
 
 class Listening(msgspec.Struct, frozen=True):
@@ -87,20 +91,12 @@ class _Started:
 class Harness:
     """Owns the components, bindings and bus of one running blueprint."""
 
-    def __init__(
-        self,
-        blueprint: Blueprint,
-        *,
-        bus: EventBus | None = None,
-        flush_interval: float = 0.1,
-        heartbeat_interval: float = 5.0,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, blueprint: Blueprint, *, flush_interval: float = FLUSH_INTERVAL_S) -> None:
+        """``flush_interval``: how often the probes' counts go to the bus (how stale a
+        count may be); the tests shorten it to see counts sooner."""
         self.blueprint = blueprint
-        self.bus = bus or EventBus()
+        self.bus = EventBus()
         self.flush_interval = flush_interval
-        self.heartbeat_interval = heartbeat_interval
-        self.wall = wall
         self.state = "created"
         self.listening: list[Listening] = []
         self.failed: list[str] = []
@@ -125,6 +121,9 @@ class Harness:
             outputs[b.from_component].append(out)
             inputs[b.to_component].append(Input(b.key, b.stream_name, b.from_component, recv))
             self.outputs[b.key] = out
+        kinds = {c.name: bp.breaker_kind(c.name) for c in bp.components}
+        # What the observers list before any event: breakers as the harness builds them.
+        peers = tuple(Peer(c.name, c.type, kinds[c.name] is not None) for c in bp.components)
         built: dict[str, Component] = {}
         for c in bp.components:
             ctx = Context(
@@ -133,13 +132,12 @@ class Harness:
                 config=c.config,
                 probe=self.bus.probe(c.name),
                 bus=self.bus,
-                blueprint=bp,
+                peers=peers,
                 inputs=inputs[c.name],
                 outputs=outputs[c.name],
                 system_outputs=self.outputs,
-                wall=self.wall,
             )
-            kind = bp.breaker_kind(c.name)  # what the MetricsEndpoints list as guarded
+            kind = kinds[c.name]
             if kind is not None:
                 ctx.breaker = CircuitBreaker(
                     c.breaker, on_transition=partial(_report_transition, ctx)
@@ -153,12 +151,7 @@ class Harness:
 
     def _order(self) -> list[ComponentDef]:
         """Observers first, so they see every other component start."""
-        from .components.metrics import MetricsEndpoint  # subclasses observe too
-
-        return sorted(
-            self.blueprint.components,
-            key=lambda c: (not issubclass(c.cls, MetricsEndpoint), c.index),
-        )
+        return sorted(self.blueprint.components, key=lambda c: (not c.cls.observes_events, c.index))
 
     async def run(self, *, task_status: TaskStatus[Harness] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; ``task_status`` fires once every component has started."""
@@ -200,12 +193,10 @@ class Harness:
         consumer stuck on a hung call); the report says what was cancelled and how many
         items were left in bindings.
         """
-        from .components.metrics import MetricsEndpoint
-
         t0 = time.monotonic()
         self.state = "draining"
         bp = self.blueprint
-        observers = {c.name for c in bp.components if issubclass(c.cls, MetricsEndpoint)}
+        observers = {c.name for c in bp.components if c.cls.observes_events}
         workers = [c.name for c in bp.components if c.name not in observers]
         fed = {b.to_component for b in bp.bindings if b.from_component not in observers}
         with anyio.move_on_after(timeout_s):
@@ -266,7 +257,7 @@ class Harness:
             self.failed.append(c.name)
             log.exception("component %r failed", c.name)
             ctx.emit("stopped", detail="failed")
-            ctx.probe.error(detail=f"{type(exc).__name__}: {exc}")
+            ctx.probe.error(detail=describe_exception(exc))
         finally:
             self._running.discard(c.name)
             for out in ctx.outputs:
@@ -288,7 +279,7 @@ class Harness:
         while True:
             for name in list(self._running):
                 self.components[name].ctx.emit("heartbeat")
-            await anyio.sleep(self.heartbeat_interval)
+            await anyio.sleep(HEARTBEAT_INTERVAL_S)
 
     def statistics(self) -> HarnessStatistics:
         return HarnessStatistics(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Component, Context, EmptyConfig, Input, ItemFailed, Output, Processor
+from .base import Component, Context, EmptyConfig, Input, ItemFailed, Output, Peer, Processor
 
 __all__ = (
     "Component",
@@ -11,6 +11,7 @@ __all__ = (
     "Input",
     "ItemFailed",
     "Output",
+    "Peer",
     "Processor",
     "component_types",
 )
@@ -19,11 +20,11 @@ __all__ = (
 def component_types() -> dict[str, type[Component]]:
     """Every type a blueprint may name (``FastAPIEndpoint`` is the seed's alias of
     ``APIEndpoint``). Imported on call so that importing the package stays light."""
-    from ..embed import ProductionMetricsEndpoint
     from .api import APIEndpoint
     from .controller import Controller
     from .metrics import MetricsEndpoint
     from .processor import StreamProcessor
+    from .production import ProductionMetricsEndpoint
     from .source import Source
     from .store import Store
 

@@ -16,23 +16,48 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
 from ..model.events import Event, EventKind
+from ..model.types import describe_exception
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ..blueprint import Blueprint
     from ..breaker import CircuitBreaker
     from ..bus import EventBus
     from ..probe import Probe
 
-__all__ = ("Component", "Context", "EmptyConfig", "Input", "ItemFailed", "Output", "Processor")
+__all__ = (
+    "FAIL_MARK",
+    "FLUSH_INTERVAL_S",
+    "Component",
+    "Context",
+    "EmptyConfig",
+    "Input",
+    "ItemFailed",
+    "Output",
+    "Peer",
+    "Processor",
+    "marked_to_fail",
+)
+
+#: How often the probes' counts are flushed into the bus (by the harness, or by an
+#: endpoint made in code that has no harness): the staleness of every count.
+FLUSH_INTERVAL_S: Final = 0.1
+
+#: The key of a dict item that a ``Source`` with an ``error_ratio`` sets to ``true``: every
+#: consumer fails such an item, so synthetic load makes real errors flow downstream.
+FAIL_MARK: Final = "fail"
+
+
+def marked_to_fail(item: Any) -> bool:
+    """Whether ``item`` was made to fail (``{"fail": true, ...}``)."""
+    return isinstance(item, dict) and item.get(FAIL_MARK) is True
 
 
 class EmptyConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -70,6 +95,17 @@ class Input:
     stream: MemoryObjectReceiveStream[Any]
 
 
+class Peer(msgspec.Struct, frozen=True):
+    """A component of the system as the others may know it: what an observer lists
+    before the component's first event."""
+
+    name: str
+    type: str
+    """The name its blueprint gives the type (``FastAPIEndpoint`` stays so)."""
+    breaker: bool = False
+    """Whether it runs behind a circuit breaker (listed under ``circuit_breakers``)."""
+
+
 @dataclass(eq=False)
 class Context:
     """Everything the harness hands a component."""
@@ -79,7 +115,8 @@ class Context:
     config: Any
     probe: Probe
     bus: EventBus
-    blueprint: Blueprint
+    peers: tuple[Peer, ...] = ()
+    """Every component of the system, this one included, in blueprint order."""
     inputs: list[Input] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
     breaker: CircuitBreaker | None = None
@@ -116,6 +153,10 @@ class Component:
     """The config struct; a blueprint's ``config:`` is validated against it."""
     serves_port: ClassVar[bool] = False
     """True when ``config.port`` is a listening port (checked for clashes)."""
+    observes_events: ClassVar[bool] = False
+    """True for a component that watches the others' events (a MetricsEndpoint): the
+    harness starts it first, so it sees every other start, and stops it last, so it
+    holds the final counts."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -139,8 +180,8 @@ class Processor(Component):
     async def process(self, item: Any) -> Any | None:
         """Handle one item; return what goes downstream (None: nothing).
 
-        An item that is a dict with ``"fail": true`` fails before ``process`` is called:
-        that is how a ``Source`` with an ``error_ratio`` makes real errors flow downstream.
+        An item ``marked_to_fail`` fails before ``process`` is called: that is how a
+        ``Source`` with an ``error_ratio`` makes real errors flow downstream.
         """
         return item
 
@@ -149,11 +190,11 @@ class Processor(Component):
         probe = self.ctx.probe
         t0 = time.perf_counter()
         try:
-            if isinstance(item, dict) and item.get("fail") is True:
+            if marked_to_fail(item):
                 raise ItemFailed("item marked to fail")
             out = await self.process(item)
         except Exception as exc:
-            probe.error(detail=f"{type(exc).__name__}: {exc}", latency=time.perf_counter() - t0)
+            probe.error(detail=describe_exception(exc), latency=time.perf_counter() - t0)
             return
         probe.processed(latency=time.perf_counter() - t0)
         if out is not None:

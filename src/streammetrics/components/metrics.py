@@ -28,24 +28,24 @@ from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig
 from ..model.events import Event
-from ..model.types import DeclaredName
+from ..model.types import DeclaredName, Port
+from ..model.validation import located
 from ..transports.config import IngestConfig, SourceConfig
 from ..transports.dedup import DedupConfig
 from ..views.live import LiveConfig, LiveFeed
-from .base import Component, Context, Input
+from .base import FLUSH_INTERVAL_S, Component, Context, Input
 
 if TYPE_CHECKING:
-    from litestar.types import ControllerRouterHandler
     from prometheus_client.registry import Collector
 
-    from ..extend import MetricsPlugin
     from ..http.app import MetricsApp
+    from ..plugins import MetricsPlugin
     from ..probe import Probe
     from ..transports.redis import RedisSource
 
 __all__ = ("MetricsEndpoint", "MetricsEndpointConfig")
 
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.+)`")
 
 
 class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -105,6 +105,7 @@ class MetricsEndpoint(Component):
     type_name = "MetricsEndpoint"
     Config = MetricsEndpointConfig
     serves_port = True
+    observes_events = True
 
     def __init__(
         self,
@@ -112,36 +113,31 @@ class MetricsEndpoint(Component):
         /,
         *,
         name: str | None = None,
-        bus: EventBus | None = None,
         plugins: Sequence[MetricsPlugin] = (),
-        collectors: Sequence[Collector] = (),
-        flush_interval_s: float = 0.1,
         **config: Any,
     ) -> None:
         """From a harness ``Context``, or in code: ``MetricsEndpoint(name=..., port=...,
         **config)`` with the blueprint's config keys as keywords and no blueprint.
 
-        In code the endpoint owns ``bus`` (a new one unless given) and flushes its probes
-        every ``flush_interval_s``; ``plugins`` and ``collectors`` extend the app and the
-        exposition (as the ``route_handlers()`` / ``collectors()`` hooks of a subclass do).
+        In code the endpoint owns an event bus of its own and flushes its probes into it
+        every ``FLUSH_INTERVAL_S``. ``plugins`` bring routes, collectors and figures, as
+        the hooks of a subclass (``setup_routes()``, ``collectors()``, ``figures()``) do.
         """
         from ..process_sampler import ProcessSampler
         from ..views.tick_cache import TickCache
 
         self._standalone = ctx is None
         if ctx is None:
-            ctx = _standalone_context(type(self), name, config, bus or EventBus())
-        elif name is not None or bus is not None or config:
+            ctx = _standalone_context(type(self), name, config)
+        elif name is not None or config:
             raise TypeError(
                 f"{type(self).__name__}(ctx) takes its settings from the blueprint; "
-                "name=, bus= and config keywords are for use without one"
+                "name= and config keywords are for use without one"
             )
         super().__init__(ctx)
         cfg: MetricsEndpointConfig = ctx.config
         self.config = cfg
-        self.flush_interval_s = flush_interval_s
         self.plugins: list[MetricsPlugin] = list(plugins)
-        self._extra_collectors = list(collectors)
         self._app: MetricsApp | None = None
         self.aggregator = Aggregator(
             observe=cfg.components,
@@ -150,11 +146,9 @@ class MetricsEndpoint(Component):
             view=cfg.window,
             span_timeout_s=cfg.span_timeout_s,
         )
-        for c in ctx.blueprint.components:
-            if self.aggregator.observes(c.name):
-                self.aggregator.register_component(
-                    c.name, c.type, breaker=ctx.blueprint.breaker_kind(c.name) is not None
-                )
+        for peer in ctx.peers:
+            if self.aggregator.observes(peer.name):
+                self.aggregator.register_component(peer.name, peer.type, breaker=peer.breaker)
         if self._standalone:
             self.aggregator.register_component(ctx.name, self.type_name)
         for key, out in ctx.system_outputs.items():
@@ -184,13 +178,10 @@ class MetricsEndpoint(Component):
         self.port: int | None = None
         self._init_transports(cfg)
 
-    # -- extension hooks ------------------------------------------------------------------
-
     @property
     def app(self) -> MetricsApp:
         """The Litestar app, built on first use (so a subclass's hooks run once its own
-        ``__init__`` is done). ``app.get(path)`` (``post``, ``put``…) registers a route,
-        ``app.register(handler)`` a Litestar handler; both are listed in ``GET /``."""
+        ``__init__`` is done); ``setup_routes()`` adds routes to it."""
         if self._app is None:
             self._build_app()
         assert self._app is not None
@@ -201,7 +192,7 @@ class MetricsEndpoint(Component):
         from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
         from ..http.hardening import hardening
 
-        for c in self.collectors():
+        for c in [*self._transport_collectors, *self.collectors()]:
             self.service.add_collector(c)
         for p in self.plugins:
             self.service.add_figures(p.name, p.figures)
@@ -211,7 +202,7 @@ class MetricsEndpoint(Component):
         live = LIVE_ROUTES if cfg.dashboard.enabled else ()
         self._app = create_app(
             self.service,
-            extra_route_handlers=[*live, *self.route_handlers()],
+            extra_route_handlers=[*live, *(h for p in self.plugins for h in p.route_handlers())],
             max_body_bytes=cfg.max_body_bytes,
             **hardening(
                 cors=cfg.cors,
@@ -224,17 +215,31 @@ class MetricsEndpoint(Component):
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
+        self.setup_routes()
+
+    # -- extension hooks: a subclass overrides them; a MetricsPlugin brings the same ------
+
+    def setup_routes(self) -> None:
+        """Add routes, called once when the app is built: ``@self.app.get("/path")``
+        over a function (``post``, ``put``, ``patch``, ``delete`` too, with Litestar's
+        decorator options); a handler parameter ``service`` gets the endpoint's
+        ``TickCache``. Added routes are listed in ``GET /``. An override calls
+        ``super().setup_routes()``.
+
+        The specification's ``_setup_routes()`` is this hook under its other name: the
+        default calls it, so a subclass may override either."""
         self._setup_routes()
 
-    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
-        """Extra Litestar route handlers (the plugins' by default); a handler asks for
-        the endpoint's ``TickCache`` with a ``service`` parameter."""
-        return [h for p in self.plugins for h in p.route_handlers()]
+    def _setup_routes(self) -> None:
+        """The specification's name of ``setup_routes()`` (its ``CustomMetricsEndpoint``
+        overrides this one and runs unchanged)."""
 
     def collectors(self) -> Sequence[Collector]:
-        """Extra prometheus-client collectors (``collect()`` protocol), served in
-        ``/metrics`` and ``/metrics/json``; the plugins' and the constructor's by default."""
-        return [*self._extra_collectors, *(c for p in self.plugins for c in p.collectors())]
+        """prometheus-client collectors (the ``collect()`` protocol: metric objects made
+        with ``registry=None``, an exporter's collector), called once per tick in a worker
+        thread and served in ``/metrics`` and ``/metrics/json``'s ``custom``; the plugins'
+        by default. One that fails is listed in ``errors``, the rest still served."""
+        return [c for p in self.plugins for c in p.collectors()]
 
     async def figures(self) -> Mapping[str, Any]:
         """Free-form figures for ``/metrics/json``'s ``extra.<endpoint name>``, once per
@@ -249,11 +254,12 @@ class MetricsEndpoint(Component):
 
         self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
         self.redis: RedisSource | None = None
+        self._transport_collectors: list[Collector] = []
         if cfg.source.redis is not None:
             from ..transports.redis import RedisCollector, RedisSource
 
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
-            self._extra_collectors.append(RedisCollector(self.redis))
+            self._transport_collectors.append(RedisCollector(self.redis))
 
     def _register_ingest(self) -> None:
         from ..http.ingest import ingest_route
@@ -265,11 +271,6 @@ class MetricsEndpoint(Component):
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
-
-    def _setup_routes(self) -> None:
-        """Called once the app exists, to add routes: the specification's
-        ``CustomMetricsEndpoint`` shape, ``@self.app.get("/custom-metrics")`` over a
-        function (``self.app.register(handler)`` for a Litestar handler)."""
 
     async def collect_custom_metrics(self) -> Mapping[str, Any]:
         """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
@@ -355,7 +356,7 @@ class MetricsEndpoint(Component):
 
     async def _flush(self) -> None:
         while True:
-            await anyio.sleep(self.flush_interval_s)
+            await anyio.sleep(FLUSH_INTERVAL_S)
             self.ctx.bus.flush()
 
     async def _consume(self, inp: Input) -> None:
@@ -366,34 +367,24 @@ class MetricsEndpoint(Component):
 
 
 def _standalone_context(
-    cls: type[MetricsEndpoint], name: str | None, config: dict[str, Any], bus: EventBus
+    cls: type[MetricsEndpoint], name: str | None, config: dict[str, Any]
 ) -> Context:
-    """The context a harness would give, for an endpoint made in code."""
-    from ..blueprint import Blueprint
-
+    """The context a harness would give, for an endpoint made in code (its own bus; no
+    other component known in advance: probes register theirs as they are made)."""
     name = "metrics_endpoint" if name is None else name
     try:
         name = msgspec.convert(name, DeclaredName)
     except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc).split(" - at ")[0], path="name", value=name) from None
+        raise ConfigError(located(exc, "name")[1], path="name", value=name) from None
     try:
         cfg = msgspec.convert(config, cls.Config)
     except msgspec.ValidationError as exc:
-        reason, sep, where = str(exc).rpartition(" - at `")
-        if not sep:
-            reason, where = where, "$`"
-        path = "config" + where.rstrip("`")[1:]
-        unknown = re.fullmatch(r"Object contains unknown field `(.+)`", reason)
+        path, reason = located(exc, "config")
+        unknown = _UNKNOWN_FIELD.fullmatch(reason)
         if unknown:  # name the keyword itself, as a typo is what this usually is
             path = f"{path}.{unknown[1]}"
             reason = f"{cls.__name__} has no setting {unknown[1]!r}"
         key = path.split(".")[1].split("[")[0] if "." in path else None
         raise ConfigError(reason, path=path, value=config.get(key) if key else None) from None
-    return Context(
-        name=name,
-        type=cls.type_name,
-        config=cfg,
-        probe=bus.probe(name),
-        bus=bus,
-        blueprint=Blueprint(name, (), ()),
-    )
+    bus = EventBus()
+    return Context(name=name, type=cls.type_name, config=cfg, probe=bus.probe(name), bus=bus)

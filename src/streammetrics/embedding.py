@@ -1,8 +1,8 @@
 """Embedding: a metrics endpoint inside an existing anyio or asyncio program.
 
 ``async with serve(port=9000) as endpoint`` starts the endpoint in the background of the
-block and stops it (gracefully) when the block ends; ``await run(port=9000)`` serves
-until cancelled, for ``asyncio.create_task`` or an anyio task group. Either way the
+block and stops it (gracefully) when the block ends; ``await serve_forever(port=9000)``
+serves until cancelled, for ``asyncio.create_task`` or an anyio task group. Either way the
 program's code reports through ``endpoint.probe("name")``: plain int counters that the
 endpoint flushes into its own in-process event bus on a short tick.
 
@@ -26,54 +26,12 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from .components.metrics import MetricsEndpoint, MetricsEndpointConfig
-from .http.security import CorsSettings, RateLimitSettings
+from .components.metrics import MetricsEndpoint
 
-__all__ = (
-    "ProductionMetricsEndpoint",
-    "ProductionMetricsEndpointConfig",
-    "run",
-    "run_until_interrupted",
-    "serve",
-)
+__all__ = ("run_until_interrupted", "serve", "serve_forever")
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
-
-
-class ProductionMetricsEndpointConfig(
-    MetricsEndpointConfig, frozen=True, forbid_unknown_fields=True
-):
-    """A MetricsEndpoint's config with the production features on by default: CORS for
-    browser dashboards (GET from any origin, never with credentials), a stricter per-client
-    rate limit of 100 requests a second (the health routes ten times that; a plain
-    MetricsEndpoint allows 1000); graceful shutdown (``shutdown_timeout_s``) is every
-    endpoint's. Each can be set, or turned off with ``null``."""
-
-    cors: CorsSettings | None = CorsSettings(allow_origins=["*"])
-    """As MetricsEndpoint's, on by default: GET from every origin, no credentials.
-    Name your dashboards' origins in production (``{allow_origins: [https://...]}``)."""
-    rate_limit: RateLimitSettings | None = RateLimitSettings(requests=100)
-    """As MetricsEndpoint's, stricter: 100 requests per second per client address."""
-
-
-class ProductionMetricsEndpoint(MetricsEndpoint):
-    """A MetricsEndpoint with CORS and a stricter rate limit on by default (graceful
-    shutdown is every endpoint's).
-
-    In code it also takes the specification's switches: ``enable_cors=False`` and
-    ``enable_rate_limit=False`` turn those features off (``True`` keeps the default or
-    the ``cors=`` / ``rate_limit=`` given).
-    """
-
-    type_name = "ProductionMetricsEndpoint"
-    Config = ProductionMetricsEndpointConfig
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        for switch, key in (("enable_cors", "cors"), ("enable_rate_limit", "rate_limit")):
-            if switch in kwargs and not kwargs.pop(switch):
-                kwargs[key] = None
-        super().__init__(*args, **kwargs)
 
 
 def _endpoint(endpoint: MetricsEndpoint | None, kwargs: dict[str, Any]) -> MetricsEndpoint:
@@ -82,7 +40,8 @@ def _endpoint(endpoint: MetricsEndpoint | None, kwargs: dict[str, Any]) -> Metri
         return MetricsEndpoint(**kwargs)
     if kwargs:
         raise TypeError(
-            f"serve()/run() take an endpoint or its keywords, not both (got {sorted(kwargs)})"
+            "serve()/serve_forever() take an endpoint or its keywords, not both "
+            f"(got {sorted(kwargs)})"
         )
     return endpoint
 
@@ -113,15 +72,18 @@ async def serve(
         raise raised
 
 
-async def run(
+async def serve_forever(
     endpoint: MetricsEndpoint | None = None,
     /,
     *,
     task_status: TaskStatus[MetricsEndpoint] = anyio.TASK_STATUS_IGNORED,
     **kwargs: Any,
 ) -> None:
-    """Serve until cancelled: ``asyncio.create_task(run(ep))`` or ``await tg.start(run,
-    ep)`` (which returns the endpoint once it listens)."""
+    """Serve until cancelled: ``asyncio.create_task(serve_forever(ep))`` or ``await
+    tg.start(serve_forever, ep)`` (which returns the endpoint once it listens).
+
+    Named so, not ``run``, because ``streammetrics run`` is the command that runs a
+    blueprint; this serves one endpoint."""
     ep = _endpoint(endpoint, kwargs)
     async with anyio.create_task_group() as tg:
         await tg.start(ep.run)
@@ -148,8 +110,8 @@ def run_until_interrupted(main: Callable[[Unpack[PosArgsT]], Awaitable[T]], *arg
 
     Why a separate entry point and not signal handling inside ``serve()``: signals belong
     to the program, not to a library block. A program that handles them itself (a server
-    framework, a test runner, a thread) keeps doing so, and ``serve()`` / ``run()`` stay
-    plain cancellable async code.
+    framework, a test runner, a thread) keeps doing so, and ``serve()`` /
+    ``serve_forever()`` stay plain cancellable async code.
     """
     if inspect.iscoroutine(main):
         main.close()  # never awaited: close it so Python does not warn about that too

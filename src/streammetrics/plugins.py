@@ -1,10 +1,15 @@
 """Extending a MetricsEndpoint without subclassing it: a plugin object.
 
-A plugin contributes what a subclass would through the endpoint's hooks: Litestar route
-handlers, prometheus-client collectors (served in ``/metrics`` and, as figures, in the
-``custom`` section of ``/metrics/json``) and free-form figures (the ``extra`` section).
-Collectors follow prometheus-client's ``Collector.collect()`` protocol, so an existing
-exporter's collector plugs in unchanged.
+There are two ways to extend an endpoint, and they bring the same three things: a
+subclass overrides the endpoint's hooks (``setup_routes()``, ``collectors()``,
+``figures()``), or a plugin, passed as ``MetricsEndpoint(..., plugins=[...])``, implements
+the methods below. A plugin suits what is written once and added to many endpoints (an
+exporter, a team's standard routes); it never needs the endpoint's internals.
+
+What each brings: Litestar route handlers, prometheus-client collectors (served in
+``/metrics`` and, as figures, in the ``custom`` section of ``/metrics/json``) and free-form
+figures (the ``extra`` section). Collectors follow prometheus-client's
+``Collector.collect()`` protocol, so an existing exporter's collector plugs in unchanged.
 """
 
 from __future__ import annotations
