@@ -87,7 +87,7 @@ class _Redis:
 
 
 def _publish(url: str, stream: str, n: int, batch: int, go: Any) -> None:
-    from streammetrics.transports.redis import EventPublisher
+    from streammetrics.transports.redis_publisher import EventPublisher
 
     events = _events(n)
     go.wait()
@@ -218,7 +218,7 @@ async def _raw_post_all(port: int, bodies: list[bytes], connections: int) -> Non
 
 
 async def _client_all(url: str, events: list[Event], batch: int) -> None:
-    from streammetrics.client import AsyncEventClient
+    from streammetrics.transports.http_client import AsyncEventClient
 
     async with AsyncEventClient(url, batch_size=batch, timeout_s=30) as client:
         for k in range(0, len(events), batch):

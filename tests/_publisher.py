@@ -15,7 +15,7 @@ import argparse
 import time
 
 from streammetrics import Event
-from streammetrics.transports.redis import EventPublisher
+from streammetrics.transports.redis_publisher import EventPublisher
 
 
 def event(i: int, components: int, errors_every: int) -> Event:

@@ -13,13 +13,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from streammetrics.client import AsyncEventClient, EventClient, RetryPolicy, events_url
 
 from _servers import free_port
 from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import DeliveryError
 from streammetrics.http.server import serve
+from streammetrics.transports.http_client import AsyncEventClient, EventClient, events_url
+from streammetrics.transports.retry import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from _http_support import FakeClock
-from streammetrics import Aggregator, Event, EventError, encode_events
-from streammetrics.transports.dedup import DedupConfig, DedupWindow
-from streammetrics.transports.intake import Intake
+from streammetrics import Event, EventError
+from streammetrics.aggregator import Aggregator
+from streammetrics.intake.config import DedupConfig
+from streammetrics.intake.dedup import DedupWindow
+from streammetrics.intake.intake import Intake
+from streammetrics.model.events import encode_events
 
 
 def _ev(i: int | None, component: str = "c") -> Event:

@@ -13,10 +13,11 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streammetrics import Event, encode_events
-from streammetrics.client import AsyncEventClient
+from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
+from streammetrics.model.events import encode_events
 from streammetrics.model.nesting import MAX_DEPTH
+from streammetrics.transports.http_client import AsyncEventClient
 
 pytestmark = pytest.mark.anyio
 

@@ -21,12 +21,13 @@ import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from _servers import RedisServer, Run, free_port, need, redis_server, wait_until
-from streammetrics import Event, encode_events
+from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import TransportError
 from streammetrics.judge.alerts.figures import FigureReader
+from streammetrics.model.events import encode_events
 from streammetrics.transports.config import RedisSourceConfig
-from streammetrics.transports.redis import AsyncEventPublisher, EventPublisher
+from streammetrics.transports.redis_publisher import AsyncEventPublisher, EventPublisher
 
 HERE = Path(__file__).resolve().parent
 

@@ -24,14 +24,14 @@ from ..aggregator import Aggregator
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
 from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
+from ..intake.config import DedupConfig, IngestConfig
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig
 from ..model.events import Event
 from ..model.types import DeclaredName, Port
 from ..model.validation import located
-from ..transports.config import IngestConfig, SourceConfig
-from ..transports.dedup import DedupConfig
+from ..transports.config import EventSourceConfig
 from ..views.live import LiveConfig, LiveFeed
 from .base import FLUSH_INTERVAL_S, Component, Context, Input
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..http.app import MetricsApp
     from ..plugins import MetricsPlugin
     from ..probe import Probe
-    from ..transports.redis import RedisSource
+    from ..transports.redis_source import RedisSource
 
 __all__ = ("MetricsEndpoint", "MetricsEndpointConfig")
 
@@ -72,7 +72,7 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     ingest: IngestConfig = IngestConfig()
     """``POST /events`` for producers in other processes: ``{enabled, path,
     max_body_bytes}``."""
-    source: SourceConfig = SourceConfig()
+    source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
     """Event ids remembered so that a re-delivered event folds once:
@@ -249,14 +249,15 @@ class MetricsEndpoint(Component):
     def _init_transports(self, cfg: MetricsEndpointConfig) -> None:
         """HTTP ingest and the Redis consumer fold through one intake, so they share
         its dedup window."""
-        from ..transports.dedup import DedupWindow
-        from ..transports.intake import Intake
+        from ..intake.dedup import DedupWindow
+        from ..intake.intake import Intake
 
         self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
         self.redis: RedisSource | None = None
         self._transport_collectors: list[Collector] = []
         if cfg.source.redis is not None:
-            from ..transports.redis import RedisCollector, RedisSource
+            from ..transports.redis_metrics import RedisCollector
+            from ..transports.redis_source import RedisSource
 
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))

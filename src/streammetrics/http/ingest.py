@@ -31,9 +31,9 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 
 from ..errors import EventError, HarnessUnavailableError
+from ..intake.config import IngestConfig
+from ..intake.intake import Intake, IntakeResult
 from ..model.events import Format, Rejection
-from ..transports.config import IngestConfig
-from ..transports.intake import Intake, IntakeResult
 from .responses import ErrorResponse
 from .routes import Service
 

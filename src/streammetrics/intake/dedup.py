@@ -16,22 +16,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Annotated
 
 import msgspec
 
 from ..model.events import Event
+from .config import DedupConfig
 
-__all__ = ("DedupConfig", "DedupStatistics", "DedupWindow")
-
-
-class DedupConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """How long event ids are remembered (``MetricsEndpoint`` config ``dedup``)."""
-
-    max_ids: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] = 1_000_000
-    """Ids remembered at most; the oldest are forgotten first. 0 turns dedup off."""
-    max_age_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
-    """Seconds an id is remembered; a repeat arriving later is folded again."""
+__all__ = ("DedupStatistics", "DedupWindow")
 
 
 class DedupStatistics(msgspec.Struct, frozen=True):

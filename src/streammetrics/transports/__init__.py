@@ -1,11 +1,13 @@
-"""Event sources and sinks beyond the process.
+"""Event sources and senders beyond the process.
 
-- ``intake``: where events from outside enter an endpoint's aggregates (decode, dedup, fold);
-- ``dedup``: the bounded window of event ids already folded;
-- ``config``: ``MetricsEndpoint`` config ``ingest`` and ``source`` (no client imported);
-- ``redis``: the Redis Streams consumer group source and the publishers;
+- ``http_client``: ``EventClient``/``AsyncEventClient``, posting to ``POST /events``;
+- ``redis_source``: the Redis Streams consumer group source (``RedisSource``);
+- ``redis_publisher``: ``EventPublisher``/``AsyncEventPublisher``, writing to a stream;
+- ``redis_metrics``: the consumer's figures for ``/metrics`` (``RedisCollector``);
+- ``config``: ``MetricsEndpoint`` config ``source`` (no client imported);
+- ``senders``: the close/flush lifecycle every sender shares;
 - ``retry``: the backoff policy the HTTP client and the Redis publishers share.
 
-``streammetrics.http.ingest`` serves ``POST /events``; ``streammetrics.client`` posts to it.
+Events that arrive enter through ``streammetrics.intake``, shared with HTTP ingest.
 Importing this package imports none of them: a Redis client is loaded only when used.
 """

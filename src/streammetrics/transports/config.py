@@ -11,9 +11,8 @@ import msgspec
 
 __all__ = (
     "CONSUMER_FIELDS",
-    "IngestConfig",
+    "EventSourceConfig",
     "RedisSourceConfig",
-    "SourceConfig",
     "redact_url",
 )
 
@@ -22,21 +21,6 @@ CONSUMER_FIELDS: Final = frozenset(("host", "name", "port", "pid"))
 _SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 StreamKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-
-
-class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """``POST /events`` of a MetricsEndpoint (config ``ingest``)."""
-
-    enabled: bool = True
-    """Serve ``POST /events``; false leaves the route out (404)."""
-    path: Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_length=200)] = (
-        "/events"
-    )
-    """Route of the ingest endpoint."""
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 * 1024 * 1024
-    """Larger bodies are refused with 413 before they are read whole. Folding runs on
-    the event loop, so this also bounds how long one request can hold it (~2 ms per
-    1,000 events)."""
 
 
 def redact_url(url: str) -> str:
@@ -101,7 +85,7 @@ class RedisSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
         return self.consumer.format(host=host, name=name, port=port or 0, pid=pid)
 
 
-class SourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class EventSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Where a MetricsEndpoint takes events from beyond its own process."""
 
     redis: RedisSourceConfig | None = None

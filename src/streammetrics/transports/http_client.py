@@ -27,15 +27,15 @@ import anyio
 import httpx
 import msgspec
 
-from .errors import DeliveryError
-from .model.events import Event, Format, encode_events
-from .model.nesting import json_too_deep
-from .model.validation import UNREADABLE
-from .transports.closing import AsyncSender, Sender
-from .transports.intake import IntakeResult
-from .transports.retry import RetryPolicy, retry_after
+from ..errors import DeliveryError
+from ..intake.intake import IntakeResult
+from ..model.events import Event, Format, encode_events
+from ..model.nesting import json_too_deep
+from ..model.validation import UNREADABLE
+from .retry import RetryPolicy, retry_after
+from .senders import AsyncSender, Sender
 
-__all__ = ("AsyncEventClient", "ClientStatistics", "EventClient", "RetryPolicy", "SendResult")
+__all__ = ("AsyncEventClient", "ClientStatistics", "EventClient", "SendResult", "events_url")
 
 _log = logging.getLogger("streammetrics.client")
 

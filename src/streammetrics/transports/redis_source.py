@@ -1,8 +1,9 @@
-"""Events through Redis Streams: publishers in any process, a consumer group of endpoints.
+"""Events through Redis Streams, the consumer side: a consumer group of endpoints.
 
-Wire format: each stream entry holds one batch of events in one field, ``msgpack``
-(what ``encode_events(..., "msgpack")`` makes: an event, a list, or
-``{"events": [...]}``) or ``json`` (the same in JSON, for producers in other languages).
+Wire format (what the publishers in ``redis_publisher`` write): each stream entry holds
+one batch of events in one field, ``msgpack`` (what ``encode_events(..., "msgpack")``
+makes: an event, a list, or ``{"events": [...]}``) or ``json`` (the same in JSON, for
+producers in other languages).
 
 The consumer (``RedisSource``) is at-least-once:
 
@@ -13,8 +14,9 @@ The consumer (``RedisSource``) is at-least-once:
 4. every ``claim_interval_s``, ``XAUTOCLAIM`` takes over entries that another consumer
    left unacknowledged for ``claim_idle_s`` (it is presumed dead);
 5. ``XINFO GROUPS`` gives the group's lag and pending count, exported as
-   ``streammetrics_redis_consumer_lag`` / ``streammetrics_redis_pending_entries`` and
-   fed to the built-in ``ConsumerLag`` alert through the aggregator's stream figures.
+   ``streammetrics_redis_consumer_lag`` / ``streammetrics_redis_pending_entries`` (by
+   ``redis_metrics.RedisCollector``) and fed to the built-in ``ConsumerLag`` alert
+   through the aggregator's stream figures.
 
 A re-delivered entry whose events the endpoint did fold (the ack was lost with the
 connection) is harmless when its events carry ids: the endpoint's dedup window folds
@@ -25,42 +27,30 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import msgspec
-import redis
 import redis.asyncio
 from anyio.abc import TaskStatus
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import DeliveryError, EventError, TransportError
-from ..model.events import Delta, Event, Format, encode_events
-from .closing import AsyncSender, Sender
+from ..errors import EventError, TransportError
+from ..model.events import Delta, Format
 from .config import RedisSourceConfig, redact_url
-from .retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from prometheus_client.metrics_core import Metric
-
     from ..aggregator import Aggregator
-    from .intake import Intake
+    from ..intake.intake import Intake
 
 __all__ = (
+    "CONNECTION_ERRORS",
     "FIELD_JSON",
     "FIELD_MSGPACK",
-    "AsyncEventPublisher",
-    "EventPublisher",
-    "PublisherStatistics",
-    "RedisCollector",
     "RedisSource",
     "RedisSourceStatistics",
 )
@@ -74,7 +64,7 @@ _FIELDS: Final[tuple[tuple[bytes, Format], ...]] = (
     (FIELD_JSON, "json"),
 )
 #: Errors after which the connection is rebuilt and the read starts over from "0".
-_CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _s(v: Any) -> str:
@@ -240,7 +230,7 @@ class RedisSource:
                 _log.warning("%s: %s; creating the group again", self.where, exc)
                 await self._ensure_group(client)
                 recover = True
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 self._connected = False
                 self._reconnects += 1
                 delay = min(cfg.reconnect_max_s, max(0.05, delay * 2))
@@ -320,7 +310,7 @@ class RedisSource:
             await anyio.sleep(cfg.claim_interval_s)
             try:
                 await self.claim(client, idle_ms)
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 _log.debug("%s: claim skipped: %s", self.where, exc)
             except ResponseError as exc:  # NOGROUP: the reader recreates it
                 _log.debug("%s: claim skipped: %s", self.where, exc)
@@ -353,7 +343,7 @@ class RedisSource:
             await anyio.sleep(self.config.lag_interval_s)
             try:
                 await self._read_lag(client)
-            except (*_CONNECTION_ERRORS, ResponseError) as exc:
+            except (*CONNECTION_ERRORS, ResponseError) as exc:
                 _log.debug("%s: lag not read: %s", self.where, exc)
 
     async def _read_lag(self, client: redis.asyncio.Redis) -> None:
@@ -364,314 +354,3 @@ class RedisSource:
                 self._lag = int(lag) if lag is not None else None
                 self._pending = int(g.get("pending") or 0)
                 return
-
-
-class RedisCollector(Collector):
-    """The consumer's figures for ``/metrics``; ``{stream, group}`` labels, so several
-    instances of one group aggregate in Prometheus (``max`` for the group's lag and
-    pending, which every member reports alike; ``sum`` for the counters)."""
-
-    def __init__(self, source: RedisSource) -> None:
-        self.source = source
-
-    def describe(self) -> Iterable[Metric]:
-        return list(self._families(None))
-
-    def collect(self) -> Iterable[Metric]:
-        return [f for f in self._families(self.source.statistics()) if f.samples]
-
-    def _families(self, st: RedisSourceStatistics | None) -> list[Metric]:
-        labels = ["stream", "group"]
-        up = GaugeMetricFamily(
-            "streammetrics_redis_up", "1 while the consumer is connected to Redis", labels=labels
-        )
-        lag = GaugeMetricFamily(
-            "streammetrics_redis_consumer_lag",
-            "Entries of the stream not yet delivered to the group (XINFO GROUPS lag)",
-            labels=labels,
-        )
-        pending = GaugeMetricFamily(
-            "streammetrics_redis_pending_entries",
-            "Entries delivered to the group and not yet acknowledged",
-            labels=labels,
-        )
-        entries = CounterMetricFamily(
-            "streammetrics_redis_entries",
-            "Stream entries read and acknowledged by this consumer",
-            labels=labels,
-        )
-        events = CounterMetricFamily(
-            "streammetrics_redis_events", "Events folded from the stream", labels=labels
-        )
-        claimed = CounterMetricFamily(
-            "streammetrics_redis_claimed_entries",
-            "Entries taken over from consumers presumed dead (XAUTOCLAIM)",
-            labels=labels,
-        )
-        recovered = CounterMetricFamily(
-            "streammetrics_redis_recovered_entries",
-            "Own unacknowledged entries read again after a start or reconnect",
-            labels=labels,
-        )
-        reconnects = CounterMetricFamily(
-            "streammetrics_redis_reconnects", "Connection losses to Redis", labels=labels
-        )
-        fams: list[Metric] = [up, lag, pending, entries, events, claimed, recovered, reconnects]
-        if st is not None:
-            v = [st.stream, st.group]
-            up.add_metric(v, 1.0 if st.connected else 0.0)
-            if st.lag is not None:
-                lag.add_metric(v, st.lag)
-            if st.pending is not None:
-                pending.add_metric(v, st.pending)
-            entries.add_metric(v, st.entries)
-            events.add_metric(v, st.events)
-            claimed.add_metric(v, st.claimed)
-            recovered.add_metric(v, st.recovered)
-            reconnects.add_metric(v, st.reconnects)
-        return fams
-
-
-# -- publishers ------------------------------------------------------------------------------
-
-
-class PublisherStatistics(msgspec.Struct, frozen=True):
-    buffered: int
-    entries: int
-    """Stream entries written (one per batch)."""
-    events: int
-    retries: int
-    failed_batches: int
-
-
-class _Batches:
-    """Buffer, ids and encoding shared by both publishers."""
-
-    def __init__(
-        self,
-        url: str,
-        stream: str,
-        *,
-        batch_size: int,
-        flush_interval_s: float,
-        maxlen: int | None,
-        assign_ids: bool,
-        retry: RetryPolicy | None,
-        clock: Callable[[], float],
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        if maxlen is not None and maxlen < 1:
-            raise ValueError(f"maxlen must be >= 1 or None, got {maxlen!r}")
-        self.url = url
-        self.stream = stream
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.maxlen = maxlen
-        self.assign_ids = assign_ids
-        self.retry = retry or RetryPolicy()
-        self.clock = clock
-        self.prefix = secrets.token_hex(6)
-        self.seq = 0
-        self.buffer: list[Event] = []
-        self.first_at: float | None = None
-        self.closed = False
-        self.entries = self.events = self.retries = self.failed = 0
-
-    @property
-    def where(self) -> str:
-        return f"stream {self.stream!r} at {redact_url(self.url)}"
-
-    def add(self, events: Iterable[Event]) -> None:
-        if self.closed:
-            raise RuntimeError(f"the publisher to {self.where} is closed")
-        if not self.buffer:
-            self.first_at = self.clock()
-        if self.assign_ids:
-            replace = msgspec.structs.replace
-            for ev in events:
-                if ev.id is None:
-                    self.seq += 1
-                    ev = replace(ev, id=f"{self.prefix}-{self.seq:x}")
-                self.buffer.append(ev)
-        else:
-            self.buffer.extend(events)
-
-    def due(self) -> bool:
-        if len(self.buffer) >= self.batch_size:
-            return True
-        return bool(self.buffer) and (
-            self.first_at is not None and self.clock() - self.first_at >= self.flush_interval_s
-        )
-
-    def take(self) -> tuple[list[Event], list[bytes]]:
-        buf, self.buffer, self.first_at = self.buffer, [], None
-        n = self.batch_size
-        return buf, [encode_events(buf[i : i + n], "msgpack") for i in range(0, len(buf), n)]
-
-    def xadd_args(self) -> dict[str, Any]:
-        return {"maxlen": self.maxlen, "approximate": True} if self.maxlen is not None else {}
-
-    def done(self, events: int, entries: int) -> None:
-        self.entries += entries
-        self.events += events
-
-    def give_up(self, events: list[Event], exc: BaseException) -> DeliveryError:
-        self.failed += 1
-        return DeliveryError(
-            f"could not publish {len(events)} events to {self.where} after "
-            f"{self.retry.max_retries} retries: {type(exc).__name__}: {exc}",
-            url=redact_url(self.url),
-            events=events,
-        )
-
-    def statistics(self) -> PublisherStatistics:
-        return PublisherStatistics(
-            buffered=len(self.buffer),
-            entries=self.entries,
-            events=self.events,
-            retries=self.retries,
-            failed_batches=self.failed,
-        )
-
-
-class EventPublisher(Sender[_Batches, PublisherStatistics]):
-    """Publishes events to a Redis stream from synchronous code, one entry per batch.
-
-    ``publish`` buffers; a full batch (or one older than ``flush_interval_s``) goes out
-    with the next call, every batch of a flush in one pipelined round trip. ``maxlen``
-    caps the stream (approximately, ``XADD MAXLEN ~``); None leaves it uncapped.
-    """
-
-    def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        stream: str = "streammetrics:events",
-        *,
-        batch_size: int = 1000,
-        flush_interval_s: float = 1.0,
-        maxlen: int | None = 100_000,
-        assign_ids: bool = True,
-        retry: RetryPolicy | None = None,
-        client: redis.Redis | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._b = _Batches(
-            url,
-            stream,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            maxlen=maxlen,
-            assign_ids=assign_ids,
-            retry=retry,
-            clock=clock,
-        )
-        self._own = client is None
-        self._r = client if client is not None else redis.Redis.from_url(url)
-
-    def publish(self, event: Event) -> int:
-        """Buffer one event; returns the entries written if that made a batch go out."""
-        return self.publish_many((event,))
-
-    def publish_many(self, events: Iterable[Event]) -> int:
-        self._b.add(events)
-        return self.flush() if self._b.due() else 0
-
-    def flush(self) -> int:
-        """Write everything buffered; returns the number of entries written. After the
-        retries, ``DeliveryError`` keeps the events."""
-        b = self._b
-        if not b.buffer:
-            return 0
-        events, bodies = b.take()
-        attempt = 0
-        while True:
-            try:
-                with self._r.pipeline(transaction=False) as pipe:
-                    for body in bodies:
-                        pipe.xadd(b.stream, {FIELD_MSGPACK: body}, **b.xadd_args())
-                    pipe.execute()
-            except (*_CONNECTION_ERRORS, ResponseError) as exc:
-                if attempt >= b.retry.max_retries or isinstance(exc, ResponseError):
-                    raise b.give_up(events, exc) from exc
-                time.sleep(b.retry.delay(attempt))
-                attempt += 1
-                b.retries += 1
-                continue
-            b.done(len(events), len(bodies))
-            return len(bodies)
-
-    def _release(self) -> None:
-        if self._own:
-            self._r.close()
-
-
-class AsyncEventPublisher(AsyncSender[_Batches, PublisherStatistics]):
-    """``EventPublisher`` for async code (redis-py's asyncio client)."""
-
-    def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        stream: str = "streammetrics:events",
-        *,
-        batch_size: int = 1000,
-        flush_interval_s: float = 1.0,
-        maxlen: int | None = 100_000,
-        assign_ids: bool = True,
-        retry: RetryPolicy | None = None,
-        client: redis.asyncio.Redis | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._b = _Batches(
-            url,
-            stream,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            maxlen=maxlen,
-            assign_ids=assign_ids,
-            retry=retry,
-            clock=clock,
-        )
-        self._own = client is None
-        self._r = client if client is not None else redis.asyncio.Redis.from_url(url)
-        self._lock = anyio.Lock()
-
-    async def publish(self, event: Event) -> int:
-        return await self.publish_many((event,))
-
-    async def publish_many(self, events: Iterable[Event]) -> int:
-        self._b.add(events)
-        return await self.flush() if self._b.due() else 0
-
-    async def flush(self) -> int:
-        b = self._b
-        async with self._lock:
-            if not b.buffer:
-                return 0
-            events, bodies = b.take()
-            attempt = 0
-            while True:
-                try:
-                    async with self._r.pipeline(transaction=False) as pipe:
-                        for body in bodies:
-                            pipe.xadd(b.stream, {FIELD_MSGPACK: body}, **b.xadd_args())
-                        await pipe.execute()
-                except (*_CONNECTION_ERRORS, ResponseError) as exc:
-                    if attempt >= b.retry.max_retries or isinstance(exc, ResponseError):
-                        raise b.give_up(events, exc) from exc
-                    await anyio.sleep(b.retry.delay(attempt))
-                    attempt += 1
-                    b.retries += 1
-                    continue
-                b.done(len(events), len(bodies))
-                return len(bodies)
-
-    async def flush_periodically(self) -> None:
-        """Flush every ``flush_interval_s`` until cancelled (run it in a task group)."""
-        while True:
-            await anyio.sleep(max(self._b.flush_interval_s, 0.01))
-            await self.flush()
-
-    async def _release(self) -> None:
-        if self._own:
-            await self._r.aclose()
