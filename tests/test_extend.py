@@ -304,9 +304,9 @@ async def test_a_hung_collector_times_out_and_the_rest_is_served() -> None:
             release.wait(10)
             return iter(())
 
-    service = TickCache(None, tick_s=0.0, sample_timeout_s=0.2, collectors=[Hung()])
     ep = MetricsEndpoint(name="m", port=0)
-    service.attach(ep.aggregator)
+    service = TickCache(ep.aggregator, tick_s=0.0, sample_timeout_s=0.2)
+    service.add_collector(Hung())
     try:
         t0 = time.monotonic()
         snap = await service.snapshot()

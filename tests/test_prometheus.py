@@ -240,7 +240,8 @@ async def test_concurrent_first_scrapes_share_one_render(service: TickCache) -> 
 async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock) -> None:
     custom = Counter("orders_placed", "Orders placed", registry=None)
     custom.inc(4)
-    service = TickCache(seed(clock), clock=clock.monotonic, collectors=[custom])
+    service = TickCache(seed(clock), clock=clock.monotonic)
+    service.add_collector(custom)
     fams = _families((await service.prometheus()).decode())
     assert _value(fams["orders_placed"], "orders_placed_total") == 4
     assert "system_health_score" in fams
@@ -248,14 +249,14 @@ async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock)
     assert "streammetrics_process_resident_memory_bytes" not in fams
 
 
-def test_collector_namespace_and_name_clashes(clock: FakeClock) -> None:
+def test_collector_name_clashes(clock: FakeClock) -> None:
     registry = CollectorRegistry(auto_describe=False)
     snap = seed(clock).snapshot()
-    registry.register(SnapshotCollector(lambda: snap, namespace="edge"))
+    registry.register(SnapshotCollector(lambda: snap))
     names = {m.name for m in registry.collect()}
-    assert {"edge_system_health_score", "edge_component_items_processed"} <= names
+    assert {"system_health_score", "component_items_processed"} <= names
     # describe() lets the registry refuse a second collector exposing the same names.
-    clash = Counter("edge_component_items_processed", "clash", ["component"], registry=None)
+    clash = Counter("component_items_processed", "clash", ["component"], registry=None)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         registry.register(clash)
     empty = CollectorRegistry(auto_describe=False)

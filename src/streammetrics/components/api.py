@@ -24,7 +24,6 @@ must get a clear 400 that names the problem.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from contextlib import nullcontext
@@ -39,8 +38,9 @@ from litestar.exceptions import HTTPException
 from msgspec import Meta
 
 from ..http.headers import security_headers
-from ..http.responses import ErrorResponse
+from ..http.responses import ErrorResponse, error_response, internal_error
 from ..model.nesting import MAX_DEPTH, json_too_deep
+from ..model.types import RoutePath
 from ..model.validation import UNREADABLE
 from .base import Component, Context
 
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ("APIEndpoint", "APIEndpointConfig", "APIEndpointStatistics", "Accepted")
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
-RoutePath = Annotated[str, Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_length=200)]
 
 
 class APIEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -90,13 +89,6 @@ class APIEndpointStatistics(msgspec.Struct, frozen=True):
 
 
 _decode = msgspec.json.Decoder().decode
-_log = logging.getLogger("streammetrics.http")
-
-
-def _error(
-    status: int, error: str, detail: str, headers: dict[str, str] | None = None
-) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(error, detail, status), status_code=status, headers=headers)
 
 
 class _Listening:
@@ -148,7 +140,7 @@ class APIEndpoint(Component):
         """Count a refused request (``items`` errors on the probe) and answer it."""
         self._rejected += 1
         self.ctx.probe.error(items, detail=f"{status} {error}: {detail}")
-        return _error(status, error, detail, headers)
+        return error_response(ErrorResponse(error, detail, status), headers)
 
     def _circuit_open(self, breaker: CircuitBreaker, items: int) -> Response[Any]:
         """503 at once while the breaker refuses; ``Retry-After`` is the whole seconds
@@ -263,11 +255,12 @@ class APIEndpoint(Component):
 
         def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             status = exc.status_code if isinstance(exc, HTTPException) else 500
-            if status >= 500:  # the type name only: a message may carry data
-                _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-                return _error(500, "internal error", type(exc).__name__)
+            if status >= 500:
+                return internal_error(request, exc)
             assert isinstance(exc, HTTPException)
-            return _error(status, HTTPStatus(status).phrase.lower(), exc.detail)
+            return error_response(
+                ErrorResponse(HTTPStatus(status).phrase.lower(), exc.detail, status)
+            )
 
         return Litestar(
             route_handlers=[ingest_one, ingest_batch, health],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import copy, deepcopy
 from http import HTTPStatus
@@ -24,7 +23,7 @@ import litestar
 from litestar import Controller, Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.enums import HttpMethod, MediaType
+from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -36,7 +35,7 @@ from ..version import __version__
 from ..views.tick_cache import TickCache
 from .bodies import BoundedRequest
 from .headers import security_headers
-from .responses import ErrorResponse
+from .responses import ErrorResponse, error_response, internal_error
 from .routes import ENDPOINTS, ROUTES
 
 if TYPE_CHECKING:
@@ -60,24 +59,16 @@ HandlerFn = Callable[..., Any]
 #: Whose words describe a route with several handlers in ``GET /``.
 _METHOD_ORDER: Final[dict[str, int]] = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4}
 
-_log = logging.getLogger("streammetrics.http")
-
-
-def _error(
-    status: int, error: str, detail: str, headers: dict[str, str] | None = None
-) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(error, detail, status), status_code=status, headers=headers)
-
 
 def _unavailable(_request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
-    return _error(503, "harness unavailable", str(exc))
+    return error_response(ErrorResponse("harness unavailable", str(exc), 503))
 
 
 def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
     if not isinstance(exc, ValidationException):  # pragma: no cover - registered for it only
-        return _internal(request, exc)
+        return internal_error(request, exc)
     if not isinstance(exc.extra, list):  # our query guard: the detail already says it all
-        return _error(400, "invalid query parameter", exc.detail)
+        return error_response(ErrorResponse("invalid query parameter", exc.detail, 400))
     # Litestar's own validation (custom routes): [{"key", "message", "source"}, ...]
     sources: set[str] = set()
     parts: list[str] = []
@@ -89,20 +80,16 @@ def _invalid(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorR
         sources.add(source)
         parts.append(f"{source} parameter {e.get('key')!r}: {e.get('message')}")
     error = "invalid query parameter" if sources == {"query"} else "invalid request"
-    return _error(400, error, "; ".join(parts) or exc.detail)
+    return error_response(ErrorResponse(error, "; ".join(parts) or exc.detail, 400))
 
 
 def _http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
     if not isinstance(exc, HTTPException) or exc.status_code >= 500:
-        return _internal(request, exc)
+        return internal_error(request, exc)
     status = exc.status_code
-    return _error(status, HTTPStatus(status).phrase.lower(), exc.detail, exc.headers)
-
-
-def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
-    # The type name only: messages of unexpected errors may carry data nobody should see.
-    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return _error(500, "internal error", type(exc).__name__)
+    return error_response(
+        ErrorResponse(HTTPStatus(status).phrase.lower(), exc.detail, status), exc.headers
+    )
 
 
 def _schema_not_found(response: Response[Any]) -> Response[Any]:
@@ -111,10 +98,7 @@ def _schema_not_found(response: Response[Any]) -> Response[Any]:
     if response.status_code != 404:
         return response
     detail = f"no such document; the OpenAPI document is at {SCHEMA_PATH}/openapi.json"
-    # media_type: the handler's own is HTML, and the response would inherit it.
-    return Response(
-        ErrorResponse("not found", detail, 404), status_code=404, media_type=MediaType.JSON
-    )
+    return error_response(ErrorResponse("not found", detail, 404))
 
 
 def _served_as_json(fn: HandlerFn) -> HandlerFn:
@@ -343,7 +327,7 @@ def create_app(
             HarnessUnavailableError: _unavailable,
             ValidationException: _invalid,
             HTTPException: _http_error,
-            Exception: _internal,
+            Exception: internal_error,
         },
         state=State({"title": title}),
         cors_config=cors,

@@ -121,13 +121,13 @@ class BearerAuthMiddleware:
         app: ASGIApp,
         *,
         tokens: BearerTokens,
-        open_paths: frozenset[str] = frozenset(),
-        counts: AuthCounts | None = None,
+        open_paths: frozenset[str],
+        counts: AuthCounts,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.open_paths = open_paths
-        self.counts = counts if counts is not None else AuthCounts()
+        self.counts = counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["path"] not in self.open_paths:

@@ -26,14 +26,16 @@ from litestar.response import Stream
 
 from ..errors import HarnessUnavailableError
 from ..views.live import LIVE_WINDOWS
-from .responses import ErrorResponse
-from .routes import Service
+from .responses import ErrorResponse, error_response
+from .routes import Service, accepts_query, check_query
 
-__all__ = ("LIVE_ENDPOINTS", "LIVE_ROUTES", "dashboard_html")
+__all__ = ("DASHBOARD_PATH", "LIVE_ENDPOINTS", "LIVE_ROUTES", "dashboard_html")
 
+#: The page's route (open without a token: a browser navigating to it cannot send one).
+DASHBOARD_PATH: Final = "/dashboard"
 #: What ``GET /`` lists for these routes.
 LIVE_ENDPOINTS: Final[dict[str, str]] = {
-    "/dashboard": "Live dashboard (HTML, fed by /stream)",
+    DASHBOARD_PATH: "Live dashboard (HTML, fed by /stream)",
     "/stream": "Server-Sent Events: one compact snapshot per tick "
     "(?interval=seconds, ?window=10s|60s|300s)",
 }
@@ -62,7 +64,7 @@ def dashboard_html() -> tuple[bytes, str]:
     return text.encode(), csp
 
 
-@get("/dashboard", summary="Live dashboard: health, components, breakers, alerts")
+@get(DASHBOARD_PATH, summary="Live dashboard: health, components, breakers, alerts")
 async def dashboard() -> Response[bytes]:
     body, csp = dashboard_html()
     return Response(
@@ -79,50 +81,40 @@ async def dashboard() -> Response[bytes]:
     )
 
 
-def _query(request: Request[Any, Any, Any]) -> tuple[float | None, str | None]:
-    """``?interval=seconds`` and ``?window=``, checked like the other routes' queries."""
-    value: float | None = None
-    window: str | None = None
-    seen: set[str] = set()
-    for key, raw in request.query_params.multi_items():
-        if key not in ("interval", "window"):
-            raise ValidationException(
-                detail=f"unknown query parameter {key!r}; /stream accepts: interval, window",
-                extra={"parameter": key},
-            )
-        if key in seen:
-            raise ValidationException(
-                detail=f"query parameter {key!r} given more than once; give it once",
-                extra={"parameter": key},
-            )
-        seen.add(key)
-        if key == "window":
-            if raw not in LIVE_WINDOWS:
-                raise ValidationException(
-                    detail=f"query parameter 'window' must be one of "
-                    f"{', '.join(LIVE_WINDOWS)}; got {raw!r}",
-                    extra={"parameter": key, "allowed": list(LIVE_WINDOWS)},
-                )
-            window = raw
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not 0 <= value <= _MAX_INTERVAL_S:  # also false for NaN
-            raise ValidationException(
-                detail=f"query parameter 'interval' must be seconds from 0 to "
-                f"{_MAX_INTERVAL_S:g}; got {raw!r}",
-                extra={"parameter": key},
-            )
-    return value, window
+def _interval(request: Request[Any, Any, Any]) -> float | None:
+    """``?interval=seconds``; ``check_query`` has refused unknown, repeated and
+    ``window`` parameters already, as on the other routes."""
+    raw = request.query_params.get("interval")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= _MAX_INTERVAL_S:  # also false for NaN
+        raise ValidationException(
+            detail=f"query parameter 'interval' must be seconds from 0 to "
+            f"{_MAX_INTERVAL_S:g}; got {raw!r}",
+            extra={"parameter": "interval"},
+        )
+    return value
 
 
-@get("/stream", include_in_schema=False)
+@get(
+    "/stream",
+    include_in_schema=False,
+    before_request=check_query,
+    opt=accepts_query(interval=None, window=LIVE_WINDOWS),
+)
 async def stream(request: Request[Any, Any, Any], service: Service) -> Response[Any]:
     """One ``snapshot`` event per tick (``unavailable`` while no harness feeds the
-    endpoint), ``: keep-alive`` comments between, a ``shutdown`` event at the end."""
-    interval, window = _query(request)
+    endpoint), ``: keep-alive`` comments between, a ``shutdown`` event at the end.
+
+    A ``Stream`` of the feed's frames, not Litestar's ``ServerSentEvent``: that one frames
+    each item it is given once per client (as a ``data:`` field), where the feed hands
+    out frames already framed and encoded once for every client."""
+    interval = _interval(request)
+    window = request.query_params.get("window")
     feed = service.live
 
     async def refresh() -> None:
@@ -133,10 +125,9 @@ async def stream(request: Request[Any, Any, Any], service: Service) -> Response[
         frames = feed.connect(interval, refresh, window)
     except LookupError as exc:
         detail = str(exc.args[0])
-        return Response(
+        return error_response(
             ErrorResponse("stream unavailable", detail, 503),
-            status_code=503,
-            headers={"retry-after": str(_RETRY_AFTER_S)},
+            {"retry-after": str(_RETRY_AFTER_S)},
         )
     return Stream(
         frames,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 
 from .auth import AuthCounts, BearerAuthMiddleware, BearerTokens
+from .dashboard import DASHBOARD_PATH
 from .guard_metrics import SecurityCollector
 from .ratelimit import HEALTH_PATHS, RateLimitMiddleware, RateLimits, TokenBucketLimiter
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from .settings import AuthSettings, CorsSettings, RateLimitSettings
 
 __all__ = ("hardening",)
-
-DashboardPath: Final = "/dashboard"
 
 
 def hardening(
@@ -54,7 +53,6 @@ def hardening(
                 rate_limit.requests, per_s, max_clients=rate_limit.max_clients, clock=clock
             ),
             TokenBucketLimiter(health, per_s, max_clients=rate_limit.max_clients, clock=clock),
-            HEALTH_PATHS,
         )
         middleware.append(DefineMiddleware(RateLimitMiddleware, limits=limits))
     if auth is not None:
@@ -62,7 +60,7 @@ def hardening(
         open_paths = frozenset() if auth.protect_health else HEALTH_PATHS
         # The dashboard page holds no figures (its /stream does, and asks for the token):
         # a browser navigating to it cannot send an Authorization header.
-        open_paths |= {DashboardPath}
+        open_paths |= {DASHBOARD_PATH}
         counts = AuthCounts()
         middleware.append(
             DefineMiddleware(

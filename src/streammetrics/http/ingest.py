@@ -34,13 +34,12 @@ from ..errors import EventError, HarnessUnavailableError
 from ..intake.config import IngestConfig
 from ..intake.intake import Intake, IntakeResult
 from ..model.events import Format, Rejection
-from .responses import ErrorResponse
+from .responses import ErrorResponse, error_response
 from .routes import Service
 
 __all__ = (
     "JSON_TYPES",
     "MSGPACK_TYPES",
-    "IngestConfig",
     "IngestErrorResponse",
     "body_format",
     "ingest_route",
@@ -79,20 +78,18 @@ def body_format(content_type: str) -> Format | None:
 
 
 def _bad(error: str, detail: str, path: str | None, rejections: list[Rejection]) -> Response[Any]:
-    body = IngestErrorResponse(error, detail, 400, path=path, rejections=rejections)
-    return Response(body, status_code=400)
+    return error_response(IngestErrorResponse(error, detail, 400, path=path, rejections=rejections))
 
 
-def ingest_route(intake: Intake, config: IngestConfig | None = None) -> HTTPRouteHandler:
-    """The ``POST /events`` handler, folding through ``intake``; add it to the app with
-    ``create_app(service, extra_route_handlers=[ingest_route(intake)])``."""
-    cfg = config or IngestConfig()
+def ingest_route(intake: Intake, config: IngestConfig) -> HTTPRouteHandler:
+    """The ``POST /events`` handler at ``config.path``, folding through ``intake``; add it to
+    the app with ``app.register(ingest_route(intake, config))``."""
 
     @post(
-        cfg.path,
+        config.path,
         status_code=200,
         summary="Report events: one, a list or {events: [...]}, as JSON or MessagePack",
-        request_max_body_size=cfg.max_body_bytes,
+        request_max_body_size=config.max_body_bytes,
         responses={
             400: ResponseSpec(
                 IngestErrorResponse,
@@ -123,7 +120,7 @@ def ingest_route(intake: Intake, config: IngestConfig | None = None) -> HTTPRout
                 if not content_type
                 else f"content type {content_type[:100]!r} is not {_ACCEPTED}"
             )
-            return Response(ErrorResponse("unsupported media type", detail, 415), status_code=415)
+            return error_response(ErrorResponse("unsupported media type", detail, 415))
         if not service.available:
             raise HarnessUnavailableError(
                 f"metrics endpoint {service.name!r} has no harness to fold events into"

@@ -114,18 +114,12 @@ class RateLimits:
     """The limiter of each route class: the health routes (``/health`` and its probes)
     apart, everything else together."""
 
-    def __init__(
-        self,
-        default: TokenBucketLimiter,
-        health: TokenBucketLimiter,
-        health_paths: frozenset[str] = HEALTH_PATHS,
-    ) -> None:
+    def __init__(self, default: TokenBucketLimiter, health: TokenBucketLimiter) -> None:
         self.default = default
         self.health = health
-        self.health_paths = health_paths
 
     def for_path(self, path: str) -> TokenBucketLimiter:
-        return self.health if path in self.health_paths else self.default
+        return self.health if path in HEALTH_PATHS else self.default
 
 
 def _describe(limiter: TokenBucketLimiter) -> str:

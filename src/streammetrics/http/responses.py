@@ -7,9 +7,13 @@ the Prometheus histogram and would triple a JSON body for nobody.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 import msgspec
+from litestar import Request, Response
+from litestar.enums import MediaType
 
 from ..prometheus.custom import CustomCollection, CustomFamily
 from ..snapshot import (
@@ -38,12 +42,16 @@ __all__ = (
     "Window",
     "alerts_response",
     "components_response",
+    "error_response",
     "health_response",
+    "internal_error",
     "metrics_response",
 )
 
 #: The ``?window=`` values, as the routes accept them.
 Window = Literal["10s", "60s", "300s"]
+
+_log = logging.getLogger("streammetrics.http")
 
 
 class ErrorResponse(msgspec.Struct, frozen=True):
@@ -55,6 +63,30 @@ class ErrorResponse(msgspec.Struct, frozen=True):
     """What exactly went wrong; never a traceback."""
     status_code: int
     """The HTTP status, repeated for clients that only keep the body."""
+
+
+#: An error body: ``ErrorResponse`` or a route's own extension of it (``POST /events``').
+E = TypeVar("E", bound=ErrorResponse)
+
+
+def error_response(body: E, headers: Mapping[str, str] | None = None) -> Response[E]:
+    """The one way an error answer is made, by the app's exception handlers, by routes
+    that answer an error themselves and by an ``APIEndpoint``: the status line is the
+    body's ``status_code`` (so the two never disagree), and the type is JSON whatever
+    the route's own type (an HTML page's or the exposition's)."""
+    return Response(
+        body,
+        status_code=body.status_code,
+        headers=dict(headers) if headers is not None else None,
+        media_type=MediaType.JSON,
+    )
+
+
+def internal_error(request: Request[Any, Any, Any], exc: BaseException) -> Response[ErrorResponse]:
+    """The 500 of an exception nobody expected: logged with its traceback, answered with
+    the type name only, as its message may carry data nobody should see."""
+    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(ErrorResponse("internal error", type(exc).__name__, 500))
 
 
 class RootResponse(msgspec.Struct, frozen=True):

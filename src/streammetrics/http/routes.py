@@ -37,7 +37,15 @@ from .responses import (
     metrics_response,
 )
 
-__all__ = ("ENDPOINTS", "ROUTES", "Service", "check_query", "wants_openmetrics")
+__all__ = (
+    "ENDPOINTS",
+    "ROUTES",
+    "QuerySpec",
+    "Service",
+    "accepts_query",
+    "check_query",
+    "wants_openmetrics",
+)
 
 #: ``GET /``'s endpoint list.
 ENDPOINTS: Final[dict[str, str]] = {
@@ -52,10 +60,21 @@ ENDPOINTS: Final[dict[str, str]] = {
 #: How handlers (and ``extra_route_handlers``) ask for the service the app was made with.
 Service = NamedDependency[TickCache]
 _WINDOWS: Final[dict[str, ViewSeconds]] = {"10s": 10, "60s": 60, "300s": 300}
-#: handler ``opt`` key: the query parameters a route accepts, each with its allowed values.
+#: handler ``opt`` key: the query parameters a route accepts, each with its allowed values
+#: (None: any value, which the handler reads and checks itself).
 _QUERY_OPT: Final = "query"
-_WINDOW_QUERY: Final = {_QUERY_OPT: {"window": tuple(_WINDOWS)}}
-_NO_QUERY: Final[dict[str, dict[str, tuple[str, ...]]]] = {_QUERY_OPT: {}}
+#: A route's accepted query parameters, as ``check_query`` reads them from its ``opt``.
+QuerySpec = dict[str, tuple[str, ...] | None]
+
+
+def accepts_query(**params: tuple[str, ...] | None) -> dict[str, QuerySpec]:
+    """The ``opt`` of a route whose ``check_query`` accepts ``params``: each name with
+    its allowed values, or None for any value the handler checks itself."""
+    return {_QUERY_OPT: params}
+
+
+_WINDOW_QUERY: Final = accepts_query(window=tuple(_WINDOWS))
+_NO_QUERY: Final = accepts_query()
 #: Longest part of a bad parameter or value quoted back in an error detail.
 _SHOWN: Final = 64
 
@@ -97,13 +116,12 @@ async def check_query(request: Request[Any, Any, Any]) -> None:
     if not request.scope["query_string"]:
         return
     handler = request.route_handler
-    spec: dict[str, tuple[str, ...]] | None = handler.opt.get(_QUERY_OPT)
+    spec: QuerySpec | None = handler.opt.get(_QUERY_OPT)
     if spec is None:
         return
     seen: dict[str, int] = {}
     for key, value in request.query_params.multi_items():
-        allowed = spec.get(key)
-        if allowed is None:
+        if key not in spec:
             names = ", ".join(spec) or "none"
             raise ValidationException(
                 detail=f"unknown query parameter {_shown(key)}; "
@@ -116,7 +134,8 @@ async def check_query(request: Request[Any, Any, Any]) -> None:
                 detail=f"query parameter {key!r} given more than once; give it once",
                 extra={"parameter": key},
             )
-        if value not in allowed:
+        allowed = spec[key]
+        if allowed is not None and value not in allowed:
             raise ValidationException(
                 detail=f"query parameter {key!r} must be one of {', '.join(allowed)}; "
                 f"got {_shown(value)}",

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import msgspec
 
+from ..model.types import RoutePath
+
 __all__ = ("DedupConfig", "IngestConfig")
 
 
@@ -19,9 +21,7 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     enabled: bool = True
     """Serve ``POST /events``; false leaves the route out (404)."""
-    path: Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_length=200)] = (
-        "/events"
-    )
+    path: RoutePath = "/events"
     """Route of the ingest endpoint."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 4 * 1024 * 1024
     """Larger bodies are refused with 413 before they are read whole. Folding runs on

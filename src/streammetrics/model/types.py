@@ -18,6 +18,7 @@ __all__ = (
     "DurationError",
     "Name",
     "Port",
+    "RoutePath",
     "Seconds",
     "describe_exception",
     "parse_duration",
@@ -34,6 +35,10 @@ DeclaredName = Annotated[
 output and Redis consumer names, so letters, digits and ``_ . : -`` only."""
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 """A TCP port; 0 asks the operating system for a free one."""
+RoutePath = Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_length=200)]
+"""A route a config section adds (``/items``, ``/events``): ``/segment``s of URL-safe
+characters only, so the path is served literally (no ``{parameter}``, query or trailing
+slash for Litestar to read into it)."""
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=86_400.0)]
 

@@ -55,9 +55,8 @@ _MIB: Final = 2**20
 class SnapshotCollector(Collector):
     """Exposes whatever ``get_snapshot()`` returns; nothing when it returns None."""
 
-    def __init__(self, get_snapshot: Callable[[], Snapshot | None], namespace: str = "") -> None:
+    def __init__(self, get_snapshot: Callable[[], Snapshot | None]) -> None:
         self._get_snapshot = get_snapshot
-        self._prefix = f"{namespace}_" if namespace else ""
 
     def describe(self) -> Iterable[Metric]:
         """Every family this collector may expose, so a registry catches name clashes
@@ -75,10 +74,10 @@ class SnapshotCollector(Collector):
     # -- families -----------------------------------------------------------------------
 
     def _g(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(self._prefix + name, doc, labels=list(labels))
+        return GaugeMetricFamily(name, doc, labels=list(labels))
 
     def _c(self, name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
-        return CounterMetricFamily(self._prefix + name, doc, labels=list(labels))
+        return CounterMetricFamily(name, doc, labels=list(labels))
 
     def _families(self, snap: Snapshot | None) -> Iterator[Metric]:
         yield from self._system(snap)
@@ -155,7 +154,7 @@ class SnapshotCollector(Collector):
             for attr in _QUANTILES
         ]
         hist = HistogramMetricFamily(
-            self._prefix + "component_latency_seconds",
+            "component_latency_seconds",
             "Latency of processed items and spans since start",
             labels=["component"],
         )

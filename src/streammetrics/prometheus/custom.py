@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ..model.types import describe_exception
+
 __all__ = (
     "CollectionView",
     "CustomCollection",
@@ -176,7 +178,7 @@ class CustomCollectors:
                         raise ValueError(f"metric names already exposed: {', '.join(clash)}")
                 except Exception as exc:
                     self._failures[key] += 1
-                    errors.append(f"collector {key!r} failed: {type(exc).__name__}: {exc}")
+                    errors.append(f"collector {key!r} failed: {describe_exception(exc)}")
                     continue
                 taken |= names
                 families += got

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 
 import anyio
 import msgspec
+from litestar.response import ServerSentEventMessage
 
 from ..windows import VIEWS
 
@@ -104,27 +105,21 @@ def _sig(x: float | None) -> float | None:
     return None if x is None else float(f"{x:.4g}")
 
 
-def compact(
-    snap: Snapshot,
-    name: str,
-    tick_s: float,
-    heartbeat_s: float = 15.0,
-    window: str | None = None,
-) -> bytes:
+def compact(snap: Snapshot, name: str, tick_s: float, heartbeat_s: float, window: str) -> bytes:
     """The JSON of one frame: what the dashboard draws and nothing more.
 
     ``window`` (``10s``, ``60s``, ``300s``) is the window of the per-component figures;
-    by default the one health is judged over, so a row's error rate and the deduction
-    it earned are the same figure. A component without a breaker has ``breaker: null``.
+    the feed passes the one health is judged over unless the client asks for another,
+    so a row's error rate and the deduction it earned are the same figure. A component
+    without a breaker has ``breaker: null``.
     """
     perf = snap.performance
     judged = perf.window_seconds
-    key = window or f"{judged}s"
-    default = key == f"{judged}s"
+    default = window == f"{judged}s"
     breakers = snap.circuit_breakers
     comps: list[tuple[object, ...]] = []
     for cname, c in snap.detailed_components.items():
-        w = c.windows.get(key)
+        w = c.windows.get(window)
         b = breakers.get(cname)
         rate: float | None
         errors: float | None
@@ -192,15 +187,20 @@ def compact(
         errors=list(snap.errors),
         tick_s=tick_s,
         heartbeat_s=heartbeat_s,
-        window_s=int(key.removesuffix("s")),
+        window_s=int(window.removesuffix("s")),
         health_window_s=judged,
     )
     return msgspec.json.encode(frame)
 
 
 def _sse(event: str, data: bytes, ident: int | None = None) -> bytes:
-    head = f"id: {ident}\n" if ident is not None else ""
-    return f"{head}event: {event}\n".encode() + b"data: " + data + b"\n\n"
+    """One event, framed by Litestar with ``\n`` line ends (as the feed has always sent
+    them) and encoded here, once, for every client that sends it."""
+    return ServerSentEventMessage(data=data, event=event, id=ident, sep="\n").encode()
+
+
+_KEEP_ALIVE: Final = ServerSentEventMessage(data=None, comment="keep-alive", sep="\n").encode()
+_SHUTDOWN: Final = _sse("shutdown", b'{"detail":"the endpoint is shutting down"}')
 
 
 class _Slot:
@@ -276,10 +276,6 @@ class LiveFeed:
             self._closed = True
             self._changed.set()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # -- the client side -------------------------------------------------------------------
 
     def refusal(self) -> str | None:
@@ -325,6 +321,8 @@ class LiveFeed:
         self, slot: _Slot, interval: float, refresh: Refresh | None, window: str | None
     ) -> AsyncIterator[bytes]:
         try:
+            # Written out, not a ServerSentEventMessage: Litestar puts the comment before
+            # the retry field, and clients have always seen the retry first.
             yield f"retry: {_RETRY_MS}\n: {self.name} live stream\n\n".encode()
             if refresh is not None:
                 await refresh()
@@ -333,7 +331,7 @@ class LiveFeed:
             last_frame = float("-inf")
             while True:
                 if self._closed:
-                    yield _sse("shutdown", b'{"detail":"the endpoint is shutting down"}')
+                    yield _SHUTDOWN
                     return
                 now = self.clock()
                 if self._version != sent and now - last_frame >= interval * 0.95:
@@ -346,7 +344,7 @@ class LiveFeed:
                         continue
                 if now - last_out >= self.config.heartbeat_s:
                     last_out = now
-                    yield b": keep-alive\n\n"
+                    yield _KEEP_ALIVE
                     continue
                 # Sleep until the next snapshot, the throttle, or the heartbeat is due.
                 wait = self.config.heartbeat_s - (now - last_out)

@@ -10,7 +10,7 @@ large registry), and both the process sample and the render must stay off the ev
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -21,6 +21,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as _om_gene
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import HarnessUnavailableError
+from ..model.types import describe_exception
 from ..prometheus.collector import SnapshotCollector
 from ..prometheus.custom import (
     EMPTY,
@@ -82,7 +83,6 @@ class TickCache:
         sampler: Sampler | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        collectors: Sequence[Collector] = (),
         name: str = "metrics_endpoint",
         sample_timeout_s: float = 2.0,
         judge: Judge | None = None,
@@ -121,8 +121,6 @@ class TickCache:
         self._figures: dict[str, FigureSource] = {}
         self._collected: tuple[float, CustomCollection] | None = None
         self._registry.register(CollectionView(self._custom, self.custom))
-        for c in collectors:
-            self.add_collector(c)
         self._built = self._snap_hits = self._renders = self._render_hits = 0
         self._sampler_failures = 0
 
@@ -158,11 +156,6 @@ class TickCache:
     @property
     def available(self) -> bool:
         return self._aggregator is not None and self._unavailable is None
-
-    def attach(self, aggregator: Aggregator | None) -> None:
-        """Serve another aggregator (or none); cached figures of the old one are dropped."""
-        self._aggregator = aggregator
-        self._forget()
 
     def set_unavailable(self, detail: str) -> None:
         """From now on every figure request answers 503 with ``detail``."""
@@ -256,7 +249,7 @@ class TickCache:
             if stats is None:
                 error = f"process sampler timed out after {self.sample_timeout_s:g}s"
         except Exception as exc:  # partial data beats no data (spec: Error Handling)
-            error = f"process sampler failed: {type(exc).__name__}: {exc}"
+            error = f"process sampler failed: {describe_exception(exc)}"
         if error is not None:
             self._sampler_failures += 1
         self._process = (now, stats, error)
@@ -294,7 +287,7 @@ class TickCache:
             except TimeoutError:
                 errors.append(f"figures {name!r} timed out after {deadline:g}s")
             except Exception as exc:
-                errors.append(f"figures {name!r} failed: {type(exc).__name__}: {exc}")
+                errors.append(f"figures {name!r} failed: {describe_exception(exc)}")
         collected = CustomCollection(families, js, extra, errors)
         self._collected = (now, collected)
         return collected
