@@ -32,7 +32,7 @@ class MetricsPlugin:
 
     def route_handlers(self) -> Sequence[ControllerRouterHandler]:
         """Litestar route handlers added to the endpoint's app; a handler may ask for
-        the endpoint's ``MetricsService`` with a ``service`` parameter."""
+        the endpoint's ``TickCache`` with a ``service`` parameter."""
         return ()
 
     def collectors(self) -> Sequence[Collector]:
