@@ -597,7 +597,16 @@ async def test_an_api_endpoint_whose_consumer_is_stuck_trips_answers_503_at_once
         retry_after = int(r.headers["Retry-After"])
         assert retry_after == 1  # reset_timeout_s 1.0, rounded up, never 0
 
-        body = await poll(metrics, "/components", lambda b: api_breaker(b).get("state") == "open")
+        # The transition is an event, published at once; the refusals are probe counts,
+        # flushed on the harness's tick: wait for the figures of this moment, both.
+        body = await poll(
+            metrics,
+            "/components",
+            lambda b: (
+                api_breaker(b).get("state") == "open"
+                and b["components"]["api"]["errors_encountered"] >= 4 + 3 + 3
+            ),
+        )
         br = api_breaker(body)
         assert (br["failure_count"], br["transitions"]) == (1, 1)
         assert body["streaming"]["streams"][API_KEY]["buffer_used"] == 1  # only item 2 waits

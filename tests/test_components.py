@@ -564,14 +564,15 @@ def test_types_are_registered_under_blueprint_names() -> None:
         assert types[cls.type_name] is cls
 
 
-async def test_store_process_stores_one_item_for_callers_of_handle() -> None:
+async def test_store_stores_what_it_is_given_and_counts_each_item() -> None:
     bp = "system: {name: s, components: [{name: store, type: Store}]}"
     async with running(bp) as (harness, agg):
         store = harness.components["store"]
         assert isinstance(store, Store)
-        await store.handle({"n": 1})
-        await store.handle({"n": 2, "fail": True})
-        await store.handle({"n": 3})
+        assert await store.store([{"n": 1}]) == [{"n": 1}]
+        assert await store.store([{"n": 2, "fail": True}]) == []
+        assert await store.store([{"n": 3}]) == [{"n": 3}]
         assert store.statistics().rows == 2
         comp = snapshot(harness, agg).detailed_components["store"]
     assert (comp.items_processed, comp.errors_encountered) == (2, 1)
+    assert comp.last_error == "ItemFailed: item marked to fail"

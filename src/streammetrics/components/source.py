@@ -28,7 +28,7 @@ import msgspec
 from anyio.abc import TaskStatus
 from msgspec import Meta
 
-from .base import Component, Context
+from .base import FAIL_MARK, Component, Context
 
 __all__ = ("Source", "SourceConfig", "SourceStatistics")
 
@@ -74,18 +74,12 @@ class Source(Component):
     type_name = "Source"
     Config = SourceConfig
 
-    def __init__(
-        self,
-        ctx: Context,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-    ) -> None:
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.config: SourceConfig = ctx.config
-        self.clock = clock
+        self.clock: Callable[[], float] = time.monotonic
         """Seconds, monotonic: what the pacing measures elapsed time with."""
-        self.sleep = sleep
+        self.sleep: Callable[[float], Awaitable[None]] = anyio.sleep
         """Waits that many seconds (of ``clock``) until the next batch is due."""
         self._rng = random.Random(self.config.seed)
         self._sent = 0
@@ -103,7 +97,7 @@ class Source(Component):
             "id": n,
             "value": round(self._rng.uniform(0.0, 100.0), 3),
             "route": route,
-            "fail": fail,
+            FAIL_MARK: fail,
         }
 
     def _latency(self) -> float:
@@ -137,7 +131,7 @@ class Source(Component):
             for _ in range(want):
                 item = self._item(self._sent)
                 self._sent += 1
-                if item["fail"]:
+                if item[FAIL_MARK]:
                     self._failing += 1
                 probe.processed(latency=self._latency())
                 await send(item)

@@ -25,7 +25,8 @@ import msgspec
 from anyio.abc import TaskStatus
 from msgspec import Meta
 
-from .base import Context, Input, Processor
+from ..model.types import describe_exception
+from .base import Context, Input, ItemFailed, Processor, marked_to_fail
 
 __all__ = ("Store", "StoreConfig", "StoreStatistics")
 
@@ -58,7 +59,11 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Store(Processor):
-    """Persists every item it receives; passes items on when it has outputs."""
+    """Persists every item it receives; passes items on when it has outputs.
+
+    A ``Processor`` as every consumer of a binding is (its intake can run behind a
+    circuit breaker), but its ``run`` takes items in batches and ``store()``s them,
+    rather than handing them to ``process()`` one at a time."""
 
     type_name = "Store"
     Config = StoreConfig
@@ -113,7 +118,7 @@ class Store(Processor):
 
     async def store(self, items: list[Any]) -> list[Any]:
         """Write ``items`` in one transaction, counting each on the probe as processed or
-        failed (an item marked to fail fails here, as in ``Processor.handle``); returns
+        failed (an item ``marked_to_fail`` fails here, as in ``Processor.handle``); returns
         the items that were stored."""
         probe = self.ctx.probe
         t0 = time.perf_counter()
@@ -121,15 +126,13 @@ class Store(Processor):
         rows: list[tuple[float, str]] = []
         kept: list[Any] = []
         for item in items:
-            if isinstance(item, dict) and item.get("fail") is True:
-                self._rejected += 1
-                probe.error(detail="ItemFailed: item marked to fail")
-                continue
             try:
+                if marked_to_fail(item):
+                    raise ItemFailed("item marked to fail")
                 rows.append((wall, _encode(item).decode()))
-            except (TypeError, ValueError) as exc:  # msgspec.EncodeError is a ValueError
+            except (ItemFailed, TypeError, ValueError) as exc:  # EncodeError is a ValueError
                 self._rejected += 1
-                probe.error(detail=f"{type(exc).__name__}: {exc}")
+                probe.error(detail=describe_exception(exc))
                 continue
             kept.append(item)
         if not rows:
@@ -138,17 +141,12 @@ class Store(Processor):
             await self._write(rows)
         except sqlite3.Error as exc:  # a full disk or a locked file: count, keep going
             self._rejected += len(rows)
-            probe.error(len(rows), detail=f"{type(exc).__name__}: {exc}")
+            probe.error(len(rows), detail=describe_exception(exc))
             return []
         latency = time.perf_counter() - t0
         for _ in rows:  # every item of the batch waited for the same commit
             probe.processed(latency=latency)
         return kept
-
-    async def process(self, item: Any) -> Any | None:
-        """Store one item; ``Processor.handle`` counts it (``run`` batches instead)."""
-        await self._write([(self.ctx.wall(), _encode(item).decode())])
-        return item if self.ctx.outputs else None
 
     async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         if self.config.path != ":memory:":
