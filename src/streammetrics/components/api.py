@@ -40,7 +40,7 @@ from msgspec import Meta
 from ..http.headers import security_headers
 from ..http.responses import ErrorResponse, error_response, internal_error
 from ..model.nesting import MAX_DEPTH, json_too_deep
-from ..model.types import RoutePath
+from ..model.types import Port, RoutePath
 from ..model.validation import UNREADABLE
 from .base import Component, Context
 
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from ..breaker import CircuitBreaker
 
 __all__ = ("APIEndpoint", "APIEndpointConfig", "APIEndpointStatistics", "Accepted")
-
-Port = Annotated[int, Meta(ge=0, le=65535)]
 
 
 class APIEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
