@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def demo_blueprint(port_offset: int | None = None) -> Blueprint:
+def demo_blueprint(port_offset: int) -> Blueprint:
     """The bundled demo (also at ``blueprints/demo.yaml`` in the repository)."""
     text = files("streammetrics").joinpath("blueprints/demo.yaml").read_text(encoding="utf-8")
     return parse_blueprint(text, source=DEMO_SOURCE, port_offset=port_offset)
@@ -166,9 +166,7 @@ def _load(args: argparse.Namespace) -> Blueprint:
     return bp
 
 
-async def run_blueprint(
-    bp: Blueprint, shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
-) -> int:
+async def run_blueprint(bp: Blueprint, shutdown_timeout_s: float) -> int:
     """Run until SIGINT/SIGTERM, then drain (``Harness.shutdown``) and return the exit code:
     0 when everything drained, 1 when the deadline cancelled something.
 
