@@ -1,7 +1,10 @@
 """What every component is given and must provide.
 
 A component gets a ``Context``: its validated config, its probe, the receiving ends of
-the bindings into it and the sending ends of the bindings out of it. It provides
+the bindings into it and the sending ends of the bindings out of it, and the system's
+components as ``Peer``s (what an observer lists before their first event). The context
+carries what a component needs of the blueprint, so that components never depend on the
+blueprint module that names them. It provides
 ``run()``, which the harness calls inside its task group and which must call
 ``task_status.started()`` once it is ready (a server bound, a file open), so that
 ``streammetrics run`` can say "listening" only when it is true.
