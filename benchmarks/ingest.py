@@ -71,7 +71,7 @@ def chunks(stream: Stream, size: int) -> Iterator[tuple[int, int]]:
 
 
 def _aggregator_totals(agg: Aggregator) -> Totals:
-    snap = agg.snapshot()
+    snap = agg.figures()
     return {
         name: (c.items_processed, c.errors_encountered)
         for name, c in snap.detailed_components.items()

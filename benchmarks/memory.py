@@ -55,7 +55,7 @@ def run_case(
         p.processed(latency=0.001)
         p.error(latency=0.001)
     bus.flush()
-    agg.snapshot()
+    agg.figures()
     gc.collect()
     base = rss_mb()
     result = CaseResult(
@@ -81,7 +81,7 @@ def run_case(
         j = j1 % n
         if done == pending[0]:
             pending.pop(0)
-            agg.snapshot()  # a reader's view too: reading must not grow state either
+            agg.figures()  # a reader's view too: reading must not grow state either
             gc.collect()
             rss = rss_mb()
             result.rows.append(
@@ -93,7 +93,7 @@ def run_case(
                 }
             )
             progress(f"memory: {done:,} events, RSS {rss:.1f} MB ({rss - base:+.2f} MB)")
-    snap = agg.snapshot()
+    snap = agg.figures()
     total = sum(c.items_processed + c.errors_encountered for c in snap.detailed_components.values())
     want = marks[-1] + 2 * components
     if total != want:

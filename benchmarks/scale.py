@@ -1,6 +1,7 @@
 """Scale: what a tick costs as components grow, and that it does not grow with events.
 
-For each size: ``Aggregator.snapshot()`` (windows, health), ``AlertEngine.evaluate``
+For each size: the snapshot (``Aggregator.figures()`` judged by a ``HealthJudge``:
+windows, health), ``AlertEngine.evaluate``
 (the built-in rules and recommendations), the Prometheus render of that snapshot
 (what ``/metrics`` serves: prometheus-client's ``generate_latest`` over the
 ``SnapshotCollector``, as ``TickCache`` does) and the ``/metrics/json`` body
@@ -22,6 +23,7 @@ from prometheus_client.exposition import generate_latest
 
 from streammetrics.http.responses import metrics_response
 from streammetrics.judge.alerts.engine import AlertEngine
+from streammetrics.judge.health import HealthJudge
 from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.snapshot import Snapshot
 
@@ -88,9 +90,10 @@ def run_case(
         progress(f"scale: {n:,} components")
         agg = seeded_aggregator(n, events_per_component)
         runs = _runs(n)
-        t_snap, snap = timed(agg.snapshot, runs)
+        t_snap, snap = timed(lambda a=agg: HealthJudge().judge(a.figures()), runs)  # type: ignore[misc]
         engine = AlertEngine()
-        t_alert, full = timed(lambda s=snap, e=engine: e.evaluate(s), runs)  # type: ignore[misc]
+        t_alert, _ = timed(lambda s=snap, e=engine: e.evaluate(s), runs)  # type: ignore[misc]
+        full = HealthJudge(alerts=engine).judge(agg.figures())  # what a tick serves
         t_prom, body = timed(lambda s=full: render_prometheus(s), runs)  # type: ignore[misc]
         t_json, js = timed(lambda s=full: msgspec.json.encode(metrics_response(s)), runs)  # type: ignore[misc]
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
@@ -124,7 +127,11 @@ def run_case(
     progress(f"scale: {n:,} components with {flat_factor}x the events")
     few = seeded_aggregator(n, events_per_component)
     many = seeded_aggregator(n, events_per_component * flat_factor)
-    t_few, s_few, t_many, s_many = _interleaved(few.snapshot, many.snapshot, 2 * _runs(n) + 1)
+    t_few, s_few, t_many, s_many = _interleaved(
+        lambda: HealthJudge().judge(few.figures()),
+        lambda: HealthJudge().judge(many.figures()),
+        2 * _runs(n) + 1,
+    )
     folded = (
         sum(c.items_processed + c.errors_encountered for c in s_few.detailed_components.values()),
         sum(c.items_processed + c.errors_encountered for c in s_many.detailed_components.values()),
@@ -151,7 +158,9 @@ def run_case(
             "<",
             5.0,
             "ms",
-            "snapshot() + AlertEngine.evaluate()" if at else "1,000 not among the sizes",
+            "figures() + HealthJudge.judge() + AlertEngine.evaluate()"
+            if at
+            else "1,000 not among the sizes",
         )
     ]
     return result

@@ -118,7 +118,7 @@ async def _consume(url: str, stream: str, n: int, go: Any | None) -> tuple[float
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
         tg.cancel_scope.cancel()
-    snap = ep.aggregator.snapshot()
+    snap = ep.aggregator.figures()
     folded = sum(c.items_processed for c in snap.detailed_components.values())
     return seconds, cpu, folded
 

@@ -31,14 +31,15 @@ from streammetrics.judge.alerts.figures import (
     FigureReader,
 )
 from streammetrics.judge.alerts.rules import AlertRule, builtin_rules
-from streammetrics.judge.health import HealthConfig
+from streammetrics.judge.health import HealthConfig, HealthJudge
 from streammetrics.model.events import Event
 from streammetrics.snapshot import Alert, ProcessStats, Snapshot
 from streammetrics.views.tick_cache import TickCache
 
 
 class System:
-    """An aggregator and an alert engine on one hand-driven clock."""
+    """An aggregator, an alert engine and the health judgement that consults it, on one
+    hand-driven clock."""
 
     def __init__(
         self,
@@ -49,10 +50,11 @@ class System:
         retention: float = 300.0,
     ) -> None:
         self.clock = FakeClock()
-        self.agg = Aggregator(clock=self.clock.monotonic, wall=self.clock.wall, health=health)
+        self.agg = Aggregator(clock=self.clock.monotonic, wall=self.clock.wall)
         self.engine = AlertEngine(
             rules, builtin=builtin, health=health, resolved_retention_s=retention
         )
+        self.judge = HealthJudge(health, alerts=self.engine)
         self.process: ProcessStats | None = None
 
     def fold(self, *events: Event) -> None:
@@ -61,7 +63,7 @@ class System:
     def at(self, seconds: float) -> Snapshot:
         """Advance the clock by ``seconds``, then build and evaluate one snapshot."""
         self.clock.advance(seconds)
-        return self.engine.evaluate(self.agg.snapshot(process=self.process))
+        return self.judge.judge(self.agg.figures(process=self.process))
 
     @property
     def wall(self) -> float:
@@ -195,7 +197,7 @@ def test_rules_run_per_instance_of_their_scope() -> None:
 def test_an_instance_that_goes_away_resolves() -> None:
     s = System([AlertRule("Down", "up == 0")])
     s.fold(Event("w", "stopped"), Event("x", "processed"))
-    snap = s.agg.snapshot()
+    snap = HealthJudge().judge(s.agg.figures())  # scored, not yet evaluated
     s.engine.evaluate(snap)
     gone = msgspec.structs.replace(
         snap,
@@ -223,8 +225,8 @@ def test_a_firing_critical_alert_degrades_a_healthy_system_and_says_why() -> Non
     w.fold(Event("api", "processed", latency=2.0))
     snap = w.at(0)
     assert (snap.system_status, snap.reasons) == ("healthy", [])
-    # annotate() shows the last evaluation on another view without stepping it
-    other = s.engine.annotate(s.agg.snapshot(view=10))
+    # another view shows the last evaluation without stepping it
+    other = s.judge.judge(s.agg.figures(view=10), step_alerts=False)
     assert other.system_status == "degraded"
     assert [a.name for a in other.alerts] == ["Slow"]
 
@@ -322,7 +324,7 @@ def test_figure_tables_agree() -> None:
     s = System()
     s.agg.register_stream("a->b:input", from_component="a", to_component="b", buffer=lambda: (1, 2))
     s.fold(Event("a", "processed"))
-    figs = FigureReader().read(s.agg.snapshot())
+    figs = FigureReader().read(s.judge.judge(s.agg.figures()))
     assert set(figs["system"]["system"]) == SYSTEM_FIGURES
     assert set(figs["component"]["a"]) == COMPONENT_FIGURES
     assert set(figs["stream"]["a->b:input"]) == STREAM_FIGURES
@@ -542,7 +544,7 @@ async def served(s: System) -> AsyncIterator[httpx.AsyncClient]:
         sampler=FixedSampler(ProcessStats(100.0, 5.0)),
         clock=s.clock.monotonic,
         wall=s.clock.wall,
-        judge=s.engine,
+        judge=s.judge,
     )
     async with running(create_app(service)) as client:
         yield client

@@ -83,7 +83,7 @@ async def flaky_endpoint(plan: list[Fault]) -> AsyncIterator[tuple[MetricsEndpoi
 
 
 def _processed(ep: MetricsEndpoint, name: str = "worker") -> int:
-    c = ep.aggregator.snapshot().detailed_components.get(name)
+    c = ep.aggregator.figures().detailed_components.get(name)
     return c.items_processed if c is not None else 0
 
 

@@ -25,7 +25,7 @@ from streammetrics.components.source import Source
 from streammetrics.components.store import Store
 from streammetrics.errors import BlueprintError, PortInUseError
 from streammetrics.harness import Harness
-from streammetrics.snapshot import Snapshot
+from streammetrics.snapshot import Figures
 
 pytestmark = pytest.mark.anyio
 
@@ -34,15 +34,15 @@ def stopped(agg: Aggregator, *names: str) -> Callable[[], bool]:
     """True once each of ``names`` reported ``stopped`` (a finished pipeline has drained)."""
 
     def check() -> bool:
-        comps = agg.snapshot().detailed_components
+        comps = agg.figures().detailed_components
         return all(n in comps and comps[n].status == "stopped" for n in names)
 
     return check
 
 
-def snapshot(harness: Harness, agg: Aggregator) -> Snapshot:
+def snapshot(harness: Harness, agg: Aggregator) -> Figures:
     harness.bus.flush()
-    return agg.snapshot()
+    return agg.figures()
 
 
 def rows(db: Path, table: str = "items") -> list[Any]:

@@ -78,7 +78,7 @@ def test_intake_counts_duplicates_malformed_and_cardinality_with_body_indices() 
         (4, "events[4].component"),  # index in the body, past the bad one and the duplicate
     ]
     assert agg.statistics().rejected == {"malformed": 1, "duplicate": 1, "cardinality": 1}
-    snap = agg.snapshot()
+    snap = agg.figures()
     assert snap.detailed_components["a"].items_processed == 1
     assert "c" not in snap.detailed_components
 

@@ -64,7 +64,7 @@ async def test_endpoint_in_code_serves_what_its_probes_count() -> None:
 def test_probe_is_listed_before_its_first_count() -> None:
     ep = MetricsEndpoint(name="m", port=0)
     ep.probe("idle_worker")
-    snap = ep.aggregator.snapshot()
+    snap = ep.aggregator.figures()
     assert snap.detailed_components["idle_worker"].status == "registered"
 
 

@@ -16,12 +16,13 @@ from streammetrics.breaker import BreakerConfig, CircuitBreaker
 from streammetrics.components import Component
 from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
+from streammetrics.judge.health import HealthJudge
 
 pytestmark = pytest.mark.anyio
 
 
 def statuses(agg: Aggregator) -> dict[str, str]:
-    return {n: c.status for n, c in agg.snapshot().detailed_components.items()}
+    return {n: c.status for n, c in agg.figures().detailed_components.items()}
 
 
 class Exploding(Component):
@@ -54,7 +55,7 @@ async def test_started_and_stopped_events_drive_status() -> None:
         # the Source stops at its limit; its closed output then stops the rest in turn
         await until(lambda: set(statuses(agg).values()) == {"stopped"})
         harness.bus.flush()
-        snap = agg.snapshot()
+        snap = HealthJudge().judge(agg.figures())
         assert {n: c.items_processed for n, c in snap.detailed_components.items()} == {
             "src": 500,
             "proc": 500,
@@ -99,10 +100,10 @@ system:
         await until(lambda: statuses(agg).get("buggy") == "failed")
         assert harness.statistics().failed == ["buggy"]
         harness.bus.flush()
-        before = agg.snapshot().detailed_components["store"].items_processed
+        before = agg.figures().detailed_components["store"].items_processed
         await anyio.sleep(0.1)
         harness.bus.flush()
-        snap = agg.snapshot()
+        snap = HealthJudge().judge(agg.figures())
         assert statuses(agg) == {"src": "running", "store": "running", "buggy": "failed"}
         assert snap.detailed_components["store"].items_processed > before  # still flowing
         buggy = snap.detailed_components["buggy"]
@@ -164,7 +165,7 @@ system:
         assert statuses(agg)["src"] == "running"  # held back, not done
         await until(lambda: statuses(agg).get("slow") == "stopped")
         harness.bus.flush()
-        snap = agg.snapshot()
+        snap = agg.figures()
         assert snap.detailed_components["slow"].items_processed == 60
         assert snap.streaming.streams["src->slow:input"].total_messages == 60
 

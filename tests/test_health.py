@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
+import msgspec
 import pytest
 
 from _http_support import FakeClock, FixedSampler, running
@@ -19,7 +21,7 @@ from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
 from streammetrics.http.app import create_app
-from streammetrics.judge.health import PENALTIES, HealthConfig, stream_stall
+from streammetrics.judge.health import PENALTIES, HealthConfig, HealthJudge, stream_stall
 from streammetrics.model.events import Event
 from streammetrics.snapshot import Deduction, ProcessStats
 from streammetrics.views.tick_cache import TickCache
@@ -124,7 +126,7 @@ async def test_a_hung_consumer_stalls_its_stream_and_the_configured_threshold_ju
     async with system(STALLING) as (harness, api, metrics):
         agg = harness.components["metrics"]
         assert isinstance(agg, MetricsEndpoint)
-        assert agg.aggregator.health == HealthConfig(stall_timeout_s=0.3, healthy_threshold=0.9)
+        assert agg.judge.health == HealthConfig(stall_timeout_s=0.3, healthy_threshold=0.9)
         await health_until(metrics, lambda r: r.status_code == 200)
         r = await api.post("/items/batch", json=[{"n": i} for i in range(5)])
         assert r.status_code == 202  # the first hangs in process(), four wait behind it
@@ -146,9 +148,7 @@ async def test_a_hung_consumer_stalls_its_stream_and_the_configured_threshold_ju
 @pytest.mark.anyio
 async def test_health_reasons_in_the_issue_shape_over_http() -> None:
     clock = FakeClock()
-    agg = Aggregator(
-        clock=clock.monotonic, wall=clock.wall, health=HealthConfig(memory_limit_mb=400)
-    )
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall)
     agg.fold_events(
         [
             Event("task_api", "processed", count=100),
@@ -162,6 +162,7 @@ async def test_health_reasons_in_the_issue_shape_over_http() -> None:
         sampler=FixedSampler(ProcessStats(512.0, 10.0)),
         clock=clock.monotonic,
         wall=clock.wall,
+        judge=HealthJudge(HealthConfig(memory_limit_mb=400)),
     )
     async with running(create_app(service)) as client:
         r = await client.get("/health")
@@ -183,9 +184,8 @@ async def test_health_reasons_in_the_issue_shape_over_http() -> None:
 class Stalls:
     def __init__(self, **health: Any) -> None:
         self.clock = FakeClock()
-        self.agg = Aggregator(
-            clock=self.clock.monotonic, wall=self.clock.wall, health=HealthConfig(**health)
-        )
+        self.agg = Aggregator(clock=self.clock.monotonic, wall=self.clock.wall)
+        self.judge = HealthJudge(HealthConfig(**health))
         self.level = [5]
         self.agg.register_component("p")
         self.agg.register_component("c")
@@ -198,7 +198,7 @@ class Stalls:
 
     def at(self, seconds: float) -> tuple[float | None, list[Deduction]]:
         self.clock.advance(seconds)
-        snap = self.agg.snapshot()
+        snap = self.judge.judge(self.agg.figures())
         return snap.streaming.streams["p->c:input"].stalled_seconds, snap.reasons
 
 
@@ -213,7 +213,7 @@ def test_a_stall_is_judged_only_past_the_timeout() -> None:
             "c", "stream p->c:input stalled: 5/10 items waiting, none taken for 61s > 60s", 0.5
         )
     ]
-    assert s.agg.snapshot().detailed_components["c"].health == 0.5
+    assert s.judge.judge(s.agg.figures()).detailed_components["c"].health == 0.5
 
 
 def test_a_consumer_that_takes_items_is_not_stalled_however_full() -> None:
@@ -242,9 +242,10 @@ def test_an_unobserved_consumer_leaves_the_penalty_with_the_producer() -> None:
     agg = Aggregator(clock=clock.monotonic, wall=clock.wall, observe=["p"])
     agg.register_component("p")
     agg.register_stream("p->x:input", from_component="p", to_component="x", buffer=lambda: (2, 8))
-    agg.snapshot()
+    judge = HealthJudge()
+    judge.judge(agg.figures())
     clock.advance(61)
-    (d,) = agg.snapshot().reasons
+    (d,) = judge.judge(agg.figures()).reasons
     assert (d.component, d.penalty) == ("p", 0.5)
 
 
@@ -262,6 +263,62 @@ def test_stream_stall_function() -> None:
     d = stream_stall("k", "c", waiting=3, capacity=None, stalled_for=12.345, config=cfg)
     assert d == Deduction("c", "stream k stalled: 3 items waiting, none taken for 12.3s > 10s", 0.5)
     assert PENALTIES["stalled_stream"] == 0.5
+
+
+# -- one judgement, in steps ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_judge_async_matches_judge_and_lets_the_loop_run() -> None:
+    clock = FakeClock()
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall)
+    for i in range(1000):
+        agg.fold_events(
+            [
+                Event(f"c{i}", "processed", count=10),
+                Event(f"c{i}", "error", count=2 * (i % 4)),  # none, over budget, over 5x
+                *([Event(f"c{i}", "breaker", detail="open")] if i % 7 == 0 else []),
+            ]
+        )
+    clock.advance(5)
+    figures = agg.figures()
+    expected = HealthJudge().judge(figures)
+    assert {d.penalty for d in expected.reasons} == {0.2, 0.5, 0.6}
+    ticks = 0
+
+    async def count_turns() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        got = await HealthJudge().judge_async(figures, chunk=100)
+        turns = ticks - before
+        tg.cancel_scope.cancel()
+    assert msgspec.json.encode(got) == msgspec.json.encode(expected)
+    # 1,000 components in chunks of 100: the other task ran between the chunks
+    assert turns >= 9
+
+
+def test_the_figures_carry_no_judgement_and_the_judge_adds_all_of_it() -> None:
+    """The aggregator's figures are what it folded; scores, status and reasons are the
+    judge's, computed from them alone (the same figures judged twice agree)."""
+    clock = FakeClock()
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall)
+    agg.fold_events([Event("a", "processed", count=9), Event("a", "error"), Event("b", "stopped")])
+    figures = agg.figures()
+    assert not {"health_score", "system_status", "reasons"} & set(figures.__struct_fields__)
+    assert "health" not in figures.detailed_components["a"].__struct_fields__
+    judge = HealthJudge()
+    snap = judge.judge(figures)
+    assert snap == judge.judge(figures)
+    assert {n: c.health for n, c in snap.detailed_components.items()} == {"a": 0.8, "b": 0.0}
+    assert (snap.health_score, snap.system_status) == (0.4, "unhealthy")
+    assert [(d.component, d.penalty) for d in snap.reasons] == [("a", 0.2), ("b", 1.0)]
 
 
 # -- thresholds in the MetricsEndpoint's config ----------------------------------------------

@@ -37,7 +37,7 @@ async def endpoint(**config: Any) -> AsyncIterator[tuple[MetricsEndpoint, httpx.
 
 
 def _processed(ep: MetricsEndpoint) -> dict[str, int]:
-    snap = ep.aggregator.snapshot()
+    snap = ep.aggregator.figures()
     return {k: c.items_processed for k, c in snap.detailed_components.items() if k != "metrics"}
 
 
@@ -71,7 +71,7 @@ async def test_one_event_a_list_and_a_batch_in_json_and_msgpack() -> None:
         )
         assert r.json()["accepted"] == 1
         assert _processed(ep) == {"api": 2 * 5, "store": 2 + 1000}
-        snap = ep.aggregator.snapshot()
+        snap = ep.aggregator.figures()
         assert snap.detailed_components["store"].latency.count == 1000 + 1
 
 

@@ -29,6 +29,7 @@ from _servers import need
 from streammetrics import Event
 from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
+from streammetrics.judge.health import HealthJudge
 from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.views.tick_cache import TickCache
 from streammetrics.windows import LATENCY_BOUNDS, bucket_index
@@ -251,7 +252,7 @@ async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock)
 
 def test_collector_name_clashes(clock: FakeClock) -> None:
     registry = CollectorRegistry(auto_describe=False)
-    snap = seed(clock).snapshot()
+    snap = HealthJudge().judge(seed(clock).figures())
     registry.register(SnapshotCollector(lambda: snap))
     names = {m.name for m in registry.collect()}
     assert {"system_health_score", "component_items_processed"} <= names

@@ -74,7 +74,7 @@ async def consumer(server: RedisServer, stream: str, **kw: Any) -> AsyncIterator
 
 
 def _totals(ep: MetricsEndpoint) -> dict[str, tuple[int, int]]:
-    snap = ep.aggregator.snapshot()
+    snap = ep.aggregator.figures()
     return {
         k: (c.items_processed, c.errors_encountered)
         for k, c in snap.detailed_components.items()
@@ -118,7 +118,7 @@ async def test_published_events_are_folded_acknowledged_and_lag_is_a_figure(
         st = ep.redis.statistics()
         assert (st.entries, st.events, st.pending, st.connected) == (10, 1000, 0, True)
         # the stream is a stream of the endpoint, with its lag, and /metrics says so
-        snap = ep.aggregator.snapshot()
+        snap = ep.aggregator.figures()
         s = snap.streaming.streams[f"redis:{stream}"]
         assert (s.total_messages, s.consumer_lag, s.to_component) == (1000, 0, "metrics")
         await anyio.sleep(0.06)
@@ -166,7 +166,7 @@ async def test_lag_feeds_the_consumer_lag_alert(
     ep.aggregator.register_stream(
         ep.redis.key, to_component="metrics", stream_name=stream, lag=ep.redis.lag
     )
-    snap = ep.alerts.evaluate(ep.aggregator.snapshot())
+    snap = ep.judge.judge(ep.aggregator.figures())
     firing = {a.name: a for a in snap.alerts}
     assert firing["Behind"].component == f"redis:{stream}"
     assert firing["Behind"].value == 30

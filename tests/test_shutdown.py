@@ -84,7 +84,7 @@ async def test_shutdown_drains_every_binding_into_the_store_and_the_aggregates(
     assert report.seconds >= 0.05  # 50 queued items at 2 ms each were worked off
     stored = rows(db)
     n = len(stored)
-    snap = harness.components["metrics"].aggregator.snapshot()  # type: ignore[attr-defined]
+    snap = harness.components["metrics"].aggregator.figures()  # type: ignore[attr-defined]
     sent = harness.components["src"].statistics().sent  # type: ignore[attr-defined]
     # Every item the Source made is in the file, in order, except perhaps the one in its
     # hand when it was cancelled (made, but its send was cancelled before the binding took it).

@@ -21,6 +21,7 @@ from streammetrics.blueprint import parse_blueprint
 from streammetrics.components import Component
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.harness import Harness
+from streammetrics.judge.health import HealthJudge
 from streammetrics.prometheus.collector import SnapshotCollector
 from streammetrics.snapshot import Snapshot
 from streammetrics.windows import LATENCY_BOUNDS, bucket_index
@@ -52,7 +53,7 @@ def test_span_latency_is_per_component_and_apart_from_item_latency() -> None:
     agg.fold_events([Event("db", "span_end", trace_id="t1", span_id="d1")])  # 0.5 s
     clock.advance(2.5)
     agg.fold_events([Event("api", "span_end", trace_id="t1", span_id="a1")])  # 3.0 s
-    snap = agg.snapshot()
+    snap = agg.figures()
     api, db, worker = (snap.detailed_components[n] for n in ("api", "db", "worker"))
     assert api.span_latency is not None and db.span_latency is not None
     assert (api.span_latency.count, api.span_latency.p50) == (1, pytest.approx(bucket_mid(3.0)))
@@ -70,7 +71,7 @@ def test_span_end_with_its_own_latency_and_a_span_end_nobody_started() -> None:
     agg = make(clock)
     agg.fold_events([Event("c", "span_end", span_id="x", latency=0.25)])
     agg.fold_events([Event("c", "span_end", span_id="y")])  # no start, no latency
-    snap = agg.snapshot()
+    snap = agg.figures()
     lat = snap.detailed_components["c"].span_latency
     assert lat is not None and lat.count == 1
     assert snap.traces.completed_spans == 2
@@ -87,18 +88,18 @@ def test_spans_that_never_end_expire_and_are_counted() -> None:
     )
     clock.advance(5)
     agg.fold_events([Event("a", "span_start", trace_id="t2", span_id="s3")])
-    t = agg.snapshot().traces
+    t = agg.figures().traces
     assert (t.total_traces, t.active_spans, t.expired_spans) == (2, 3, 0)
     clock.advance(5.5)  # s1, s2 are 10.5 s old
-    t = agg.snapshot().traces
+    t = agg.figures().traces
     assert (t.active_spans, t.expired_spans) == (1, 2)
     # a late end of an expired span still counts as completed, without a made-up duration
     agg.fold_events([Event("a", "span_end", span_id="s1")])
-    snap = agg.snapshot()
+    snap = agg.figures()
     assert (snap.traces.completed_spans, snap.traces.expired_spans) == (1, 2)
     assert snap.detailed_components["a"].span_latency is None
     clock.advance(5)
-    t = agg.snapshot().traces
+    t = agg.figures().traces
     assert (t.active_spans, t.expired_spans, t.total_traces) == (0, 3, 2)
 
 
@@ -126,7 +127,7 @@ def test_span_figures_in_prometheus() -> None:
     clock.advance(0.5)
     agg.fold_events([Event("api", "span_end", span_id="a1")])
     clock.advance(1.0)  # d1 expires
-    got = _prometheus(agg.snapshot())
+    got = _prometheus(HealthJudge().judge(agg.figures()))
     assert got["component_span_latency_p50_seconds"] == [
         ({"component": "api", "window": "60s"}, pytest.approx(bucket_mid(0.5)))
     ]

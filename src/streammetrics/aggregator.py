@@ -1,49 +1,50 @@
 """Folds events and probe deltas into per-component, per-stream and system windows,
-and builds the ``Snapshot`` the handlers read.
+and reads them as the ``Figures`` of one instant.
+
+Figures only: whether those figures are healthy, and which alerts they raise, is judged
+afterwards, once per snapshot (``streammetrics.judge``).
 
 State is bounded: one ``RollingWindow`` per component and per stream, at most
 ``max_components`` components (an event from one more is rejected with reason
 ``cardinality`` and counted, never silently dropped), and a bounded table of open
-spans. Nothing here grows with the number of events.
+spans (``aggregates``). Nothing here grows with the number of events.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from operator import add
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import msgspec
 
+from .aggregates import (
+    BufferStats,
+    ComponentState,
+    LagStats,
+    ReportedBreaker,
+    SpanTable,
+    StreamState,
+    latency_figures,
+)
 from .breaker import BREAKER_CODES
-from .judge.health import HealthConfig, component_health, status_for, stream_stall, system_health
 from .model.events import Delta, Event, Rejection
+from .model.types import describe_exception
 from .snapshot import (
-    BreakerState,
     BreakerStatus,
-    ComponentCounts,
-    ComponentRunState,
-    ComponentStatus,
-    Deduction,
-    Latency,
+    ComponentFigures,
+    Figures,
     Performance,
     ProcessStats,
-    Snapshot,
     Streaming,
     StreamStatus,
-    Traces,
 )
-from .windows import LATENCY_BOUNDS, N_BUCKETS, VIEWS, RollingWindow, ViewSeconds, WindowStats
+from .steps import Steps, finish, finish_async
+from .windows import LATENCY_BOUNDS, N_BUCKETS, RollingWindow, ViewSeconds
 
 __all__ = ("Aggregator", "AggregatorStatistics")
-
-BufferStats = Callable[[], tuple[int, int]]
-LagStats = Callable[[], int | None]
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
@@ -55,84 +56,12 @@ class AggregatorStatistics(msgspec.Struct, frozen=True):
     active_spans: int
 
 
-class _Breaker:
-    __slots__ = ("failure_count", "last_failure", "opened_at", "state", "time_open", "transitions")
-
-    def __init__(self) -> None:
-        self.state: BreakerState = "closed"
-        self.failure_count = 0
-        self.last_failure: float | None = None
-        self.opened_at: float | None = None  # monotonic, while not closed
-        self.time_open = 0.0
-        self.transitions = 0
-
-
-class _Component:
-    __slots__ = (
-        "breaker",
-        "heartbeat",
-        "last_activity",
-        "last_error",
-        "name",
-        "spans",
-        "status",
-        "type",
-        "window",
-    )
-
-    def __init__(self, name: str, type_: str | None, now: float) -> None:
-        self.name = name
-        self.type = type_
-        self.window = RollingWindow(now)
-        self.status: ComponentRunState = "registered"
-        self.last_activity: float | None = None
-        self.last_error: str | None = None
-        self.heartbeat: float | None = None  # monotonic time of the last heartbeat
-        self.breaker: _Breaker | None = None
-        self.spans: RollingWindow | None = None  # span durations, once it ends one
-
-
-class _Stream:
-    __slots__ = (
-        "buffer",
-        "from_component",
-        "seen_taken",
-        "seen_used",
-        "stream_name",
-        "to_component",
-        "waiting_since",
-        "window",
-    )
-
-    def __init__(
-        self,
-        now: float,
-        from_component: str | None = None,
-        to_component: str | None = None,
-        stream_name: str | None = None,
-        buffer: BufferStats | None = None,
-    ) -> None:
-        self.window = RollingWindow(now)
-        self.from_component = from_component
-        self.to_component = to_component
-        self.stream_name = stream_name
-        self.buffer = buffer
-        # Stall tracking (health.stream_stall): since when items have waited with the
-        # consumer taking none, and what its count and the buffer level were then.
-        self.waiting_since: float | None = None
-        self.seen_taken = -1
-        self.seen_used = 0
-
-
-def _latency(v: WindowStats) -> Latency:
-    return Latency(p50=v.p50, p95=v.p95, p99=v.p99, count=v.latency_count)
-
-
 class Aggregator:
     """The rolling aggregates of one MetricsEndpoint.
 
     ``clock`` is monotonic seconds (windows, rates), ``wall`` unix seconds (only for what
-    responses show); tests pass their own.
+    responses show); tests pass their own. ``view`` is the default window of the figures
+    (the one health is judged over).
     """
 
     def __init__(
@@ -145,29 +74,21 @@ class Aggregator:
         max_spans: int = 100_000,
         span_timeout_s: float = 300.0,
         observe: Collection[str] | None = None,
-        health: HealthConfig | None = None,
         view: ViewSeconds = 60,
     ) -> None:
         self.clock = clock
         self.wall = wall
-        self.health = health or HealthConfig()
         self.view: ViewSeconds = view
         self.max_components = max_components
         self.max_streams = max_streams
-        self.max_spans = max_spans
         self.span_timeout_s = span_timeout_s
         self._observe = frozenset(observe) if observe is not None else None
         now = clock()
         self._started_mono = now
         self._system = RollingWindow(now)
-        self._components: dict[str, _Component] = {}
-        self._streams: dict[str, _Stream] = {}
-        self._lags: dict[str, LagStats] = {}
-        self._spans: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._traces: OrderedDict[str, None] = OrderedDict()
-        self._total_traces = 0
-        self._completed_spans = 0
-        self._expired_spans = 0
+        self._components: dict[str, ComponentState] = {}
+        self._streams: dict[str, StreamState] = {}
+        self._spans = SpanTable(max_spans)
         self._events = 0
         self._deltas = 0
         self._rejected: dict[str, int] = {}
@@ -186,11 +107,11 @@ class Aggregator:
         """
         c = self._components.get(name)
         if c is None:
-            c = self._components[name] = _Component(name, type_, self.clock())
+            c = self._components[name] = ComponentState(name, type_, self.clock())
         elif type_ is not None:
             c.type = type_
         if breaker and c.breaker is None:
-            c.breaker = _Breaker()
+            c.breaker = ReportedBreaker()
 
     def register_stream(
         self,
@@ -204,27 +125,15 @@ class Aggregator:
     ) -> None:
         """Make a binding known; ``buffer`` reports (used, size) of its queue, ``lag``
         the backlog of a transport's consumer (entries not yet read), or None."""
-        if lag is not None:
-            self._lags[key] = lag
-        else:
-            self._lags.pop(key, None)
         s = self._streams.get(key)
         if s is None:
-            self._streams[key] = _Stream(
+            s = self._streams[key] = StreamState(
                 self.clock(), from_component, to_component, stream_name, buffer
             )
         else:
             s.from_component, s.to_component = from_component, to_component
             s.stream_name, s.buffer = stream_name, buffer
-
-    def _consumer_lag(self, key: str) -> int | None:
-        fn = self._lags.get(key)
-        if fn is None:
-            return None
-        try:
-            return fn()
-        except Exception:  # a transport that went away must not break the page
-            return None
+        s.lag = lag
 
     def observes(self, component: str) -> bool:
         return self._observe is None or component in self._observe
@@ -233,20 +142,20 @@ class Aggregator:
         """Count ``n`` reports that could not be folded (a transport's malformed bodies)."""
         self._rejected[reason] = self._rejected.get(reason, 0) + n
 
-    def _component(self, name: str, now: float) -> _Component | None:
+    def _component(self, name: str, now: float) -> ComponentState | None:
         c = self._components.get(name)
         if c is None:
             if len(self._components) >= self.max_components:
                 return None
-            c = self._components[name] = _Component(name, None, now)
+            c = self._components[name] = ComponentState(name, None, now)
         return c
 
-    def _stream(self, key: str, now: float) -> _Stream | None:
+    def _stream(self, key: str, now: float) -> StreamState | None:
         s = self._streams.get(key)
         if s is None:
             if len(self._streams) >= self.max_streams:
                 return None
-            s = self._streams[key] = _Stream(now, stream_name=key)
+            s = self._streams[key] = StreamState(now, stream_name=key)
         return s
 
     # -- folding ---------------------------------------------------------------------------
@@ -347,9 +256,12 @@ class Aggregator:
                         )
                     )
                     continue
-                self._breaker_to(c, ev.detail, now, wall)
+                b = c.breaker
+                if b is None:
+                    b = c.breaker = ReportedBreaker()
+                b.move_to(ev.detail, now, wall)
             elif kind == "span_start":
-                self._span_start(ev, now)
+                self._spans.start(ev, now)
             else:  # span_end
                 self._span_end(c, ev, now)
             if ev.stream is not None and kind in ("processed", "error"):
@@ -414,40 +326,8 @@ class Aggregator:
             if d.last_error is not None:
                 c.last_error = d.last_error
 
-    def _breaker_to(self, c: _Component, state: BreakerState, now: float, wall: float) -> None:
-        b = c.breaker
-        if b is None:
-            b = c.breaker = _Breaker()
-        if state == b.state:
-            return
-        b.transitions += 1
-        if state == "open":
-            b.failure_count += 1
-            b.last_failure = wall
-        if b.state == "closed":
-            b.opened_at = now
-        elif state == "closed" and b.opened_at is not None:
-            b.time_open += now - b.opened_at
-            b.opened_at = None
-        b.state = state
-
-    def _span_start(self, ev: Event, now: float) -> None:
-        if ev.trace_id is not None and ev.trace_id not in self._traces:
-            self._total_traces += 1
-            self._traces[ev.trace_id] = None
-            if len(self._traces) > self.max_spans:
-                self._traces.popitem(last=False)
-        if ev.span_id is not None:
-            key = (ev.component, ev.span_id)
-            self._spans.pop(key, None)  # a restarted span moves to the back: oldest stays first
-            self._spans[key] = now
-            if len(self._spans) > self.max_spans:
-                self._spans.popitem(last=False)
-                self._expired_spans += 1
-
-    def _span_end(self, c: _Component, ev: Event, now: float) -> None:
-        started = self._spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
-        self._completed_spans += 1
+    def _span_end(self, c: ComponentState, ev: Event, now: float) -> None:
+        started = self._spans.end(ev)
         latency = (
             ev.latency
             if ev.latency is not None
@@ -460,50 +340,6 @@ class Aggregator:
                 c.spans = RollingWindow(now)
             c.spans.add(now, latency=latency)
 
-    def _expire_spans(self, now: float) -> None:
-        limit = now - self.span_timeout_s
-        spans = self._spans
-        while spans:
-            key, started = next(iter(spans.items()))
-            if started >= limit:
-                break
-            del spans[key]
-            self._expired_spans += 1
-
-    def _stall(
-        self,
-        key: str,
-        s: _Stream,
-        used: int | None,
-        size: int | None,
-        now: float,
-        into: dict[str, list[Deduction]],
-    ) -> float | None:
-        """How long ``s`` has had items waiting that its consumer did not take; adds the
-        stall deduction (health.stream_stall) for the consumer once that is too long."""
-        if not used:
-            s.waiting_since = None
-            return None
-        # The consumer took items if its count moved or the buffer shrank. An unobserved
-        # consumer is judged by the buffer alone, and its producer bears the penalty.
-        consumer = self._components.get(s.to_component) if s.to_component else None
-        taken = -1
-        if consumer is not None:
-            done = consumer.window.totals()
-            taken = done[0] + done[1]
-        if s.waiting_since is None or taken != s.seen_taken or used < s.seen_used:
-            s.waiting_since = now
-        s.seen_taken, s.seen_used = taken, used
-        stalled = now - s.waiting_since
-        who = s.to_component if consumer is not None else s.from_component
-        if who is not None and who in self._components:
-            d = stream_stall(
-                key, who, waiting=used, capacity=size, stalled_for=stalled, config=self.health
-            )
-            if d is not None:
-                into.setdefault(who, []).append(d)
-        return stalled
-
     # -- reading ---------------------------------------------------------------------------
 
     def statistics(self) -> AggregatorStatistics:
@@ -513,164 +349,78 @@ class Aggregator:
             events_folded=self._events,
             deltas_folded=self._deltas,
             rejected=dict(self._rejected),
-            active_spans=len(self._spans),
+            active_spans=len(self._spans.spans),
         )
 
-    def snapshot(
+    def figures(
         self,
         process: ProcessStats | None = None,
         errors: Sequence[str] = (),
         view: ViewSeconds | None = None,
-    ) -> Snapshot:
+    ) -> Figures:
         """The figures as of now. Cost grows with components and streams, not events."""
-        steps = self._snapshot_steps(process, errors, view, chunk=0)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        return finish(self._figures_steps(process, errors, view, chunk=0))
 
-    async def snapshot_async(
+    async def figures_async(
         self,
         process: ProcessStats | None = None,
         errors: Sequence[str] = (),
         view: ViewSeconds | None = None,
         *,
         chunk: int = 256,
-    ) -> Snapshot:
-        """``snapshot()`` that lets the event loop run every ``chunk`` components.
+    ) -> Figures:
+        """``figures()`` that lets the event loop run every ``chunk`` components.
 
-        The aggregates are folded on the loop, so a snapshot cannot be built in a worker
-        thread; with 10,000 components one build is ~170 ms, long enough to stall every
+        The aggregates are folded on the loop, so they cannot be read in a worker
+        thread; with 10,000 components one read is ~170 ms, long enough to stall every
         request behind it. Each component's figures are still read in one piece; a fold
         that lands between two chunks shows in the components not read yet.
         """
-        steps = self._snapshot_steps(process, errors, view, chunk=chunk)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            await anyio.lowlevel.checkpoint()
+        return await finish_async(self._figures_steps(process, errors, view, chunk=chunk))
 
-    def _snapshot_steps(
+    def _figures_steps(
         self,
         process: ProcessStats | None,
         errors: Sequence[str],
         view: ViewSeconds | None,
         *,
         chunk: int,
-    ) -> Generator[None, None, Snapshot]:
-        """Builds the snapshot, yielding every ``chunk`` components (never when 0)."""
+    ) -> Steps[Figures]:
+        """Reads the figures, yielding every ``chunk`` components (never when 0)."""
         view = view or self.view
         now = self.clock()
         wall = self.wall()
         process = process or ProcessStats()
-        self._expire_spans(now)
-        hc = self.health
-        key = f"{view}s"
-        details: dict[str, ComponentStatus] = {}
-        breakers: dict[str, BreakerStatus] = {}
-        histograms: dict[str, list[int]] = {}
-        sums: dict[str, float] = {}
-        reasons = []
-        scores = []
-        healthy = running = 0
-        # Streams first: a stalled one counts against its consumer's score.
+        self._spans.expire(now - self.span_timeout_s)
         streams: dict[str, StreamStatus] = {}
-        stalls: dict[str, list[Deduction]] = {}
         total_messages = 0
         message_rate = 0.0
         active = 0
-        for skey, s in self._streams.items():
-            sv = s.window.view(now, view)
-            msgs = s.window.totals()[2]
-            used = size = None
-            if s.buffer is not None:
-                try:
-                    used, size = s.buffer()
-                except Exception as exc:  # a binding that went away must not break the page
-                    errors = [*errors, f"stream {skey}: buffer statistics failed: {exc!r}"]
-            stalled = self._stall(skey, s, used, size, now, stalls)
-            streams[skey] = StreamStatus(
-                total_messages=msgs,
-                message_rate=sv.message_rate,
-                from_component=s.from_component,
-                to_component=s.to_component,
-                stream_name=s.stream_name,
-                buffer_used=used,
-                buffer_size=size,
-                consumer_lag=self._consumer_lag(skey),
-                stalled_seconds=stalled,
-            )
-            total_messages += msgs
-            message_rate += sv.message_rate
-            active += sv.messages > 0 or s.buffer is not None
+        for key, s in self._streams.items():
+            st, in_view, failed = s.read(now, view)
+            if failed is not None:
+                errors = [
+                    *errors,
+                    f"stream {key}: buffer statistics failed: {describe_exception(failed)}",
+                ]
+            streams[key] = st
+            total_messages += st.total_messages
+            message_rate += st.message_rate
+            active += in_view > 0 or s.buffer is not None
+        details: dict[str, ComponentFigures] = {}
+        breakers: dict[str, BreakerStatus] = {}
+        histograms: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
         for i, (name, c) in enumerate(list(self._components.items())):
             if chunk and i and i % chunk == 0:
                 yield
-            w = c.window
-            views = {f"{s}s": w.view(now, s) for s in VIEWS}
-            v = views[key]
-            b = c.breaker
-            bstate: BreakerState = b.state if b is not None else "closed"
-            hb_age = now - c.heartbeat if c.heartbeat is not None else None
-            score, ded = component_health(
-                name,
-                status=c.status,
-                error_rate=v.error_rate,
-                breaker=bstate,
-                heartbeat_age=hb_age,
-                config=hc,
-                extra=stalls.get(name, ()),
-            )
-            ok = score >= hc.healthy_threshold
-            healthy += ok
-            running += c.status == "running"
-            scores.append(score)
-            reasons += ded
-            processed, errs, _m, _b, _lc, lsum = w.totals()
-            details[name] = ComponentStatus(
-                is_healthy=ok,
-                items_processed=processed,
-                errors_encountered=errs,
-                status=c.status,
-                last_activity=c.last_activity,
-                type=c.type,
-                health=score,
-                items_per_second=v.items_per_second,
-                error_rate=v.error_rate,
-                latency=_latency(v),
-                last_error=c.last_error,
-                windows=views,
-                span_latency=_latency(c.spans.view(now, view)) if c.spans is not None else None,
-                heartbeat_age_s=hb_age,
-            )
-            if b is not None:
-                open_for = b.time_open + (now - b.opened_at if b.opened_at is not None else 0.0)
-                breakers[name] = BreakerStatus(
-                    state=b.state,
-                    failure_count=b.failure_count,
-                    last_failure=b.last_failure,
-                    time_open_seconds=open_for,
-                    transitions=b.transitions,
-                )
-            histograms[name] = w.total_histogram()
-            sums[name] = lsum
-        score, sys_ded = system_health(
-            scores,
-            memory_mb=process.memory_usage_mb,
-            cpu_percent=process.cpu_usage_percent,
-            config=hc,
-        )
-        reasons += sys_ded
+            details[name], histograms[name], sums[name] = c.read(now, view)
+            if c.breaker is not None:
+                breakers[name] = c.breaker.status(now)
         sv = self._system.view(now, view)
-        return Snapshot(
+        return Figures(
             timestamp=wall,
             uptime_seconds=now - self._started_mono,
-            health_score=score,
-            system_status=status_for(score, critical_firing=False, config=hc),
-            components=ComponentCounts(total=len(details), healthy=healthy, running=running),
             detailed_components=details,
             circuit_breakers=breakers,
             streaming=Streaming(
@@ -685,18 +435,10 @@ class Aggregator:
                 cpu_usage_percent=process.cpu_usage_percent,
                 items_per_second=sv.items_per_second,
                 message_rate=sv.message_rate,
-                latency=_latency(sv),
+                latency=latency_figures(sv),
                 window_seconds=view,
             ),
-            traces=Traces(
-                total_traces=self._total_traces,
-                active_spans=len(self._spans),
-                completed_spans=self._completed_spans,
-                expired_spans=self._expired_spans,
-            ),
-            alerts=[],
-            recommendations=[],
-            reasons=reasons,
+            traces=self._spans.figures(),
             rejected=dict(self._rejected),
             errors=list(errors),
             total_histogram=self._system.total_histogram(),

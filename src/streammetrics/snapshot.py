@@ -4,23 +4,31 @@ Field names are the specification's (``health_score``, ``detailed_components``,
 ``items_processed``…); fields beyond it are added, none renamed. A snapshot is
 immutable and built at most once per tick, so every route of one tick agrees and no
 handler ever walks raw events.
+
+Two stages make one: the aggregator's ``Figures`` (what was folded: counts, rates,
+latencies, breakers, streams) and the judge's verdict on them (health scores, status,
+reasons, and the alerts in an ``AlertReport``), which together are the ``Snapshot``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
 from .windows import WindowStats
 
 __all__ = (
+    "NO_ALERTS",
     "Alert",
+    "AlertReport",
     "BreakerState",
     "BreakerStatus",
     "ComponentCounts",
+    "ComponentFigures",
     "ComponentStatus",
     "Deduction",
+    "Figures",
     "Performance",
     "ProcessStats",
     "Recommendation",
@@ -50,6 +58,24 @@ class Latency(msgspec.Struct, frozen=True, gc=False):
     p95: float | None
     p99: float | None
     count: int
+
+
+class ComponentFigures(msgspec.Struct, frozen=True, gc=False):
+    """One component as the aggregator folded it: ``ComponentStatus`` without the
+    judgement (``is_healthy``, ``health``), which the judge adds."""
+
+    items_processed: int
+    errors_encountered: int
+    status: ComponentRunState
+    last_activity: float | None
+    type: str | None
+    items_per_second: float
+    error_rate: float
+    latency: Latency
+    last_error: str | None
+    windows: dict[str, WindowStats]
+    span_latency: Latency | None = None
+    heartbeat_age_s: float | None = None
 
 
 class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
@@ -151,6 +177,20 @@ class Recommendation(msgspec.Struct, frozen=True, gc=False):
     value: float | None = None
 
 
+class AlertReport(msgspec.Struct, frozen=True, gc=False):
+    """The alert rules' outcome at one evaluation, by lifecycle state."""
+
+    alerts: list[Alert]
+    """Firing."""
+    pending_alerts: list[Alert]
+    resolved_alerts: list[Alert]
+    recommendations: list[Recommendation]
+
+
+#: No rules evaluated: what a snapshot shows without an alert engine.
+NO_ALERTS: Final = AlertReport([], [], [], [])
+
+
 class Deduction(msgspec.Struct, frozen=True, gc=False):
     """One reason the health score is below 1.0."""
 
@@ -163,6 +203,27 @@ class ComponentCounts(msgspec.Struct, frozen=True, gc=False):
     total: int
     healthy: int
     running: int
+
+
+class Figures(msgspec.Struct, frozen=True, gc=False):
+    """What the aggregator folded, as of one instant, over one view: every part of a
+    ``Snapshot`` but the judgement (health, status, reasons, alerts).
+
+    ``streaming.streams[*].stalled_seconds`` is left null here: how long a stream has
+    been stalled is tracked by the judge, across snapshots."""
+
+    timestamp: float
+    uptime_seconds: float
+    detailed_components: dict[str, ComponentFigures]
+    circuit_breakers: dict[str, BreakerStatus]
+    streaming: Streaming
+    performance: Performance
+    traces: Traces
+    rejected: dict[str, int]
+    errors: list[str]
+    total_histogram: list[int]
+    component_histograms: dict[str, list[int]]
+    latency_sums: dict[str, float]
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

@@ -27,7 +27,7 @@ from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
 from ..intake.config import DedupConfig, IngestConfig
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
-from ..judge.health import HealthConfig
+from ..judge.health import HealthConfig, HealthJudge
 from ..model.events import Event
 from ..model.types import DeclaredName, Port
 from ..model.validation import located
@@ -142,7 +142,6 @@ class MetricsEndpoint(Component):
         self.aggregator = Aggregator(
             observe=cfg.components,
             max_components=cfg.max_components,
-            health=cfg.health,
             view=cfg.window,
             span_timeout_s=cfg.span_timeout_s,
         )
@@ -167,12 +166,13 @@ class MetricsEndpoint(Component):
             builtin=cfg.builtin_alerts,
             resolved_retention_s=cfg.alert_retention_s,
         )
+        self.judge = HealthJudge(cfg.health, alerts=self.alerts)
         self.service = TickCache(
             self.aggregator,
             tick_s=cfg.tick_s,
             sampler=ProcessSampler(),
             name=ctx.name,
-            judge=self.alerts,
+            judge=self.judge,
             live=LiveFeed(cfg.dashboard, name=ctx.name, tick_s=cfg.tick_s),
         )
         self.port: int | None = None

@@ -35,22 +35,46 @@ is not stalled either: an idle API is not a fault, so "traffic dropped to zero" 
 left to the ``ThroughputStopped`` warning rather than the score.
 
 Every penalty is one ``Deduction`` in ``/health``'s ``reasons``, with the component
-and the figures that caused it (``error_rate 0.12 > budget 0.05``).
+and the figures that caused it (``error_rate 0.12 > budget 0.05``). A firing critical
+alert is a reason too, with penalty 0: the score is the score, the alert is why the
+status is not ``healthy``.
+
+``HealthJudge`` makes this judgement once per snapshot, in one pass over the
+aggregator's figures: stalls and scores first, then the alert rules (which read the
+scores: ``SystemUnhealthy`` is ``health_score < healthy_threshold``), then the status,
+which needs both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Final
+from typing import Annotated, Final, Protocol
 
 import msgspec
 
-from ..snapshot import BreakerState, ComponentRunState, Deduction, Status
+from ..snapshot import (
+    NO_ALERTS,
+    AlertReport,
+    BreakerState,
+    ComponentCounts,
+    ComponentRunState,
+    ComponentStatus,
+    Deduction,
+    Figures,
+    Snapshot,
+    Status,
+    Streaming,
+    StreamStatus,
+)
+from ..steps import Steps, finish, finish_async
 
 __all__ = (
     "PENALTIES",
+    "Alerting",
     "HealthConfig",
+    "HealthJudge",
     "component_health",
+    "down",
     "status_for",
     "stream_stall",
     "system_health",
@@ -98,6 +122,19 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
 
 
+def down(
+    status: ComponentRunState, heartbeat_age: float | None, config: HealthConfig
+) -> str | None:
+    """Why a component is down (stopped, failed, or silent past ``heartbeat_timeout_s``
+    once it sent a heartbeat), or None while it is up: its score's ``down`` penalty, and
+    the ``up`` figure of alert rules."""
+    if status in ("stopped", "failed"):
+        return f"component {status}"
+    if heartbeat_age is not None and heartbeat_age > config.heartbeat_timeout_s:
+        return f"no heartbeat for {heartbeat_age:.1f}s > timeout {config.heartbeat_timeout_s:g}s"
+    return None
+
+
 def component_health(
     name: str,
     *,
@@ -109,18 +146,11 @@ def component_health(
     extra: Sequence[Deduction] = (),
 ) -> tuple[float, list[Deduction]]:
     """A component's score and the deductions that made it; ``extra`` are deductions
-    judged elsewhere (stalled input streams) that count against this component too."""
+    of its input streams (``stream_stall``) that count against it too."""
     out: list[Deduction] = []
-    if status in ("stopped", "failed"):
-        out.append(Deduction(name, f"component {status}", PENALTIES["down"]))
-    elif heartbeat_age is not None and heartbeat_age > config.heartbeat_timeout_s:
-        out.append(
-            Deduction(
-                name,
-                f"no heartbeat for {heartbeat_age:.1f}s > timeout {config.heartbeat_timeout_s:g}s",
-                PENALTIES["down"],
-            )
-        )
+    why = down(status, heartbeat_age, config)
+    if why is not None:
+        out.append(Deduction(name, why, PENALTIES["down"]))
     if breaker == "open":
         out.append(Deduction(name, "circuit breaker open", PENALTIES["breaker_open"]))
     elif breaker == "half_open":
@@ -189,3 +219,194 @@ def status_for(score: float, *, critical_firing: bool, config: HealthConfig) -> 
     if score < config.healthy_threshold or critical_firing:
         return "degraded"
     return "healthy"
+
+
+class Alerting(Protocol):
+    """The alert rules a judgement consults (an ``AlertEngine``)."""
+
+    def evaluate(self, snap: Snapshot) -> AlertReport:
+        """Step every rule's lifecycle on ``snap`` and report the outcome."""
+        ...
+
+    def current(self) -> AlertReport:
+        """The outcome of the last evaluation, stepping nothing."""
+        ...
+
+
+class _Waiting:
+    """A stream with items waiting: since when its consumer has taken none (monotonic,
+    on the snapshots' ``uptime_seconds``), and its count and the buffer level then."""
+
+    __slots__ = ("since", "taken", "used")
+
+    def __init__(self, since: float, taken: int, used: int) -> None:
+        self.since = since
+        self.taken = taken
+        self.used = used
+
+
+class HealthJudge:
+    """The one health judgement of a MetricsEndpoint, made once per snapshot: scores,
+    stalled streams, status and reasons, from the aggregator's ``Figures`` and the
+    outcome of its ``alerts`` (none: no alert is ever firing).
+
+    It is stateful where one snapshot cannot tell: how long each stream has had items
+    waiting that its consumer did not take (``StreamStatus.stalled_seconds``).
+    """
+
+    def __init__(self, health: HealthConfig | None = None, alerts: Alerting | None = None) -> None:
+        self.health = health or HealthConfig()
+        self.alerts = alerts
+        self._waiting: dict[str, _Waiting] = {}
+
+    def judge(self, figures: Figures, *, step_alerts: bool = True) -> Snapshot:
+        """The snapshot of ``figures``. ``step_alerts``: evaluate the rules on it (the
+        default view, once per tick) rather than show their last outcome (other views),
+        so that one lifecycle serves every view."""
+        return finish(self._steps(figures, step_alerts, chunk=0))
+
+    async def judge_async(
+        self, figures: Figures, *, step_alerts: bool = True, chunk: int = 256
+    ) -> Snapshot:
+        """``judge()`` that lets the event loop run every ``chunk`` components, as
+        ``Aggregator.figures_async`` does while it reads them."""
+        return await finish_async(self._steps(figures, step_alerts, chunk=chunk))
+
+    def _steps(self, f: Figures, step_alerts: bool, *, chunk: int) -> Steps[Snapshot]:
+        hc = self.health
+        stalls: dict[str, list[Deduction]] = {}
+        streams = self._stalls(f, stalls)
+        breakers = f.circuit_breakers
+        details: dict[str, ComponentStatus] = {}
+        reasons: list[Deduction] = []
+        scores: list[float] = []
+        healthy = running = 0
+        for i, (name, c) in enumerate(f.detailed_components.items()):
+            if chunk and i and i % chunk == 0:
+                yield
+            b = breakers.get(name)
+            score, ded = component_health(
+                name,
+                status=c.status,
+                error_rate=c.error_rate,
+                breaker=b.state if b is not None else "closed",
+                heartbeat_age=c.heartbeat_age_s,
+                config=hc,
+                extra=stalls.get(name, ()),
+            )
+            ok = score >= hc.healthy_threshold
+            healthy += ok
+            running += c.status == "running"
+            scores.append(score)
+            reasons += ded
+            details[name] = ComponentStatus(
+                is_healthy=ok,
+                items_processed=c.items_processed,
+                errors_encountered=c.errors_encountered,
+                status=c.status,
+                last_activity=c.last_activity,
+                type=c.type,
+                health=score,
+                items_per_second=c.items_per_second,
+                error_rate=c.error_rate,
+                latency=c.latency,
+                last_error=c.last_error,
+                windows=c.windows,
+                span_latency=c.span_latency,
+                heartbeat_age_s=c.heartbeat_age_s,
+            )
+        perf = f.performance
+        score, sys_ded = system_health(
+            scores, memory_mb=perf.memory_usage_mb, cpu_percent=perf.cpu_usage_percent, config=hc
+        )
+        reasons += sys_ded
+        scored = Snapshot(
+            timestamp=f.timestamp,
+            uptime_seconds=f.uptime_seconds,
+            health_score=score,
+            # The rules read the scores, never the status: it is settled below, from the
+            # score and the critical alerts the rules fire.
+            system_status=status_for(score, critical_firing=False, config=hc),
+            components=ComponentCounts(total=len(details), healthy=healthy, running=running),
+            detailed_components=details,
+            circuit_breakers=breakers,
+            streaming=streams,
+            performance=perf,
+            traces=f.traces,
+            alerts=[],
+            recommendations=[],
+            reasons=reasons,
+            rejected=f.rejected,
+            errors=f.errors,
+            total_histogram=f.total_histogram,
+            component_histograms=f.component_histograms,
+            latency_sums=f.latency_sums,
+        )
+        if self.alerts is None:
+            report = NO_ALERTS
+        else:
+            report = self.alerts.evaluate(scored) if step_alerts else self.alerts.current()
+        critical = [a for a in report.alerts if a.level == "critical"]
+        if critical:
+            reasons = [
+                *reasons,
+                *(
+                    Deduction(a.component, f"critical alert {a.name} firing: {a.message}", 0.0)
+                    for a in critical
+                ),
+            ]
+        return msgspec.structs.replace(
+            scored,
+            system_status=status_for(score, critical_firing=bool(critical), config=hc),
+            reasons=reasons,
+            alerts=report.alerts,
+            pending_alerts=report.pending_alerts,
+            resolved_alerts=report.resolved_alerts,
+            recommendations=report.recommendations,
+        )
+
+    def _stalls(self, f: Figures, into: dict[str, list[Deduction]]) -> Streaming:
+        """``f.streaming`` with each stream's ``stalled_seconds``; adds the stall
+        deductions (``stream_stall``) to ``into``, by the component that bears them.
+
+        A consumer took items if its count moved or the buffer shrank. An unobserved
+        consumer is judged by the buffer alone, and its producer bears the penalty."""
+        now = f.uptime_seconds
+        components = f.detailed_components
+        waiting = self._waiting
+        streams = f.streaming.streams
+        judged: dict[str, StreamStatus] = {}
+        for key, st in streams.items():
+            used = st.buffer_used
+            if not used:
+                waiting.pop(key, None)
+                judged[key] = st
+                continue
+            consumer = components.get(st.to_component) if st.to_component else None
+            taken = (
+                -1 if consumer is None else consumer.items_processed + consumer.errors_encountered
+            )
+            w = waiting.get(key)
+            if w is None:
+                w = waiting[key] = _Waiting(now, taken, used)
+            elif taken != w.taken or used < w.used:
+                w.since = now
+            w.taken, w.used = taken, used
+            stalled = now - w.since
+            who = st.to_component if consumer is not None else st.from_component
+            if who is not None and who in components:
+                d = stream_stall(
+                    key,
+                    who,
+                    waiting=used,
+                    capacity=st.buffer_size,
+                    stalled_for=stalled,
+                    config=self.health,
+                )
+                if d is not None:
+                    into.setdefault(who, []).append(d)
+            judged[key] = msgspec.structs.replace(st, stalled_seconds=stalled)
+        if len(waiting) > len(streams):  # streams of an aggregator no longer served
+            for key in [k for k in waiting if k not in streams]:
+                del waiting[key]
+        return msgspec.structs.replace(f.streaming, streams=judged)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -21,6 +21,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as _om_gene
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import HarnessUnavailableError
+from ..judge.health import HealthJudge
 from ..model.types import describe_exception
 from ..prometheus.collector import SnapshotCollector
 from ..prometheus.custom import (
@@ -42,14 +43,6 @@ __all__ = ("FigureSource", "TickCache", "TickCacheStatistics")
 
 #: Gives JSON-able figures for ``/metrics/json``'s ``extra`` (a plugin's ``figures``).
 FigureSource = Callable[[], Awaitable[Mapping[str, Any]]]
-
-
-class Judge(Protocol):
-    """Fills a snapshot's alerts, recommendations and status (an ``AlertEngine``)."""
-
-    def evaluate(self, snap: Snapshot) -> Snapshot: ...
-
-    def annotate(self, snap: Snapshot) -> Snapshot: ...
 
 
 class TickCacheStatistics(msgspec.Struct, frozen=True):
@@ -85,7 +78,7 @@ class TickCache:
         wall: Callable[[], float] = time.time,
         name: str = "metrics_endpoint",
         sample_timeout_s: float = 2.0,
-        judge: Judge | None = None,
+        judge: HealthJudge | None = None,
         live: LiveFeed | None = None,
     ) -> None:
         if tick_s < 0:
@@ -97,7 +90,8 @@ class TickCache:
         self.wall = wall
         self._aggregator = aggregator
         self._sampler = sampler
-        self.judge = judge
+        #: Judges each view's figures: health, and the alerts when it has an engine.
+        self.judge = judge if judge is not None else HealthJudge()
         #: What ``GET /stream`` serves: each default-view snapshot, as it is built.
         self.live = live if live is not None else LiveFeed(name=name, tick_s=tick_s)
         self._unavailable: str | None = None
@@ -215,10 +209,9 @@ class TickCache:
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
         errors = [error] if error else []
-        snap = await agg.snapshot_async(process=process, errors=errors + custom.errors, view=view)
-        if self.judge is not None:
-            # Rules step on the default view only, so one lifecycle serves every view.
-            snap = self.judge.evaluate(snap) if view == agg.view else self.judge.annotate(snap)
+        figures = await agg.figures_async(process=process, errors=errors + custom.errors, view=view)
+        # Rules step on the default view only, so one lifecycle serves every view.
+        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view)
         self._snapshots[view] = (self.clock(), snap)
         self._built += 1
         if view == agg.view:

@@ -23,9 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-import msgspec
-
-from ...snapshot import Alert, Deduction, Recommendation, Snapshot
+from ...snapshot import NO_ALERTS, Alert, AlertReport, Recommendation, Snapshot
 from ..health import HealthConfig
 from .expressions import NamedFigures, simple_comparison
 from .figures import FigureReader
@@ -81,24 +79,18 @@ class AlertEngine:
         resolved_retention_s: float = 300.0,
     ) -> None:
         h = health or HealthConfig()
-        self.health = h
-        self.rules = [*(builtin_rules(h) if builtin else ()), *rules]
-        self._rules = [_Rule(r) for r in self.rules]
+        self._rules = [_Rule(r) for r in (*(builtin_rules(h) if builtin else ()), *rules)]
         self._advice = [(a, _Rule(a.rule)) for a in advice(h)]
-        self.retention = resolved_retention_s
+        self._retention = resolved_retention_s
         self._reader = FigureReader(h)
-        self._last: tuple[list[Alert], list[Alert], list[Alert], list[Recommendation]] = (
-            [],
-            [],
-            [],
-            [],
-        )
+        self._last = NO_ALERTS
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def evaluate(self, snap: Snapshot) -> Snapshot:
-        """The snapshot with its alerts, recommendations and status filled in; steps
-        every lifecycle. Call once per snapshot of the default view."""
+    def evaluate(self, snap: Snapshot) -> AlertReport:
+        """Steps every lifecycle on ``snap`` and reports the alerts and recommendations.
+        Call once per snapshot of the default view, with its health scored (the rules
+        read the scores); what the alerts do to the status is the health judgement's."""
         now_m = snap.uptime_seconds
         wall = snap.timestamp
         figs = self._reader.read(snap)
@@ -144,8 +136,13 @@ class AlertEngine:
                             value=_num(f.get(adv.figure)),
                         )
                     )
-        self._last = (firing, pending, resolved, recs)
-        return self.annotate(snap)
+        self._last = AlertReport(firing, pending, resolved, recs)
+        return self._last
+
+    def current(self) -> AlertReport:
+        """The last evaluation's report, stepping no lifecycle (for the views other than
+        the one that drives the rules)."""
+        return self._last
 
     def _step(self, r: _Rule, table: Mapping[str, NamedFigures], now_m: float, wall: float) -> None:
         """Move every instance of ``r`` one evaluation on."""
@@ -185,37 +182,8 @@ class AlertEngine:
             if st.state == "firing":  # false again, or the instance went away
                 st.state = "resolved"
                 st.resolved_at, st.resolved_m = wall, now_m
-            if now_m - st.resolved_m > self.retention:
+            if now_m - st.resolved_m > self._retention:
                 del states[inst]
-
-    def annotate(self, snap: Snapshot) -> Snapshot:
-        """The snapshot with the last evaluation's alerts, without stepping any lifecycle
-        (for views other than the one that drives the rules). A firing critical alert
-        caps the status at degraded, and says so in ``reasons`` (penalty 0: the score
-        is the score; the alert is why it is not healthy)."""
-        firing, pending, resolved, recs = self._last
-        status = snap.system_status
-        critical = [a for a in firing if a.level == "critical"]
-        reasons = snap.reasons
-        if critical:
-            if status == "healthy":
-                status = "degraded"
-            reasons = [
-                *reasons,
-                *(
-                    Deduction(a.component, f"critical alert {a.name} firing: {a.message}", 0.0)
-                    for a in critical
-                ),
-            ]
-        return msgspec.structs.replace(
-            snap,
-            alerts=firing,
-            pending_alerts=pending,
-            resolved_alerts=resolved,
-            recommendations=recs,
-            system_status=status,
-            reasons=reasons,
-        )
 
     @staticmethod
     def _text(template: str, rule: AlertRule, inst: str, value: float | None) -> str:

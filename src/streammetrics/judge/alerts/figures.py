@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 from ...breaker import BREAKER_CODES
 from ...snapshot import BreakerStatus, Snapshot
-from ..health import HealthConfig
+from ..health import HealthConfig, down
 from .expressions import NamedFigures
 
 __all__ = (
@@ -95,7 +95,6 @@ ALL_FIGURES: Final = SYSTEM_FIGURES | COMPONENT_FIGURES | STREAM_FIGURES
 #: Breaker state changes are counted over this many seconds for ``breaker_flaps``.
 FLAP_WINDOW_S: Final = 300.0
 _CLOSED: Final = BreakerStatus("closed", 0, None, 0.0, 0)
-_DOWN: Final = frozenset(("stopped", "failed"))
 
 
 class FigureReader:
@@ -138,7 +137,7 @@ class FigureReader:
             "expired_spans": float(snap.traces.expired_spans),
             "rejected_events": float(sum(snap.rejected.values())),
         }
-        timeout = self.health.heartbeat_timeout_s
+        health = self.health
         breakers = snap.circuit_breakers
         flaps = self._flaps
         comps: dict[str, NamedFigures] = {}
@@ -157,7 +156,7 @@ class FigureReader:
                 "span_p99": c.span_latency.p99 if c.span_latency is not None else None,
                 "health": c.health,
                 "is_healthy": 1.0 if c.is_healthy else 0.0,
-                "up": 0.0 if c.status in _DOWN or (hb is not None and hb > timeout) else 1.0,
+                "up": 0.0 if down(c.status, hb, health) is not None else 1.0,
                 "heartbeat_age_s": hb,
                 "processed": w.processed if w is not None else None,
                 "errors": w.errors if w is not None else None,

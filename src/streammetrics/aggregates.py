@@ -1,0 +1,241 @@
+"""The state an ``Aggregator`` keeps for each component, each stream and the open spans,
+and how each reads as figures.
+
+Every piece is bounded whatever the number of events: a component or a stream is one
+``RollingWindow`` and a few scalars, and the span table holds at most ``max_spans``
+entries, dropping (and counting) the oldest.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from .model.events import Event
+from .snapshot import (
+    BreakerState,
+    BreakerStatus,
+    ComponentFigures,
+    ComponentRunState,
+    Latency,
+    StreamStatus,
+    Traces,
+)
+from .windows import VIEWS, RollingWindow, ViewSeconds, WindowStats
+
+__all__ = (
+    "BufferStats",
+    "ComponentState",
+    "LagStats",
+    "ReportedBreaker",
+    "SpanTable",
+    "StreamState",
+    "latency_figures",
+)
+
+BufferStats = Callable[[], tuple[int, int]]
+"""(used, size) of a binding's queue."""
+LagStats = Callable[[], int | None]
+"""Entries a transport's consumer has not read yet, or None when it cannot tell."""
+
+
+def latency_figures(v: WindowStats) -> Latency:
+    """The latency figures of one view."""
+    return Latency(p50=v.p50, p95=v.p95, p99=v.p99, count=v.latency_count)
+
+
+class ReportedBreaker:
+    """A component's circuit breaker as its ``breaker`` events report it (the breaker
+    itself may run in another process)."""
+
+    __slots__ = ("failure_count", "last_failure", "opened_at", "state", "time_open", "transitions")
+
+    def __init__(self) -> None:
+        self.state: BreakerState = "closed"
+        self.failure_count = 0
+        self.last_failure: float | None = None
+        self.opened_at: float | None = None  # monotonic, while not closed
+        self.time_open = 0.0
+        self.transitions = 0
+
+    def move_to(self, state: BreakerState, now: float, wall: float) -> None:
+        """A reported transition: ``now`` monotonic, ``wall`` unix seconds. Open and
+        half-open both count as open time; only a move into ``open`` is a failure."""
+        if state == self.state:
+            return
+        self.transitions += 1
+        if state == "open":
+            self.failure_count += 1
+            self.last_failure = wall
+        if self.state == "closed":
+            self.opened_at = now
+        elif state == "closed" and self.opened_at is not None:
+            self.time_open += now - self.opened_at
+            self.opened_at = None
+        self.state = state
+
+    def status(self, now: float) -> BreakerStatus:
+        open_for = self.time_open + (now - self.opened_at if self.opened_at is not None else 0.0)
+        return BreakerStatus(
+            state=self.state,
+            failure_count=self.failure_count,
+            last_failure=self.last_failure,
+            time_open_seconds=open_for,
+            transitions=self.transitions,
+        )
+
+
+class ComponentState:
+    """What is known of one component: its window, run state, and the last of each
+    report (activity, error, heartbeat)."""
+
+    __slots__ = (
+        "breaker",
+        "heartbeat",
+        "last_activity",
+        "last_error",
+        "name",
+        "spans",
+        "status",
+        "type",
+        "window",
+    )
+
+    def __init__(self, name: str, type_: str | None, now: float) -> None:
+        self.name = name
+        self.type = type_
+        self.window = RollingWindow(now)
+        self.status: ComponentRunState = "registered"
+        self.last_activity: float | None = None
+        self.last_error: str | None = None
+        self.heartbeat: float | None = None  # monotonic time of the last heartbeat
+        self.breaker: ReportedBreaker | None = None
+        self.spans: RollingWindow | None = None  # span durations, once it ends one
+
+    def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, list[int], float]:
+        """Its figures over ``view``, and its lifetime latency histogram and sum."""
+        w = self.window
+        views = {f"{s}s": w.view(now, s) for s in VIEWS}
+        v = views[f"{view}s"]
+        processed, errors, _m, _b, _lc, lsum = w.totals()
+        figures = ComponentFigures(
+            items_processed=processed,
+            errors_encountered=errors,
+            status=self.status,
+            last_activity=self.last_activity,
+            type=self.type,
+            items_per_second=v.items_per_second,
+            error_rate=v.error_rate,
+            latency=latency_figures(v),
+            last_error=self.last_error,
+            windows=views,
+            span_latency=latency_figures(self.spans.view(now, view))
+            if self.spans is not None
+            else None,
+            heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
+        )
+        return figures, w.total_histogram(), lsum
+
+
+class StreamState:
+    """One binding or stream: its message window, and what its ends and queue are."""
+
+    __slots__ = ("buffer", "from_component", "lag", "stream_name", "to_component", "window")
+
+    def __init__(
+        self,
+        now: float,
+        from_component: str | None = None,
+        to_component: str | None = None,
+        stream_name: str | None = None,
+        buffer: BufferStats | None = None,
+    ) -> None:
+        self.window = RollingWindow(now)
+        self.from_component = from_component
+        self.to_component = to_component
+        self.stream_name = stream_name
+        self.buffer = buffer
+        self.lag: LagStats | None = None
+
+    def read(self, now: float, view: ViewSeconds) -> tuple[StreamStatus, int, Exception | None]:
+        """Its figures over ``view``, the messages in that view, and the exception its
+        buffer statistics raised (its level is then unknown, the rest still read)."""
+        sv = self.window.view(now, view)
+        used = size = None
+        failed: Exception | None = None
+        if self.buffer is not None:
+            try:
+                used, size = self.buffer()
+            except Exception as exc:  # a binding that went away must not break the page
+                failed = exc
+        status = StreamStatus(
+            total_messages=self.window.totals()[2],
+            message_rate=sv.message_rate,
+            from_component=self.from_component,
+            to_component=self.to_component,
+            stream_name=self.stream_name,
+            buffer_used=used,
+            buffer_size=size,
+            consumer_lag=self._consumer_lag(),
+        )
+        return status, sv.messages, failed
+
+    def _consumer_lag(self) -> int | None:
+        if self.lag is None:
+            return None
+        try:
+            return self.lag()
+        except Exception:  # a transport that went away must not break the page
+            return None
+
+
+class SpanTable:
+    """Spans started and not yet ended (bounded, oldest first) and the distinct trace
+    ids seen (bounded the same way), with the counts ``Traces`` shows."""
+
+    __slots__ = ("completed", "expired", "max_spans", "spans", "total_traces", "traces")
+
+    def __init__(self, max_spans: int) -> None:
+        self.max_spans = max_spans
+        self.spans: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.traces: OrderedDict[str, None] = OrderedDict()
+        self.total_traces = 0
+        self.completed = 0
+        self.expired = 0
+
+    def start(self, ev: Event, now: float) -> None:
+        if ev.trace_id is not None and ev.trace_id not in self.traces:
+            self.total_traces += 1
+            self.traces[ev.trace_id] = None
+            if len(self.traces) > self.max_spans:
+                self.traces.popitem(last=False)
+        if ev.span_id is not None:
+            key = (ev.component, ev.span_id)
+            self.spans.pop(key, None)  # a restarted span moves to the back: oldest stays first
+            self.spans[key] = now
+            if len(self.spans) > self.max_spans:
+                self.spans.popitem(last=False)
+                self.expired += 1
+
+    def end(self, ev: Event) -> float | None:
+        """Counts a span's end; returns when it started, if that is still known."""
+        self.completed += 1
+        return self.spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
+
+    def expire(self, limit: float) -> None:
+        """Gives up on the spans started before ``limit`` (monotonic)."""
+        spans = self.spans
+        while spans:
+            key, started = next(iter(spans.items()))
+            if started >= limit:
+                break
+            del spans[key]
+            self.expired += 1
+
+    def figures(self) -> Traces:
+        return Traces(
+            total_traces=self.total_traces,
+            active_spans=len(self.spans),
+            completed_spans=self.completed,
+            expired_spans=self.expired,
+        )
