@@ -4,82 +4,22 @@ fails on purpose (busy, rate-limited, answer lost) for the first requests."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 
+from _flaky import Fault, flaky_endpoint
 from _servers import free_port
 from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import DeliveryError
-from streammetrics.http.server import serve
 from streammetrics.transports.http_client import AsyncEventClient, EventClient, events_url
 from streammetrics.transports.retry import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
 FAST = RetryPolicy(max_retries=4, backoff_s=0.005, max_backoff_s=0.02)
-
-
-@dataclass
-class Fault:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    fold_first: bool = False
-    """Let the endpoint fold the batch, then answer ``status``: a lost answer."""
-    body: bytes = b'{"error": "planned"}'
-
-
-class Flaky:
-    """ASGI wrapper: the next requests to /events meet the planned faults, in order."""
-
-    def __init__(self, app: Any, plan: list[Fault]) -> None:
-        self.app = app
-        self.plan = plan
-        self.requests = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":  # the endpoint's own server runs its lifespan
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        self.requests += 1
-        if scope["path"] != "/events" or not self.plan:
-            await self.app(scope, receive, send)
-            return
-        fault = self.plan.pop(0)
-        if fault.fold_first:
-
-            async def swallow(_message: Any) -> None:
-                pass
-
-            await self.app(scope, receive, swallow)
-        else:
-            while (await receive()).get("more_body"):
-                pass
-        headers = [(k.encode(), v.encode()) for k, v in fault.headers.items()]
-        await send({"type": "http.response.start", "status": fault.status, "headers": headers})
-        await send({"type": "http.response.body", "body": fault.body})
-
-
-@asynccontextmanager
-async def flaky_endpoint(plan: list[Fault]) -> AsyncIterator[tuple[MetricsEndpoint, str, Flaky]]:
-    ep = MetricsEndpoint(name="metrics", port=0)
-    flaky = Flaky(ep.app, plan)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        port = await tg.start(
-            partial(serve, flaky, host="127.0.0.1", port=0, component="flaky", shutdown_timeout_s=1)
-        )
-        yield ep, f"http://127.0.0.1:{port}", flaky
-        tg.cancel_scope.cancel()
 
 
 def _processed(ep: MetricsEndpoint, name: str = "worker") -> int:

@@ -93,3 +93,18 @@ def test_intake_raises_for_an_unreadable_body_and_counts_it() -> None:
     assert intake.statistics().unreadable == 1
     r = intake.fold_body(encode_events([_ev(1), _ev(1)], "msgpack"), "msgpack")
     assert (r.accepted, r.duplicates) == (2, 0)  # no dedup window: both fold
+
+
+def test_intake_counts_a_body_refused_whole_and_bodies_lost_as_rejections() -> None:
+    """What a transport could not even hand over (a stream entry with no events field,
+    entries trimmed away) is counted where every other rejection is."""
+    agg = Aggregator()
+    intake = Intake(agg)
+    err = intake.refuse_body("no msgpack or json field", value=["other"])
+    assert isinstance(err, EventError)
+    assert (err.path, err.value) == ("$", ["other"])
+    intake.lost(2)
+    intake.lost(0)
+    st = intake.statistics()
+    assert (st.bodies, st.unreadable, st.trimmed, st.rejected, st.accepted) == (3, 1, 2, 3, 0)
+    assert agg.statistics().rejected == {"malformed": 1, "trimmed": 2}

@@ -232,6 +232,29 @@ async def test_a_repeated_event_id_folds_once_and_bad_entries_are_counted_not_re
 
 
 @pytest.mark.anyio
+async def test_entries_without_events_or_trimmed_away_are_rejections_the_intake_counts(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    """The consumer reports what it cannot fold through the intake, as HTTP ingest does:
+    the intake's figures and the rejected counter agree."""
+    body = encode_events([Event("svc", "processed")], "msgpack")
+    r.xadd(stream, {"other": b"x"})  # no events field
+    r.xadd(stream, {"msgpack": body})
+    gone = r.xadd(stream, {"msgpack": body})
+    r.xgroup_create(stream, "g", id="0")
+    r.xreadgroup("g", "c1", {stream: ">"})  # c1 read all three, and died
+    r.xdel(stream, gone)  # trimmed away while pending
+    async with consumer(server, stream) as ep:
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 3)
+        assert ep.redis is not None
+        assert (ep.redis.statistics().recovered, ep.redis.statistics().trimmed) == (3, 1)
+        assert ep.aggregator.statistics().rejected == {"malformed": 1, "trimmed": 1}
+        st = ep.intake.statistics()
+        assert (st.bodies, st.unreadable, st.trimmed, st.rejected, st.accepted) == (3, 1, 1, 2, 1)
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+
+
+@pytest.mark.anyio
 async def test_an_event_with_a_non_utf8_string_is_rejected_alone_from_its_entry(
     server: RedisServer, stream: str, r: redis.Redis
 ) -> None:

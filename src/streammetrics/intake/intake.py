@@ -4,13 +4,15 @@ HTTP ingest and the Redis consumer share one ``Intake`` per endpoint, so they sh
 dedup window (an event that arrives both ways is folded once) and count what they could
 not fold the same way, in ``streammetrics_events_rejected_total{reason}``:
 ``malformed`` (an event, or a whole body, that does not decode), ``duplicate`` (an id
-already folded within the dedup window), ``cardinality`` (the aggregator's own limit).
+already folded within the dedup window), ``cardinality`` (the aggregator's own limit),
+``trimmed`` (a stream entry that was gone before it could be read). Every rejection goes
+through here, none around it, so the intake's own figures and the counter agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,10 +45,14 @@ class IntakeStatistics(msgspec.Struct, frozen=True):
     bodies: int
     """Bodies (requests, stream entries) that reached the intake."""
     unreadable: int
-    """Bodies rejected whole: neither an event, a list nor a batch."""
+    """Bodies rejected whole: neither an event, a list nor a batch, or no body at all
+    (a stream entry without an events field)."""
     accepted: int
     rejected: int
+    """Events, and bodies rejected whole, that could not be folded (duplicates apart)."""
     duplicates: int
+    trimmed: int = 0
+    """Bodies that were gone before they could be read (of the rejected)."""
 
 
 class Intake:
@@ -55,7 +61,7 @@ class Intake:
     def __init__(self, aggregator: Aggregator, dedup: DedupWindow | None = None) -> None:
         self.aggregator = aggregator
         self.dedup = dedup
-        self._bodies = self._unreadable = 0
+        self._bodies = self._unreadable = self._trimmed = 0
         self._accepted = self._rejected = self._duplicates = 0
 
     def fold_body(self, data: bytes, fmt: Format) -> IntakeResult:
@@ -68,19 +74,35 @@ class Intake:
         try:
             decoded = decode_events(data, fmt)
         except EventError:
-            self._unreadable += 1
-            self._rejected += 1
-            self.aggregator.reject("malformed")
+            self._count_unreadable()
             raise
         bad = decoded.rejected
         if bad:
             self.aggregator.reject("malformed", len(bad))
         return self._fold(decoded.events, bad)
 
-    def fold(self, events: Sequence[Event]) -> IntakeResult:
-        """Fold events that are already decoded (a publisher in the same process)."""
+    def refuse_body(self, reason: str, *, value: Any = None) -> EventError:
+        """Count a body rejected whole before decoding (a stream entry with no events
+        field) as ``fold_body`` counts one that does not decode: one ``malformed``
+        rejection. Returns the error naming it, for the caller to log."""
         self._bodies += 1
-        return self._fold(events, [])
+        self._count_unreadable()
+        return EventError(reason, path="$", value=value)
+
+    def lost(self, n: int) -> None:
+        """Count ``n`` bodies that were gone before they could be read (stream entries
+        trimmed or deleted while pending): ``trimmed`` rejections."""
+        if n <= 0:
+            return
+        self._bodies += n
+        self._trimmed += n
+        self._rejected += n
+        self.aggregator.reject("trimmed", n)
+
+    def _count_unreadable(self) -> None:
+        self._unreadable += 1
+        self._rejected += 1
+        self.aggregator.reject("malformed")
 
     def _fold(self, events: Sequence[Event], bad: list[Rejection]) -> IntakeResult:
         dups: list[int] = []
@@ -117,6 +139,7 @@ class Intake:
             accepted=self._accepted,
             rejected=self._rejected,
             duplicates=self._duplicates,
+            trimmed=self._trimmed,
         )
 
 

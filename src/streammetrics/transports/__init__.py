@@ -5,8 +5,10 @@
 - ``redis_publisher``: ``EventPublisher``/``AsyncEventPublisher``, writing to a stream;
 - ``redis_metrics``: the consumer's figures for ``/metrics`` (``RedisCollector``);
 - ``config``: ``MetricsEndpoint`` config ``source`` (no client imported);
-- ``senders``: the close/flush lifecycle every sender shares;
-- ``retry``: the backoff policy the HTTP client and the Redis publishers share.
+- ``batching``: the one batcher of every sender (buffer, ids, what a failed send keeps);
+- ``senders``: the flush loop with its retries, the periodic flush and the lifecycle
+  every sender shares;
+- ``retry``: the one retry policy, an iterator of backoff delays.
 
 Events that arrive enter through ``streammetrics.intake``, shared with HTTP ingest.
 Importing this package imports none of them: a Redis client is loaded only when used.

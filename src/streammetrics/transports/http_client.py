@@ -13,17 +13,18 @@ the batch's events. ``close()`` flushes what is buffered.
 There is no background thread: the sync client flushes from ``send`` when a batch is
 full or old enough, and on ``flush()``/``close()``. The async client can also flush on
 a timer: ``tg.start_soon(client.flush_periodically)``.
+
+The batching, the retry loop and the lifecycle are the ones every sender shares
+(``batching``, ``senders``); this module holds only what is HTTP's own.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-import anyio
 import httpx
 import msgspec
 
@@ -31,8 +32,10 @@ from ..errors import DeliveryError
 from ..intake.intake import IntakeResult
 from ..model.events import Event, Format, encode_events
 from ..model.nesting import json_too_deep
+from ..model.types import describe_exception
 from ..model.validation import UNREADABLE
-from .retry import RetryPolicy, retry_after
+from .batching import Batcher
+from .retry import Failure, RetryPolicy, retry_after
 from .senders import AsyncSender, Sender
 
 __all__ = ("AsyncEventClient", "ClientStatistics", "EventClient", "SendResult", "events_url")
@@ -58,19 +61,16 @@ class SendResult(msgspec.Struct):
     rejections: list[str] = msgspec.field(default_factory=list)
     """``"<path>: <reason>"`` of each rejected event, the path relative to its batch."""
 
-    def add(self, r: IntakeResult) -> None:
-        self.batches += 1
-        self.accepted += r.accepted
-        self.rejected += r.rejected
-        self.duplicates += r.duplicates
-        self.rejections += [f"{x.path}: {x.reason}" for x in r.rejections]
-
-    def merge(self, other: SendResult) -> None:
-        self.batches += other.batches
-        self.accepted += other.accepted
-        self.rejected += other.rejected
-        self.duplicates += other.duplicates
-        self.rejections += other.rejections
+    @classmethod
+    def of(cls, results: Iterable[IntakeResult]) -> SendResult:
+        out = cls()
+        for r in results:
+            out.batches += 1
+            out.accepted += r.accepted
+            out.rejected += r.rejected
+            out.duplicates += r.duplicates
+            out.rejections += [f"{x.path}: {x.reason}" for x in r.rejections]
+        return out
 
 
 class ClientStatistics(msgspec.Struct, frozen=True):
@@ -84,7 +84,11 @@ class ClientStatistics(msgspec.Struct, frozen=True):
     retries: int
     """Attempts beyond the first, over all batches."""
     failed_batches: int
-    """Batches given up on (``DeliveryError``)."""
+    """Batches that ended in a ``DeliveryError`` (in ``flush_periodically`` too, which
+    logs it and keeps the batch for the next round)."""
+    dropped_events: int = 0
+    """Events ``flush_periodically`` let go: the endpoint refused them (a 4xx), and
+    there was no caller to hand the ``DeliveryError`` to."""
 
 
 def events_url(url: str) -> str:
@@ -95,118 +99,72 @@ def events_url(url: str) -> str:
     return url
 
 
-class _Batcher:
-    """The buffer, the id assignment and the bookkeeping both clients share."""
+class _Ingest:
+    """What both clients know of the route they post to: its URL, the body format, what
+    its answers mean, and the figures those answers carry."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        batch_size: int,
-        flush_interval_s: float,
-        retry: RetryPolicy | None,
-        fmt: Format,
-        assign_ids: bool,
-        clock: Callable[[], float],
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        if flush_interval_s < 0:
-            raise ValueError(f"flush_interval_s must be >= 0, got {flush_interval_s!r}")
+    def __init__(self, url: str, fmt: Format, headers: Mapping[str, str] | None) -> None:
         self.url = events_url(url)
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.retry = retry or RetryPolicy()
         self.fmt: Format = fmt
-        self.content_type = _CONTENT_TYPES[fmt]
-        self.assign_ids = assign_ids
-        self.clock = clock
-        self.prefix = secrets.token_hex(6)
-        self.seq = 0
-        self.buffer: list[Event] = []
-        self.first_at: float | None = None
-        self.closed = False
-        self.batches = self.events_sent = self.accepted = self.rejected = 0
-        self.duplicates = self.retries = self.failed = 0
+        self.headers = {**(headers or {}), "content-type": _CONTENT_TYPES[fmt]}
+        self.accepted = self.rejected = self.duplicates = 0
 
-    def add(self, events: Iterable[Event]) -> None:
-        if self.closed:
-            raise RuntimeError(f"the event client for {self.url} is closed")
-        buf = self.buffer
-        if not buf:
-            self.first_at = self.clock()
-        if self.assign_ids:
-            replace = msgspec.structs.replace
-            prefix = self.prefix
-            for ev in events:
-                if ev.id is None:
-                    self.seq += 1
-                    ev = replace(ev, id=f"{prefix}-{self.seq:x}")
-                buf.append(ev)
-        else:
-            buf.extend(events)
-
-    def due(self) -> bool:
-        if len(self.buffer) >= self.batch_size:
-            return True
-        return bool(self.buffer) and (
-            self.first_at is not None and self.clock() - self.first_at >= self.flush_interval_s
+    def batcher(
+        self, batch_size: int, flush_interval_s: float, assign_ids: bool, clock: Callable[[], float]
+    ) -> Batcher:
+        return Batcher(
+            f"the event client for {self.url}",
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            assign_ids=assign_ids,
+            clock=clock,
+            flight_batches=1,
         )
 
-    def take(self) -> list[list[Event]]:
-        buf, self.buffer, self.first_at = self.buffer, [], None
-        n = self.batch_size
-        return [buf[i : i + n] for i in range(0, len(buf), n)]
+    def encode(self, batch: list[Event]) -> bytes:
+        return encode_events(batch, self.fmt)
 
-    def restore(self, batches: list[list[Event]]) -> None:
-        """Put batches that were not sent back at the front of the buffer, in order."""
-        if not batches:
-            return
-        self.buffer[:0] = [ev for batch in batches for ev in batch]
-        self.first_at = self.clock()
-
-    def judge(self, response: httpx.Response, batch: list[Event]) -> IntakeResult | float | None:
-        """The result of a 200; the ``Retry-After`` seconds (or None) of a retryable
-        status; raises ``DeliveryError`` for a status that retrying cannot fix."""
+    def judge(self, response: httpx.Response) -> IntakeResult | Failure:
+        """The endpoint's answer to a 200; else a failure, final for a status that
+        retrying cannot fix."""
         status = response.status_code
         if status == 200:
             r = _result.decode(response.content)
-            self.batches += 1
-            self.events_sent += len(batch)
             self.accepted += r.accepted
             self.rejected += r.rejected
             self.duplicates += r.duplicates
             return r
         if status in RETRY_STATUSES or status >= 500:
-            return retry_after(response.headers.get("retry-after"))
-        self.failed += 1
-        raise DeliveryError(
-            f"{self.url} refused a batch of {len(batch)} events: {status} {_detail(response)}",
-            url=self.url,
-            events=batch,
-            status=status,
-        )
+            hint = retry_after(response.headers.get("retry-after"))
+            return Failure(f"HTTP {status}", status=status, retry_after=hint)
+        return Failure(f"{status} {_detail(response)}", status=status, final=True)
 
-    def give_up(self, batch: list[Event], why: str, status: int | None) -> DeliveryError:
-        self.failed += 1
-        return DeliveryError(
-            f"could not deliver a batch of {len(batch)} events to {self.url} after "
-            f"{self.retry.max_retries} retries: {why}",
-            url=self.url,
-            events=batch,
-            status=status,
-        )
+    @staticmethod
+    def unreachable(exc: httpx.TransportError) -> Failure:
+        """Refused, reset, timed out: the batch may not have arrived, so it is retried."""
+        return Failure(describe_exception(exc), exc=exc)
 
-    def statistics(self) -> ClientStatistics:
+    def error(self, batch: list[Event], failure: Failure, retry: RetryPolicy) -> DeliveryError:
+        if failure.final:
+            message = f"{self.url} refused a batch of {len(batch)} events: {failure.why}"
+        else:
+            message = (
+                f"could not deliver a batch of {len(batch)} events to {self.url} after "
+                f"{retry.max_retries} retries: {failure.why}"
+            )
+        return DeliveryError(message, url=self.url, events=batch, status=failure.status)
+
+    def statistics(self, b: Batcher) -> ClientStatistics:
         return ClientStatistics(
-            buffered=len(self.buffer),
-            batches_sent=self.batches,
-            events_sent=self.events_sent,
+            buffered=len(b.buffer),
+            batches_sent=b.batches,
+            events_sent=b.events,
             accepted=self.accepted,
             rejected=self.rejected,
             duplicates=self.duplicates,
-            retries=self.retries,
-            failed_batches=self.failed,
+            retries=b.retries,
+            failed_batches=b.failed,
+            dropped_events=b.dropped,
         )
 
 
@@ -224,13 +182,7 @@ def _detail(response: httpx.Response) -> str:
     return response.text[:200]
 
 
-def _why(exc: BaseException | None, status: int | None) -> str:
-    if exc is not None:
-        return f"{type(exc).__name__}: {exc}"
-    return f"HTTP {status}"
-
-
-class EventClient(Sender[_Batcher, ClientStatistics]):
+class EventClient(Sender[bytes, IntakeResult]):
     """Reports events to a MetricsEndpoint from synchronous code.
 
     ``url`` is the endpoint (``http://127.0.0.1:9000``; ``/events`` is added) or the full
@@ -251,22 +203,15 @@ class EventClient(Sender[_Batcher, ClientStatistics]):
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._b = _Batcher(
-            url,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            retry=retry,
-            fmt=format,
-            assign_ids=assign_ids,
-            clock=clock,
-        )
+        self._ingest = _Ingest(url, format, headers)
+        batcher = self._ingest.batcher(batch_size, flush_interval_s, assign_ids, clock)
+        super().__init__(batcher, retry, _log, self._ingest.url)
         self._own_http = http is None
         self._http = http or httpx.Client(timeout=timeout_s)
-        self._headers = {**(headers or {}), "content-type": self._b.content_type}
 
     @property
     def url(self) -> str:
-        return self._b.url
+        return self._ingest.url
 
     def send(self, event: Event) -> SendResult | None:
         """Buffer one event; flushes (and returns what it sent) when a batch is due."""
@@ -274,60 +219,43 @@ class EventClient(Sender[_Batcher, ClientStatistics]):
 
     def send_many(self, events: Iterable[Event]) -> SendResult | None:
         """Buffer events; flushes (and returns what it sent) when a batch is due."""
-        self._b.add(events)
-        return self.flush() if self._b.due() else None
+        self._batcher.add(events)
+        return self.flush() if self._batcher.due() else None
 
     def flush(self) -> SendResult:
         """Send everything buffered now, batch by batch. A batch that cannot be delivered
-        raises ``DeliveryError`` (with its events); the batches after it stay buffered."""
-        out = SendResult()
-        batches = self._b.take()
-        for k, batch in enumerate(batches):
-            try:
-                out.add(self._post(batch))
-            except DeliveryError:  # its events are in the error; the rest wait for later
-                self._b.restore(batches[k + 1 :])
-                raise
-            except BaseException:  # interrupted mid-batch: it may not have arrived
-                self._b.restore(batches[k:])
-                raise
-        return out
+        raises ``DeliveryError`` (with its events); the batches after it stay buffered,
+        and so does every batch not delivered when a ``KeyboardInterrupt`` strikes."""
+        return SendResult.of(self._send(self._batcher.flights()))
 
-    def _post(self, batch: list[Event]) -> IntakeResult:
-        b = self._b
-        body = encode_events(batch, b.fmt)
-        attempt = 0
-        while True:
-            exc: BaseException | None = None
-            status: int | None = None
-            hint: float | None = None
-            try:
-                response = self._http.post(b.url, content=body, headers=self._headers)
-            except httpx.TransportError as e:  # refused, reset, timed out
-                exc = e
-            else:
-                judged = b.judge(response, batch)
-                if isinstance(judged, IntakeResult):
-                    return judged
-                status, hint = response.status_code, judged
-            if attempt >= b.retry.max_retries:
-                raise b.give_up(batch, _why(exc, status), status)
-            delay = b.retry.delay(attempt, hint)
-            _log.debug("retrying a batch to %s in %.3fs: %s", b.url, delay, _why(exc, status))
-            attempt += 1
-            b.retries += 1
-            time.sleep(delay)
+    def statistics(self) -> ClientStatistics:
+        return self._ingest.statistics(self._batcher)
+
+    def _encode(self, flight: list[Event]) -> bytes:
+        return self._ingest.encode(flight)
+
+    def _attempt(self, payload: bytes, flight: list[Event]) -> IntakeResult | Failure:
+        try:
+            response = self._http.post(
+                self._ingest.url, content=payload, headers=self._ingest.headers
+            )
+        except httpx.TransportError as exc:
+            return self._ingest.unreachable(exc)
+        return self._ingest.judge(response)
+
+    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
+        return self._ingest.error(flight, failure, self._retry)
 
     def _release(self) -> None:
         if self._own_http:
             self._http.close()
 
 
-class AsyncEventClient(AsyncSender[_Batcher, ClientStatistics]):
+class AsyncEventClient(AsyncSender[bytes, IntakeResult]):
     """``EventClient`` for async code (httpx's async client; any anyio backend).
 
     ``send``/``flush`` from several tasks are safe: batches go out one at a time, in
-    order.
+    order. A cancelled flush keeps what it had not delivered.
     """
 
     def __init__(
@@ -344,79 +272,44 @@ class AsyncEventClient(AsyncSender[_Batcher, ClientStatistics]):
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._b = _Batcher(
-            url,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            retry=retry,
-            fmt=format,
-            assign_ids=assign_ids,
-            clock=clock,
-        )
+        self._ingest = _Ingest(url, format, headers)
+        batcher = self._ingest.batcher(batch_size, flush_interval_s, assign_ids, clock)
+        super().__init__(batcher, retry, _log, self._ingest.url)
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout_s)
-        self._headers = {**(headers or {}), "content-type": self._b.content_type}
-        self._lock = anyio.Lock()
 
     @property
     def url(self) -> str:
-        return self._b.url
+        return self._ingest.url
 
     async def send(self, event: Event) -> SendResult | None:
         return await self.send_many((event,))
 
     async def send_many(self, events: Iterable[Event]) -> SendResult | None:
-        self._b.add(events)
-        return await self.flush() if self._b.due() else None
+        self._batcher.add(events)
+        return await self.flush() if self._batcher.due() else None
 
     async def flush(self) -> SendResult:
-        """As ``EventClient.flush``."""
-        out = SendResult()
-        async with self._lock:
-            batches = self._b.take()
-            for k, batch in enumerate(batches):
-                try:
-                    out.add(await self._post(batch))
-                except DeliveryError:
-                    self._b.restore(batches[k + 1 :])
-                    raise
-                except BaseException:  # cancelled mid-batch: resent later, deduped by id
-                    self._b.restore(batches[k:])
-                    raise
-        return out
+        """As ``EventClient.flush``; a cancellation keeps what was not delivered."""
+        return SendResult.of(await self._send(self._batcher.flights()))
 
-    async def flush_periodically(self) -> None:
-        """Flush every ``flush_interval_s`` until cancelled (run it in a task group)."""
-        interval = max(self._b.flush_interval_s, 0.01)
-        while True:
-            await anyio.sleep(interval)
-            if self._b.buffer:
-                await self.flush()
+    def statistics(self) -> ClientStatistics:
+        return self._ingest.statistics(self._batcher)
 
-    async def _post(self, batch: list[Event]) -> IntakeResult:
-        b = self._b
-        body = encode_events(batch, b.fmt)
-        attempt = 0
-        while True:
-            exc: BaseException | None = None
-            status: int | None = None
-            hint: float | None = None
-            try:
-                response = await self._http.post(b.url, content=body, headers=self._headers)
-            except httpx.TransportError as e:
-                exc = e
-            else:
-                judged = b.judge(response, batch)
-                if isinstance(judged, IntakeResult):
-                    return judged
-                status, hint = response.status_code, judged
-            if attempt >= b.retry.max_retries:
-                raise b.give_up(batch, _why(exc, status), status)
-            delay = b.retry.delay(attempt, hint)
-            _log.debug("retrying a batch to %s in %.3fs: %s", b.url, delay, _why(exc, status))
-            attempt += 1
-            b.retries += 1
-            await anyio.sleep(delay)
+    def _encode(self, flight: list[Event]) -> bytes:
+        return self._ingest.encode(flight)
+
+    async def _attempt(self, payload: bytes, flight: list[Event]) -> IntakeResult | Failure:
+        try:
+            response = await self._http.post(
+                self._ingest.url, content=payload, headers=self._ingest.headers
+            )
+        except httpx.TransportError as exc:
+            return self._ingest.unreachable(exc)
+        return self._ingest.judge(response)
+
+    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
+        return self._ingest.error(flight, failure, self._retry)
 
     async def _release(self) -> None:
         if self._own_http:

@@ -3,18 +3,20 @@
 ``redis_source.RedisSource``.
 
 Both batch, give every event without an id one (so that a re-delivered entry folds
-once), and retry a batch on connection errors with the shared ``RetryPolicy``; after
-the retries ``DeliveryError`` keeps the events.
+once), and retry on connection errors with the shared ``RetryPolicy``; after the retries
+``DeliveryError`` keeps the events. An error reply (``ResponseError``: the key is not a
+stream, the server is out of memory) is not retried: it would come again. The batching,
+the retry loop and the lifecycle are the ones every sender shares (``batching``,
+``senders``); this module holds only what is Redis's own.
 """
 
 from __future__ import annotations
 
-import secrets
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import anyio
 import msgspec
 import redis
 import redis.asyncio
@@ -22,12 +24,16 @@ from redis.exceptions import ResponseError
 
 from ..errors import DeliveryError
 from ..model.events import Event, encode_events
+from ..model.types import describe_exception
+from .batching import Batcher
 from .config import redact_url
 from .redis_source import CONNECTION_ERRORS, FIELD_MSGPACK
-from .retry import RetryPolicy
+from .retry import Failure, RetryPolicy
 from .senders import AsyncSender, Sender
 
 __all__ = ("AsyncEventPublisher", "EventPublisher", "PublisherStatistics")
+
+_log = logging.getLogger("streammetrics.redis")
 
 
 class PublisherStatistics(msgspec.Struct, frozen=True):
@@ -37,100 +43,75 @@ class PublisherStatistics(msgspec.Struct, frozen=True):
     events: int
     retries: int
     failed_batches: int
+    """Flushes that ended in a ``DeliveryError`` (in ``flush_periodically`` too, which
+    logs it and keeps the events for the next round)."""
+    dropped_events: int = 0
+    """Events ``flush_periodically`` let go: Redis refused them with an error reply,
+    and there was no caller to hand the ``DeliveryError`` to."""
 
 
-class _Batches:
-    """Buffer, ids and encoding shared by both publishers."""
+class _Stream:
+    """What both publishers know of the stream they write to, and how a flush becomes
+    its entries: every batch of a flush is one ``XADD``, all in one pipelined round trip."""
 
-    def __init__(
-        self,
-        url: str,
-        stream: str,
-        *,
-        batch_size: int,
-        flush_interval_s: float,
-        maxlen: int | None,
-        assign_ids: bool,
-        retry: RetryPolicy | None,
-        clock: Callable[[], float],
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    def __init__(self, url: str, stream: str, maxlen: int | None) -> None:
         if maxlen is not None and maxlen < 1:
             raise ValueError(f"maxlen must be >= 1 or None, got {maxlen!r}")
         self.url = url
         self.stream = stream
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.maxlen = maxlen
-        self.assign_ids = assign_ids
-        self.retry = retry or RetryPolicy()
-        self.clock = clock
-        self.prefix = secrets.token_hex(6)
-        self.seq = 0
-        self.buffer: list[Event] = []
-        self.first_at: float | None = None
-        self.closed = False
-        self.entries = self.events = self.retries = self.failed = 0
+        self.xadd_args: dict[str, Any] = (
+            {"maxlen": maxlen, "approximate": True} if maxlen is not None else {}
+        )
 
     @property
     def where(self) -> str:
         return f"stream {self.stream!r} at {redact_url(self.url)}"
 
-    def add(self, events: Iterable[Event]) -> None:
-        if self.closed:
-            raise RuntimeError(f"the publisher to {self.where} is closed")
-        if not self.buffer:
-            self.first_at = self.clock()
-        if self.assign_ids:
-            replace = msgspec.structs.replace
-            for ev in events:
-                if ev.id is None:
-                    self.seq += 1
-                    ev = replace(ev, id=f"{self.prefix}-{self.seq:x}")
-                self.buffer.append(ev)
+    def batcher(
+        self, batch_size: int, flush_interval_s: float, assign_ids: bool, clock: Callable[[], float]
+    ) -> Batcher:
+        return Batcher(
+            f"the publisher to {self.where}",
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            assign_ids=assign_ids,
+            clock=clock,
+            flight_batches=None,
+        )
+
+    @staticmethod
+    def entries(b: Batcher, flight: list[Event]) -> list[bytes]:
+        """The entries' bodies: one per batch of ``batch_size`` events."""
+        return [encode_events(batch, "msgpack") for batch in b.chunks(flight)]
+
+    @staticmethod
+    def failure(exc: Exception) -> Failure:
+        """A lost connection may be back for the next try; an error reply would not change."""
+        return Failure(describe_exception(exc), exc=exc, final=isinstance(exc, ResponseError))
+
+    def error(self, events: list[Event], failure: Failure, retry: RetryPolicy) -> DeliveryError:
+        if failure.final:
+            message = f"{self.where} refused {len(events)} events: {failure.why}"
         else:
-            self.buffer.extend(events)
+            message = (
+                f"could not publish {len(events)} events to {self.where} after "
+                f"{retry.max_retries} retries: {failure.why}"
+            )
+        return DeliveryError(message, url=redact_url(self.url), events=events)
 
-    def due(self) -> bool:
-        if len(self.buffer) >= self.batch_size:
-            return True
-        return bool(self.buffer) and (
-            self.first_at is not None and self.clock() - self.first_at >= self.flush_interval_s
-        )
-
-    def take(self) -> tuple[list[Event], list[bytes]]:
-        buf, self.buffer, self.first_at = self.buffer, [], None
-        n = self.batch_size
-        return buf, [encode_events(buf[i : i + n], "msgpack") for i in range(0, len(buf), n)]
-
-    def xadd_args(self) -> dict[str, Any]:
-        return {"maxlen": self.maxlen, "approximate": True} if self.maxlen is not None else {}
-
-    def done(self, events: int, entries: int) -> None:
-        self.entries += entries
-        self.events += events
-
-    def give_up(self, events: list[Event], exc: BaseException) -> DeliveryError:
-        self.failed += 1
-        return DeliveryError(
-            f"could not publish {len(events)} events to {self.where} after "
-            f"{self.retry.max_retries} retries: {type(exc).__name__}: {exc}",
-            url=redact_url(self.url),
-            events=events,
-        )
-
-    def statistics(self) -> PublisherStatistics:
+    @staticmethod
+    def statistics(b: Batcher) -> PublisherStatistics:
         return PublisherStatistics(
-            buffered=len(self.buffer),
-            entries=self.entries,
-            events=self.events,
-            retries=self.retries,
-            failed_batches=self.failed,
+            buffered=len(b.buffer),
+            entries=b.batches,
+            events=b.events,
+            retries=b.retries,
+            failed_batches=b.failed,
+            dropped_events=b.dropped,
         )
 
 
-class EventPublisher(Sender[_Batches, PublisherStatistics]):
+class EventPublisher(Sender[list[bytes], int]):
     """Publishes events to a Redis stream from synchronous code, one entry per batch.
 
     ``publish`` buffers; a full batch (or one older than ``flush_interval_s``) goes out
@@ -151,16 +132,9 @@ class EventPublisher(Sender[_Batches, PublisherStatistics]):
         client: redis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._b = _Batches(
-            url,
-            stream,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            maxlen=maxlen,
-            assign_ids=assign_ids,
-            retry=retry,
-            clock=clock,
-        )
+        self._stream = _Stream(url, stream, maxlen)
+        batcher = self._stream.batcher(batch_size, flush_interval_s, assign_ids, clock)
+        super().__init__(batcher, retry, _log, self._stream.where)
         self._own = client is None
         self._r = client if client is not None else redis.Redis.from_url(url)
 
@@ -169,40 +143,43 @@ class EventPublisher(Sender[_Batches, PublisherStatistics]):
         return self.publish_many((event,))
 
     def publish_many(self, events: Iterable[Event]) -> int:
-        self._b.add(events)
-        return self.flush() if self._b.due() else 0
+        self._batcher.add(events)
+        return self.flush() if self._batcher.due() else 0
 
     def flush(self) -> int:
         """Write everything buffered; returns the number of entries written. After the
-        retries, ``DeliveryError`` keeps the events."""
-        b = self._b
-        if not b.buffer:
-            return 0
-        events, bodies = b.take()
-        attempt = 0
-        while True:
-            try:
-                with self._r.pipeline(transaction=False) as pipe:
-                    for body in bodies:
-                        pipe.xadd(b.stream, {FIELD_MSGPACK: body}, **b.xadd_args())
-                    pipe.execute()
-            except (*CONNECTION_ERRORS, ResponseError) as exc:
-                if attempt >= b.retry.max_retries or isinstance(exc, ResponseError):
-                    raise b.give_up(events, exc) from exc
-                time.sleep(b.retry.delay(attempt))
-                attempt += 1
-                b.retries += 1
-                continue
-            b.done(len(events), len(bodies))
-            return len(bodies)
+        retries, ``DeliveryError`` keeps the events; a ``KeyboardInterrupt`` leaves them
+        buffered."""
+        return sum(self._send(self._batcher.flights()))
+
+    def statistics(self) -> PublisherStatistics:
+        return self._stream.statistics(self._batcher)
+
+    def _encode(self, flight: list[Event]) -> list[bytes]:
+        return self._stream.entries(self._batcher, flight)
+
+    def _attempt(self, payload: list[bytes], flight: list[Event]) -> int | Failure:
+        s = self._stream
+        try:
+            with self._r.pipeline(transaction=False) as pipe:
+                for body in payload:
+                    pipe.xadd(s.stream, {FIELD_MSGPACK: body}, **s.xadd_args)
+                pipe.execute()
+        except (*CONNECTION_ERRORS, ResponseError) as exc:
+            return s.failure(exc)
+        return len(payload)
+
+    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
+        return self._stream.error(flight, failure, self._retry)
 
     def _release(self) -> None:
         if self._own:
             self._r.close()
 
 
-class AsyncEventPublisher(AsyncSender[_Batches, PublisherStatistics]):
-    """``EventPublisher`` for async code (redis-py's asyncio client)."""
+class AsyncEventPublisher(AsyncSender[list[bytes], int]):
+    """``EventPublisher`` for async code (redis-py's asyncio client). A cancelled flush
+    keeps its events buffered: the next flush (or ``aclose``) writes them."""
 
     def __init__(
         self,
@@ -217,55 +194,42 @@ class AsyncEventPublisher(AsyncSender[_Batches, PublisherStatistics]):
         client: redis.asyncio.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._b = _Batches(
-            url,
-            stream,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            maxlen=maxlen,
-            assign_ids=assign_ids,
-            retry=retry,
-            clock=clock,
-        )
+        self._stream = _Stream(url, stream, maxlen)
+        batcher = self._stream.batcher(batch_size, flush_interval_s, assign_ids, clock)
+        super().__init__(batcher, retry, _log, self._stream.where)
         self._own = client is None
         self._r = client if client is not None else redis.asyncio.Redis.from_url(url)
-        self._lock = anyio.Lock()
 
     async def publish(self, event: Event) -> int:
         return await self.publish_many((event,))
 
     async def publish_many(self, events: Iterable[Event]) -> int:
-        self._b.add(events)
-        return await self.flush() if self._b.due() else 0
+        self._batcher.add(events)
+        return await self.flush() if self._batcher.due() else 0
 
     async def flush(self) -> int:
-        b = self._b
-        async with self._lock:
-            if not b.buffer:
-                return 0
-            events, bodies = b.take()
-            attempt = 0
-            while True:
-                try:
-                    async with self._r.pipeline(transaction=False) as pipe:
-                        for body in bodies:
-                            pipe.xadd(b.stream, {FIELD_MSGPACK: body}, **b.xadd_args())
-                        await pipe.execute()
-                except (*CONNECTION_ERRORS, ResponseError) as exc:
-                    if attempt >= b.retry.max_retries or isinstance(exc, ResponseError):
-                        raise b.give_up(events, exc) from exc
-                    await anyio.sleep(b.retry.delay(attempt))
-                    attempt += 1
-                    b.retries += 1
-                    continue
-                b.done(len(events), len(bodies))
-                return len(bodies)
+        """As ``EventPublisher.flush``; a cancellation leaves the events buffered."""
+        return sum(await self._send(self._batcher.flights()))
 
-    async def flush_periodically(self) -> None:
-        """Flush every ``flush_interval_s`` until cancelled (run it in a task group)."""
-        while True:
-            await anyio.sleep(max(self._b.flush_interval_s, 0.01))
-            await self.flush()
+    def statistics(self) -> PublisherStatistics:
+        return self._stream.statistics(self._batcher)
+
+    def _encode(self, flight: list[Event]) -> list[bytes]:
+        return self._stream.entries(self._batcher, flight)
+
+    async def _attempt(self, payload: list[bytes], flight: list[Event]) -> int | Failure:
+        s = self._stream
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for body in payload:
+                    pipe.xadd(s.stream, {FIELD_MSGPACK: body}, **s.xadd_args)
+                await pipe.execute()
+        except (*CONNECTION_ERRORS, ResponseError) as exc:
+            return s.failure(exc)
+        return len(payload)
+
+    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
+        return self._stream.error(flight, failure, self._retry)
 
     async def _release(self) -> None:
         if self._own:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -41,10 +42,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import EventError, TransportError
 from ..model.events import Delta, Format
+from ..model.types import Port, describe_exception
 from .config import RedisSourceConfig, redact_url
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from ..aggregator import Aggregator
     from ..intake.intake import Intake
 
 __all__ = (
@@ -65,6 +67,15 @@ _FIELDS: Final[tuple[tuple[bytes, Format], ...]] = (
 )
 #: Errors after which the connection is rebuilt and the read starts over from "0".
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _body(fields: dict[bytes, bytes]) -> tuple[bytes, Format] | None:
+    """The entry's events and their format: the ``msgpack`` field, else ``json``."""
+    for field, fmt in _FIELDS:
+        data = fields.get(field)
+        if data is not None:
+            return data, fmt
+    return None
 
 
 def _s(v: Any) -> str:
@@ -112,18 +123,13 @@ class RedisSource:
     should stop ``streammetrics run``); later connection losses are retried forever.
     """
 
-    def __init__(
-        self,
-        config: RedisSourceConfig,
-        intake: Intake,
-        *,
-        name: str,
-        aggregator: Aggregator | None = None,
-    ) -> None:
+    def __init__(self, config: RedisSourceConfig, intake: Intake, *, name: str) -> None:
+        """``intake`` folds the entries and counts what cannot be folded (shared with
+        HTTP ingest); its aggregator also gets the stream's own figures (entries
+        consumed, lag), under the stream key ``redis:<stream>``."""
         self.config = config
         self.intake = intake
         self.name = name
-        self.aggregator = aggregator if aggregator is not None else intake.aggregator
         self.consumer = config.consumer_name(
             host=socket.gethostname(), name=name, port=None, pid=os.getpid()
         )
@@ -160,7 +166,7 @@ class RedisSource:
         return self._lag
 
     async def run(
-        self, *, port: int | None = None, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self, *, port: Port | None = None, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Consume until cancelled; ``port`` fills the consumer name's ``{port}``."""
         cfg = self.config
@@ -179,10 +185,10 @@ class RedisSource:
             except (RedisError, OSError, TimeoutError) as exc:
                 raise TransportError(
                     f"component {self.name!r}: cannot consume {self.where}: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{describe_exception(exc)}"
                 ) from exc
             self._connected = True
-            self.aggregator.register_stream(
+            self.intake.aggregator.register_stream(
                 self.key, to_component=self.name, stream_name=cfg.stream, lag=self.lag
             )
             await self._read_lag(client)
@@ -209,7 +215,13 @@ class RedisSource:
         cfg = self.config
         streams_new: dict[Any, Any] = {cfg.stream: ">"}
         recover = True
-        delay = 0.0
+        # Reconnection waits: the shared backoff, then its longest wait for as long as
+        # Redis is away. No jitter, so the waits stay what they were: 0.05 s doubling up
+        # to reconnect_max_s.
+        backoff = RetryPolicy(
+            max_retries=100, backoff_s=0.05, max_backoff_s=cfg.reconnect_max_s, jitter=False
+        )
+        delays: Iterator[float] | None = None
         while True:
             try:
                 if recover:
@@ -219,7 +231,7 @@ class RedisSource:
                     cfg.group, self.consumer, streams_new, count=cfg.count, block=cfg.block_ms
                 )
                 self._connected = True
-                delay = 0.0
+                delays = None  # connected again: the next loss starts the backoff over
                 entries = _entries(resp)
                 if entries:
                     await self._handle(client, entries)
@@ -227,18 +239,21 @@ class RedisSource:
                 if "NOGROUP" not in str(exc):
                     raise
                 # The stream or group was deleted under us: make them again and go on.
-                _log.warning("%s: %s; creating the group again", self.where, exc)
+                _log.warning(
+                    "%s: %s; creating the group again", self.where, describe_exception(exc)
+                )
                 await self._ensure_group(client)
                 recover = True
             except CONNECTION_ERRORS as exc:
                 self._connected = False
                 self._reconnects += 1
-                delay = min(cfg.reconnect_max_s, max(0.05, delay * 2))
+                if delays is None:
+                    delays = chain(backoff.delays(), repeat(backoff.max_backoff_s))
+                delay = next(delays)
                 _log.warning(
-                    "%s: connection lost (%s: %s); retrying in %.2fs",
+                    "%s: connection lost (%s); retrying in %.2fs",
                     self.where,
-                    type(exc).__name__,
-                    exc,
+                    describe_exception(exc),
                     delay,
                 )
                 await anyio.sleep(delay)
@@ -263,7 +278,8 @@ class RedisSource:
         self, client: redis.asyncio.Redis, entries: Sequence[tuple[Any, dict[bytes, bytes] | None]]
     ) -> None:
         """Fold the entries, then acknowledge them all: an entry that cannot be folded
-        (malformed, trimmed) is counted as rejected rather than re-delivered forever."""
+        (malformed, trimmed) is counted as rejected rather than re-delivered forever.
+        The intake counts every rejection, as it does for HTTP bodies."""
         intake = self.intake
         ids = []
         events = 0
@@ -273,32 +289,24 @@ class RedisSource:
             if not fields:  # deleted or trimmed while pending
                 trimmed += 1
                 continue
-            data: bytes | None = None
-            fmt: Format = "msgpack"
-            for field, fmt in _FIELDS:  # noqa: B007 - fmt is the one whose field was found
-                data = fields.get(field)
-                if data is not None:
-                    break
-            if data is None:
-                self.aggregator.reject("malformed")
-                _log.warning(
-                    "%s: entry %s has no msgpack or json field (fields: %s)",
-                    self.where,
-                    _s(entry_id),
-                    sorted(_s(k) for k in fields),
-                )
-                continue
+            body = _body(fields)
             try:
-                result = intake.fold_body(data, fmt)
+                if body is None:
+                    fields_seen = sorted(_s(k) for k in fields)
+                    raise intake.refuse_body(
+                        f"no msgpack or json field (fields: {fields_seen})", value=fields_seen
+                    )
+                result = intake.fold_body(*body)
             except EventError as exc:  # counted by the intake
                 _log.warning("%s: entry %s: %s", self.where, _s(entry_id), exc)
                 continue
             events += result.accepted
         if trimmed:
-            self.aggregator.reject("trimmed", trimmed)
+            intake.lost(trimmed)
             self._trimmed += trimmed
         if events:
-            self.aggregator.fold_deltas([Delta(self.name, messages=events, stream=self.key)])
+            delta = Delta(self.name, messages=events, stream=self.key)
+            intake.aggregator.fold_deltas([delta])
         await client.xack(self.config.stream, self.config.group, *ids)
         self._entries += len(ids)
         self._events += events
@@ -310,10 +318,8 @@ class RedisSource:
             await anyio.sleep(cfg.claim_interval_s)
             try:
                 await self.claim(client, idle_ms)
-            except CONNECTION_ERRORS as exc:
-                _log.debug("%s: claim skipped: %s", self.where, exc)
-            except ResponseError as exc:  # NOGROUP: the reader recreates it
-                _log.debug("%s: claim skipped: %s", self.where, exc)
+            except (*CONNECTION_ERRORS, ResponseError) as exc:  # NOGROUP: the reader recreates it
+                _log.debug("%s: claim skipped: %s", self.where, describe_exception(exc))
 
     async def claim(self, client: redis.asyncio.Redis, idle_ms: int) -> int:
         """Take over and fold the entries idle for ``idle_ms`` or more; returns how many."""
@@ -332,7 +338,7 @@ class RedisSource:
                 _log.info("%s: claimed %d idle entries", self.where, len(claimed))
                 await self._handle(client, claimed)
             if deleted:  # XAUTOCLAIM dropped them from the pending list itself
-                self.aggregator.reject("trimmed", len(deleted))
+                self.intake.lost(len(deleted))
                 self._trimmed += len(deleted)
             if _s(start) == "0-0":
                 break
@@ -344,7 +350,7 @@ class RedisSource:
             try:
                 await self._read_lag(client)
             except (*CONNECTION_ERRORS, ResponseError) as exc:
-                _log.debug("%s: lag not read: %s", self.where, exc)
+                _log.debug("%s: lag not read: %s", self.where, describe_exception(exc))
 
     async def _read_lag(self, client: redis.asyncio.Redis) -> None:
         groups = await client.xinfo_groups(self.config.stream)
