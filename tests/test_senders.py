@@ -29,7 +29,7 @@ from streammetrics.errors import DeliveryError
 from streammetrics.model.events import decode_events
 from streammetrics.transports.http_client import AsyncEventClient
 from streammetrics.transports.redis_publisher import AsyncEventPublisher
-from streammetrics.transports.retry import Failure, RetryPolicy
+from streammetrics.transports.retry import Failure, RetryPolicy, retry_after
 
 HERE = Path(__file__).resolve().parent
 FAST = RetryPolicy(max_retries=4, backoff_s=0.005, max_backoff_s=0.02)
@@ -102,6 +102,16 @@ def test_the_retry_policy_is_an_iterator_of_backoff_delays() -> None:
     assert plain.wait(0.1, Failure("HTTP 429", retry_after=5)) == 5
     assert plain.wait(0.1, Failure("HTTP 429", retry_after=600)) == 60
     assert plain.wait(0.1, Failure("HTTP 503")) == 0.1
+
+
+def test_retry_after_is_seconds_or_an_http_date() -> None:
+    assert retry_after("3") == 3.0
+    assert retry_after(" -2 ") == 0.0
+    assert retry_after(None) is None
+    assert retry_after("soon") is None
+    date = "Wed, 21 Oct 2015 07:28:10 GMT"  # 1445412490 s after the epoch
+    assert retry_after(date, now=lambda: 1445412480.0) == 10.0
+    assert retry_after(date, now=lambda: 1445412500.0) == 0.0  # already past
 
 
 # -- cancellation and Ctrl-C keep the batch ------------------------------------------------

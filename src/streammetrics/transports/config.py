@@ -86,7 +86,8 @@ class RedisSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
 
 
 class EventSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Where a MetricsEndpoint takes events from beyond its own process."""
+    """Where a MetricsEndpoint takes events from beyond its own process (config
+    ``source``). Not ``SourceConfig``: that is the ``Source`` component's config."""
 
     redis: RedisSourceConfig | None = None
     """A Redis stream read with a consumer group."""
