@@ -1,7 +1,7 @@
 """Extend a MetricsEndpoint: a route of your own, your own figures, existing collectors.
 
-The class is the specification's ``CustomMetricsEndpoint``: its routes hook is
-``_setup_routes()``, the specification's name of ``setup_routes()``, with
+The class is the documented ``CustomMetricsEndpoint`` shape: its routes hook is
+``_setup_routes()`` (the original API's name of ``setup_routes()``), with
 ``@self.app.get(...)`` over a function, plus the other two hooks, ``collectors()`` and
 ``figures()``.
 
@@ -44,7 +44,7 @@ class QueueCollector(Collector):
 
 
 class CustomMetricsEndpoint(streammetrics.MetricsEndpoint):
-    """The specification's extension shape, on Litestar."""
+    """An endpoint with a route, collectors and figures of its own, on Litestar."""
 
     def __init__(self, queue: asyncio.Queue[int], **config: Any) -> None:
         self.queue = queue

@@ -1,7 +1,7 @@
 """What the handlers read: the figures of one instant, as msgspec Structs.
 
-Field names are the specification's (``health_score``, ``detailed_components``,
-``items_processed``…); fields beyond it are added, none renamed. A snapshot is
+Field names are fixed (``health_score``, ``detailed_components``,
+``items_processed``…: users parse them); fields are added, none renamed. A snapshot is
 immutable and built at most once per tick, so every route of one tick agrees and no
 handler ever walks raw events.
 

@@ -21,8 +21,9 @@ __all__ = ("Controller", "ControllerConfig", "ControllerStatistics")
 class ControllerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     variant: Literal["router"] = "router"
     """How items are distributed: ``router``, the only kind, which nothing reads. Kept
-    because the specification's blueprints name it (``variant: "router"``): they must
-    validate unchanged, and another value is refused rather than silently ignored."""
+    because existing blueprints name it (``variant: "router"``, as in
+    ``blueprints/multi_environment.yaml``): they must validate unchanged, and another value
+    is refused rather than silently ignored."""
     route_key: str = "route"
     """The field of a dict item whose value names the output it goes to."""
 

@@ -226,13 +226,13 @@ class MetricsEndpoint(Component):
         ``TickCache``. Added routes are listed in ``GET /``. An override calls
         ``super().setup_routes()``.
 
-        The specification's ``_setup_routes()`` is this hook under its other name: the
-        default calls it, so a subclass may override either."""
+        ``_setup_routes()`` is this hook under the name the original API documented: the
+        default calls it, so a subclass written for either name works."""
         self._setup_routes()
 
     def _setup_routes(self) -> None:
-        """The specification's name of ``setup_routes()`` (its ``CustomMetricsEndpoint``
-        overrides this one and runs unchanged)."""
+        """``setup_routes()`` under the name the original API documented, so that endpoint
+        subclasses written against it (overriding ``_setup_routes``) run unchanged."""
 
     def collectors(self) -> Sequence[Collector]:
         """prometheus-client collectors (the ``collect()`` protocol: metric objects made
@@ -277,8 +277,8 @@ class MetricsEndpoint(Component):
         """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
         them: ``custom`` (its collectors' families by name), ``extra`` (plugins' and
         ``figures()``' results by source), ``errors`` (collectors or sources that failed)
-        and the snapshot's ``timestamp``. What the specification's custom route serves
-        unless a subclass overrides it; 503 while no harness feeds the endpoint."""
+        and the snapshot's ``timestamp``. What a custom route (``return await
+        self.collect_custom_metrics()``) serves unless a subclass overrides it; 503 while no harness feeds the endpoint."""
         snap = await self.service.snapshot()  # the tick's collection comes with it
         custom = self.service.custom()
         return {

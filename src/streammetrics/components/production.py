@@ -35,7 +35,7 @@ class ProductionMetricsEndpoint(MetricsEndpoint):
     """A MetricsEndpoint with CORS and a stricter rate limit on by default (graceful
     shutdown is every endpoint's).
 
-    In code it also takes the specification's switches: ``enable_cors=False`` and
+    In code it also takes the switches of the original API: ``enable_cors=False`` and
     ``enable_rate_limit=False`` turn those features off (``True`` keeps the default or
     the ``cors=`` / ``rate_limit=`` given).
     """

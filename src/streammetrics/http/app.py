@@ -103,7 +103,7 @@ def _schema_not_found(response: Response[Any]) -> Response[Any]:
 
 def _served_as_json(fn: HandlerFn) -> HandlerFn:
     """``fn`` as Litestar takes a handler. Litestar refuses a function that does not say
-    what it returns, and the specification's custom route says nothing: such a function is
+    what it returns, and a quick custom route often says nothing: such a function is
     given ``Any``, which has Litestar encode whatever it returns as JSON with msgspec
     (mappings, lists, Structs, dataclasses). ``fn`` itself is left as it is."""
     if "return" in getattr(fn, "__annotations__", {}):
@@ -193,8 +193,8 @@ class MetricsApp(Litestar):
     - ``get(path)``, ``post``, ``put``, ``patch``, ``delete``: decorators that make a
       Litestar route handler of a function (Litestar's own ``litestar.get`` & co., with
       their keyword arguments) and register it at once. This is the
-      ``@self.app.get("/custom-metrics")`` of the specification's custom endpoint; a
-      function without a return annotation is served as JSON.
+      ``@self.app.get("/custom-metrics")`` an endpoint subclass writes in its routes
+      hook; a function without a return annotation is served as JSON.
     - Every GET route answers HEAD the same way without a body (RFC 9110 §9.3.2: load
       balancers probe with HEAD), routes added later included, through a HEAD twin of
       its handler (an explicit HEAD handler registered first is left alone).

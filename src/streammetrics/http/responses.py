@@ -1,6 +1,6 @@
 """The JSON bodies of the metrics API.
 
-Field names are the seed specification's, exactly (users parse them); fields are
+Field names are fixed (users' scripts and dashboards parse them); fields are
 added, never renamed. The snapshot's raw histogram fields are left out: they exist for
 the Prometheus histogram and would triple a JSON body for nobody.
 """
