@@ -150,7 +150,6 @@ _json_enc = msgspec.json.Encoder()
 _mp_enc = msgspec.msgpack.Encoder()
 
 
-
 def _located(exc: Exception, prefix: str) -> tuple[str, str]:
     """Split msgspec's "Expected `int`, got `str` - at `$.count`" into (path, reason)."""
     if isinstance(exc, RecursionError):
