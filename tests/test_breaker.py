@@ -15,7 +15,6 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from _harness_support import with_class
 from streammetrics.blueprint import Blueprint, parse_blueprint
 from streammetrics.breaker import BreakerConfig, CircuitBreaker
 from streammetrics.components import Component, Context, Processor
@@ -24,6 +23,7 @@ from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
 from streammetrics.model.events import Delta, Event, Rejection
 from streammetrics.snapshot import BreakerState
+from tests.support.harness import with_class
 
 
 class Clock:

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _process import Spawned
-from _servers import free_offset
+from tests.support.paths import ROOT
+from tests.support.process import Spawned
+from tests.support.servers import free_offset
 
-ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINTS = ROOT / "blueprints"
 
 

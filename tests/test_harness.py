@@ -9,7 +9,6 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from _harness_support import running, until, with_class
 from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.breaker import BreakerConfig, CircuitBreaker
@@ -17,6 +16,7 @@ from streammetrics.components import Component
 from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
 from streammetrics.judge.health import HealthJudge
+from tests.support.harness import running, until, with_class
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,86 @@
+"""The programs the suite drives for real, and the Debian package that brings each.
+
+One table serves both ends: ``scripts/test`` installs what is missing before pytest
+starts, and a test that needs a program calls ``need()``, which fails (never skips) with
+the package to install, so a machine without it shows red rather than quietly testing
+less.
+
+Run as a script (``python3 tests/support/tools.py install``) it installs the missing packages
+with ``apt-get`` where this is a Debian machine and we are root, and otherwise prints one
+line per missing program naming its package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Final
+
+#: program on PATH -> Debian package that installs it
+TOOLS: Final[dict[str, str]] = {
+    "redis-server": "redis-server",
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "chromium": "chromium",
+}
+
+
+def missing_message(binary: str) -> str:
+    package = TOOLS.get(binary, binary)
+    return (
+        f"{binary} is not installed: the tests drive the real program "
+        f"(Debian package {package!r}: apt-get install {package}; scripts/test installs it)"
+    )
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; a failed test naming its package when it is missing."""
+    path = shutil.which(binary)
+    if path is None:
+        import pytest
+
+        pytest.fail(missing_message(binary), pytrace=False)
+    return path
+
+
+def missing() -> list[str]:
+    return [b for b in TOOLS if shutil.which(b) is None]
+
+
+def install() -> int:
+    """Install the packages of the missing programs; 0 when nothing is missing after."""
+    absent = missing()
+    if not absent:
+        return 0
+    packages = sorted({TOOLS[b] for b in absent})
+    apt = shutil.which("apt-get")
+    sudo: list[str] = []
+    if os.geteuid() != 0:
+        if (
+            shutil.which("sudo")
+            and subprocess.run(["sudo", "-n", "true"], check=False).returncode == 0
+        ):
+            sudo = ["sudo", "-n"]
+        else:
+            apt = None
+    if apt is not None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        print(f"installing Debian packages: {' '.join(packages)}", flush=True)
+        subprocess.run([*sudo, apt, "update", "-qq"], check=False, env=env)
+        subprocess.run(
+            [*sudo, apt, "install", "-y", "-qq", "--no-install-recommends", *packages],
+            check=False,
+            env=env,
+        )
+    still = missing()
+    for binary in still:
+        print(missing_message(binary), file=sys.stderr)
+    return 1 if still else 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["install"]:
+        sys.exit("usage: python3 tests/support/tools.py install")
+    sys.exit(install())

@@ -1,0 +1,527 @@
+"""The Redis Streams transport through a real redis-server: publishers, the consumer
+group of endpoints, recovery after crashes, dedup, lag. Fails (not skips) without
+redis-server: CI installs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import redis
+import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from streammetrics import Event
+from streammetrics.components.metrics import MetricsEndpoint
+from streammetrics.errors import TransportError
+from streammetrics.judge.alerts.figures import FigureReader
+from streammetrics.model.events import encode_events
+from streammetrics.transports.config import RedisSourceConfig
+from streammetrics.transports.redis_publisher import AsyncEventPublisher, EventPublisher
+from tests.support.paths import SUPPORT
+from tests.support.servers import RedisServer, Run, free_port, redis_server, wait_until
+from tests.support.tools import need
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def stream() -> str:
+    return f"events-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def r(server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(server.url)
+    yield client
+    client.close()
+
+
+def _source(server: RedisServer, stream: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "redis": {
+            "url": server.url,
+            "stream": stream,
+            "group": "g",
+            "consumer": "c1",
+            "block_ms": 50,
+            "lag_interval_s": 0.05,
+            **kw,
+        }
+    }
+
+
+@asynccontextmanager
+async def consumer(server: RedisServer, stream: str, **kw: Any) -> AsyncIterator[MetricsEndpoint]:
+    ep = MetricsEndpoint(name="metrics", port=0, tick_s=0.05, source=_source(server, stream, **kw))
+    async with anyio.create_task_group() as tg:
+        await tg.start(ep.run)
+        yield ep
+        tg.cancel_scope.cancel()
+
+
+def _totals(ep: MetricsEndpoint) -> dict[str, tuple[int, int]]:
+    snap = ep.aggregator.figures()
+    return {
+        k: (c.items_processed, c.errors_encountered)
+        for k, c in snap.detailed_components.items()
+        if k != "metrics"
+    }
+
+
+def _folded(ep: MetricsEndpoint) -> int:
+    return sum(p + e for p, e in _totals(ep).values())
+
+
+async def _until(check: Any, deadline_s: float = 10) -> None:
+    """Poll ``check()`` (figures that change by themselves, no event to wait on)."""
+    with anyio.fail_after(deadline_s):
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+# -- in one process -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_published_events_are_folded_acknowledged_and_lag_is_a_figure(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    expected: dict[str, tuple[int, int]] = {}
+    with EventPublisher(server.url, stream, batch_size=100) as pub:
+        for i in range(1000):
+            name, failed = f"svc{i % 4}", i % 7 == 0
+            pub.publish(Event(name, "error" if failed else "processed"))
+            p, e = expected.get(name, (0, 0))
+            expected[name] = (p + (not failed), e + failed)
+    assert pub.statistics().entries == 10
+    async with consumer(server, stream) as ep:
+        assert ep.redis is not None
+        await _until(lambda: _folded(ep) == 1000)
+        assert _totals(ep) == expected
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().lag == 0)
+        groups = r.xinfo_groups(stream)
+        assert groups[0]["pending"] == 0  # every entry acknowledged
+        st = ep.redis.statistics()
+        assert (st.entries, st.events, st.pending, st.connected) == (10, 1000, 0, True)
+        # the stream is a stream of the endpoint, with its lag, and /metrics says so
+        snap = ep.aggregator.figures()
+        s = snap.streaming.streams[f"redis:{stream}"]
+        assert (s.total_messages, s.consumer_lag, s.to_component) == (1000, 0, "metrics")
+        await anyio.sleep(0.06)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(ep.url + "/metrics")).text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        labels = {"stream": stream, "group": "g"}
+
+        def value(name: str, sample: str) -> float:
+            return next(s.value for s in fams[name].samples if s.name == sample)
+
+        assert fams["streammetrics_redis_consumer_lag"].samples[0].labels == labels
+        assert value("streammetrics_redis_consumer_lag", "streammetrics_redis_consumer_lag") == 0
+        assert value("streammetrics_redis_events", "streammetrics_redis_events_total") == 1000
+        assert value("streammetrics_redis_up", "streammetrics_redis_up") == 1
+        check = await anyio.run_process(
+            [need("promtool"), "check", "metrics"], input=text.encode(), check=False
+        )
+        assert check.returncode == 0, (check.stdout + check.stderr).decode()
+
+
+@pytest.mark.anyio
+async def test_lag_feeds_the_consumer_lag_alert(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    # A group that exists but whose consumer is too slow: entries pile up unread.
+    for _ in range(30):
+        r.xadd(stream, {"msgpack": encode_events([Event("svc", "processed")], "msgpack")})
+    r.xgroup_create(stream, "g", id="0")
+    ep = MetricsEndpoint(
+        name="metrics",
+        port=0,
+        alerts=[
+            {"name": "Behind", "expr": "consumer_lag > 20", "scope": "stream", "level": "critical"}
+        ],
+        source=_source(server, stream, count=1),
+    )
+    # Measure the lag before the consumer reads anything: no run(), just the group's state.
+    assert ep.redis is not None
+    client = redis.asyncio.Redis.from_url(server.url)
+    try:
+        await ep.redis._read_lag(client)
+    finally:
+        await client.aclose()
+    ep.aggregator.register_stream(
+        ep.redis.key, to_component="metrics", stream_name=stream, lag=ep.redis.lag
+    )
+    snap = ep.judge.judge(ep.aggregator.figures())
+    firing = {a.name: a for a in snap.alerts}
+    assert firing["Behind"].component == f"redis:{stream}"
+    assert firing["Behind"].value == 30
+    # the built-in rule reads the same figure
+    figures = FigureReader().read(snap)
+    assert figures["stream"][f"redis:{stream}"]["consumer_lag"] == 30
+
+
+@pytest.mark.anyio
+async def test_a_restarted_consumer_takes_back_its_own_unacknowledged_entries(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    with EventPublisher(server.url, stream, batch_size=10) as pub:
+        pub.publish_many(Event("svc", "processed", id=f"e{i}") for i in range(50))
+    # consumer c1 read everything and died before acknowledging (its crash)
+    r.xgroup_create(stream, "g", id="0")
+    got = r.xreadgroup("g", "c1", {stream: ">"}, count=3)
+    assert len(got[0][1]) == 3
+    assert r.xpending(stream, "g")["pending"] == 3
+    async with consumer(server, stream) as ep:
+        await _until(lambda: _folded(ep) == 50)
+        assert ep.redis is not None
+        st = ep.redis.statistics()
+        assert (st.recovered, st.entries) == (3, 5)
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+
+
+@pytest.mark.anyio
+async def test_entries_of_a_dead_consumer_are_claimed_after_the_idle_time(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    with EventPublisher(server.url, stream, batch_size=10) as pub:
+        pub.publish_many(Event("svc", "processed", id=f"e{i}") for i in range(40))
+    r.xgroup_create(stream, "g", id="0")
+    r.xreadgroup("g", "dead", {stream: ">"}, count=2)  # and never acknowledged
+    async with consumer(server, stream, claim_idle_s=0.3, claim_interval_s=0.05) as ep:
+        await _until(lambda: _folded(ep) == 20)  # the two others: not yet idle long enough
+        await _until(lambda: _folded(ep) == 40)
+        assert ep.redis is not None
+        assert ep.redis.statistics().claimed == 2
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        consumers = {c["name"]: c["pending"] for c in r.xinfo_consumers(stream, "g")}
+        assert consumers == {b"dead": 0, b"c1": 0}
+
+
+@pytest.mark.anyio
+async def test_a_repeated_event_id_folds_once_and_bad_entries_are_counted_not_redelivered(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    evs = [Event("svc", "processed", id=f"e{i}") for i in range(10)]
+    async with AsyncEventPublisher(server.url, stream, batch_size=10) as pub:
+        await pub.publish_many(evs)
+        await pub.publish_many(evs[5:])  # a producer's retry: five ids again
+        await pub.flush()
+    r.xadd(stream, {"msgpack": b"\xc1"})  # not MessagePack
+    r.xadd(stream, {"other": b"x"})  # no events field
+    r.xadd(stream, {"json": b'[{"component": "svc", "kind": "processed", "id": "j1"}]'})
+    async with consumer(server, stream) as ep:
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 5)
+        assert _totals(ep) == {"svc": (11, 0)}
+        assert ep.aggregator.statistics().rejected == {"duplicate": 5, "malformed": 2}
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+
+
+@pytest.mark.anyio
+async def test_entries_without_events_or_trimmed_away_are_rejections_the_intake_counts(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    """The consumer reports what it cannot fold through the intake, as HTTP ingest does:
+    the intake's figures and the rejected counter agree."""
+    body = encode_events([Event("svc", "processed")], "msgpack")
+    r.xadd(stream, {"other": b"x"})  # no events field
+    r.xadd(stream, {"msgpack": body})
+    gone = r.xadd(stream, {"msgpack": body})
+    r.xgroup_create(stream, "g", id="0")
+    r.xreadgroup("g", "c1", {stream: ">"})  # c1 read all three, and died
+    r.xdel(stream, gone)  # trimmed away while pending
+    async with consumer(server, stream) as ep:
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 3)
+        assert ep.redis is not None
+        assert (ep.redis.statistics().recovered, ep.redis.statistics().trimmed) == (3, 1)
+        assert ep.aggregator.statistics().rejected == {"malformed": 1, "trimmed": 1}
+        st = ep.intake.statistics()
+        assert (st.bodies, st.unreadable, st.trimmed, st.rejected, st.accepted) == (3, 1, 1, 2, 1)
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+
+
+@pytest.mark.anyio
+async def test_an_event_with_a_non_utf8_string_is_rejected_alone_from_its_entry(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    good = encode_events([Event("svc", "processed")], "msgpack")[1:]  # the event, unlisted
+    bad = b"\x82\xa9component\xa2\xff\xfe\xa4kind\xa9processed"
+    r.xadd(stream, {"msgpack": b"\x93" + good + bad + good})
+    r.xadd(stream, {"json": b'[{"component": "svc", "kind": "processed", "detail": "\xc3\x28"}]'})
+    async with consumer(server, stream) as ep:
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 2)
+        assert _totals(ep) == {"svc": (2, 0)}
+        assert ep.aggregator.statistics().rejected == {"malformed": 2}
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+
+
+@pytest.mark.anyio
+async def test_a_deeply_nested_entry_is_counted_acknowledged_and_never_read_again(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    """100,000 levels would exhaust the decoder's recursion: the entry is a malformed
+    rejection like any other, acknowledged, and the consumer goes on with the next ones;
+    a restarted consumer does not find it pending."""
+    deep = {"msgpack": b"\x91" * 100_000 + b"\xc0"}
+    r.xadd(stream, deep)
+    r.xadd(stream, {"msgpack": encode_events([Event("svc", "processed", id="a")], "msgpack")})
+    r.xadd(stream, {"json": b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
+    r.xadd(stream, deep)
+    async with consumer(server, stream) as ep:
+        assert ep.redis is not None
+        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 4)
+        assert _totals(ep) == {"svc": (1, 0)}
+        assert ep.aggregator.statistics().rejected == {"malformed": 3}
+        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        with EventPublisher(server.url, stream, batch_size=10) as pub:  # still consuming
+            pub.publish_many(Event("svc", "processed") for _ in range(10))
+        await _until(lambda: _folded(ep) == 11)
+        await anyio.sleep(0.1)  # the next tick's render
+        async with httpx.AsyncClient(base_url=ep.url) as client:
+            assert (await client.get("/health")).status_code == 200
+            text = (await client.get("/metrics")).text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        rejected = {
+            s.labels["reason"]: s.value
+            for s in fams["streammetrics_events_rejected"].samples
+            if s.name.endswith("_total")
+        }
+        assert rejected == {"malformed": 3}
+    r.xadd(stream, {"msgpack": encode_events([Event("later", "processed")], "msgpack")})
+    async with consumer(server, stream) as ep:
+        await _until(lambda: _folded(ep) == 1)
+        assert ep.redis is not None
+        st = ep.redis.statistics()
+        assert (st.recovered, st.entries) == (0, 1)
+        assert _totals(ep) == {"later": (1, 0)}
+        assert ep.aggregator.statistics().rejected == {}
+
+
+@pytest.mark.anyio
+async def test_a_consumer_survives_redis_going_away_and_coming_back(
+    tmp_path: Path, stream: str
+) -> None:
+    srv = RedisServer(tmp_path)
+    port = srv.port
+    try:
+        async with consumer(srv, stream, reconnect_max_s=0.1) as ep:
+            assert ep.redis is not None
+            with EventPublisher(srv.url, stream, batch_size=10) as pub:
+                pub.publish_many(Event("svc", "processed") for _ in range(10))
+            await _until(lambda: _folded(ep) == 10)
+            srv.stop()  # persistence off: the stream and the group are gone with it
+            await _until(lambda: ep.redis is not None and not ep.redis.statistics().connected)
+            srv = RedisServer(tmp_path, port=port)
+            with EventPublisher(srv.url, stream, batch_size=10) as pub:
+                pub.publish_many(Event("svc", "processed") for _ in range(10))
+            await _until(lambda: _folded(ep) == 20)  # group made again, entries read
+            st = ep.redis.statistics()
+            assert st.connected and st.reconnects >= 1
+    finally:
+        srv.stop()
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_redis_stops_the_start_naming_it_without_the_password() -> None:
+    url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+    ep = MetricsEndpoint(
+        name="metrics", port=0, source={"redis": {"url": url, "connect_timeout_s": 1}}
+    )
+    with pytest.RaisesGroup(TransportError, flatten_subgroups=True) as info:
+        async with anyio.create_task_group() as tg:
+            await tg.start(ep.run)
+    err: BaseException = info.value
+    while isinstance(err, BaseExceptionGroup):
+        err = err.exceptions[0]
+    text = str(err)
+    assert "'metrics'" in text and "streammetrics:events" in text
+    assert "user:***@127.0.0.1" in text and "s3cret" not in text
+
+
+def test_the_config_names_what_is_wrong() -> None:
+    with pytest.raises(Exception, match=r"\{nodename\}"):
+        MetricsEndpoint(name="m", port=0, source={"redis": {"consumer": "{nodename}"}})
+    with pytest.raises(Exception, match="not a redis://"):
+        MetricsEndpoint(name="m", port=0, source={"redis": {"url": "http://x"}})
+    cfg = RedisSourceConfig(consumer="{host}-{name}-{port}-{pid}")
+    assert cfg.consumer_name(host="h", name="n", port=9000, pid=7) == "h-n-9000-7"
+
+
+# -- across processes -------------------------------------------------------------------
+
+
+def _blueprint(tmp: Path, server: RedisServer, stream: str, consumer: str) -> Path:
+    path = tmp / f"consumer-{consumer.replace('{', '').replace('}', '')}.yaml"
+    path.write_text(
+        f"""
+system:
+  name: redis_consumer
+  components:
+    - name: metrics
+      type: MetricsEndpoint
+      config:
+        port: 0
+        tick_s: 0.1
+        source:
+          redis:
+            url: {server.url}
+            stream: {stream}
+            group: g
+            consumer: "{consumer}"
+            block_ms: 100
+            lag_interval_s: 0.1
+"""
+    )
+    return path
+
+
+def _publish(server: RedisServer, stream: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(SUPPORT / "publisher.py"), server.url, stream, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    assert out.startswith("published"), out
+
+
+def _run_totals(run: Run) -> tuple[int, dict[str, Any]]:
+    body = run.json("/metrics/json")
+    comps = body["detailed_components"]
+    n = sum(
+        c["items_processed"] + c["errors_encountered"] for k, c in comps.items() if k != "metrics"
+    )
+    return n, body
+
+
+def _drained(r: redis.Redis, stream: str) -> bool:
+    g = r.xinfo_groups(stream)[0]
+    return bool(g["lag"] == 0 and g["pending"] == 0)
+
+
+def test_publisher_and_endpoint_in_two_processes_n_sent_n_folded(
+    server: RedisServer, stream: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    n = 5000
+    run = Run(_blueprint(tmp_path, server, stream, "c1"))
+    try:
+        run.wait_listening()
+        _finish(
+            _publish(server, stream, "--events", str(n), "--batch", "250", "--errors-every", "10")
+        )
+        wait_until(lambda: _drained(r, stream), what="group drained")
+        total, body = wait_until(lambda: (t := _run_totals(run))[0] == n and t, what="N folded")
+        assert total == n
+        comps = body["detailed_components"]
+        assert sum(c["errors_encountered"] for c in comps.values()) == n // 10
+        assert body["streaming"]["streams"][f"redis:{stream}"]["total_messages"] == n
+    finally:
+        run.stop()
+
+
+def test_a_consumer_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_twice(
+    server: RedisServer, stream: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    n, batch, repeat = 20_000, 50, 500
+    blueprint = _blueprint(tmp_path, server, stream, "c1")
+    first = Run(blueprint)
+    try:
+        first.wait_listening()
+        pub = _publish(
+            server, stream, "--events", str(n), "--batch", str(batch), "--pace-s", "0.003",
+            "--repeat-last", str(repeat),
+        )  # fmt: skip
+        wait_until(lambda: _run_totals(first)[0] >= n // 2, timeout=60, what="half folded")
+        seen_alive = _run_totals(first)[0]
+        first.stop(signal.SIGKILL)
+    finally:
+        first.stop(signal.SIGKILL)
+    # What the dead consumer folded is what it acknowledged (it acknowledged only after
+    # folding): every entry delivered to the group, less those still pending.
+    group = r.xinfo_groups(stream)[0]
+    delivered = len(r.xrange(stream, "-", group["last-delivered-id"]))
+    pending = r.xpending(stream, "g")["pending"]
+    acked_by_first = (delivered - pending) * batch
+    assert n // 2 <= seen_alive <= acked_by_first + pending * batch
+    second = Run(blueprint)  # same consumer name: takes back its pending entries
+    try:
+        second.wait_listening()
+        _finish(pub)
+        wait_until(lambda: _drained(r, stream), timeout=60, what="group drained")
+        wait_until(
+            lambda: _run_totals(second)[0] == n - acked_by_first,
+            timeout=30,
+            what=f"{n - acked_by_first} folded by the restarted consumer",
+        )
+        total, body = _run_totals(second)
+        assert acked_by_first + total == n  # no loss, no double count across the crash
+        # the producer's retry of its last events folded once
+        assert body["rejected"].get("duplicate") == repeat
+        metrics = httpx.get(next(iter(second.urls.values())) + "/metrics", timeout=5).text
+        recovered = next(
+            s.value
+            for f in text_string_to_metric_families(metrics)
+            for s in f.samples
+            if s.name == "streammetrics_redis_recovered_entries_total"
+        )
+        assert recovered == pending
+    finally:
+        second.stop()
+
+
+def test_two_consumers_in_a_group_split_the_stream(
+    server: RedisServer, stream: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    n = 6000
+    blueprint = _blueprint(tmp_path, server, stream, "{host}-{port}")
+    runs = [Run(blueprint), Run(blueprint)]
+    try:
+        for run in runs:
+            run.wait_listening()
+        _finish(_publish(server, stream, "--events", str(n), "--batch", "100", "--pace-s", "0.002"))
+        wait_until(lambda: _drained(r, stream), timeout=60, what="group drained")
+        wait_until(lambda: sum(_run_totals(run)[0] for run in runs) == n, what="N folded")
+        shares = [_run_totals(run)[0] for run in runs]
+        assert sum(shares) == n
+        assert all(s > 0 for s in shares), shares
+        assert len(r.xinfo_consumers(stream, "g")) == 2
+    finally:
+        for run in runs:
+            run.stop()
+
+
+def test_streammetrics_run_exits_2_when_redis_cannot_be_reached(tmp_path: Path) -> None:
+    bp = tmp_path / "bad.yaml"
+    url = f"redis://:pw@127.0.0.1:{free_port()}/0"
+    bp.write_text(
+        "system:\n  name: x\n  components:\n    - name: m\n      type: MetricsEndpoint\n"
+        f"      config: {{port: 0, source: {{redis: {{url: '{url}', connect_timeout_s: 1}}}}}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "streammetrics.cli", "run", str(bp)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "component 'm': cannot consume stream 'streammetrics:events'" in result.stderr
+    assert ":***@127.0.0.1" in result.stderr and ":pw@" not in result.stderr
