@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import httpx
 import msgspec
@@ -36,7 +36,7 @@ from ..model.types import describe_exception
 from ..model.validation import UNREADABLE
 from .batching import Batcher
 from .retry import Failure, RetryPolicy, retry_after
-from .senders import AsyncSender, Sender
+from .senders import AsyncSender, Sender, _Parts
 
 __all__ = ("AsyncEventClient", "ClientStatistics", "EventClient", "SendResult", "events_url")
 
@@ -49,6 +49,9 @@ _CONTENT_TYPES: Final[dict[Format, str]] = {
     "json": "application/json",
 }
 _result = msgspec.json.Decoder(IntakeResult)
+
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
+"""The connection a client posts with: httpx's sync or async client."""
 
 
 class SendResult(msgspec.Struct):
@@ -99,40 +102,76 @@ def events_url(url: str) -> str:
     return url
 
 
-class _Ingest:
-    """What both clients know of the route they post to: its URL, the body format, what
-    its answers mean, and the figures those answers carry."""
+class _Client(_Parts[bytes, IntakeResult], Generic[H]):
+    """What both clients are besides their I/O: the route they post to (its URL, the body
+    format, what its answers mean and the figures those answers carry), their batcher,
+    and the connection they own or were handed. ``EventClient`` and ``AsyncEventClient``
+    add only the calls that do I/O, one sync, one async."""
 
-    def __init__(self, url: str, fmt: Format, headers: Mapping[str, str] | None) -> None:
-        self.url = events_url(url)
-        self.fmt: Format = fmt
-        self.headers = {**(headers or {}), "content-type": _CONTENT_TYPES[fmt]}
-        self.accepted = self.rejected = self.duplicates = 0
-
-    def batcher(
-        self, batch_size: int, flush_interval_s: float, assign_ids: bool, clock: Callable[[], float]
-    ) -> Batcher:
-        return Batcher(
-            f"the event client for {self.url}",
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_size: int = 1000,
+        flush_interval_s: float = 1.0,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        format: Format = "msgpack",
+        assign_ids: bool = True,
+        headers: Mapping[str, str] | None = None,
+        http: H | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = events_url(url)
+        self._fmt: Format = format
+        self._headers = {**(headers or {}), "content-type": _CONTENT_TYPES[format]}
+        self._accepted = self._rejected = self._duplicates = 0
+        batcher = Batcher(
+            f"the event client for {self._url}",
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
             assign_ids=assign_ids,
             clock=clock,
             flight_batches=1,
         )
+        super().__init__(batcher, retry, _log, self._url)
+        self._own_http = http is None
+        self._http: H = http or self._new_http(timeout_s)
 
-    def encode(self, batch: list[Event]) -> bytes:
-        return encode_events(batch, self.fmt)
+    def _new_http(self, timeout_s: float) -> H:
+        """The connection the client opens (and closes) when it was handed none."""
+        raise NotImplementedError
 
-    def judge(self, response: httpx.Response) -> IntakeResult | Failure:
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def statistics(self) -> ClientStatistics:
+        b = self._batcher
+        return ClientStatistics(
+            buffered=len(b.buffer),
+            batches_sent=b.batches,
+            events_sent=b.events,
+            accepted=self._accepted,
+            rejected=self._rejected,
+            duplicates=self._duplicates,
+            retries=b.retries,
+            failed_batches=b.failed,
+            dropped_events=b.dropped,
+        )
+
+    def _encode(self, flight: list[Event]) -> bytes:
+        return encode_events(flight, self._fmt)
+
+    def _judge(self, response: httpx.Response) -> IntakeResult | Failure:
         """The endpoint's answer to a 200; else a failure, final for a status that
         retrying cannot fix."""
         status = response.status_code
         if status == 200:
             r = _result.decode(response.content)
-            self.accepted += r.accepted
-            self.rejected += r.rejected
-            self.duplicates += r.duplicates
+            self._accepted += r.accepted
+            self._rejected += r.rejected
+            self._duplicates += r.duplicates
             return r
         if status in RETRY_STATUSES or status >= 500:
             hint = retry_after(response.headers.get("retry-after"))
@@ -140,32 +179,19 @@ class _Ingest:
         return Failure(f"{status} {_detail(response)}", status=status, final=True)
 
     @staticmethod
-    def unreachable(exc: httpx.TransportError) -> Failure:
+    def _unreachable(exc: httpx.TransportError) -> Failure:
         """Refused, reset, timed out: the batch may not have arrived, so it is retried."""
         return Failure(describe_exception(exc), exc=exc)
 
-    def error(self, batch: list[Event], failure: Failure, retry: RetryPolicy) -> DeliveryError:
+    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
         if failure.final:
-            message = f"{self.url} refused a batch of {len(batch)} events: {failure.why}"
+            message = f"{self._url} refused a batch of {len(flight)} events: {failure.why}"
         else:
             message = (
-                f"could not deliver a batch of {len(batch)} events to {self.url} after "
-                f"{retry.max_retries} retries: {failure.why}"
+                f"could not deliver a batch of {len(flight)} events to {self._url} after "
+                f"{self._retry.max_retries} retries: {failure.why}"
             )
-        return DeliveryError(message, url=self.url, events=batch, status=failure.status)
-
-    def statistics(self, b: Batcher) -> ClientStatistics:
-        return ClientStatistics(
-            buffered=len(b.buffer),
-            batches_sent=b.batches,
-            events_sent=b.events,
-            accepted=self.accepted,
-            rejected=self.rejected,
-            duplicates=self.duplicates,
-            retries=b.retries,
-            failed_batches=b.failed,
-            dropped_events=b.dropped,
-        )
+        return DeliveryError(message, url=self._url, events=flight, status=failure.status)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -182,36 +208,16 @@ def _detail(response: httpx.Response) -> str:
     return response.text[:200]
 
 
-class EventClient(Sender[bytes, IntakeResult]):
+class EventClient(_Client[httpx.Client], Sender[bytes, IntakeResult]):
     """Reports events to a MetricsEndpoint from synchronous code.
 
     ``url`` is the endpoint (``http://127.0.0.1:9000``; ``/events`` is added) or the full
-    ingest URL. Use as a context manager, or call ``close()``: both flush.
+    ingest URL; ``http``, an ``httpx.Client`` to post with (it stays open on close).
+    Use as a context manager, or call ``close()``: both flush.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        batch_size: int = 1000,
-        flush_interval_s: float = 1.0,
-        timeout_s: float = 10.0,
-        retry: RetryPolicy | None = None,
-        format: Format = "msgpack",
-        assign_ids: bool = True,
-        headers: Mapping[str, str] | None = None,
-        http: httpx.Client | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ingest = _Ingest(url, format, headers)
-        batcher = self._ingest.batcher(batch_size, flush_interval_s, assign_ids, clock)
-        super().__init__(batcher, retry, _log, self._ingest.url)
-        self._own_http = http is None
-        self._http = http or httpx.Client(timeout=timeout_s)
-
-    @property
-    def url(self) -> str:
-        return self._ingest.url
+    def _new_http(self, timeout_s: float) -> httpx.Client:
+        return httpx.Client(timeout=timeout_s)
 
     def send(self, event: Event) -> SendResult | None:
         """Buffer one event; flushes (and returns what it sent) when a batch is due."""
@@ -228,59 +234,28 @@ class EventClient(Sender[bytes, IntakeResult]):
         and so does every batch not delivered when a ``KeyboardInterrupt`` strikes."""
         return SendResult.of(self._send(self._batcher.flights()))
 
-    def statistics(self) -> ClientStatistics:
-        return self._ingest.statistics(self._batcher)
-
-    def _encode(self, flight: list[Event]) -> bytes:
-        return self._ingest.encode(flight)
-
     def _attempt(self, payload: bytes, flight: list[Event]) -> IntakeResult | Failure:
         try:
-            response = self._http.post(
-                self._ingest.url, content=payload, headers=self._ingest.headers
-            )
+            response = self._http.post(self._url, content=payload, headers=self._headers)
         except httpx.TransportError as exc:
-            return self._ingest.unreachable(exc)
-        return self._ingest.judge(response)
-
-    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
-        return self._ingest.error(flight, failure, self._retry)
+            return self._unreachable(exc)
+        return self._judge(response)
 
     def _release(self) -> None:
         if self._own_http:
             self._http.close()
 
 
-class AsyncEventClient(AsyncSender[bytes, IntakeResult]):
-    """``EventClient`` for async code (httpx's async client; any anyio backend).
+class AsyncEventClient(_Client[httpx.AsyncClient], AsyncSender[bytes, IntakeResult]):
+    """``EventClient`` for async code (httpx's async client; any anyio backend): ``http``
+    is an ``httpx.AsyncClient``.
 
     ``send``/``flush`` from several tasks are safe: batches go out one at a time, in
     order. A cancelled flush keeps what it had not delivered.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        batch_size: int = 1000,
-        flush_interval_s: float = 1.0,
-        timeout_s: float = 10.0,
-        retry: RetryPolicy | None = None,
-        format: Format = "msgpack",
-        assign_ids: bool = True,
-        headers: Mapping[str, str] | None = None,
-        http: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ingest = _Ingest(url, format, headers)
-        batcher = self._ingest.batcher(batch_size, flush_interval_s, assign_ids, clock)
-        super().__init__(batcher, retry, _log, self._ingest.url)
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout_s)
-
-    @property
-    def url(self) -> str:
-        return self._ingest.url
+    def _new_http(self, timeout_s: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout_s)
 
     async def send(self, event: Event) -> SendResult | None:
         return await self.send_many((event,))
@@ -293,23 +268,12 @@ class AsyncEventClient(AsyncSender[bytes, IntakeResult]):
         """As ``EventClient.flush``; a cancellation keeps what was not delivered."""
         return SendResult.of(await self._send(self._batcher.flights()))
 
-    def statistics(self) -> ClientStatistics:
-        return self._ingest.statistics(self._batcher)
-
-    def _encode(self, flight: list[Event]) -> bytes:
-        return self._ingest.encode(flight)
-
     async def _attempt(self, payload: bytes, flight: list[Event]) -> IntakeResult | Failure:
         try:
-            response = await self._http.post(
-                self._ingest.url, content=payload, headers=self._ingest.headers
-            )
+            response = await self._http.post(self._url, content=payload, headers=self._headers)
         except httpx.TransportError as exc:
-            return self._ingest.unreachable(exc)
-        return self._ingest.judge(response)
-
-    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
-        return self._ingest.error(flight, failure, self._retry)
+            return self._unreachable(exc)
+        return self._judge(response)
 
     async def _release(self) -> None:
         if self._own_http:
