@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import redis
@@ -29,11 +29,14 @@ from .batching import Batcher
 from .config import redact_url
 from .redis_source import CONNECTION_ERRORS, FIELD_MSGPACK
 from .retry import Failure, RetryPolicy
-from .senders import AsyncSender, Sender
+from .senders import AsyncSender, Sender, _Parts
 
 __all__ = ("AsyncEventPublisher", "EventPublisher", "PublisherStatistics")
 
 _log = logging.getLogger("streammetrics.redis")
+
+C = TypeVar("C", redis.Redis, redis.asyncio.Redis)
+"""The client a publisher writes with: redis-py's sync or asyncio one."""
 
 
 class PublisherStatistics(msgspec.Struct, frozen=True):
@@ -50,74 +53,12 @@ class PublisherStatistics(msgspec.Struct, frozen=True):
     and there was no caller to hand the ``DeliveryError`` to."""
 
 
-class _Stream:
-    """What both publishers know of the stream they write to, and how a flush becomes
-    its entries: every batch of a flush is one ``XADD``, all in one pipelined round trip."""
-
-    def __init__(self, url: str, stream: str, maxlen: int | None) -> None:
-        if maxlen is not None and maxlen < 1:
-            raise ValueError(f"maxlen must be >= 1 or None, got {maxlen!r}")
-        self.url = url
-        self.stream = stream
-        self.xadd_args: dict[str, Any] = (
-            {"maxlen": maxlen, "approximate": True} if maxlen is not None else {}
-        )
-
-    @property
-    def where(self) -> str:
-        return f"stream {self.stream!r} at {redact_url(self.url)}"
-
-    def batcher(
-        self, batch_size: int, flush_interval_s: float, assign_ids: bool, clock: Callable[[], float]
-    ) -> Batcher:
-        return Batcher(
-            f"the publisher to {self.where}",
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
-            assign_ids=assign_ids,
-            clock=clock,
-            flight_batches=None,
-        )
-
-    @staticmethod
-    def entries(b: Batcher, flight: list[Event]) -> list[bytes]:
-        """The entries' bodies: one per batch of ``batch_size`` events."""
-        return [encode_events(batch, "msgpack") for batch in b.chunks(flight)]
-
-    @staticmethod
-    def failure(exc: Exception) -> Failure:
-        """A lost connection may be back for the next try; an error reply would not change."""
-        return Failure(describe_exception(exc), exc=exc, final=isinstance(exc, ResponseError))
-
-    def error(self, events: list[Event], failure: Failure, retry: RetryPolicy) -> DeliveryError:
-        if failure.final:
-            message = f"{self.where} refused {len(events)} events: {failure.why}"
-        else:
-            message = (
-                f"could not publish {len(events)} events to {self.where} after "
-                f"{retry.max_retries} retries: {failure.why}"
-            )
-        return DeliveryError(message, url=redact_url(self.url), events=events)
-
-    @staticmethod
-    def statistics(b: Batcher) -> PublisherStatistics:
-        return PublisherStatistics(
-            buffered=len(b.buffer),
-            entries=b.batches,
-            events=b.events,
-            retries=b.retries,
-            failed_batches=b.failed,
-            dropped_events=b.dropped,
-        )
-
-
-class EventPublisher(Sender[list[bytes], int]):
-    """Publishes events to a Redis stream from synchronous code, one entry per batch.
-
-    ``publish`` buffers; a full batch (or one older than ``flush_interval_s``) goes out
-    with the next call, every batch of a flush in one pipelined round trip. ``maxlen``
-    caps the stream (approximately, ``XADD MAXLEN ~``); None leaves it uncapped.
-    """
+class _Publisher(_Parts[list[bytes], int], Generic[C]):
+    """What both publishers are besides their I/O: the stream they write to, how a flush
+    becomes its entries (every batch of a flush is one ``XADD``, all in one pipelined
+    round trip), their batcher, and the client they own or were handed.
+    ``EventPublisher`` and ``AsyncEventPublisher`` add only the calls that do I/O, one
+    sync, one async."""
 
     def __init__(
         self,
@@ -129,14 +70,78 @@ class EventPublisher(Sender[list[bytes], int]):
         maxlen: int | None = 100_000,
         assign_ids: bool = True,
         retry: RetryPolicy | None = None,
-        client: redis.Redis | None = None,
+        client: C | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._stream = _Stream(url, stream, maxlen)
-        batcher = self._stream.batcher(batch_size, flush_interval_s, assign_ids, clock)
-        super().__init__(batcher, retry, _log, self._stream.where)
+        if maxlen is not None and maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1 or None, got {maxlen!r}")
+        self._url = url
+        self._stream = stream
+        self._xadd_args: dict[str, Any] = (
+            {"maxlen": maxlen, "approximate": True} if maxlen is not None else {}
+        )
+        batcher = Batcher(
+            f"the publisher to {self._where}",
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            assign_ids=assign_ids,
+            clock=clock,
+            flight_batches=None,
+        )
+        super().__init__(batcher, retry, _log, self._where)
         self._own = client is None
-        self._r = client if client is not None else redis.Redis.from_url(url)
+        self._r: C = client if client is not None else self._connect(url)
+
+    def _connect(self, url: str) -> C:
+        """The client the publisher opens (and closes) when it was handed none."""
+        raise NotImplementedError
+
+    @property
+    def _where(self) -> str:
+        return f"stream {self._stream!r} at {redact_url(self._url)}"
+
+    def statistics(self) -> PublisherStatistics:
+        b = self._batcher
+        return PublisherStatistics(
+            buffered=len(b.buffer),
+            entries=b.batches,
+            events=b.events,
+            retries=b.retries,
+            failed_batches=b.failed,
+            dropped_events=b.dropped,
+        )
+
+    def _encode(self, flight: list[Event]) -> list[bytes]:
+        """The entries' bodies: one per batch of ``batch_size`` events."""
+        return [encode_events(batch, "msgpack") for batch in self._batcher.chunks(flight)]
+
+    @staticmethod
+    def _failure(exc: Exception) -> Failure:
+        """A lost connection may be back for the next try; an error reply would not change."""
+        return Failure(describe_exception(exc), exc=exc, final=isinstance(exc, ResponseError))
+
+    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
+        if failure.final:
+            message = f"{self._where} refused {len(flight)} events: {failure.why}"
+        else:
+            message = (
+                f"could not publish {len(flight)} events to {self._where} after "
+                f"{self._retry.max_retries} retries: {failure.why}"
+            )
+        return DeliveryError(message, url=redact_url(self._url), events=flight)
+
+
+class EventPublisher(_Publisher[redis.Redis], Sender[list[bytes], int]):
+    """Publishes events to a Redis stream from synchronous code, one entry per batch.
+
+    ``publish`` buffers; a full batch (or one older than ``flush_interval_s``) goes out
+    with the next call, every batch of a flush in one pipelined round trip. ``maxlen``
+    caps the stream (approximately, ``XADD MAXLEN ~``); None leaves it uncapped.
+    ``client``, a ``redis.Redis`` to write with (it stays open on close).
+    """
+
+    def _connect(self, url: str) -> redis.Redis:
+        return redis.Redis.from_url(url)
 
     def publish(self, event: Event) -> int:
         """Buffer one event; returns the entries written if that made a batch go out."""
@@ -152,53 +157,28 @@ class EventPublisher(Sender[list[bytes], int]):
         buffered."""
         return sum(self._send(self._batcher.flights()))
 
-    def statistics(self) -> PublisherStatistics:
-        return self._stream.statistics(self._batcher)
-
-    def _encode(self, flight: list[Event]) -> list[bytes]:
-        return self._stream.entries(self._batcher, flight)
-
     def _attempt(self, payload: list[bytes], flight: list[Event]) -> int | Failure:
-        s = self._stream
         try:
             with self._r.pipeline(transaction=False) as pipe:
                 for body in payload:
-                    pipe.xadd(s.stream, {FIELD_MSGPACK: body}, **s.xadd_args)
+                    pipe.xadd(self._stream, {FIELD_MSGPACK: body}, **self._xadd_args)
                 pipe.execute()
         except (*CONNECTION_ERRORS, ResponseError) as exc:
-            return s.failure(exc)
+            return self._failure(exc)
         return len(payload)
-
-    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
-        return self._stream.error(flight, failure, self._retry)
 
     def _release(self) -> None:
         if self._own:
             self._r.close()
 
 
-class AsyncEventPublisher(AsyncSender[list[bytes], int]):
-    """``EventPublisher`` for async code (redis-py's asyncio client). A cancelled flush
-    keeps its events buffered: the next flush (or ``aclose``) writes them."""
+class AsyncEventPublisher(_Publisher[redis.asyncio.Redis], AsyncSender[list[bytes], int]):
+    """``EventPublisher`` for async code (redis-py's asyncio client: ``client`` is a
+    ``redis.asyncio.Redis``). A cancelled flush keeps its events buffered: the next flush
+    (or ``aclose``) writes them."""
 
-    def __init__(
-        self,
-        url: str = "redis://127.0.0.1:6379/0",
-        stream: str = "streammetrics:events",
-        *,
-        batch_size: int = 1000,
-        flush_interval_s: float = 1.0,
-        maxlen: int | None = 100_000,
-        assign_ids: bool = True,
-        retry: RetryPolicy | None = None,
-        client: redis.asyncio.Redis | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = _Stream(url, stream, maxlen)
-        batcher = self._stream.batcher(batch_size, flush_interval_s, assign_ids, clock)
-        super().__init__(batcher, retry, _log, self._stream.where)
-        self._own = client is None
-        self._r = client if client is not None else redis.asyncio.Redis.from_url(url)
+    def _connect(self, url: str) -> redis.asyncio.Redis:
+        return redis.asyncio.Redis.from_url(url)
 
     async def publish(self, event: Event) -> int:
         return await self.publish_many((event,))
@@ -211,25 +191,15 @@ class AsyncEventPublisher(AsyncSender[list[bytes], int]):
         """As ``EventPublisher.flush``; a cancellation leaves the events buffered."""
         return sum(await self._send(self._batcher.flights()))
 
-    def statistics(self) -> PublisherStatistics:
-        return self._stream.statistics(self._batcher)
-
-    def _encode(self, flight: list[Event]) -> list[bytes]:
-        return self._stream.entries(self._batcher, flight)
-
     async def _attempt(self, payload: list[bytes], flight: list[Event]) -> int | Failure:
-        s = self._stream
         try:
             async with self._r.pipeline(transaction=False) as pipe:
                 for body in payload:
-                    pipe.xadd(s.stream, {FIELD_MSGPACK: body}, **s.xadd_args)
+                    pipe.xadd(self._stream, {FIELD_MSGPACK: body}, **self._xadd_args)
                 await pipe.execute()
         except (*CONNECTION_ERRORS, ResponseError) as exc:
-            return s.failure(exc)
+            return self._failure(exc)
         return len(payload)
-
-    def _error(self, flight: list[Event], failure: Failure) -> DeliveryError:
-        return self._stream.error(flight, failure, self._retry)
 
     async def _release(self) -> None:
         if self._own:
