@@ -18,13 +18,13 @@ import inspect
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from .components.metrics import MetricsEndpoint
 
@@ -32,6 +32,34 @@ __all__ = ("run_until_interrupted", "serve", "serve_forever")
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
+
+
+class _Block:
+    """The block a task group runs for (``serve()``'s ``async with`` body, ``main``) beside
+    tasks that only serve it (the endpoint, the signal watcher). When the block ends they
+    are cancelled; the block's own error is kept and ``reraise()`` raises it as it is once
+    the group has closed, not wrapped in the group's ExceptionGroup: ``except ValueError``
+    around ``serve()`` or ``run_until_interrupted()`` must still work."""
+
+    __slots__ = ("_raised",)
+
+    def __init__(self) -> None:
+        self._raised: BaseException | None = None
+
+    @contextmanager
+    def ending(self, tg: TaskGroup) -> Iterator[None]:
+        """Run the block inside ``tg``; when it ends, cancel what runs beside it."""
+        try:
+            yield
+        except BaseException as exc:
+            self._raised = exc
+        finally:
+            tg.cancel_scope.cancel()
+
+    def reraise(self) -> None:
+        """Raise the block's own error, if it had one (call it after the group closed)."""
+        if self._raised is not None:
+            raise self._raised
 
 
 def _endpoint(endpoint: MetricsEndpoint | None, kwargs: dict[str, Any]) -> MetricsEndpoint:
@@ -57,19 +85,12 @@ async def serve(
     flight finish within ``shutdown_timeout_s`` and flushes the probes a last time.
     """
     ep = _endpoint(endpoint, kwargs)
-    raised: BaseException | None = None
+    block = _Block()
     async with anyio.create_task_group() as tg:
         await tg.start(ep.run)
-        try:
+        with block.ending(tg):
             yield ep
-        except BaseException as exc:
-            # The block's own error leaves as it is, not wrapped in the task group's
-            # ExceptionGroup: ``except ValueError`` around ``serve()`` must still work.
-            raised = exc
-        finally:
-            tg.cancel_scope.cancel()
-    if raised is not None:
-        raise raised
+    block.reraise()
 
 
 async def serve_forever(
@@ -145,7 +166,7 @@ async def _until_signal(
     that stopped it."""
     signalled: int | None = None
     returned: list[T] = []
-    raised: BaseException | None = None
+    block = _Block()
     main_scope = anyio.CancelScope()
     async with anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -163,17 +184,9 @@ async def _until_signal(
                     os._exit(128 + signum)
 
             tg.start_soon(watch)
-            try:
-                with main_scope:
-                    returned.append(await main(*args))
-            except BaseException as exc:
-                # main's own error leaves as it is, not wrapped in the task group's
-                # ExceptionGroup: ``except ValueError`` around the call must still work.
-                raised = exc
-            finally:
-                tg.cancel_scope.cancel()
-    if raised is not None:
-        raise raised
+            with block.ending(tg), main_scope:
+                returned.append(await main(*args))
+    block.reraise()
     if signalled is not None:
         return _Stopped(signalled)
     (value,) = returned  # only a signal cancels main_scope: without one, main returned
