@@ -9,7 +9,7 @@ returned as a ``Rejection`` naming its index and field, and the rest still fold.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Final, Literal, NamedTuple, TypeAlias, TypeVar
+from typing import Annotated, Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 
@@ -125,22 +125,24 @@ class _Decoders(NamedTuple):
     items: _Decoder[list[msgspec.Raw]]
     fields: _Decoder[dict[str, msgspec.Raw]]
 
+    @classmethod
+    def of(
+        cls, decoder: type[msgspec.json.Decoder[Any]] | type[msgspec.msgpack.Decoder[Any]]
+    ) -> _Decoders:
+        """The decoders of the format whose ``Decoder`` class is ``decoder``: the same
+        types for every format, so that a body decodes alike whatever its format."""
+        return cls(
+            decoder(list[Event]),
+            decoder(EventBatch),
+            decoder(Event),
+            decoder(list[msgspec.Raw]),
+            decoder(dict[str, msgspec.Raw]),
+        )
+
 
 _DECODERS: Final[dict[Format, _Decoders]] = {
-    "json": _Decoders(
-        msgspec.json.Decoder(list[Event]),
-        msgspec.json.Decoder(EventBatch),
-        msgspec.json.Decoder(Event),
-        msgspec.json.Decoder(list[msgspec.Raw]),
-        msgspec.json.Decoder(dict[str, msgspec.Raw]),
-    ),
-    "msgpack": _Decoders(
-        msgspec.msgpack.Decoder(list[Event]),
-        msgspec.msgpack.Decoder(EventBatch),
-        msgspec.msgpack.Decoder(Event),
-        msgspec.msgpack.Decoder(list[msgspec.Raw]),
-        msgspec.msgpack.Decoder(dict[str, msgspec.Raw]),
-    ),
+    "json": _Decoders.of(msgspec.json.Decoder),
+    "msgpack": _Decoders.of(msgspec.msgpack.Decoder),
 }
 _TOO_DEEP: Final[dict[Format, Callable[[bytes], bool]]] = {
     "json": json_too_deep,
