@@ -41,6 +41,7 @@ __all__ = (
     "COLUMNS",
     "PEERS",
     "PeerRun",
+    "ProbePath",
     "check_totals",
     "chunks",
     "main",
@@ -79,25 +80,41 @@ def _aggregator_totals(agg: Aggregator) -> Totals:
     }
 
 
-def peer_probe(stream: Stream, flush_every: int = 10_000) -> PeerRun:
-    bus = EventBus()
-    agg = Aggregator()
-    bus.subscribe(agg)
-    probes = [bus.probe(n) for n in stream.names]
-    proc = [p.processed for p in probes]
-    err = [p.error for p in probes]
-    comp, errs, lats = stream.comp, stream.err, stream.lat
-    flush = bus.flush
-    c0, t0 = time.process_time(), time.perf_counter()
-    for j0, j1 in chunks(stream, flush_every):
-        for c, e, lat in zip(comp[j0:j1], errs[j0:j1], lats[j0:j1], strict=True):
+class ProbePath:
+    """streammetrics' hot path over one stream: a probe per component, counting into an
+    ``EventBus`` whose flush folds into an ``Aggregator`` (the ``probe`` peer here, and
+    what ``memory`` pours its events through)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.bus = EventBus()
+        self.agg = Aggregator()
+        self.bus.subscribe(self.agg)
+        self.probes = [self.bus.probe(n) for n in stream.names]
+        self._proc = [p.processed for p in self.probes]
+        self._err = [p.error for p in self.probes]
+
+    def fold(self, j0: int, j1: int) -> None:
+        """Events ``j0`` to ``j1`` of the block, each through its component's probe, then
+        one flush."""
+        proc, err = self._proc, self._err
+        s = self.stream
+        for c, e, lat in zip(s.comp[j0:j1], s.err[j0:j1], s.lat[j0:j1], strict=True):
             if e:
                 err[c](latency=lat)
             else:
                 proc[c](latency=lat)
-        flush()
+        self.bus.flush()
+
+
+def peer_probe(stream: Stream, flush_every: int = 10_000) -> PeerRun:
+    path = ProbePath(stream)
+    fold = path.fold
+    c0, t0 = time.process_time(), time.perf_counter()
+    for j0, j1 in chunks(stream, flush_every):
+        fold(j0, j1)
     t1, c1 = time.perf_counter(), time.process_time()
-    return PeerRun(t1 - t0, c1 - c0, _aggregator_totals(agg))
+    return PeerRun(t1 - t0, c1 - c0, _aggregator_totals(path.agg))
 
 
 def peer_msgpack(stream: Stream) -> PeerRun:

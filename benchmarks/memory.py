@@ -14,10 +14,8 @@ from collections.abc import Sequence
 
 import psutil
 
-from streammetrics.aggregator import Aggregator
-from streammetrics.bus import EventBus
-
 from ._report import BenchmarkError, CaseResult, Target, progress
+from .ingest import ProbePath
 from .stream import Stream, StreamSpec
 
 __all__ = ("rss_mb", "run_case")
@@ -43,18 +41,13 @@ def run_case(
     stream = Stream(
         StreamSpec(events=marks[-1], components=components, error_ratio=error_ratio, seed=seed)
     )
-    bus = EventBus()
-    agg = Aggregator()
-    bus.subscribe(agg)
-    probes = [bus.probe(n) for n in stream.names]
-    proc = [p.processed for p in probes]
-    err = [p.error for p in probes]
-    comp, errs, lats = stream.comp, stream.err, stream.lat
+    path = ProbePath(stream)
+    agg = path.agg
     # Warm up: every probe, window and histogram exists before the baseline is read.
-    for p in probes:
+    for p in path.probes:
         p.processed(latency=0.001)
         p.error(latency=0.001)
-    bus.flush()
+    path.bus.flush()
     agg.figures()
     gc.collect()
     base = rss_mb()
@@ -71,12 +64,7 @@ def run_case(
         # up to flush_every events, never past the block's end nor the next checkpoint
         k = min(flush_every, n - j, pending[0] - done)
         j1 = j + k
-        for c, e, lat in zip(comp[j:j1], errs[j:j1], lats[j:j1], strict=True):
-            if e:
-                err[c](latency=lat)
-            else:
-                proc[c](latency=lat)
-        bus.flush()
+        path.fold(j, j1)
         done += k
         j = j1 % n
         if done == pending[0]:
