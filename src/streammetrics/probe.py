@@ -80,6 +80,8 @@ class Probe:
         if nbytes:
             self._b += nbytes
         if latency is not None:
+            # Here and in error(), not in a helper both call: on the instrumented code's
+            # own path one more call costs about a tenth of processed(latency=).
             h = self._h
             if h is None:
                 h = self._h = [0] * N_BUCKETS
