@@ -278,7 +278,8 @@ class MetricsEndpoint(Component):
         them: ``custom`` (its collectors' families by name), ``extra`` (plugins' and
         ``figures()``' results by source), ``errors`` (collectors or sources that failed)
         and the snapshot's ``timestamp``. What a custom route (``return await
-        self.collect_custom_metrics()``) serves unless a subclass overrides it; 503 while no harness feeds the endpoint."""
+        self.collect_custom_metrics()``) serves unless a subclass overrides it; 503 while
+        no harness feeds the endpoint."""
         snap = await self.service.snapshot()  # the tick's collection comes with it
         custom = self.service.custom()
         return {
