@@ -1,41 +1,21 @@
-"""Traces: span_start / span_end give total traces, active spans and a span latency per
-component of its own; spans that never end expire after span_timeout_s and are counted."""
+"""The span table the aggregator keeps: span_start / span_end give total traces, active spans
+and a span latency per component of its own; spans that never end expire after
+span_timeout_s and are counted."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import anyio
-import httpx
 import pytest
-from anyio.abc import TaskStatus
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streammetrics import Event
 from streammetrics.aggregator import Aggregator
-from streammetrics.blueprint import parse_blueprint
-from streammetrics.components import Component
-from streammetrics.components.metrics import MetricsEndpoint
-from streammetrics.harness import Harness
-from streammetrics.judge.health import HealthJudge
-from streammetrics.prometheus.collector import SnapshotCollector
-from streammetrics.snapshot import Snapshot
-from streammetrics.windows import LATENCY_BOUNDS, bucket_index
+from tests.support.histograms import bucket_mid
 from tests.support.http_app import FakeClock
 
 
 def make(clock: FakeClock, **kw: Any) -> Aggregator:
     return Aggregator(clock=clock.monotonic, wall=clock.wall, **kw)
-
-
-def bucket_mid(seconds: float) -> float:
-    """The p50 of a single observation of ``seconds``: its bucket's midpoint."""
-    i = bucket_index(seconds)
-    lower = LATENCY_BOUNDS[i - 1] if i else 0.0
-    return lower + (LATENCY_BOUNDS[i] - lower) * 0.5
 
 
 def test_span_latency_is_per_component_and_apart_from_item_latency() -> None:
@@ -101,98 +81,3 @@ def test_spans_that_never_end_expire_and_are_counted() -> None:
     clock.advance(5)
     t = agg.figures().traces
     assert (t.active_spans, t.expired_spans, t.total_traces) == (0, 3, 2)
-
-
-def _prometheus(snap: Snapshot) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Every sample of the exposition of ``snap``, by sample name."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(SnapshotCollector(lambda: snap))
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
-        for sample in fam.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return out
-
-
-def test_span_figures_in_prometheus() -> None:
-    clock = FakeClock()
-    agg = make(clock, span_timeout_s=1.0)
-    agg.fold_events(
-        [
-            Event("api", "span_start", trace_id="t1", span_id="a1"),
-            Event("db", "span_start", trace_id="t1", span_id="d1"),
-            Event("db", "processed"),
-        ]
-    )
-    clock.advance(0.5)
-    agg.fold_events([Event("api", "span_end", span_id="a1")])
-    clock.advance(1.0)  # d1 expires
-    got = _prometheus(HealthJudge().judge(agg.figures()))
-    assert got["component_span_latency_p50_seconds"] == [
-        ({"component": "api", "window": "60s"}, pytest.approx(bucket_mid(0.5)))
-    ]
-    assert [c["component"] for c, _v in got["component_span_latency_p99_seconds"]] == ["api"]
-    assert got["spans_expired_total"] == [({}, 1.0)]
-    assert got["spans_active"] == [({}, 0.0)]
-    assert got["traces_total"] == [({}, 1.0)]
-
-
-class Tracer(Component):
-    """A component that reports spans: one that ends after 50 ms, one that never ends."""
-
-    type_name = "Tracer"
-
-    async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        emit = self.ctx.emit
-        emit("span_start", trace_id="t1", span_id="quick")
-        emit("span_start", trace_id="t2", span_id="lost")
-        await anyio.sleep(0.05)
-        emit("span_end", trace_id="t1", span_id="quick")
-        await anyio.sleep_forever()
-
-
-TRACED = """
-system:
-  name: traced
-  components:
-    - {name: worker, type: Source, config: {rate: 1}}
-    - {name: metrics, type: MetricsEndpoint, config: {port: 0, tick_s: 0.05, span_timeout_s: 0.3}}
-"""
-
-
-@pytest.mark.anyio
-async def test_a_real_endpoint_expires_a_span_after_its_configured_timeout() -> None:
-    bp = parse_blueprint(TRACED)
-    bp = dataclasses.replace(
-        bp,
-        components=tuple(
-            dataclasses.replace(c, cls=Tracer, type="Tracer") if c.name == "worker" else c
-            for c in bp.components
-        ),
-    )
-    harness = Harness(bp, flush_interval=0.02)
-    async with anyio.create_task_group() as tg:
-        await tg.start(harness.run)
-        metrics = harness.components["metrics"]
-        assert isinstance(metrics, MetricsEndpoint)
-        assert metrics.aggregator.span_timeout_s == 0.3
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics.port}") as client:
-                body: dict[str, Any] = {}
-                with anyio.fail_after(5):
-                    while body.get("traces", {}).get("expired_spans") != 1:
-                        body = (await client.get("/metrics/json")).json()
-                        await anyio.sleep(0.02)
-                assert body["traces"] == {
-                    "total_traces": 2,
-                    "active_spans": 0,
-                    "completed_spans": 1,
-                    "expired_spans": 1,
-                }
-                span = body["detailed_components"]["worker"]["span_latency"]
-                assert span["count"] == 1
-                assert 0.03 < span["p50"] < 1.0  # about 50 ms, to a histogram bucket
-                assert body["detailed_components"]["metrics"]["span_latency"] is None
-        finally:
-            harness.stop()

@@ -12,13 +12,11 @@ from streammetrics.aggregator import Aggregator, AggregatorStatistics
 from streammetrics.judge.health import (
     HealthConfig,
     HealthJudge,
-    component_health,
-    status_for,
-    system_health,
 )
 from streammetrics.model.events import Delta, Event
 from streammetrics.snapshot import BreakerStatus, Deduction, ProcessStats, Snapshot
-from streammetrics.windows import N_BUCKETS, bucket_index
+from streammetrics.windows import bucket_index
+from tests.support.histograms import histogram
 
 W0 = 1_700_000_000.0  # wall time when the monotonic clock reads 0
 
@@ -45,15 +43,8 @@ def make(clock: Clock, **kw: object) -> Aggregator:
 
 def snapshot(agg: Aggregator, health: HealthConfig | None = None, **read: Any) -> Snapshot:
     """The aggregator's figures as an endpoint serves them: judged by a ``HealthJudge``
-    (a new one each time: no stream has a stall history here; test_health has those)."""
+    (a new one each time: no stream has a stall history here; judge/test_health has those)."""
     return HealthJudge(health).judge(agg.figures(**read))
-
-
-def _hist(*latencies: float) -> list[int]:
-    h = [0] * N_BUCKETS
-    for x in latencies:
-        h[bucket_index(x)] += 1
-    return h
 
 
 # bucket 14 is (0.009050967, 0.0128]: the 0.010 s latencies below land there
@@ -100,7 +91,7 @@ def test_fold_events_figures_by_hand(clock: Clock) -> None:
     assert snap.rejected == {}
     assert snap.errors == []
     assert sum(snap.total_histogram) == 1
-    assert snap.component_histograms["api"] == _hist(0.010)
+    assert snap.component_histograms["api"] == histogram(0.010)
     assert snap.latency_sums["api"] == pytest.approx(0.010)
     # the whole snapshot is encodable
     assert b'"health_score":0.8' in msgspec.json.encode(snap)
@@ -144,7 +135,7 @@ def test_fold_deltas(clock: Clock) -> None:
                 processed=30,
                 errors=3,
                 bytes=1000,
-                latency_counts=_hist(0.010, 0.010, 0.5),
+                latency_counts=histogram(0.010, 0.010, 0.5),
                 latency_sum=0.52,
                 last_error="bad item",
             ),
@@ -469,113 +460,6 @@ def test_reasons_name_the_component(clock: Clock) -> None:
     agg = make(clock)
     agg.fold_events([Event("z", "breaker", detail="open")])
     assert snapshot(agg).reasons == [Deduction("z", "circuit breaker open", 0.5)]
-
-
-# -- judge/health.py: the documented formula, checked by hand ---------------------------------
-
-CFG = HealthConfig()  # budget 0.05, heartbeat 30 s, healthy 0.8, degraded 0.5
-
-
-@pytest.mark.parametrize(
-    ("status", "error_rate", "breaker", "hb_age", "score", "penalties"),
-    [
-        ("running", 0.0, "closed", None, 1.0, []),
-        ("registered", 0.05, "closed", None, 1.0, []),  # at the budget: no penalty
-        ("running", 0.0501, "closed", None, 0.8, [0.2]),
-        ("running", 0.25, "closed", None, 0.8, [0.2]),  # 5 x budget is still the small penalty
-        ("running", 0.2501, "closed", None, 0.4, [0.6]),
-        ("stopped", 0.0, "closed", None, 0.0, [1.0]),
-        ("failed", 0.0, "closed", None, 0.0, [1.0]),
-        ("running", 0.0, "closed", 30.0, 1.0, []),
-        ("running", 0.0, "closed", 30.5, 0.0, [1.0]),
-        ("stopped", 0.0, "closed", 99.0, 0.0, [1.0]),  # stopped and silent: one penalty
-        ("running", 0.0, "open", None, 0.5, [0.5]),
-        ("running", 0.0, "half_open", None, 0.75, [0.25]),
-        ("running", 0.1, "half_open", None, 0.55, [0.25, 0.2]),
-        ("running", 0.9, "open", None, 0.0, [0.5, 0.6]),  # clamped at 0
-    ],
-)
-def test_component_health_formula(
-    status: str,
-    error_rate: float,
-    breaker: str,
-    hb_age: float | None,
-    score: float,
-    penalties: list[float],
-) -> None:
-    got, ded = component_health(
-        "c",
-        status=status,  # type: ignore[arg-type]
-        error_rate=error_rate,
-        breaker=breaker,  # type: ignore[arg-type]
-        heartbeat_age=hb_age,
-        config=CFG,
-    )
-    assert got == pytest.approx(score)
-    assert [d.penalty for d in ded] == penalties
-    assert all(d.component == "c" for d in ded)
-
-
-def test_component_health_respects_configured_budget() -> None:
-    cfg = HealthConfig(error_budget=0.01)
-    assert component_health(
-        "c", status="running", error_rate=0.03, breaker="closed", heartbeat_age=None, config=cfg
-    )[0] == pytest.approx(0.8)
-    assert component_health(
-        "c", status="running", error_rate=0.06, breaker="closed", heartbeat_age=None, config=cfg
-    )[0] == pytest.approx(0.4)
-
-
-def test_system_health_formula() -> None:
-    assert system_health([], memory_mb=None, cpu_percent=None, config=CFG) == (1.0, [])
-    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=9e9, cpu_percent=100, config=CFG)
-    assert (score, ded) == (0.5, [])  # no limits configured: process figures ignored
-    cfg = HealthConfig(memory_limit_mb=100, cpu_limit_percent=50)
-    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=100.0, cpu_percent=50.0, config=cfg)
-    assert (score, ded) == (0.5, [])  # at the limit is not over it
-    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=100.5, cpu_percent=None, config=cfg)
-    assert score == pytest.approx(0.4)
-    assert [(d.component, d.penalty) for d in ded] == [(None, 0.1)]
-    assert "memory" in ded[0].reason
-    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=101, cpu_percent=51, config=cfg)
-    assert score == pytest.approx(0.3)
-    assert "cpu" in ded[1].reason
-    score, _ = system_health([0.05], memory_mb=101, cpu_percent=51, config=cfg)
-    assert score == 0.0  # clamped
-    score, _ = system_health([1.0, 1.0, 0.0], memory_mb=None, cpu_percent=None, config=CFG)
-    assert score == 0.6667  # rounded to 4 places
-
-
-@pytest.mark.parametrize(
-    ("score", "critical", "status"),
-    [
-        (1.0, False, "healthy"),
-        (0.8, False, "healthy"),
-        (0.7999, False, "degraded"),
-        (0.5, False, "degraded"),
-        (0.4999, False, "unhealthy"),
-        (0.0, False, "unhealthy"),
-        (1.0, True, "degraded"),  # a critical alert firing caps the status at degraded
-        (0.3, True, "unhealthy"),  # unhealthy > degraded > healthy
-    ],
-)
-def test_status_thresholds(score: float, critical: bool, status: str) -> None:
-    assert status_for(score, critical_firing=critical, config=CFG) == status
-
-
-def test_status_thresholds_are_configurable() -> None:
-    cfg = HealthConfig(healthy_threshold=0.9, degraded_threshold=0.7)
-    assert status_for(0.85, critical_firing=False, config=cfg) == "degraded"
-    assert status_for(0.69, critical_firing=False, config=cfg) == "unhealthy"
-
-
-def test_health_config_is_checked() -> None:
-    with pytest.raises(msgspec.ValidationError, match="error_budget"):
-        msgspec.convert({"error_budget": 1.5}, HealthConfig)
-    with pytest.raises(msgspec.ValidationError, match="budjet"):
-        msgspec.convert({"error_budjet": 0.1}, HealthConfig)
-    with pytest.raises(msgspec.ValidationError, match="memory_limit_mb"):
-        msgspec.convert({"memory_limit_mb": 0}, HealthConfig)
 
 
 def test_a_batch_folds_like_its_events_one_by_one(clock: Clock) -> None:

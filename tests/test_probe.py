@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 import types
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
 
 import streammetrics.probe as probe_mod
+from streammetrics.bus import EventBus
 from streammetrics.model.events import Delta
 from streammetrics.probe import Probe
 from streammetrics.windows import N_BUCKETS, bucket_index
+from tests.support.histograms import histogram
 
 
 class FakePerfCounter:
@@ -36,13 +41,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePerfCounter]:
     yield fake
 
 
-def _hist(*latencies: float) -> list[int]:
-    h = [0] * N_BUCKETS
-    for x in latencies:
-        h[bucket_index(x)] += 1
-    return h
-
-
 def test_counts_and_latency_histogram() -> None:
     p = Probe("worker")
     p.processed()
@@ -56,7 +54,7 @@ def test_counts_and_latency_histogram() -> None:
         processed=7,
         errors=3,
         bytes=100,
-        latency_counts=_hist(0.010, 0.5, 0.010),
+        latency_counts=histogram(0.010, 0.5, 0.010),
         latency_sum=pytest.approx(0.52),  # type: ignore[arg-type]
         last_error="second",
     )
@@ -121,7 +119,7 @@ def test_time_counts_processed_and_error(clock: FakePerfCounter) -> None:
         raise KeyError("missing")
     (d,) = p.flush()
     assert (d.processed, d.errors) == (1, 1)
-    assert d.latency_counts == _hist(0.010, 0.5)
+    assert d.latency_counts == histogram(0.010, 0.5)
     assert d.latency_sum == pytest.approx(0.51)
     assert d.last_error == "KeyError: 'missing'"
 
@@ -143,7 +141,7 @@ def test_timed_sync(clock: FakePerfCounter) -> None:
         div(1, 0)
     (d,) = p.flush()
     assert (d.processed, d.errors) == (1, 1)
-    assert d.latency_counts == _hist(0.002, 0.003)
+    assert d.latency_counts == histogram(0.002, 0.003)
     assert d.last_error is not None
     assert d.last_error.startswith("ZeroDivisionError")
 
@@ -194,3 +192,57 @@ def test_keyboard_interrupt_passes_through_uncounted() -> None:
     with pytest.raises(KeyboardInterrupt), p.time():
         raise KeyboardInterrupt
     assert p.flush() == []
+
+
+def test_a_probe_nobody_listens_to_counts_but_reads_no_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streammetrics.probe as probe_mod
+
+    bus = EventBus()
+    p = bus.probe("worker")
+    assert p.timing is False  # no sink yet
+
+    reads: list[int] = []
+
+    def perf_counter() -> float:
+        reads.append(1)
+        return time.perf_counter()
+
+    monkeypatch.setattr(probe_mod, "time", SimpleNamespace(perf_counter=perf_counter))
+
+    @p.timed
+    def job(fail: bool) -> None:
+        if fail:
+            raise ValueError("bad")
+
+    with p.time():
+        pass
+    job(False)
+    with pytest.raises(ValueError):
+        job(True)
+    assert reads == []  # no clock read at all
+    recorder = _Recorder()
+    bus.subscribe(recorder)  # someone listens from now on: timing switches on
+    assert p.timing is True
+    job(False)
+    assert len(reads) == 2
+    bus.flush()
+    (d,) = recorder.deltas
+    # Counted while nobody listened, nothing lost; one latency, from after the subscribe.
+    assert (d.processed, d.errors) == (3, 1)
+    assert d.latency_counts is not None and sum(d.latency_counts) == 1
+    assert d.last_error == "ValueError: bad"
+    bus.unsubscribe(recorder)
+    assert p.timing is False
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.deltas: list[Any] = []
+
+    def fold_events(self, events: Any) -> list[Any]:
+        return []
+
+    def fold_deltas(self, deltas: Any) -> None:
+        self.deltas += deltas

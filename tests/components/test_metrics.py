@@ -1,74 +1,101 @@
-"""Extension points: a subclass overrides the endpoint's hooks (``setup_routes()``, or the
-specification's ``_setup_routes()``; ``collectors()``; ``figures()``), or a plugin brings
-the same; custom collectors follow prometheus-client's protocol, and a failing one never
-breaks a response."""
+"""MetricsEndpoint: made in code (its probes, its settings checked as it is built),
+extended by a subclass that overrides its hooks (``setup_routes()``, or the
+specification's ``_setup_routes()``; ``collectors()``; ``figures()``), and configured
+by a blueprint."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import anyio
 import httpx
 import pytest
-from litestar import get
+from anyio.abc import TaskStatus
 from litestar.params import Body, FromPath
-from litestar.types import ControllerRouterHandler
 from prometheus_client import Counter
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 import streammetrics
-from streammetrics import MetricsEndpoint, MetricsPlugin
-from streammetrics.views.tick_cache import TickCache
+from streammetrics import MetricsEndpoint
+from streammetrics.blueprint import parse_blueprint
+from streammetrics.components import Component
+from streammetrics.errors import ConfigError
+from streammetrics.harness import Harness
+from tests.support.collectors import Exporters, QueueDepth
+from tests.support.exposition import families
+from tests.support.waiting import poll, poll_counted
 
 pytestmark = pytest.mark.anyio
 
 
-class QueueDepth(Collector):
-    """A custom collector in prometheus-client's style."""
-
-    def __init__(self) -> None:
-        self.depth = 3
-
-    def collect(self) -> Iterator[Metric]:
-        g = GaugeMetricFamily("orders_queue_depth", "Orders waiting", labels=["queue"])
-        g.add_metric(["main"], self.depth)
-        yield g
+# -- made in code --------------------------------------------------------------------------
 
 
-class Broken(Collector):
-    def collect(self) -> Iterator[Metric]:
-        raise RuntimeError("exporter backend down")
+@pytest.mark.anyio
+async def test_endpoint_in_code_serves_what_its_probes_count() -> None:
+    ep = MetricsEndpoint(name="embedded", port=0, tick_s=0.1)
+    worker = ep.probe("worker")
+    async with anyio.create_task_group() as tg:
+        await tg.start(ep.run)
+        for _ in range(7):
+            worker.processed(latency=0.01)
+        worker.error(detail="ValueError: bad item")
+        body = await poll_counted(ep.url + "/metrics/json", "worker")
+        tg.cancel_scope.cancel()
+    w = body["detailed_components"]["worker"]  # type: ignore[index]
+    assert w["items_processed"] == 7
+    assert w["errors_encountered"] == 1
+    assert w["last_error"] == "ValueError: bad item"
+    # The endpoint lists itself, as it does in a blueprint.
+    assert body["detailed_components"]["embedded"]["type"] == "MetricsEndpoint"  # type: ignore[index]
 
 
-class Junk(Collector):
-    def collect(self) -> Iterator[Any]:
-        yield {"not": "a metric"}
+def test_probe_is_listed_before_its_first_count() -> None:
+    ep = MetricsEndpoint(name="m", port=0)
+    ep.probe("idle_worker")
+    snap = ep.aggregator.figures()
+    assert snap.detailed_components["idle_worker"].status == "registered"
 
 
-class Clash(Collector):
-    """Reuses a built-in name: it would make the exposition invalid."""
+def test_bad_keyword_names_the_setting_and_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        MetricsEndpoint(name="m", port=70000)
+    assert info.value.path == "config.port"
+    assert info.value.value == 70000
+    with pytest.raises(ConfigError) as info:
+        MetricsEndpoint(name="m", port=0, tick=1)
+    assert info.value.path == "config.tick"
+    assert "no setting 'tick'" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        MetricsEndpoint(name="bad name!", port=0)
+    assert info.value.path == "name"
 
-    def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("system_health_score", "mine", value=0.1)
+
+def test_port_is_required() -> None:
+    with pytest.raises(ConfigError, match="port"):
+        MetricsEndpoint(name="m")
 
 
-class Exporters(MetricsPlugin):
-    """Collectors that exist already (metric objects, an exporter's), brought as they are."""
+def test_url_before_listening_says_so() -> None:
+    with pytest.raises(RuntimeError, match="not listening yet"):
+        _ = MetricsEndpoint(name="m", port=0).url
 
-    name = "exporters"
 
-    def __init__(self, *collectors: Collector) -> None:
-        self._collectors = collectors
+@pytest.mark.anyio
+async def test_counts_made_before_the_endpoint_runs_are_served() -> None:
+    ep = MetricsEndpoint(name="m", port=0, tick_s=0.1)
+    early = ep.probe("early")
+    for _ in range(3):
+        with early.time():
+            pass
+    async with streammetrics.serve(ep):
+        body = await poll_counted(ep.url + "/metrics/json", "early")
+    assert body["detailed_components"]["early"]["items_processed"] == 3  # type: ignore[index]
 
-    def collectors(self) -> Sequence[Collector]:
-        return self._collectors
+
+# -- extended by a subclass ----------------------------------------------------------------
 
 
 # The specification's custom endpoint, verbatim: it must run unchanged.
@@ -106,21 +133,6 @@ class QueueMetricsEndpoint(MetricsEndpoint):
         return await self.collect_custom_metrics()
 
 
-def _families(text: str) -> dict[str, Any]:
-    return {f.name: f for f in text_string_to_metric_families(text)}
-
-
-async def _json_when(client: httpx.AsyncClient, ok: Any, deadline_s: float = 5.0) -> Any:
-    """GET /metrics/json until ``ok(body)``; the custom figures arrive with a tick."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        body = (await client.get("/metrics/json")).json()
-        if ok(body):
-            return body
-        assert time.monotonic() < deadline, body
-        await anyio.sleep(0.05)
-
-
 async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
     ep = QueueMetricsEndpoint(name="custom", port=0, tick_s=0.1)
     async with (
@@ -131,8 +143,9 @@ async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
         assert r.status_code == 200
         assert r.json() == {"queue_depth": 3, "endpoint": "custom"}
         ep.queue.depth = 5
-        body = await _json_when(
+        body = await poll(
             client,
+            "/metrics/json",
             lambda b: (
                 b["extra"].get("custom", {}).get("queue_depth") == 5
                 and "orders_queue_depth" in b["custom"]
@@ -145,7 +158,7 @@ async def test_subclass_adds_a_route_a_collector_and_figures() -> None:
             {"name": "orders_queue_depth", "labels": {"queue": "main"}, "value": 5.0}
         ]
         assert body["errors"] == []
-        fams = _families((await client.get("/metrics")).text)
+        fams = families((await client.get("/metrics")).text)
         assert fams["orders_queue_depth"].samples[0].value == 5.0
         assert "system_health_score" in fams  # the built-ins are still there
         # The collector is healthy: its error series exists at zero.
@@ -244,129 +257,6 @@ async def test_app_decorators_register_each_method() -> None:
     assert schema["paths"]["/jobs"]["post"]["responses"]["201"]
 
 
-async def test_existing_exporter_collectors_plug_in_unchanged() -> None:
-    orders = Counter("orders_placed", "Orders placed", registry=None)
-    orders.inc(4)
-    ep = MetricsEndpoint(
-        name="m", port=0, tick_s=0.1, plugins=[Exporters(orders, ProcessCollector(registry=None))]
-    )
-    async with (
-        streammetrics.serve(ep),
-        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
-    ):
-        fams = _families((await client.get("/metrics")).text)
-        assert [s.value for s in fams["orders_placed"].samples if s.name.endswith("_total")] == [
-            4.0
-        ]
-        assert fams["process_resident_memory_bytes"].samples[0].value > 0
-        body = (await client.get("/metrics/json")).json()
-        assert body["custom"]["orders_placed"]["type"] == "counter"
-        assert "process_cpu_seconds" in body["custom"]
-
-
-async def test_a_raising_collector_leaves_the_rest_served() -> None:
-    good = QueueDepth()
-    ep = MetricsEndpoint(
-        name="m", port=0, tick_s=0.1, plugins=[Exporters(Broken(), good, Junk(), Clash())]
-    )
-    async with (
-        streammetrics.serve(ep),
-        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
-    ):
-        r = await client.get("/metrics")
-        assert r.status_code == 200
-        fams = _families(r.text)
-        assert fams["orders_queue_depth"].samples[0].value == 3.0
-        assert fams["system_health_score"].samples[0].value == 1.0  # the built-in one, not 0.1
-        failures = {
-            s.labels["collector"]: s.value
-            for s in fams["streammetrics_collector_errors"].samples
-            if s.name.endswith("_total")
-        }
-        assert failures["Broken"] >= 1 and failures["Junk"] >= 1 and failures["Clash"] >= 1
-        assert failures["QueueDepth"] == 0
-        body = (await client.get("/metrics/json")).json()
-        assert set(body["custom"]) == {"orders_queue_depth"}
-        errors = "\n".join(body["errors"])
-        assert "collector 'Broken' failed: RuntimeError: exporter backend down" in errors
-        assert "collector 'Junk' failed: TypeError" in errors
-        assert "collector 'Clash' failed: ValueError: metric names already exposed" in errors
-        assert "system_health_score" in errors
-        health = await client.get("/health")
-        assert health.status_code == 200  # collectors failing is not the system failing
-
-
-async def test_a_hung_collector_times_out_and_the_rest_is_served() -> None:
-    release = threading.Event()
-
-    class Hung(Collector):
-        def collect(self) -> Iterator[Metric]:
-            release.wait(10)
-            return iter(())
-
-    ep = MetricsEndpoint(name="m", port=0)
-    service = TickCache(ep.aggregator, tick_s=0.0, sample_timeout_s=0.2)
-    service.add_collector(Hung())
-    try:
-        t0 = time.monotonic()
-        snap = await service.snapshot()
-        assert time.monotonic() - t0 < 2.0
-        assert snap.errors == ["custom collectors timed out after 0.2s"]
-        # While the first call is still stuck, the next tick says so rather than
-        # piling up another thread behind it.
-        snap = await service.snapshot()
-        assert snap.errors == ["custom collectors: the previous collection is still running"]
-        assert b"system_health_score" in await service.prometheus()
-    finally:
-        release.set()
-
-
-class OrdersPlugin(MetricsPlugin):
-    name = "orders"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def route_handlers(self) -> Sequence[ControllerRouterHandler]:
-        @get("/orders/stats")
-        async def stats(service: streammetrics.http.Service) -> dict[str, Any]:
-            snap = await service.snapshot()
-            return {"components": snap.components.total}
-
-        return [stats]
-
-    def collectors(self) -> Sequence[Collector]:
-        return [QueueDepth()]
-
-    async def figures(self) -> Mapping[str, Any]:
-        self.calls += 1
-        return {"calls": self.calls}
-
-
-class FailingFigures(MetricsPlugin):
-    name = "flaky"
-
-    async def figures(self) -> Mapping[str, Any]:
-        raise ConnectionError("inventory service down")
-
-
-async def test_plugins_add_routes_collectors_and_figures_and_fail_alone() -> None:
-    ep = MetricsEndpoint(name="m", port=0, tick_s=0.1, plugins=[OrdersPlugin(), FailingFigures()])
-    async with (
-        streammetrics.serve(ep),
-        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
-    ):
-        r = await client.get("/orders/stats")
-        assert r.status_code == 200 and r.json() == {"components": 1}
-        body = await _json_when(client, lambda b: b["extra"].get("orders", {}).get("calls"))
-        assert "orders_queue_depth" in body["custom"]
-        assert "flaky" not in body["extra"]
-        assert any(
-            e == "figures 'flaky' failed: ConnectionError: inventory service down"
-            for e in body["errors"]
-        )
-
-
 async def test_the_service_dependency_reaches_extra_routes_and_errors_keep_their_shape() -> None:
     class Boom(MetricsEndpoint):
         def setup_routes(self) -> None:
@@ -384,3 +274,67 @@ async def test_the_service_dependency_reaches_extra_routes_and_errors_keep_their
         r = await client.get("/boom")
         assert r.status_code == 500
         assert r.json() == {"error": "internal error", "detail": "RuntimeError", "status_code": 500}
+
+
+# -- configured by a blueprint -------------------------------------------------------------
+
+
+class Tracer(Component):
+    """A component that reports spans: one that ends after 50 ms, one that never ends."""
+
+    type_name = "Tracer"
+
+    async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        emit = self.ctx.emit
+        emit("span_start", trace_id="t1", span_id="quick")
+        emit("span_start", trace_id="t2", span_id="lost")
+        await anyio.sleep(0.05)
+        emit("span_end", trace_id="t1", span_id="quick")
+        await anyio.sleep_forever()
+
+
+TRACED = """
+system:
+  name: traced
+  components:
+    - {name: worker, type: Source, config: {rate: 1}}
+    - {name: metrics, type: MetricsEndpoint, config: {port: 0, tick_s: 0.05, span_timeout_s: 0.3}}
+"""
+
+
+@pytest.mark.anyio
+async def test_a_real_endpoint_expires_a_span_after_its_configured_timeout() -> None:
+    bp = parse_blueprint(TRACED)
+    bp = dataclasses.replace(
+        bp,
+        components=tuple(
+            dataclasses.replace(c, cls=Tracer, type="Tracer") if c.name == "worker" else c
+            for c in bp.components
+        ),
+    )
+    harness = Harness(bp, flush_interval=0.02)
+    async with anyio.create_task_group() as tg:
+        await tg.start(harness.run)
+        metrics = harness.components["metrics"]
+        assert isinstance(metrics, MetricsEndpoint)
+        assert metrics.aggregator.span_timeout_s == 0.3
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics.port}") as client:
+                body: dict[str, Any] = {}
+                with anyio.fail_after(5):
+                    while body.get("traces", {}).get("expired_spans") != 1:
+                        body = (await client.get("/metrics/json")).json()
+                        await anyio.sleep(0.02)
+                assert body["traces"] == {
+                    "total_traces": 2,
+                    "active_spans": 0,
+                    "completed_spans": 1,
+                    "expired_spans": 1,
+                }
+                span = body["detailed_components"]["worker"]["span_latency"]
+                assert span["count"] == 1
+                assert 0.03 < span["p50"] < 1.0  # about 50 ms, to a histogram bucket
+                assert body["detailed_components"]["metrics"]["span_latency"] is None
+        finally:
+            harness.stop()

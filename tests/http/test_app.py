@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import re
-import signal
-import socket
-import threading
-from collections.abc import Sequence
-from functools import partial
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -26,15 +22,13 @@ from streammetrics import (
     Event,
     MetricsEndpoint,
     MetricsPlugin,
-    PortInUseError,
-    StreamMetricsError,
 )
 from streammetrics.http.app import create_app
 from streammetrics.http.routes import Service
-from streammetrics.http.server import serve
-from streammetrics.process_sampler import ProcessSampler
+from streammetrics.judge.alerts.rules import AlertRule
 from streammetrics.snapshot import ProcessStats
 from streammetrics.views.tick_cache import TickCache
+from tests.support.alerts import HIGH, System, half_failing
 from tests.support.http_app import (
     AGE,
     API_DONE,
@@ -44,6 +38,7 @@ from tests.support.http_app import (
     STORE_DONE,
     BrokenSampler,
     FakeClock,
+    FixedSampler,
     running,
     seed,
     service_for,
@@ -61,16 +56,6 @@ COMPONENT_FIELDS = {
     "last_activity",
 }
 BREAKER_FIELDS = {"state", "failure_count", "last_failure"}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def service(clock: FakeClock) -> TickCache:
-    return service_for(seed(clock), clock)
 
 
 async def test_root_lists_the_endpoints(service: TickCache, clock: FakeClock) -> None:
@@ -353,177 +338,6 @@ async def test_openapi_schema_documents_the_routes(service: TickCache) -> None:
     assert "400" in schema["paths"]["/health"]["get"]["responses"]
 
 
-async def test_second_server_on_the_same_port_raises_port_in_use(
-    service: TickCache,
-) -> None:
-    app = create_app(service)
-    async with running(app) as client:
-        port = client.base_url.port
-        assert port is not None
-        async with anyio.create_task_group() as tg:
-            with pytest.raises(PortInUseError) as info:
-                await tg.start(
-                    partial(serve, app, host="127.0.0.1", port=port, component="staging_metrics")
-                )
-        assert (await client.get("/health")).status_code == 200  # the first one is unharmed
-    err = info.value
-    assert (err.component, err.host, err.port) == ("staging_metrics", "127.0.0.1", port)
-    assert "staging_metrics" in str(err) and f"127.0.0.1:{port}" in str(err)
-
-
-async def test_cancellation_stops_the_server_and_frees_the_port(service: TickCache) -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with anyio.fail_after(5):
-        async with running(create_app(service)) as client:
-            port = client.base_url.port
-            assert port is not None
-            assert signal.getsignal(signal.SIGINT) is before  # uvicorn left signals alone
-            assert (await client.get("/health")).status_code == 200
-    with socket.create_server(("127.0.0.1", port)):
-        pass  # bindable again: the listener is closed
-
-
-def test_process_sampler_reads_this_process() -> None:
-    stats = ProcessSampler().sample()
-    assert stats.memory_usage_mb is not None and stats.memory_usage_mb > 1.0
-    assert stats.cpu_usage_percent is not None and stats.cpu_usage_percent >= 0.0
-
-
-async def _shutdown_with_request_in_flight(
-    service: TickCache, handler_s: float, shutdown_timeout_s: float
-) -> tuple[list[int], float]:
-    """Cancel a server while a request takes ``handler_s``; (statuses seen, seconds to stop)."""
-    entered = anyio.Event()
-
-    @get("/slow")
-    async def slow() -> dict[str, bool]:
-        entered.set()
-        await anyio.sleep(handler_s)
-        return {"done": True}
-
-    app = create_app(service, extra_route_handlers=[slow])
-    statuses: list[int] = []
-    server_scope = anyio.CancelScope()
-    stopped_in = -1.0
-
-    async def run_server(*, task_status: anyio.abc.TaskStatus[int]) -> None:
-        nonlocal stopped_in
-        with server_scope:
-            await serve(
-                app,
-                host="127.0.0.1",
-                port=0,
-                component="system_metrics",
-                task_status=task_status,
-                shutdown_timeout_s=shutdown_timeout_s,
-            )
-        stopped_in = anyio.current_time() - t0
-
-    async def request(client: httpx.AsyncClient) -> None:
-        try:
-            statuses.append((await client.get("/slow")).status_code)
-        except httpx.HTTPError:
-            statuses.append(-1)  # the server gave up on it
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            port = await tg.start(run_server)
-            async with (
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-                anyio.create_task_group() as requests,
-            ):
-                requests.start_soon(request, client)
-                await entered.wait()
-                t0 = anyio.current_time()
-                server_scope.cancel()
-    return statuses, stopped_in
-
-
-async def test_shutdown_lets_requests_in_flight_finish(service: TickCache) -> None:
-    statuses, stopped_in = await _shutdown_with_request_in_flight(service, 0.3, 5.0)
-    assert statuses == [200]
-    assert 0.3 <= stopped_in < 2.0
-
-
-async def test_shutdown_gives_up_on_slow_requests_at_the_deadline(service: TickCache) -> None:
-    statuses, stopped_in = await _shutdown_with_request_in_flight(service, 30.0, 0.2)
-    assert statuses in ([500], [-1])  # uvicorn answers 500 if it can, else drops the connection
-    assert stopped_in < 0.2 + 1.0 + 0.5  # deadline + margin for uvicorn's own steps
-
-
-async def test_failed_app_startup_raises_instead_of_exiting_the_process() -> None:
-    async def broken_app(scope: dict[str, object], receive: Any, send: Any) -> None:
-        assert scope["type"] == "lifespan"
-        await receive()
-        await send({"type": "lifespan.startup.failed", "message": "no database"})
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            with pytest.raises(StreamMetricsError, match="lifespan startup failed"):
-                await tg.start(
-                    partial(serve, broken_app, host="127.0.0.1", port=0, component="system_metrics")
-                )
-
-
-async def test_hung_sampler_times_out_into_partial_data(clock: FakeClock) -> None:
-    release = threading.Event()
-
-    class HungSampler:
-        def sample(self) -> ProcessStats:
-            release.wait(5)
-            return ProcessStats(1.0, 1.0)
-
-    service = service_for(seed(clock), clock, sampler=HungSampler())
-    service.sample_timeout_s = 0.1
-    try:
-        with anyio.fail_after(3):
-            snap = await service.snapshot()
-    finally:
-        release.set()
-    assert snap.errors == ["process sampler timed out after 0.1s"]
-    assert snap.performance.memory_usage_mb is None
-    assert snap.detailed_components["task_api"].items_processed == API_DONE
-
-
-async def _append(into: list[Any], coro: Any) -> None:
-    into.append(await coro)
-
-
-async def test_requests_waiting_for_a_build_are_woken_together(clock: FakeClock) -> None:
-    """Requests that must wait for a snapshot build leave together when it is done, not
-    one per event-loop turn as they would from a lock's queue (that made seconds of
-    latency with hundreds of connections)."""
-    gate = threading.Event()
-
-    class GatedSampler:
-        def sample(self) -> ProcessStats:
-            gate.wait(5)
-            return ProcessStats(1.0, 1.0)
-
-    service = service_for(seed(clock), clock, sampler=GatedSampler())
-    done: list[Any] = []
-    try:
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                for _ in range(50):
-                    tg.start_soon(_append, done, service.snapshot())
-                await anyio.sleep(0.05)  # one builds (held in the sampler), 49 wait
-                assert not done
-                gate.set()
-                # the build ends in a worker thread: poll for it
-                while not service.statistics().snapshots_built:  # noqa: ASYNC110
-                    await anyio.sleep(0.001)
-                turns = 0
-                while len(done) < 50:
-                    await anyio.lowlevel.checkpoint()  # one event-loop turn
-                    turns += 1
-                assert turns <= 3
-    finally:
-        gate.set()
-    assert len({id(s) for s in done}) == 1
-    assert service.statistics().snapshots_built == 1
-
-
 # -- health probes, HEAD, the OpenAPI document -----------------------------------------------
 
 
@@ -683,3 +497,103 @@ async def test_openapi_is_served_as_json_only_and_is_valid(service: TickCache) -
     assert set(schema["paths"]["/health/ready"]["get"]["responses"]) >= {"200", "503"}
     # HEAD is answered, not documented twice: every operation is the GET.
     assert all(set(ops) == {"get"} for ops in schema["paths"].values())
+
+
+# -- /alerts: the lifecycle over HTTP ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def served(s: System) -> AsyncIterator[httpx.AsyncClient]:
+    service = TickCache(
+        s.agg,
+        tick_s=1.0,
+        sampler=FixedSampler(ProcessStats(100.0, 5.0)),
+        clock=s.clock.monotonic,
+        wall=s.clock.wall,
+        judge=s.judge,
+    )
+    async with running(create_app(service)) as client:
+        yield client
+
+
+@pytest.mark.anyio
+async def test_alerts_route_shows_the_lifecycle_in_the_specification_shape() -> None:
+    s = System([HIGH, AlertRule("Down", "up == 0", level="warning")], builtin=False)
+    s.agg.register_stream(
+        "a->b:input", from_component="a", to_component="b", buffer=lambda: (95, 100)
+    )
+    half_failing(s)
+    s.fold(Event("w", "stopped"))
+    t0 = s.wall
+    async with served(s) as client:
+        body = (await client.get("/alerts")).json()
+        assert set(body) == {
+            "alerts",
+            "recommendations",
+            "timestamp",
+            "pending_alerts",
+            "resolved_alerts",
+        }
+        assert body["timestamp"] == t0
+        assert body["alerts"] == [
+            {
+                "level": "warning",
+                "message": "Down: up == 0",
+                "component": "w",
+                "timestamp": t0,
+                "name": "Down",
+                "state": "firing",
+                "since": t0,
+                "value": 0.0,
+                "resolved_at": None,
+            }
+        ]
+        (p,) = body["pending_alerts"]
+        assert (p["name"], p["state"], p["since"], p["value"]) == ("HighErr", "pending", t0, 0.5)
+        for _ in range(4):  # two minutes, errors kept in the window
+            s.clock.advance(30)
+            half_failing(s)
+            await client.get("/alerts")
+        body = (await client.get("/alerts")).json()
+        high = [a for a in body["alerts"] if a["name"] == "HighErr"]
+        assert high == [
+            {
+                "level": "critical",
+                "message": "db fails 50%",
+                "component": "db",
+                "timestamp": t0 + 120,
+                "name": "HighErr",
+                "state": "firing",
+                "since": t0,
+                "value": 0.5,
+                "resolved_at": None,
+            }
+        ]
+        rec = body["recommendations"][0]
+        assert rec == {
+            "type": "capacity",
+            "message": rec["message"],
+            "component": "a->b:input",
+            "figure": "buffer_ratio",
+            "value": 0.95,
+        }
+        # the critical alert shows on /health too: 503, and the reason
+        health = await client.get("/health")
+        assert health.status_code == 503
+        reasons = health.json()["reasons"]
+        assert {
+            "component": "db",
+            "reason": "critical alert HighErr firing: db fails 50%",
+            "penalty": 0.0,
+        } in reasons
+        # /metrics/json carries the firing alerts as well
+        js = (await client.get("/metrics/json")).json()
+        assert {a["name"] for a in js["alerts"]} == {"HighErr", "Down"}
+        s.fold(Event("db", "processed", count=1000), Event("w", "started"))
+        s.clock.advance(1)
+        body = (await client.get("/alerts")).json()
+        assert body["alerts"] == []
+        assert {(a["name"], a["resolved_at"]) for a in body["resolved_alerts"]} == {
+            ("HighErr", t0 + 121),
+            ("Down", t0 + 121),
+        }

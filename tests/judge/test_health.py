@@ -20,7 +20,15 @@ from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
 from streammetrics.http.app import create_app
-from streammetrics.judge.health import PENALTIES, HealthConfig, HealthJudge, stream_stall
+from streammetrics.judge.health import (
+    PENALTIES,
+    HealthConfig,
+    HealthJudge,
+    component_health,
+    status_for,
+    stream_stall,
+    system_health,
+)
 from streammetrics.model.events import Event
 from streammetrics.snapshot import Deduction, ProcessStats
 from streammetrics.views.tick_cache import TickCache
@@ -380,3 +388,110 @@ system:
         )
     assert info.value.path.startswith(f"system.components[0].{path}")
     assert says in str(info.value)
+
+
+# -- the documented formula, checked by hand ------------------------------------------------
+
+CFG = HealthConfig()  # budget 0.05, heartbeat 30 s, healthy 0.8, degraded 0.5
+
+
+@pytest.mark.parametrize(
+    ("status", "error_rate", "breaker", "hb_age", "score", "penalties"),
+    [
+        ("running", 0.0, "closed", None, 1.0, []),
+        ("registered", 0.05, "closed", None, 1.0, []),  # at the budget: no penalty
+        ("running", 0.0501, "closed", None, 0.8, [0.2]),
+        ("running", 0.25, "closed", None, 0.8, [0.2]),  # 5 x budget is still the small penalty
+        ("running", 0.2501, "closed", None, 0.4, [0.6]),
+        ("stopped", 0.0, "closed", None, 0.0, [1.0]),
+        ("failed", 0.0, "closed", None, 0.0, [1.0]),
+        ("running", 0.0, "closed", 30.0, 1.0, []),
+        ("running", 0.0, "closed", 30.5, 0.0, [1.0]),
+        ("stopped", 0.0, "closed", 99.0, 0.0, [1.0]),  # stopped and silent: one penalty
+        ("running", 0.0, "open", None, 0.5, [0.5]),
+        ("running", 0.0, "half_open", None, 0.75, [0.25]),
+        ("running", 0.1, "half_open", None, 0.55, [0.25, 0.2]),
+        ("running", 0.9, "open", None, 0.0, [0.5, 0.6]),  # clamped at 0
+    ],
+)
+def test_component_health_formula(
+    status: str,
+    error_rate: float,
+    breaker: str,
+    hb_age: float | None,
+    score: float,
+    penalties: list[float],
+) -> None:
+    got, ded = component_health(
+        "c",
+        status=status,  # type: ignore[arg-type]
+        error_rate=error_rate,
+        breaker=breaker,  # type: ignore[arg-type]
+        heartbeat_age=hb_age,
+        config=CFG,
+    )
+    assert got == pytest.approx(score)
+    assert [d.penalty for d in ded] == penalties
+    assert all(d.component == "c" for d in ded)
+
+
+def test_component_health_respects_configured_budget() -> None:
+    cfg = HealthConfig(error_budget=0.01)
+    assert component_health(
+        "c", status="running", error_rate=0.03, breaker="closed", heartbeat_age=None, config=cfg
+    )[0] == pytest.approx(0.8)
+    assert component_health(
+        "c", status="running", error_rate=0.06, breaker="closed", heartbeat_age=None, config=cfg
+    )[0] == pytest.approx(0.4)
+
+
+def test_system_health_formula() -> None:
+    assert system_health([], memory_mb=None, cpu_percent=None, config=CFG) == (1.0, [])
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=9e9, cpu_percent=100, config=CFG)
+    assert (score, ded) == (0.5, [])  # no limits configured: process figures ignored
+    cfg = HealthConfig(memory_limit_mb=100, cpu_limit_percent=50)
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=100.0, cpu_percent=50.0, config=cfg)
+    assert (score, ded) == (0.5, [])  # at the limit is not over it
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=100.5, cpu_percent=None, config=cfg)
+    assert score == pytest.approx(0.4)
+    assert [(d.component, d.penalty) for d in ded] == [(None, 0.1)]
+    assert "memory" in ded[0].reason
+    score, ded = system_health([1.0, 0.5, 0.0], memory_mb=101, cpu_percent=51, config=cfg)
+    assert score == pytest.approx(0.3)
+    assert "cpu" in ded[1].reason
+    score, _ = system_health([0.05], memory_mb=101, cpu_percent=51, config=cfg)
+    assert score == 0.0  # clamped
+    score, _ = system_health([1.0, 1.0, 0.0], memory_mb=None, cpu_percent=None, config=CFG)
+    assert score == 0.6667  # rounded to 4 places
+
+
+@pytest.mark.parametrize(
+    ("score", "critical", "status"),
+    [
+        (1.0, False, "healthy"),
+        (0.8, False, "healthy"),
+        (0.7999, False, "degraded"),
+        (0.5, False, "degraded"),
+        (0.4999, False, "unhealthy"),
+        (0.0, False, "unhealthy"),
+        (1.0, True, "degraded"),  # a critical alert firing caps the status at degraded
+        (0.3, True, "unhealthy"),  # unhealthy > degraded > healthy
+    ],
+)
+def test_status_thresholds(score: float, critical: bool, status: str) -> None:
+    assert status_for(score, critical_firing=critical, config=CFG) == status
+
+
+def test_status_thresholds_are_configurable() -> None:
+    cfg = HealthConfig(healthy_threshold=0.9, degraded_threshold=0.7)
+    assert status_for(0.85, critical_firing=False, config=cfg) == "degraded"
+    assert status_for(0.69, critical_firing=False, config=cfg) == "unhealthy"
+
+
+def test_health_config_is_checked() -> None:
+    with pytest.raises(msgspec.ValidationError, match="error_budget"):
+        msgspec.convert({"error_budget": 1.5}, HealthConfig)
+    with pytest.raises(msgspec.ValidationError, match="budjet"):
+        msgspec.convert({"error_budjet": 0.1}, HealthConfig)
+    with pytest.raises(msgspec.ValidationError, match="memory_limit_mb"):
+        msgspec.convert({"memory_limit_mb": 0}, HealthConfig)

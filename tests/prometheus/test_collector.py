@@ -6,20 +6,21 @@ import anyio
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
-)
-from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.parser import text_string_to_metric_families
 
 from streammetrics import Event
 from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
 from streammetrics.judge.health import HealthJudge
 from streammetrics.prometheus.collector import SnapshotCollector
+from streammetrics.snapshot import Snapshot
 from streammetrics.views.tick_cache import TickCache
 from streammetrics.windows import LATENCY_BOUNDS, bucket_index
+from tests.support.exposition import OPENMETRICS, families, value
 from tests.support.harness import running as running_blueprint
+from tests.support.histograms import bucket_mid
 from tests.support.http_app import (
     AGE,
     API_DONE,
@@ -36,7 +37,6 @@ from tests.support.tools import need
 
 pytestmark = pytest.mark.anyio
 
-OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 #: Names the seed's Grafana panels and alert rules query: they must not change.
 SEED_NAMES = {
     "system_health_score": "gauge",
@@ -45,27 +45,6 @@ SEED_NAMES = {
     "component_health": "gauge",
     "circuit_breaker_state": "gauge",
 }
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def service(clock: FakeClock) -> TickCache:
-    return service_for(seed(clock), clock)
-
-
-def _families(text: str, *, openmetrics: bool = False) -> dict[str, Metric]:
-    parse = parse_openmetrics if openmetrics else parse_text
-    return {f.name: f for f in parse(text)}
-
-
-def _value(family: Metric, sample: str, **labels: str) -> float:
-    values = [s.value for s in family.samples if s.name == sample and s.labels == labels]
-    assert len(values) == 1, (sample, labels, family.samples)
-    return values[0]
 
 
 async def _scrape(service: TickCache, accept: str | None = None) -> tuple[str, str]:
@@ -79,58 +58,58 @@ async def _scrape(service: TickCache, accept: str | None = None) -> tuple[str, s
 def _check_figures(fams: dict[str, Metric]) -> None:
     for name, typ in SEED_NAMES.items():
         assert fams[name].type == typ, name
-    assert _value(fams["system_health_score"], "system_health_score") == round(2.5 / 3, 4)
-    assert _value(fams["system_uptime_seconds"], "system_uptime_seconds") == AGE
+    assert value(fams["system_health_score"], "system_health_score") == round(2.5 / 3, 4)
+    assert value(fams["system_uptime_seconds"], "system_uptime_seconds") == AGE
     done = API_DONE + STORE_DONE + PAY_DONE
-    assert _value(fams["system_error_rate"], "system_error_rate") == pytest.approx(
+    assert value(fams["system_error_rate"], "system_error_rate") == pytest.approx(
         API_ERRORS / (done + API_ERRORS)
     )
-    assert _value(fams["system_items_per_second"], "system_items_per_second") == pytest.approx(
+    assert value(fams["system_items_per_second"], "system_items_per_second") == pytest.approx(
         done / AGE
     )
     health = fams["component_health"]
-    assert _value(health, "component_health", component="task_api") == 1.0
-    assert _value(health, "component_health", component="payments") == 0.0
+    assert value(health, "component_health", component="task_api") == 1.0
+    assert value(health, "component_health", component="payments") == 0.0
     items = fams["component_items_processed"]
     assert items.type == "counter"
-    assert _value(items, "component_items_processed_total", component="task_api") == API_DONE
-    assert _value(items, "component_items_processed_total", component="task_store") == STORE_DONE
+    assert value(items, "component_items_processed_total", component="task_api") == API_DONE
+    assert value(items, "component_items_processed_total", component="task_store") == STORE_DONE
     errors = fams["component_errors"]
-    assert _value(errors, "component_errors_total", component="task_api") == API_ERRORS
+    assert value(errors, "component_errors_total", component="task_api") == API_ERRORS
     breaker = fams["circuit_breaker_state"]
-    assert _value(breaker, "circuit_breaker_state", component="payments") == 1.0
+    assert value(breaker, "circuit_breaker_state", component="payments") == 1.0
     # Only components with a breaker have a series: task_api and task_store have none.
     assert {s.labels["component"] for s in breaker.samples} == {"payments"}
     failures = fams["circuit_breaker_failures"]
-    assert _value(failures, "circuit_breaker_failures_total", component="payments") == 1.0
+    assert value(failures, "circuit_breaker_failures_total", component="payments") == 1.0
     ips = fams["component_items_per_second"]
-    assert _value(ips, "component_items_per_second", component="task_api", window="60s") == (
+    assert value(ips, "component_items_per_second", component="task_api", window="60s") == (
         pytest.approx(API_DONE / AGE)
     )
-    assert _value(ips, "component_items_per_second", component="task_api", window="10s") == 0.0
+    assert value(ips, "component_items_per_second", component="task_api", window="10s") == 0.0
     erate = fams["component_error_rate"]
-    assert _value(erate, "component_error_rate", component="task_api", window="300s") == (
+    assert value(erate, "component_error_rate", component="task_api", window="300s") == (
         pytest.approx(API_ERRORS / (API_DONE + API_ERRORS))
     )
     score = fams["component_health_score"]
-    assert _value(score, "component_health_score", component="payments") == 0.5
+    assert value(score, "component_health_score", component="payments") == 0.5
     streams = fams["stream_messages"]
-    assert _value(streams, "stream_messages_total", stream="input") == API_DONE
+    assert value(streams, "stream_messages_total", stream="input") == API_DONE
     binding = "task_api->task_store"
-    assert _value(fams["stream_buffer_used"], "stream_buffer_used", stream=binding) == 3
-    assert _value(fams["stream_buffer_size"], "stream_buffer_size", stream=binding) == 100
-    assert _value(fams["traces"], "traces_total") == 1
-    assert _value(fams["spans_active"], "spans_active") == 1
+    assert value(fams["stream_buffer_used"], "stream_buffer_used", stream=binding) == 3
+    assert value(fams["stream_buffer_size"], "stream_buffer_size", stream=binding) == 100
+    assert value(fams["traces"], "traces_total") == 1
+    assert value(fams["spans_active"], "spans_active") == 1
     rejected = fams["streammetrics_events_rejected"]
-    assert _value(rejected, "streammetrics_events_rejected_total", reason="malformed") == 3
-    assert _value(fams["alerts_firing"], "alerts_firing", level="critical") == 0
+    assert value(rejected, "streammetrics_events_rejected_total", reason="malformed") == 3
+    assert value(fams["alerts_firing"], "alerts_firing", level="critical") == 0
     rss = fams["streammetrics_process_resident_memory_bytes"]
-    assert _value(rss, "streammetrics_process_resident_memory_bytes") == 512 * 2**20
+    assert value(rss, "streammetrics_process_resident_memory_bytes") == 512 * 2**20
     cpu = fams["streammetrics_process_cpu_percent"]
-    assert _value(cpu, "streammetrics_process_cpu_percent") == 25.5
+    assert value(cpu, "streammetrics_process_cpu_percent") == 25.5
 
     quant = fams["component_latency_p99_seconds"]
-    p99 = _value(quant, "component_latency_p99_seconds", component="task_api", window="60s")
+    p99 = value(quant, "component_latency_p99_seconds", component="task_api", window="60s")
     assert API_LATENCIES[0] < p99 <= LATENCY_BOUNDS[bucket_index(API_LATENCIES[1])]
     hist = fams["component_latency_seconds"]
     assert hist.type == "histogram"
@@ -147,8 +126,8 @@ def _check_figures(fams: dict[str, Metric]) -> None:
         i = bucket_index(latency)
         assert float(buckets[i][0]) == pytest.approx(LATENCY_BOUNDS[i])
         assert buckets[i][1] == sum(x <= LATENCY_BOUNDS[i] for x in API_LATENCIES)
-    assert _value(hist, "component_latency_seconds_count", component="task_api") == 2
-    assert _value(hist, "component_latency_seconds_sum", component="task_api") == pytest.approx(
+    assert value(hist, "component_latency_seconds_count", component="task_api") == 2
+    assert value(hist, "component_latency_seconds_sum", component="task_api") == pytest.approx(
         sum(API_LATENCIES)
     )
     # Components never timed expose no histogram (42 zero buckets each would be pure cost).
@@ -162,7 +141,7 @@ async def test_text_format_has_the_seed_names_and_the_folded_figures(
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     assert "# TYPE system_uptime_seconds gauge" in text
     assert "# TYPE component_items_processed_total counter" in text
-    _check_figures(_families(text))
+    _check_figures(families(text))
 
 
 async def test_openmetrics_when_the_scraper_asks(service: TickCache) -> None:
@@ -174,7 +153,7 @@ async def test_openmetrics_when_the_scraper_asks(service: TickCache) -> None:
     content_type, text = await _scrape(service, accept)
     assert content_type == OPENMETRICS
     assert text.endswith("# EOF\n")
-    _check_figures(_families(text, openmetrics=True))
+    _check_figures(families(text, openmetrics=True))
 
 
 async def test_plain_text_when_the_scraper_does_not_ask_for_openmetrics(
@@ -191,63 +170,13 @@ async def test_label_values_round_trip_quotes_backslashes_and_newlines(clock: Fa
     service = service_for(agg, clock)
     for accept, om in ((None, False), (OPENMETRICS, True)):
         _ctype, text = await _scrape(service, accept)
-        fams = _families(text, openmetrics=om)
+        fams = families(text, openmetrics=om)
         items = fams["component_items_processed"]
-        assert _value(items, "component_items_processed_total", component=name) == 7
-        assert _value(fams["stream_messages"], "stream_messages_total", stream='s"\\\n') == 7
+        assert value(items, "component_items_processed_total", component=name) == 7
+        assert value(fams["stream_messages"], "stream_messages_total", stream='s"\\\n') == 7
     async with running(create_app(service)) as client:
         body = (await client.get("/components")).json()
     assert body["components"][name]["items_processed"] == 7
-
-
-async def test_render_is_cached_per_tick(service: TickCache, clock: FakeClock) -> None:
-    async with running(create_app(service)) as client:
-        first = await client.get("/metrics")
-        second = await client.get("/metrics")
-        assert first.text == second.text
-        stats = service.statistics()
-        assert (stats.renders, stats.render_cache_hits) == (1, 1)
-
-        async with anyio.create_task_group() as tg:  # a scrape storm within one tick
-            for _ in range(20):
-                tg.start_soon(client.get, "/metrics")
-        assert service.statistics().renders == 1
-
-        await client.get("/metrics", headers={"accept": OPENMETRICS})
-        assert service.statistics().renders == 2  # one render per format
-
-        clock.advance(1.0)  # the tick turns: a new snapshot, a new render
-        await client.get("/metrics")
-    stats = service.statistics()
-    assert stats.renders == 3
-    assert stats.render_cache_hits == 21
-    assert stats.snapshots_built == 2
-
-
-async def test_concurrent_first_scrapes_share_one_render(service: TickCache) -> None:
-    bodies: list[bytes] = []
-
-    async def scrape() -> None:
-        bodies.append(await service.prometheus())
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(10):
-            tg.start_soon(scrape)
-    assert len(set(bodies)) == 1
-    assert service.statistics().renders == 1
-    assert service.statistics().snapshots_built == 1
-
-
-async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock) -> None:
-    custom = Counter("orders_placed", "Orders placed", registry=None)
-    custom.inc(4)
-    service = TickCache(seed(clock), clock=clock.monotonic)
-    service.add_collector(custom)
-    fams = _families((await service.prometheus()).decode())
-    assert _value(fams["orders_placed"], "orders_placed_total") == 4
-    assert "system_health_score" in fams
-    # No sampler: the process gauges are left out rather than exposed as made-up zeros.
-    assert "streammetrics_process_resident_memory_bytes" not in fams
 
 
 def test_collector_name_clashes(clock: FakeClock) -> None:
@@ -320,11 +249,11 @@ async def test_circuit_breaker_state_only_for_components_with_a_breaker() -> Non
                 "time_open_seconds": 0.0,
                 "transitions": 0,
             }
-    fams = _families(text)
+    fams = families(text)
     state = fams["circuit_breaker_state"]
     assert {s.labels["component"] for s in state.samples} == guarded
-    assert _value(state, "circuit_breaker_state", component="proc") == 0.0
-    assert _value(state, "circuit_breaker_state", component="api") == 0.0
+    assert value(state, "circuit_breaker_state", component="proc") == 0.0
+    assert value(state, "circuit_breaker_state", component="api") == 0.0
     failures = fams["circuit_breaker_failures"]
     assert {s.labels["component"] for s in failures.samples} == guarded
 
@@ -333,8 +262,42 @@ async def test_no_breaker_anywhere_no_circuit_breaker_families(clock: FakeClock)
     agg = Aggregator(clock=clock.monotonic, wall=clock.wall)
     agg.fold_events([Event("a", "processed", count=3), Event("b", "error", detail="x")])
     _ctype, text = await _scrape(service_for(agg, clock))
-    fams = _families(text)
+    fams = families(text)
     assert "component_health" in fams
     # No HELP/TYPE pair without a sample either: nothing claims a breaker exists.
     assert "circuit_breaker_state" not in fams and "circuit_breaker_failures" not in fams
     assert "circuit_breaker" not in text
+
+
+def _prometheus(snap: Snapshot) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of the exposition of ``snap``, by sample name."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(lambda: snap))
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(generate_latest(reg).decode()):
+        for sample in fam.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_span_figures_in_prometheus() -> None:
+    clock = FakeClock()
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall, span_timeout_s=1.0)
+    agg.fold_events(
+        [
+            Event("api", "span_start", trace_id="t1", span_id="a1"),
+            Event("db", "span_start", trace_id="t1", span_id="d1"),
+            Event("db", "processed"),
+        ]
+    )
+    clock.advance(0.5)
+    agg.fold_events([Event("api", "span_end", span_id="a1")])
+    clock.advance(1.0)  # d1 expires
+    got = _prometheus(HealthJudge().judge(agg.figures()))
+    assert got["component_span_latency_p50_seconds"] == [
+        ({"component": "api", "window": "60s"}, pytest.approx(bucket_mid(0.5)))
+    ]
+    assert [c["component"] for c, _v in got["component_span_latency_p99_seconds"]] == ["api"]
+    assert got["spans_expired_total"] == [({}, 1.0)]
+    assert got["spans_active"] == [({}, 0.0)]
+    assert got["traces_total"] == [({}, 1.0)]

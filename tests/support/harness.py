@@ -1,18 +1,24 @@
 """Shared by the harness-level tests: a blueprint running in-process, components that
-no blueprint can name put into one, and polling."""
+no blueprint can name put into one, a pipeline from a Source through a StreamProcessor
+into a Store, and what the Store wrote."""
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import anyio
+import msgspec
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import Blueprint, parse_blueprint
 from streammetrics.components import Component
 from streammetrics.harness import Harness
+from streammetrics.snapshot import Figures
 
 
 def with_class(bp: Blueprint, name: str, cls: type[Component]) -> Blueprint:
@@ -45,3 +51,44 @@ async def until(cond: Callable[[], bool], within: float = 5.0) -> None:
     with anyio.fail_after(within):
         while not cond():  # noqa: ASYNC110
             await anyio.sleep(0.005)
+
+
+def stopped(agg: Aggregator, *names: str) -> Callable[[], bool]:
+    """True once each of ``names`` reported ``stopped`` (a finished pipeline has drained)."""
+
+    def check() -> bool:
+        comps = agg.figures().detailed_components
+        return all(n in comps and comps[n].status == "stopped" for n in names)
+
+    return check
+
+
+def snapshot(harness: Harness, agg: Aggregator) -> Figures:
+    """The aggregator's figures once the bus has handed over what the probes counted."""
+    harness.bus.flush()
+    return agg.figures()
+
+
+def rows(db: Path, table: str = "items") -> list[Any]:
+    """The items a Store wrote to ``db``, decoded, in row order."""
+    conn = sqlite3.connect(db)
+    try:
+        return [msgspec.json.decode(b) for (b,) in conn.execute(f"SELECT body FROM {table}")]
+    finally:
+        conn.close()
+
+
+def pipeline(db: Path, source: str, processor: str, n_bindings_buffer: int = 1000) -> str:
+    """A blueprint: Source ``src`` (config ``source``) -> StreamProcessor ``proc`` (config
+    ``processor``) -> Store ``store`` writing to ``db``."""
+    return f"""
+system:
+  name: pipeline
+  components:
+    - {{name: src, type: Source, config: {source}}}
+    - {{name: proc, type: StreamProcessor, config: {processor}}}
+    - {{name: store, type: Store, config: {{path: "{db}"}}}}
+  bindings:
+    - {{from_component: src, to_component: proc, buffer: {n_bindings_buffer}}}
+    - {{from_component: proc, to_component: store, stream_name: kept}}
+"""

@@ -1,5 +1,5 @@
-"""The test suite's own helpers: a readiness wait ends at its deadline even when the
-child prints nothing, and a missing program fails naming its package."""
+"""The suite's own child-process reader: a readiness wait ends at its deadline even when
+the child prints nothing, and a child that exits early says so with its stderr."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import time
 import pytest
 
 from tests.support.process import Spawned
-from tests.support.tools import missing_message, need
 
 
 def test_a_wait_on_a_silent_child_ends_at_its_deadline() -> None:
@@ -29,9 +28,3 @@ def test_a_child_that_exits_before_the_line_says_so_with_its_stderr() -> None:
     with pytest.raises(AssertionError, match=r"exited early \(1\).*boom"):
         child.wait_for("listening on", timeout=10)
     assert child.lines == ["hello\n"]
-
-
-def test_a_missing_program_fails_naming_its_debian_package() -> None:
-    assert "apt-get install prometheus" in missing_message("promtool")
-    with pytest.raises(pytest.fail.Exception, match="not-a-real-program"):
-        need("not-a-real-program")
