@@ -38,6 +38,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
         "p99_ms",
         "max_ms",
         "errors",
+        "timeouts",
         "non2xx",
         "renders",
         "render_s",

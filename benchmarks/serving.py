@@ -13,9 +13,14 @@ Contenders:
 - ``prometheus-client``: ``prometheus_client.start_http_server`` on a loopback port with
   exactly as many samples as streammetrics' ``/metrics`` (it renders per request).
 
-The load comes from ``wrk`` when it is installed (``apt-get install -y wrk``), else from
-``benchmarks._loadgen`` (asyncio, in its own process); each row says which. Then a
+The load comes from ``wrk`` when it is installed (``scripts/bench`` installs it), else
+from ``benchmarks._loadgen`` (asyncio, in its own process); each row says which. Then a
 10,000-component endpoint renders ``/metrics`` in a loop while ``/health`` is measured.
+
+A request with no answer within ``REQUEST_TIMEOUT_S`` is a timeout, for either generator:
+each row counts timeouts beside socket errors and non-2xx answers, and the targets built on
+a row say so (a p99 whose row timed out on more than 1 % of its requests is at least the
+timeout, so that is the figure judged). A slow peer is a figure, never a failed case.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from ._loadgen import DEFAULT_TIMEOUT_S
 from ._proc import read_line
 from ._report import BenchmarkError, CaseResult, Target, progress
 
-__all__ = ("Server", "load", "parse_wrk", "run_case", "started")
+__all__ = ("REQUEST_TIMEOUT_S", "Server", "load", "parse_wrk", "run_case", "started")
 
 Tool = Literal["wrk", "asyncio"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +58,9 @@ _KIND = {
     "litestar": "litestar",
     "prometheus-client": "prometheus",
 }
+REQUEST_TIMEOUT_S = DEFAULT_TIMEOUT_S
+"""Seconds without a complete answer after which a request counts as a timeout (wrk's
+``--timeout``, the asyncio generator's ``--timeout``)."""
 
 
 class Server:
@@ -172,6 +181,13 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return r
 
 
+def wrk_timeouts(out: str) -> int:
+    """The timeouts of wrk's ``Socket errors:`` line (``parse_wrk`` counts them among the
+    errors); 0 when the line is absent (wrk prints it only when there were errors)."""
+    m = re.search(r"^\s*Socket errors:.*\btimeout (\d+)", out, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
 def tool_available() -> Tool:
     return "wrk" if shutil.which("wrk") else "asyncio"
 
@@ -181,7 +197,8 @@ def load(
 ) -> dict[str, Any]:
     """Drive ``url`` with ``connections`` keep-alive connections for ``seconds``: as fast
     as answers come (closed loop), or ``rate`` requests/s offered (open loop: asyncio
-    generator only, Debian's wrk 4.1 has no ``-R``)."""
+    generator only, Debian's wrk 4.1 has no ``-R``). ``errors`` and ``timeouts`` are
+    disjoint: socket errors, and requests unanswered after ``REQUEST_TIMEOUT_S``."""
     if tool == "wrk" and rate is None:
         threads = max(1, min(connections, (os.cpu_count() or 2) // 2))
         secs = max(1, round(seconds))
@@ -192,13 +209,16 @@ def load(
             f"-d{secs}s",
             "--latency",
             "--timeout",
-            "10s",
+            f"{REQUEST_TIMEOUT_S:g}s",
             url,
         ]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60, check=False)
+        p = _run(cmd, secs + REQUEST_TIMEOUT_S + 60)
         if p.returncode:
             raise BenchmarkError(f"wrk failed ({p.returncode}): {p.stderr.strip()}")
-        return parse_wrk(p.stdout)
+        r = parse_wrk(p.stdout)
+        r["timeouts"] = wrk_timeouts(p.stdout)
+        r["errors"] -= r["timeouts"]
+        return r
     cmd = [
         sys.executable,
         "-m",
@@ -208,15 +228,26 @@ def load(
         str(connections),
         "--seconds",
         str(seconds),
+        "--timeout",
+        str(REQUEST_TIMEOUT_S),
         *(["--rate", str(rate)] if rate else []),
     ]
-    p = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
+    # it ends by itself within seconds + timeout (in-flight requests are waited for)
+    p = _run(cmd, seconds + REQUEST_TIMEOUT_S + 60)
     if p.returncode:
         raise BenchmarkError(f"load generator failed: {p.stderr.strip()[-2000:]}")
     out: dict[str, Any] = json.loads(p.stdout)
     return out
+
+
+def _run(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a load generator; one that outlives ``timeout`` is a failed measurement."""
+    try:
+        return subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchmarkError(f"{cmd[0]} did not end within {timeout:.0f} s: {cmd}") from exc
 
 
 # -- the case -----------------------------------------------------------------------------
@@ -231,10 +262,17 @@ def _row(route: str, server: str, conns: int, r: dict[str, Any], tool: Tool) -> 
         "p50_ms": r.get("p50_ms"),
         "p99_ms": r.get("p99_ms"),
         "max_ms": r.get("max_ms"),
+        "requests": r.get("requests", 0),
         "errors": r.get("errors", 0),
+        "timeouts": r.get("timeouts", 0),
         "non2xx": r.get("non2xx", 0),
         "load": tool,
     }
+
+
+def _counts(row: dict[str, Any]) -> str:
+    """A row's requests that are not in its latency figures, for progress lines."""
+    return f"timeouts {row['timeouts']}, errors {row['errors']}"
 
 
 def _under_render(
@@ -304,9 +342,11 @@ def run_case(
             "fixed_rate": fixed_rate,
         },
     )
+    why = "wrk not installed" if tool_available() == "asyncio" else "--load asyncio"
     result.notes.append(
         "load generator: "
-        + ("wrk" if tool == "wrk" else "benchmarks._loadgen (asyncio, wrk not installed)")
+        + ("wrk" if tool == "wrk" else f"benchmarks._loadgen (asyncio, {why})")
+        + f"; a request unanswered after {REQUEST_TIMEOUT_S:g} s counts as a timeout"
     )
     progress(f"http: starting servers ({components:,} components), load by {tool}")
     sm_args = ["--components", str(components)]
@@ -346,7 +386,7 @@ def run_case(
                         result.rows.append(row)
                         progress(
                             f"http: {route} {name} c={conns}: {row['req_per_s']:,.0f} req/s, "
-                            f"p99 {row['p99_ms'] or 0:.1f} ms, errors {row['errors']}"
+                            f"p99 {row['p99_ms'] or 0:.1f} ms, {_counts(row)}"
                         )
             if many_connections and "/health" in routes:
                 for name in ("streammetrics", "litestar"):
@@ -356,7 +396,7 @@ def run_case(
                         result.rows.append(row)
                         progress(
                             f"http: /health {name} c={many_connections}: "
-                            f"{row['req_per_s']:,.0f} req/s, errors {row['errors']}"
+                            f"{row['req_per_s']:,.0f} req/s, {_counts(row)}"
                         )
             if fixed_rate and "/health" in routes:
                 conns = 100 if 100 in connections else max(connections)
@@ -368,12 +408,12 @@ def run_case(
                         result.rows.append(row)
                         progress(
                             f"http: /health {name} c={conns} at {fixed_rate:,.0f} req/s offered: "
-                            f"p99 {row['p99_ms'] or 0:.1f} ms, errors {row['errors']}"
+                            f"p99 {row['p99_ms'] or 0:.1f} ms, {_counts(row)}"
                         )
     for row in result.rows:
         peer = {"/health": "litestar", "/metrics": "prometheus-client", "/metrics/json": "litestar"}
         ref = _find(result.rows, row["route"], peer.get(row["route"], "litestar"), row["conns"])
-        if row["server"] == "streammetrics" and ref:
+        if row["server"] == "streammetrics" and ref and ref["req_per_s"] > 0:
             row["vs_peer"] = row["req_per_s"] / ref["req_per_s"]
     render_row = None
     if render_components:
@@ -384,7 +424,8 @@ def run_case(
         result.rows.append(render_row)
         progress(
             f"http: /health during render: p99 {render_row['p99_ms'] or 0:.1f} ms, "
-            f"{render_row['renders']} renders, longest {render_row['render_s'] or 0:.1f} s"
+            f"{render_row['renders']} renders, longest {render_row['render_s'] or 0:.1f} s, "
+            f"{_counts(render_row)}"
         )
     result.targets = _targets(result.rows, render_row, many_connections, fixed_rate)
     return result
@@ -403,6 +444,62 @@ def _render_note(row: dict[str, Any] | None) -> str:
     if row is None:
         return "not measured"
     return "" if row["components"] == 10_000 else f"{row['components']:,} components"
+
+
+def _unanswered(*rows: dict[str, Any] | None) -> str:
+    """What the rows behind a target left out of their latency figures, server by server
+    (``prometheus-client: 37 timeouts (> 10 s)``); empty when every request was answered."""
+    parts = []
+    for row in rows:
+        if row is None:
+            continue
+        counts = [
+            f"{row[key]:,} {label}"
+            for key, label in (
+                ("timeouts", f"timeouts (> {REQUEST_TIMEOUT_S:g} s)"),
+                ("errors", "socket errors"),
+                ("non2xx", "non-2xx"),
+            )
+            if row.get(key)
+        ]
+        if counts:
+            parts.append(f"{row['server']}: {', '.join(counts)}")
+    return "; ".join(parts)
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _p99(row: dict[str, Any] | None) -> float | None:
+    """The row's p99 (ms) with its timed-out requests counted as slower than every answer.
+
+    Both generators leave timed-out requests out of their percentiles; once more than 1 %
+    of the requests timed out, the p99 of all of them is at least the timeout, so that
+    lower bound is the figure judged (a target below it is MISSED, not met on the answers
+    that did come)."""
+    if row is None:
+        return None
+    timeouts: int = row["timeouts"]
+    if timeouts and timeouts > 0.01 * (row["requests"] + timeouts):
+        return max(float(row["p99_ms"] or 0.0), REQUEST_TIMEOUT_S * 1e3)
+    p99: float | None = row["p99_ms"]
+    return p99
+
+
+def _ratio(ours: dict[str, Any] | None, peer: dict[str, Any] | None) -> float | None:
+    """req/s ÷ the peer's; None when either was not measured or the peer answered nothing
+    (no ratio to give; the target's note then counts the peer's timeouts and errors)."""
+    if ours is None or peer is None or peer["req_per_s"] <= 0:
+        return None
+    ratio: float = ours["req_per_s"] / peer["req_per_s"]
+    return ratio
+
+
+def _silent(peer: dict[str, Any] | None) -> str:
+    if peer is None or peer["req_per_s"] > 0:
+        return ""
+    return f"{peer['server']} answered no request, so no ratio"
 
 
 def _targets(
@@ -426,52 +523,56 @@ def _targets(
     return [
         Target(
             "http: /health req/s / bare Litestar",
-            h["req_per_s"] / hl["req_per_s"] if h and hl else None,
+            _ratio(h, hl),
             ">=",
             0.90,
             "x",
-            note or "100 connections",
+            _join(note or "100 connections", _silent(hl), _unanswered(h, hl)),
         ),
         Target(
             "http: /health p99 at 100 connections",
-            h["p99_ms"] if h else None,
+            _p99(h),
             "<",
             10.0,
             "ms",
-            note,
+            _join(note, _unanswered(h)),
         ),
         Target(
             f"http: /health p99 at {conns} connections, {rate or 0:,.0f} req/s offered",
-            fixed["p99_ms"] if fixed else None,
+            _p99(fixed),
             "<",
             10.0,
             "ms",
-            "open loop (asyncio generator); not one of the issue's targets, its fixed-rate reading"
-            if fixed
-            else "not measured",
+            _join(
+                "open loop (asyncio generator); not one of the issue's targets, its fixed-rate "
+                "reading"
+                if fixed
+                else "not measured",
+                _unanswered(fixed),
+            ),
         ),
         Target(
             f"http: /health errors at {many or 1000:,} connections",
-            float(hm["errors"] + hm["non2xx"]) if hm else None,
+            float(hm["errors"] + hm["timeouts"] + hm["non2xx"]) if hm else None,
             "<",
             1.0,
             "",
-            "" if hm else "not measured",
+            _unanswered(hm) if hm else "not measured",
         ),
         Target(
             "http: /metrics req/s / prometheus-client server",
-            m["req_per_s"] / mp["req_per_s"] if m and mp else None,
+            _ratio(m, mp),
             ">=",
             10.0,
             "x",
-            note or "100 connections",
+            _join(note or "100 connections", _silent(mp), _unanswered(m, mp)),
         ),
         Target(
             "http: /health p99 while 10,000-component /metrics renders",
-            render_row["p99_ms"] if render_row else None,
+            _p99(render_row),
             "<",
             10.0,
             "ms",
-            _render_note(render_row),
+            _join(_render_note(render_row), _unanswered(render_row)),
         ),
     ]
