@@ -17,6 +17,7 @@ from streammetrics.model.events import Delta, Event
 from streammetrics.snapshot import BreakerStatus, Deduction, ProcessStats, Snapshot
 from streammetrics.windows import bucket_index
 from tests.support.histograms import histogram
+from tests.support.loop import with_turns
 
 W0 = 1_700_000_000.0  # wall time when the monotonic clock reads 0
 
@@ -493,8 +494,6 @@ def test_a_batch_folds_like_its_events_one_by_one(clock: Clock) -> None:
 
 @pytest.mark.anyio
 async def test_figures_async_matches_figures_and_lets_the_loop_run(clock: Clock) -> None:
-    import anyio
-
     agg = make(clock)
     for i in range(1000):
         agg.fold_events(
@@ -505,21 +504,7 @@ async def test_figures_async_matches_figures_and_lets_the_loop_run(clock: Clock)
         )
     clock.t += 7.0
     expected = agg.figures()
-    ticks = 0
-
-    async def count_turns() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(count_turns)
-        await anyio.lowlevel.checkpoint()
-        before = ticks
-        got = await agg.figures_async(chunk=100)
-        turns = ticks - before
-        tg.cancel_scope.cancel()
+    got, turns = await with_turns(agg.figures_async(chunk=100))
     assert msgspec.json.encode(got) == msgspec.json.encode(expected)
     # 1,000 components in chunks of 100: the other task ran between the chunks
     assert turns >= 9

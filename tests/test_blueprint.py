@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from streammetrics.blueprint import (
 from streammetrics.breaker import BreakerConfig
 from streammetrics.errors import BlueprintError, StreamMetricsError
 from streammetrics.model.nesting import MAX_DEPTH
+from tests.support.process import cli
 
 # The seed's "Basic Metrics Endpoint" example (quotes and blank line kept).
 BASIC = """\
@@ -194,12 +193,7 @@ def test_validate_exits_2_on_a_deep_yaml_with_one_clear_line(tmp_path: Path) -> 
     says what is wrong in one line and exits 2."""
     f = tmp_path / "deep.yaml"
     f.write_text(_deep_flow(100_000), encoding="utf-8")
-    r = subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", "validate", str(f)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = cli("validate", str(f), timeout=60)
     assert (r.returncode, r.stdout) == (2, "")
     (line,) = r.stderr.splitlines()
     assert line.startswith("streammetrics: error: ")
@@ -313,12 +307,7 @@ def test_a_circuit_breaker_on_the_seeds_fastapi_endpoint_is_taken(tmp_path: Path
     assert api.config.port == 8000  # the rest of the config is the endpoint's, as before
     f = tmp_path / "bp.yaml"
     f.write_text(text, encoding="utf-8")
-    r = subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", "validate", str(f)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = cli("validate", str(f))
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout.startswith("ok: system 'monitored_system', 3 components")
 

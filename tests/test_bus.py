@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from streammetrics.bus import BusStatistics, EventBus
-from streammetrics.model.events import Delta, Event, Rejection
-
-
-class Recorder:
-    def __init__(self, reject: bool = False) -> None:
-        self.events: list[Event] = []
-        self.deltas: list[Delta] = []
-        self.reject = reject
-
-    def fold_events(self, events: Sequence[Event]) -> list[Rejection]:
-        self.events += events
-        return [Rejection(0, "events[0]", "no")] if self.reject else []
-
-    def fold_deltas(self, deltas: Sequence[Delta]) -> None:
-        self.deltas += deltas
+from streammetrics.model.events import Event, Rejection
+from tests.support.sinks import Recorder
 
 
 def test_publish_fans_out_and_returns_first_sinks_rejections() -> None:

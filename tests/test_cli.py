@@ -7,27 +7,17 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.paths import BLUEPRINTS
-
-
-def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.support.process import cli
 
 
 def test_validate_ok_for_every_shipped_blueprint() -> None:
     for path in sorted(BLUEPRINTS.glob("*.yaml")):
-        r = _cli("validate", str(path))
+        r = cli("validate", str(path))
         assert r.returncode == 0, (path, r.stderr)
         assert r.stdout.startswith("ok: system ")
 
@@ -39,14 +29,14 @@ def test_validate_bad_blueprint_exits_2_naming_the_path(tmp_path: Path) -> None:
         "    - {name: a, type: Store}\n"
         "    - {name: m, type: MetricsEndpoint, config: {port: 'abc'}}\n"
     )
-    r = _cli("validate", str(bad))
+    r = cli("validate", str(bad))
     assert r.returncode == 2
     assert "system.components[1].config.port" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_validate_missing_file_exits_2(tmp_path: Path) -> None:
-    r = _cli("validate", str(tmp_path / "nope.yaml"))
+    r = cli("validate", str(tmp_path / "nope.yaml"))
     assert r.returncode == 2
     assert "cannot read blueprint" in r.stderr
 
@@ -56,7 +46,7 @@ def test_port_in_use_exits_2_naming_component_host_and_port() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = _cli("run", str(BLUEPRINTS / "basic.yaml"), "--port-offset", str(port - 9000))
+        r = cli("run", str(BLUEPRINTS / "basic.yaml"), "--port-offset", str(port - 9000))
     assert r.returncode == 2
     assert "system_metrics" in r.stderr
     assert f"127.0.0.1:{port}" in r.stderr
@@ -93,7 +83,7 @@ def _entries_without_help(page: str) -> list[str]:
 
 @pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["demo"]])
 def test_every_argument_and_option_has_help(command: list[str]) -> None:
-    r = _cli(*command, "--help")
+    r = cli(*command, "--help")
     assert r.returncode == 0, r.stderr
     assert "options:" in r.stdout
     assert _entries_without_help(r.stdout) == [], r.stdout
@@ -113,18 +103,18 @@ def test_every_argument_and_option_has_help(command: list[str]) -> None:
     ],
 )
 def test_an_unknown_flag_is_named_and_exits_2(args: list[str]) -> None:
-    r = _cli(*args)
+    r = cli(*args)
     assert r.returncode == 2
     assert "error: unrecognized arguments: --bogus" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_log_level_takes_one_of_the_listed_levels_in_any_case() -> None:
-    r = _cli("--log-level", "loud", "validate", str(BLUEPRINTS / "basic.yaml"))
+    r = cli("--log-level", "loud", "validate", str(BLUEPRINTS / "basic.yaml"))
     assert r.returncode == 2
     assert "argument --log-level: invalid choice: 'LOUD'" in r.stderr
     assert "Traceback" not in r.stderr
-    r = _cli("--log-level", "debug", "validate", str(BLUEPRINTS / "basic.yaml"))
+    r = cli("--log-level", "debug", "validate", str(BLUEPRINTS / "basic.yaml"))
     assert r.returncode == 0, r.stderr
 
 
@@ -140,7 +130,7 @@ BAD_TYPE = (
 def test_a_blueprint_error_names_the_file_and_the_path(tmp_path: Path, command: str) -> None:
     bad = tmp_path / "x.yaml"
     bad.write_text(BAD_TYPE)
-    r = _cli(command, str(bad))
+    r = cli(command, str(bad))
     assert r.returncode == 2
     assert r.stderr.startswith(
         f"streammetrics: error: {bad}: system.components[2].type: unknown component type 'Nope'"
@@ -151,11 +141,11 @@ def test_a_blueprint_error_names_the_file_and_the_path(tmp_path: Path, command: 
 def test_unreadable_yaml_names_the_file_once(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("system: [\n")
-    r = _cli("validate", str(bad))
+    r = cli("validate", str(bad))
     assert r.returncode == 2
     assert r.stderr.startswith(f"streammetrics: error: {bad}: not valid YAML (line 2"), r.stderr
     missing = tmp_path / "nope.yaml"
-    r = _cli("validate", str(missing))
+    r = cli("validate", str(missing))
     assert r.stderr == f"streammetrics: error: {missing}: cannot read blueprint: " + (
         "No such file or directory\n"
     )
@@ -164,7 +154,7 @@ def test_unreadable_yaml_names_the_file_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_port_offset_out_of_range_says_so(command: str) -> None:
     basic = str(BLUEPRINTS / "basic.yaml")
-    r = _cli(command, basic, "--port-offset", "60000")
+    r = cli(command, basic, "--port-offset", "60000")
     assert r.returncode == 2
     assert r.stderr == (
         f"streammetrics: error: {basic}: system.components[0].config.port: --port-offset 60000 "
@@ -181,31 +171,25 @@ def test_a_port_offset_onto_port_0_is_refused_not_turned_into_a_free_port(
         "system:\n  name: s\n  components:\n"
         "    - {name: m, type: MetricsEndpoint, config: {port: 9000}}\n"
     )
-    r = _cli("validate", str(bp), "--port-offset", "-9000")
+    r = cli("validate", str(bp), "--port-offset", "-9000")
     assert r.returncode == 2
     assert "moves port 9000 of component 'm' to 0, outside 1-65535" in r.stderr
 
 
 def test_validate_applies_the_port_offset_as_run_does(tmp_path: Path) -> None:
     basic = str(BLUEPRINTS / "basic.yaml")
-    assert _cli("validate", basic, "--port-offset", "56535").returncode == 0  # 9000 -> 65535
-    r = _cli("validate", basic, "--port-offset", "56536")
+    assert cli("validate", basic, "--port-offset", "56535").returncode == 0  # 9000 -> 65535
+    r = cli("validate", basic, "--port-offset", "56536")
     assert r.returncode == 2
     assert "moves port 9000 of component 'system_metrics' to 65536" in r.stderr
     env = {**os.environ, "STREAMMETRICS_PORT_OFFSET": "60000"}
-    r = subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", "validate", basic],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    r = cli("validate", basic, env=env)
     assert r.returncode == 2
     assert "$STREAMMETRICS_PORT_OFFSET=60000 moves port 8000 of component 'app_server'" in r.stderr
 
 
 def test_demo_names_its_bundled_blueprint_for_a_bad_offset() -> None:
-    r = _cli("demo", "--port-offset", "-8000")
+    r = cli("demo", "--port-offset", "-8000")
     assert r.returncode == 2
     assert r.stderr.startswith("streammetrics: error: streammetrics:demo.yaml: system.components[")
     assert "--port-offset -8000 moves port 8000 of component 'public_api' to 0" in r.stderr

@@ -16,7 +16,8 @@ from streammetrics.components import Component
 from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
 from streammetrics.judge.health import HealthJudge
-from tests.support.harness import running, until, with_class
+from tests.support.harness import running, with_class
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 

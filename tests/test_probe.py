@@ -6,7 +6,6 @@ import time
 import types
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
 
 import anyio
 import pytest
@@ -17,6 +16,7 @@ from streammetrics.model.events import Delta
 from streammetrics.probe import Probe
 from streammetrics.windows import N_BUCKETS, bucket_index
 from tests.support.histograms import histogram
+from tests.support.sinks import Recorder
 
 
 class FakePerfCounter:
@@ -222,7 +222,7 @@ def test_a_probe_nobody_listens_to_counts_but_reads_no_clock(
     with pytest.raises(ValueError):
         job(True)
     assert reads == []  # no clock read at all
-    recorder = _Recorder()
+    recorder = Recorder()
     bus.subscribe(recorder)  # someone listens from now on: timing switches on
     assert p.timing is True
     job(False)
@@ -235,14 +235,3 @@ def test_a_probe_nobody_listens_to_counts_but_reads_no_clock(
     assert d.last_error == "ValueError: bad"
     bus.unsubscribe(recorder)
     assert p.timing is False
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.deltas: list[Any] = []
-
-    def fold_events(self, events: Any) -> list[Any]:
-        return []
-
-    def fold_deltas(self, deltas: Any) -> None:
-        self.deltas += deltas

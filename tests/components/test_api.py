@@ -14,7 +14,8 @@ from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store
 from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
-from tests.support.harness import rows, running, snapshot, until
+from tests.support.harness import rows, running, snapshot
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 

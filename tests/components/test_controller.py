@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from streammetrics.components.controller import Controller
-from tests.support.harness import rows, running, snapshot, stopped, until
+from tests.support.harness import rows, running, snapshot, stopped
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 

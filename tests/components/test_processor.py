@@ -11,7 +11,8 @@ import pytest
 
 from streammetrics.components.processor import StreamProcessor
 from streammetrics.components.store import Store
-from tests.support.harness import pipeline, rows, running, snapshot, stopped, until
+from tests.support.harness import pipeline, rows, running, snapshot, stopped
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 

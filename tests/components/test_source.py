@@ -14,7 +14,8 @@ from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.source import Source
 from streammetrics.components.store import Store
 from streammetrics.harness import Harness
-from tests.support.harness import pipeline, rows, running, snapshot, stopped, until
+from tests.support.harness import pipeline, rows, running, snapshot, stopped
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,8 @@ import pytest
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.store import Store
 from streammetrics.harness import Harness
-from tests.support.harness import rows, running, snapshot, stopped, until
+from tests.support.harness import rows, running, snapshot, stopped
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 

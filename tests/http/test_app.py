@@ -39,6 +39,7 @@ from tests.support.http_app import (
     BrokenSampler,
     FakeClock,
     FixedSampler,
+    get_once,
     running,
     seed,
     service_for,
@@ -59,8 +60,7 @@ BREAKER_FIELDS = {"state", "failure_count", "last_failure"}
 
 
 async def test_root_lists_the_endpoints(service: TickCache, clock: FakeClock) -> None:
-    async with running(create_app(service)) as client:
-        r = await client.get("/")
+    r = await get_once(service, "/")
     assert r.status_code == 200
     body = r.json()
     assert body["service"] == "System Metrics API"
@@ -78,8 +78,7 @@ async def test_root_lists_the_endpoints(service: TickCache, clock: FakeClock) ->
 
 
 async def test_health_is_200_when_healthy(service: TickCache, clock: FakeClock) -> None:
-    async with running(create_app(service)) as client:
-        r = await client.get("/health")
+    r = await get_once(service, "/health")
     assert r.status_code == 200
     body = r.json()
     assert set(body) >= {
@@ -124,8 +123,7 @@ async def test_health_is_503_with_the_same_body_when_a_component_stops(
 async def test_metrics_json_has_the_spec_fields_and_the_folded_figures(
     service: TickCache, clock: FakeClock
 ) -> None:
-    async with running(create_app(service)) as client:
-        r = await client.get("/metrics/json")
+    r = await get_once(service, "/metrics/json")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     body = r.json()
@@ -203,8 +201,7 @@ async def test_window_query_selects_the_view(service: TickCache) -> None:
 
 
 async def test_alerts_route(service: TickCache, clock: FakeClock) -> None:
-    async with running(create_app(service)) as client:
-        r = await client.get("/alerts")
+    r = await get_once(service, "/alerts")
     assert r.status_code == 200
     body = r.json()
     assert set(body) >= {"alerts", "recommendations", "timestamp"}
@@ -212,8 +209,7 @@ async def test_alerts_route(service: TickCache, clock: FakeClock) -> None:
 
 
 async def test_components_route(service: TickCache, clock: FakeClock) -> None:
-    async with running(create_app(service)) as client:
-        r = await client.get("/components")
+    r = await get_once(service, "/components")
     assert r.status_code == 200
     body = r.json()
     assert set(body) >= {"components", "circuit_breakers", "streaming", "timestamp"}

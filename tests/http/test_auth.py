@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from streammetrics.http.hardening import hardening
 from streammetrics.http.settings import AuthSettings
 from tests.support.guards import BLUEPRINT, TOKEN, TOKEN2, bearer, served
 from tests.support.http_app import FakeClock, running, seed, service_for
+from tests.support.process import cli
 
 pytestmark = pytest.mark.anyio
 
@@ -109,13 +108,7 @@ def test_run_with_auth_and_no_token_variable_exits_2(tmp_path: Any) -> None:
     bp = tmp_path / "auth.yaml"
     bp.write_text(BLUEPRINT.format(extra="auth: {bearer_tokens_env: SM_TEST_NO_SUCH_VAR}"))
     env = {k: v for k, v in os.environ.items() if k != "SM_TEST_NO_SUCH_VAR"}
-    r = subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", "run", str(bp)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    r = cli("run", str(bp), env=env)
     assert r.returncode == 2
     assert "SM_TEST_NO_SUCH_VAR" in r.stderr
     assert "'m'" in r.stderr

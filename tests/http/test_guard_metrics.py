@@ -17,6 +17,7 @@ from streammetrics import MetricsEndpoint
 from streammetrics.http.app import create_app
 from streammetrics.http.hardening import hardening
 from streammetrics.http.settings import AuthSettings, RateLimitSettings
+from tests.support.exposition import by_label
 from tests.support.guards import TOKEN, bearer
 from tests.support.http_app import FakeClock, running, seed, service_for
 
@@ -40,15 +41,8 @@ async def test_the_default_limit_is_counted_as_the_endpoints_own_figures() -> No
         if rate_limit is None:
             assert "streammetrics_http_rate_limited" not in families
             continue
-        limited = {
-            s.labels["limit"]: s.value
-            for s in families["streammetrics_http_rate_limited"].samples
-            if s.name.endswith("_total")
-        }
-        clients = {
-            s.labels["limit"]: s.value
-            for s in families["streammetrics_http_rate_limit_clients"].samples
-        }
+        limited = by_label(families["streammetrics_http_rate_limited"], "limit", "_total")
+        clients = by_label(families["streammetrics_http_rate_limit_clients"], "limit")
         assert limited == {"default": 0.0, "health": 0.0}
         assert clients == {"default": 1.0, "health": 1.0}  # this test's one address
 
@@ -91,16 +85,8 @@ async def test_what_the_guards_refuse_is_counted_in_the_exposition(
         clock.advance(3600)
         text = (await c.get("/metrics", headers=bearer(TOKEN))).text
     families = {f.name: f for f in parse_text(text)}
-    limited = {
-        s.labels["limit"]: s.value
-        for s in families["streammetrics_http_rate_limited"].samples
-        if s.name.endswith("_total")
-    }
-    refused = {
-        s.labels["reason"]: s.value
-        for s in families["streammetrics_http_auth_refused"].samples
-        if s.name.endswith("_total")
-    }
+    limited = by_label(families["streammetrics_http_rate_limited"], "limit", "_total")
+    refused = by_label(families["streammetrics_http_auth_refused"], "reason", "_total")
     assert limited == {"default": 1.0, "health": 1.0}
     assert refused == {"missing": 1.0, "invalid_request": 0.0, "invalid_token": 1.0}
     assert TOKEN not in text

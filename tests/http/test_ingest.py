@@ -11,13 +11,13 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.model.events import encode_events
 from streammetrics.model.nesting import MAX_DEPTH
 from streammetrics.transports.http_client import AsyncEventClient
+from tests.support.exposition import by_label, families
 
 pytestmark = pytest.mark.anyio
 
@@ -193,12 +193,8 @@ async def test_a_retried_batch_counts_once_and_duplicates_are_exported() -> None
         assert _processed(ep) == {"api": 10}
         await anyio.sleep(0.1)  # the next tick's render
         text = (await client.get("/metrics")).text
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
-    rejected = {
-        s.labels["reason"]: s.value
-        for s in fams["streammetrics_events_rejected"].samples
-        if s.name.endswith("_total")
-    }
+    fams = families(text)
+    rejected = by_label(fams["streammetrics_events_rejected"], "reason", "_total")
     assert rejected["duplicate"] == 10
 
 

@@ -4,13 +4,8 @@ deduction, thresholds from the MetricsEndpoint's config, and stalled streams."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-import httpx
 import msgspec
 import pytest
 
@@ -18,7 +13,6 @@ from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError
-from streammetrics.harness import Harness
 from streammetrics.http.app import create_app
 from streammetrics.judge.health import (
     PENALTIES,
@@ -32,39 +26,10 @@ from streammetrics.judge.health import (
 from streammetrics.model.events import Event
 from streammetrics.snapshot import Deduction, ProcessStats
 from streammetrics.views.tick_cache import TickCache
+from tests.support.harness import serving
 from tests.support.http_app import FakeClock, FixedSampler, running
-
-
-@asynccontextmanager
-async def system(
-    text: str,
-) -> AsyncIterator[tuple[Harness, httpx.AsyncClient, httpx.AsyncClient]]:
-    harness = Harness(parse_blueprint(text), flush_interval=0.02)
-    async with anyio.create_task_group() as tg:
-        await tg.start(harness.run)
-        ports = {w.component: w.port for w in harness.listening}
-        try:
-            async with (
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}") as api,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['metrics']}") as metrics,
-            ):
-                yield harness, api, metrics
-        finally:
-            harness.stop()
-
-
-async def health_until(
-    metrics: httpx.AsyncClient, cond: Callable[[httpx.Response], bool], within: float = 5.0
-) -> httpx.Response:
-    r: httpx.Response | None = None
-    with anyio.move_on_after(within):
-        while True:
-            r = await metrics.get("/health")
-            if cond(r):
-                return r
-            await anyio.sleep(0.01)
-    raise AssertionError(f"/health never got there; last: {r and (r.status_code, r.text)}")
-
+from tests.support.loop import with_turns
+from tests.support.waiting import poll_response
 
 PIPELINE = """
 system:
@@ -83,15 +48,15 @@ system:
 
 @pytest.mark.anyio
 async def test_health_goes_503_while_a_component_fails_and_200_once_it_recovers() -> None:
-    async with system(PIPELINE) as (_harness, api, metrics):
-        r = await health_until(metrics, lambda r: r.status_code == 200)
+    async with serving(PIPELINE) as (_harness, api, metrics):
+        r = await poll_response(metrics, "/health", lambda r: r.status_code == 200)
         body = r.json()
         assert (body["status"], body["health_score"], body["reasons"]) == ("healthy", 1.0, [])
         assert body["components"] == {"total": 3, "healthy": 3, "running": 3}
 
         for _ in range(3):
             await api.post("/items", json={"fail": True})
-        r = await health_until(metrics, lambda r: r.status_code == 503)
+        r = await poll_response(metrics, "/health", lambda r: r.status_code == 503)
         body = r.json()
         assert body["status"] == "degraded"  # (1 + 0 + 1) / 3
         assert body["health_score"] == pytest.approx(0.6667, abs=1e-4)
@@ -107,7 +72,9 @@ async def test_health_goes_503_while_a_component_fails_and_200_once_it_recovers(
         assert r.status_code == 202
         # 200 comes as soon as the score is back over 0.8 (half-open, or the good items
         # partly counted); then every deduction goes.
-        r = await health_until(metrics, lambda r: r.status_code == 200 and not r.json()["reasons"])
+        r = await poll_response(
+            metrics, "/health", lambda r: r.status_code == 200 and not r.json()["reasons"]
+        )
         body = r.json()
         assert (body["status"], body["health_score"], body["reasons"]) == ("healthy", 1.0, [])
 
@@ -131,14 +98,14 @@ system:
 
 @pytest.mark.anyio
 async def test_a_hung_consumer_stalls_its_stream_and_the_configured_threshold_judges_it() -> None:
-    async with system(STALLING) as (harness, api, metrics):
+    async with serving(STALLING) as (harness, api, metrics):
         agg = harness.components["metrics"]
         assert isinstance(agg, MetricsEndpoint)
         assert agg.judge.health == HealthConfig(stall_timeout_s=0.3, healthy_threshold=0.9)
-        await health_until(metrics, lambda r: r.status_code == 200)
+        await poll_response(metrics, "/health", lambda r: r.status_code == 200)
         r = await api.post("/items/batch", json=[{"n": i} for i in range(5)])
         assert r.status_code == 202  # the first hangs in process(), four wait behind it
-        r = await health_until(metrics, lambda r: r.status_code == 503)
+        r = await poll_response(metrics, "/health", lambda r: r.status_code == 503)
         body = r.json()
         (d,) = body["reasons"]
         assert (d["component"], d["penalty"]) == ("proc", 0.5)
@@ -292,21 +259,7 @@ async def test_judge_async_matches_judge_and_lets_the_loop_run() -> None:
     figures = agg.figures()
     expected = HealthJudge().judge(figures)
     assert {d.penalty for d in expected.reasons} == {0.2, 0.5, 0.6}
-    ticks = 0
-
-    async def count_turns() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.lowlevel.checkpoint()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(count_turns)
-        await anyio.lowlevel.checkpoint()
-        before = ticks
-        got = await HealthJudge().judge_async(figures, chunk=100)
-        turns = ticks - before
-        tg.cancel_scope.cancel()
+    got, turns = await with_turns(HealthJudge().judge_async(figures, chunk=100))
     assert msgspec.json.encode(got) == msgspec.json.encode(expected)
     # 1,000 components in chunks of 100: the other task ran between the chunks
     assert turns >= 9

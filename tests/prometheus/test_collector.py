@@ -29,6 +29,7 @@ from tests.support.http_app import (
     PAY_DONE,
     STORE_DONE,
     FakeClock,
+    get_once,
     running,
     seed,
     service_for,
@@ -49,8 +50,7 @@ SEED_NAMES = {
 
 async def _scrape(service: TickCache, accept: str | None = None) -> tuple[str, str]:
     headers = {"accept": accept} if accept else {}
-    async with running(create_app(service)) as client:
-        r = await client.get("/metrics", headers=headers)
+    r = await get_once(service, "/metrics", headers=headers)
     assert r.status_code == 200
     return r.headers["content-type"], r.text
 

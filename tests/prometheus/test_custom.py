@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 import streammetrics
 from streammetrics import MetricsEndpoint
 from tests.support.collectors import Exporters, QueueDepth
-from tests.support.exposition import families
+from tests.support.exposition import by_label, families
 
 pytestmark = pytest.mark.anyio
 
@@ -73,11 +73,7 @@ async def test_a_raising_collector_leaves_the_rest_served() -> None:
         fams = families(r.text)
         assert fams["orders_queue_depth"].samples[0].value == 3.0
         assert fams["system_health_score"].samples[0].value == 1.0  # the built-in one, not 0.1
-        failures = {
-            s.labels["collector"]: s.value
-            for s in fams["streammetrics_collector_errors"].samples
-            if s.name.endswith("_total")
-        }
+        failures = by_label(fams["streammetrics_collector_errors"], "collector", "_total")
         assert failures["Broken"] >= 1 and failures["Junk"] >= 1 and failures["Clash"] >= 1
         assert failures["QueueDepth"] == 0
         body = (await client.get("/metrics/json")).json()

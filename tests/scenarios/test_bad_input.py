@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from streammetrics import Event
 from streammetrics.aggregator import Aggregator
-from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store
 from streammetrics.harness import Harness
@@ -31,6 +30,7 @@ from streammetrics.model.events import decode_events
 from streammetrics.model.nesting import MAX_DEPTH
 from streammetrics.model.types import MAX_NAME
 from streammetrics.views.tick_cache import TickCache
+from tests.support.harness import started
 from tests.support.http_app import FakeClock, running, seed, service_for
 
 pytestmark = pytest.mark.anyio
@@ -173,16 +173,10 @@ system:
 
 @asynccontextmanager
 async def api_system() -> AsyncIterator[tuple[httpx.AsyncClient, Harness]]:
-    harness = Harness(parse_blueprint(API), flush_interval=0.02)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            await tg.start(harness.run)
-            (where,) = harness.listening
-            try:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{where.port}") as c:
-                    yield c, harness
-            finally:
-                harness.stop()
+    async with started(API, within=20) as harness:
+        (where,) = harness.listening
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{where.port}") as c:
+            yield c, harness
 
 
 async def test_items_ingest_answers_every_bad_body_with_a_json_4xx() -> None:

@@ -6,7 +6,7 @@ recommendation."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,8 +22,9 @@ from streammetrics.components import Component, Context, Processor
 from streammetrics.components.api import APIEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.harness import Harness
-from streammetrics.model.events import Delta, Event, Rejection
-from tests.support.harness import with_class
+from tests.support.harness import serving, with_class
+from tests.support.sinks import Recorder
+from tests.support.waiting import poll
 
 # -- a real pipeline ----------------------------------------------------------------------------
 
@@ -49,59 +50,14 @@ system:
 KEY = "api->proc:input"
 
 
-class Recorder:
-    """Every breaker event the bus carries, in order."""
-
-    def __init__(self) -> None:
-        self.breaker: list[tuple[str, str | None, float | None]] = []
-
-    def fold_events(self, events: Sequence[Event]) -> list[Rejection]:
-        self.breaker += [
-            (e.component, e.detail, e.timestamp) for e in events if e.kind == "breaker"
-        ]
-        return []
-
-    def fold_deltas(self, deltas: Sequence[Delta]) -> None:
-        pass
-
-
 @asynccontextmanager
 async def pipeline(
     text: str | Blueprint,
 ) -> AsyncIterator[tuple[Harness, httpx.AsyncClient, httpx.AsyncClient, Recorder]]:
-    bp = parse_blueprint(text) if isinstance(text, str) else text
-    harness = Harness(bp, flush_interval=0.02)
+    """The blueprint serving (``harness.serving``), every breaker event it reports recorded."""
     rec = Recorder()
-    harness.bus.subscribe(rec)
-    async with anyio.create_task_group() as tg:
-        await tg.start(harness.run)
-        ports = {w.component: w.port for w in harness.listening}
-        try:
-            async with (
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}") as api,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['metrics']}") as metrics,
-            ):
-                yield harness, api, metrics, rec
-        finally:
-            harness.stop()
-
-
-async def poll(
-    client: httpx.AsyncClient,
-    path: str,
-    cond: Callable[[dict[str, Any]], bool],
-    within: float = 5.0,
-) -> dict[str, Any]:
-    """GET ``path`` until ``cond`` holds of the body; the last body if it never does."""
-    body: dict[str, Any] = {}
-    with anyio.move_on_after(within):
-        while True:
-            r = await client.get(path)
-            body = r.json()
-            if cond(body):
-                return body
-            await anyio.sleep(0.01)
-    raise AssertionError(f"{path} never got there within {within}s; last: {body}")
+    async with serving(text, rec) as (harness, api, metrics):
+        yield harness, api, metrics, rec
 
 
 async def prom_breaker_state(

@@ -4,33 +4,20 @@ real ports, stopped by real signals."""
 from __future__ import annotations
 
 import signal
-import sys
 import time
 
 import httpx
 import pytest
 
 from tests.support.paths import BLUEPRINTS
-from tests.support.process import Spawned
-from tests.support.servers import free_offset
-
-
-class Running(Spawned):
-    """A ``streammetrics run`` subprocess, stopped with SIGTERM at the end."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        super().__init__([sys.executable, "-m", "streammetrics.cli", *args], env=env)
-
-    def urls(self, count: int, timeout: float = 20) -> list[str]:
-        """The URLs of the first ``count`` 'listening on' lines, in order."""
-        return list(self.wait_listening(count, timeout).values())
+from tests.support.servers import Cli, Run, free_offset
 
 
 def test_run_basic_blueprint_serves_every_route_and_stops_on_sigterm() -> None:
     offset = free_offset([8000, 9000])
-    run = Running("run", str(BLUEPRINTS / "basic.yaml"), "--port-offset", str(offset))
+    run = Run(BLUEPRINTS / "basic.yaml", "--port-offset", str(offset))
     try:
-        urls = run.urls(2)
+        urls = list(run.wait_listening(2).values())
         metrics = f"http://127.0.0.1:{9000 + offset}"
         api = f"http://127.0.0.1:{8000 + offset}"
         assert metrics in urls and api in urls
@@ -59,9 +46,9 @@ def test_run_basic_blueprint_serves_every_route_and_stops_on_sigterm() -> None:
 
 def test_multi_environment_blueprint_serves_each_port() -> None:
     offset = free_offset([9000, 9001, 9002])
-    run = Running("run", str(BLUEPRINTS / "multi_environment.yaml"), "--port-offset", str(offset))
+    run = Run(BLUEPRINTS / "multi_environment.yaml", "--port-offset", str(offset))
     try:
-        urls = run.urls(3)
+        urls = list(run.wait_listening(3).values())
         assert len(set(urls)) == 3
         with httpx.Client(timeout=5) as c:
             for url in urls:
@@ -75,7 +62,7 @@ def test_multi_environment_blueprint_serves_each_port() -> None:
 
 def test_demo_shows_moving_numbers() -> None:
     offset = free_offset([8000, 9000])
-    run = Running("demo", "--port-offset", str(offset))
+    run = Cli("demo", "--port-offset", str(offset))
     try:
         run.wait_listening(2)
         url = f"http://127.0.0.1:{9000 + offset}"
@@ -98,7 +85,7 @@ def test_demo_shows_moving_numbers() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT])
 def test_run_stops_cleanly_on_sigint(sig: signal.Signals) -> None:
     offset = free_offset([8000, 9000])
-    run = Running("run", str(BLUEPRINTS / "basic.yaml"), "--port-offset", str(offset))
+    run = Run(BLUEPRINTS / "basic.yaml", "--port-offset", str(offset))
     run.wait_listening(2)
     code, out, _err = run.stop(sig, timeout=15)
     assert code == 0

@@ -15,8 +15,9 @@ import pytest
 import redis
 import yaml
 
-from tests.support.paths import ROOT
-from tests.support.servers import Prometheus, RedisServer, Run, redis_server, wait_until
+from tests.support.paths import ROOT, SUPPORT
+from tests.support.servers import Prometheus, RedisServer, Run, redis_server
+from tests.support.waiting import wait_until
 
 DEPLOY = ROOT / "deploy"
 
@@ -121,7 +122,7 @@ system:
         pub = subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "tests" / "_publisher.py"),
+                str(SUPPORT / "publisher.py"),
                 server.url,
                 stream,
                 "--events",

@@ -33,7 +33,8 @@ import redis
 
 from tests.support.paths import ROOT
 from tests.support.process import Spawned
-from tests.support.servers import RedisServer, Run, wait_until
+from tests.support.servers import RedisServer, Run
+from tests.support.waiting import wait_until
 
 README = ROOT / "README.md"
 RUN_TIMEOUT_S = 60

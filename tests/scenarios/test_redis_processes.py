@@ -17,7 +17,9 @@ import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.paths import SUPPORT
-from tests.support.servers import RedisServer, Run, free_port, wait_until
+from tests.support.process import cli
+from tests.support.servers import RedisServer, Run, free_port
+from tests.support.waiting import wait_until
 
 
 def _blueprint(tmp: Path, server: RedisServer, stream: str, consumer: str) -> Path:
@@ -172,12 +174,7 @@ def test_streammetrics_run_exits_2_when_redis_cannot_be_reached(tmp_path: Path) 
         "system:\n  name: x\n  components:\n    - name: m\n      type: MetricsEndpoint\n"
         f"      config: {{port: 0, source: {{redis: {{url: '{url}', connect_timeout_s: 1}}}}}}\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", "run", str(bp)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = cli("run", str(bp))
     assert result.returncode == 2, result.stderr
     assert "component 'm': cannot consume stream 'streammetrics:events'" in result.stderr
     assert ":***@127.0.0.1" in result.stderr and ":pw@" not in result.stderr

@@ -9,7 +9,6 @@ routes added by extensions (ingest, dashboard) are held to "no 5xx"."""
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.support.process import Spawned
+from tests.support.servers import Run
 
 BLUEPRINT = """
 system:
@@ -49,10 +48,7 @@ SPEC_ROUTES = frozenset(("/", "/health", "/metrics", "/metrics/json", "/alerts",
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path: Path = tmp_path_factory.mktemp("fuzz") / "bp.yaml"
     path.write_text(BLUEPRINT)
-    run = Spawned(
-        [sys.executable, "-m", "streammetrics.cli", "run", str(path)],
-        env={"SM_FUZZ_TOKENS": TOKEN},
-    )
+    run = Run(path, env={"SM_FUZZ_TOKENS": TOKEN})
     try:
         (url,) = run.wait_listening(1).values()
         yield url

@@ -4,55 +4,27 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import httpx
-import msgspec
 import pytest
 
-from streammetrics.blueprint import Blueprint, parse_blueprint
+from streammetrics.blueprint import parse_blueprint
 from streammetrics.components import Processor
 from streammetrics.components.metrics import MetricsEndpoint
-from streammetrics.harness import Harness
 from streammetrics.http.app import create_app
+from tests.support.harness import rows, started
 from tests.support.http_app import running
-from tests.support.process import Spawned
+from tests.support.process import cli
+from tests.support.servers import Run
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
-
-
-def rows(db: Path) -> list[Any]:
-    with sqlite3.connect(db) as conn:
-        return [msgspec.json.decode(b) for (b,) in conn.execute("SELECT body FROM items")]
-
-
-@asynccontextmanager
-async def started(bp: Blueprint) -> AsyncIterator[Harness]:
-    harness = Harness(bp, flush_interval=0.02)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            await tg.start(harness.run)
-            try:
-                yield harness
-            finally:
-                harness.stop()
-
-
-async def until(cond: Any, within: float = 5.0) -> None:
-    with anyio.fail_after(within):
-        while not cond():  # noqa: ASYNC110 - figures of other tasks, no event announces them
-            await anyio.sleep(0.005)
 
 
 def pipeline(db: Path, *, work_ms: float = 0, buffer: int = 1000, rate: float = 5000) -> str:
@@ -74,7 +46,7 @@ async def test_shutdown_drains_every_binding_into_the_store_and_the_aggregates(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "items.db"
-    async with started(parse_blueprint(pipeline(db, work_ms=2, buffer=50))) as harness:
+    async with started(parse_blueprint(pipeline(db, work_ms=2, buffer=50)), within=20) as harness:
         # a slow consumer behind a full binding: there is a backlog to drain
         await until(lambda: harness.outputs["src->proc:input"].buffer()[0] == 50)
         report = await harness.shutdown(10.0)
@@ -122,7 +94,7 @@ async def test_shutdown_cancels_what_is_left_at_the_deadline(tmp_path: Path) -> 
         for c in bp.components
     )
     bp = dataclasses.replace(bp, components=comps)
-    async with started(bp) as harness:
+    async with started(bp, within=20) as harness:
         await until(lambda: harness.outputs["src->proc:input"].buffer()[0] == 10)
         t0 = time.monotonic()
         report = await harness.shutdown(0.3)
@@ -138,7 +110,7 @@ async def test_a_stopped_harness_makes_its_endpoint_answer_503_and_keep_serving(
     tmp_path: Path,
 ) -> None:
     bp = parse_blueprint(pipeline(tmp_path / "y.db"))
-    async with started(bp) as harness:
+    async with started(bp, within=20) as harness:
         endpoint = harness.components["metrics"]
         assert isinstance(endpoint, MetricsEndpoint)
         # its service served by another app too, as an embedding application would
@@ -156,17 +128,6 @@ async def test_a_stopped_harness_makes_its_endpoint_answer_503_and_keep_serving(
 
 
 # -- the real process -------------------------------------------------------------------------
-
-
-class Run(Spawned):
-    def __init__(self, *args: str) -> None:
-        super().__init__([sys.executable, "-m", "streammetrics.cli", "run", *args])
-
-    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
-        """Wait for the exit: (code, all of stdout, stderr)."""
-        self.proc.wait(timeout)
-        rest = self.collect()
-        return self.proc.returncode, "".join(self.lines) + rest, self.stderr
 
 
 def api_blueprint(tmp_path: Path, *, work_ms: float, buffer: int) -> Path:
@@ -238,15 +199,28 @@ async def test_sigterm_finishes_requests_in_flight_and_stores_every_accepted_ite
     assert sorted(r["n"] for r in stored) == list(range(n))  # and every item is in the file
 
 
-def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
-    # 50 queued items at 400 ms each: the drain alone would take 20 s
-    run = Run(str(api_blueprint(tmp_path, work_ms=400, buffer=50)), "--shutdown-timeout", "60")
+def stopping_with_50_queued(tmp_path: Path, *, shutdown_timeout: str) -> Run:
+    """``streammetrics run`` of the API blueprint (400 ms an item), 50 items accepted into
+    its binding, then SIGTERM: a drain under way."""
+    run = Run(
+        api_blueprint(tmp_path, work_ms=400, buffer=50), "--shutdown-timeout", shutdown_timeout
+    )
     try:
         urls = run.wait_listening(2)
         with httpx.Client(timeout=5) as c:
             r = c.post(f"{urls['api']}/items/batch", json=[{"n": i} for i in range(50)])
             assert r.status_code == 202
         run.proc.send_signal(signal.SIGTERM)
+    except BaseException:
+        run.kill()
+        raise
+    return run
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
+    # 50 queued items at 400 ms each: the drain alone would take 20 s
+    run = stopping_with_50_queued(tmp_path, shutdown_timeout="60")
+    try:
         run.wait_for("stopping", 10)
         t0 = time.monotonic()
         run.proc.send_signal(signal.SIGINT)
@@ -260,13 +234,8 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
 
 
 def test_a_drain_past_its_deadline_exits_1_saying_what_was_cut(tmp_path: Path) -> None:
-    run = Run(str(api_blueprint(tmp_path, work_ms=400, buffer=50)), "--shutdown-timeout", "0.5")
+    run = stopping_with_50_queued(tmp_path, shutdown_timeout="0.5")
     try:
-        urls = run.wait_listening(2)
-        with httpx.Client(timeout=5) as c:
-            r = c.post(f"{urls['api']}/items/batch", json=[{"n": i} for i in range(50)])
-            assert r.status_code == 202
-        run.proc.send_signal(signal.SIGTERM)
         code, out, _err = run.finish(timeout=15)
     finally:
         run.kill()
@@ -278,20 +247,6 @@ def test_a_drain_past_its_deadline_exits_1_saying_what_was_cut(tmp_path: Path) -
 
 
 def test_shutdown_timeout_must_not_be_negative(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streammetrics.cli",
-            "run",
-            str(api_blueprint(tmp_path, work_ms=0, buffer=1)),
-            "--shutdown-timeout",
-            "-1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ},
-    )
+    r = cli("run", str(api_blueprint(tmp_path, work_ms=0, buffer=1)), "--shutdown-timeout", "-1")
     assert r.returncode == 2
     assert "--shutdown-timeout must be >= 0" in r.stderr

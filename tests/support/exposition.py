@@ -24,3 +24,9 @@ def value(family: Metric, sample: str, **labels: str) -> float:
     values = [s.value for s in family.samples if s.name == sample and s.labels == labels]
     assert len(values) == 1, (sample, labels, family.samples)
     return values[0]
+
+
+def by_label(family: Metric, label: str, suffix: str = "") -> dict[str, float]:
+    """The values of ``family``'s samples whose name ends with ``suffix`` (``"_total"``: a
+    counter's counts), by the value of their ``label``."""
+    return {s.labels[label]: s.value for s in family.samples if s.name.endswith(suffix)}

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import msgspec
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.blueprint import Blueprint, parse_blueprint
+from streammetrics.bus import Sink
 from streammetrics.components import Component
 from streammetrics.harness import Harness
 from streammetrics.snapshot import Figures
@@ -31,26 +33,46 @@ def with_class(bp: Blueprint, name: str, cls: type[Component]) -> Blueprint:
 
 
 @asynccontextmanager
-async def running(blueprint: Blueprint | str) -> AsyncIterator[tuple[Harness, Aggregator]]:
-    """The blueprint (or its YAML text) running, with an aggregator on its bus."""
+async def started(
+    blueprint: Blueprint | str, *sinks: Sink, within: float | None = None
+) -> AsyncIterator[Harness]:
+    """The blueprint (or its YAML text) running, ``sinks`` on its bus from the start; stopped
+    (and drained) when the block ends. ``within``: the whole of it fails past that many
+    seconds."""
     bp = parse_blueprint(blueprint) if isinstance(blueprint, str) else blueprint
     harness = Harness(bp, flush_interval=0.02)
-    agg = Aggregator()
-    harness.bus.subscribe(agg)
-    async with anyio.create_task_group() as tg:
-        await tg.start(harness.run)
-        try:
-            yield harness, agg
-        finally:
-            harness.stop()
-
-
-async def until(cond: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait for ``cond`` while the system runs; fail the test after ``within`` seconds.
-    Polling, because the figures belong to other tasks and no event announces them."""
+    for sink in sinks:
+        harness.bus.subscribe(sink)
     with anyio.fail_after(within):
-        while not cond():  # noqa: ASYNC110
-            await anyio.sleep(0.005)
+        async with anyio.create_task_group() as tg:
+            await tg.start(harness.run)
+            try:
+                yield harness
+            finally:
+                harness.stop()
+
+
+@asynccontextmanager
+async def running(blueprint: Blueprint | str) -> AsyncIterator[tuple[Harness, Aggregator]]:
+    """The blueprint (or its YAML text) running, with an aggregator on its bus."""
+    agg = Aggregator()
+    async with started(blueprint, agg) as harness:
+        yield harness, agg
+
+
+@asynccontextmanager
+async def serving(
+    blueprint: Blueprint | str, *sinks: Sink
+) -> AsyncIterator[tuple[Harness, httpx.AsyncClient, httpx.AsyncClient]]:
+    """The blueprint running (as ``started``), with a client of its component ``api`` and
+    one of its component ``metrics``."""
+    async with started(blueprint, *sinks) as harness:
+        ports = {w.component: w.port for w in harness.listening}
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}") as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['metrics']}") as metrics,
+        ):
+            yield harness, api, metrics
 
 
 def stopped(agg: Aggregator, *names: str) -> Callable[[], bool]:

@@ -1,17 +1,19 @@
-"""Shared by the HTTP tests: a hand-driven clock, a seeded aggregator, a real server."""
+"""Shared by the HTTP tests: a hand-driven clock, a seeded aggregator, a real server for an
+app, and one request to it."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import httpx
 from litestar import Litestar
 
 from streammetrics.aggregator import Aggregator
+from streammetrics.http.app import create_app
 from streammetrics.http.server import serve
 from streammetrics.model.events import Event
 from streammetrics.process_sampler import Sampler
@@ -123,3 +125,10 @@ async def running(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
             yield client
         tg.cancel_scope.cancel()
+
+
+async def get_once(service: TickCache, path: str, **kwargs: Any) -> httpx.Response:
+    """One GET of ``path`` (``kwargs``: the request's own) from the app of ``service``, on a
+    real server started for it and stopped after."""
+    async with running(create_app(service)) as client:
+        return await client.get(path, **kwargs)

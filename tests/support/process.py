@@ -13,6 +13,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,20 @@ from pathlib import Path
 from typing import IO
 
 _EOF = None
+
+
+def cli(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m streammetrics.cli ARGS`` run to its end, its output captured as text;
+    ``env``, when given, is the child's whole environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "streammetrics.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 class Spawned:

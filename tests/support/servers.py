@@ -1,4 +1,4 @@
-"""Real servers for the transport tests: redis-server, prometheus, ``streammetrics run``.
+"""Real servers: redis-server, prometheus, and ``streammetrics`` commands (``run``, ``demo``).
 
 Each is started on a free loopback port and stopped (and waited for) by whoever started
 it. A binary that is missing or a server that does not come up FAILS the test that
@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,53 +69,63 @@ def _output(proc: subprocess.Popen[Any]) -> str:
     return ""
 
 
-class RedisServer:
-    """``redis-server`` on 127.0.0.1:port with persistence off."""
+class _Daemon:
+    """A server program on a loopback port, up once ``ready()`` says so; its output (one pipe)
+    is kept for the failure message of a start that did not work."""
 
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
-        binary = need("redis-server")
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        ready: Callable[[], bool],
+        *,
+        timeout: float,
+        interval: float,
+    ) -> None:
+        self.port = port
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                pytest.fail(f"redis-server did not start: {_output(self.proc)}", pytrace=False)
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s,
-            ):
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
+                pytest.fail(f"{name} did not start: {_output(self.proc)}", pytrace=False)
+            if ready():
+                return
             if time.monotonic() > deadline:
-                _stop(self.proc)
-                pytest.fail(f"redis-server not answering on port {self.port}", pytrace=False)
-            time.sleep(0.02)
+                self.stop()
+                pytest.fail(f"{name} not ready on port {port}", pytrace=False)
+            time.sleep(interval)
 
     def stop(self) -> None:
         _stop(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def _answers_ping(port: int) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), timeout=0.5) as s,
+    ):
+        s.sendall(b"PING\r\n")
+        return s.recv(64).startswith(b"+PONG")
+    return False
+
+
+class RedisServer(_Daemon):
+    """``redis-server`` on 127.0.0.1:port with persistence off."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        binary = need("redis-server")
+        port = port or free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(tmp), "--daemonize", "no"]
+        super().__init__(
+            "redis-server", argv, port, lambda: _answers_ping(port), timeout=10, interval=0.02
+        )
 
 
 @contextlib.contextmanager
@@ -127,13 +137,13 @@ def redis_server(tmp: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-class Prometheus:
+class Prometheus(_Daemon):
     """A real ``prometheus`` server scraping ``targets`` every second."""
 
     def __init__(self, tmp: Path, targets: list[str], rules: Path | None = None) -> None:
         binary = need("prometheus")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
         config = tmp / "prometheus.yml"
         doc: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -149,29 +159,19 @@ class Prometheus:
         if rules is not None:
             doc["rule_files"] = [str(rules)]
         config.write_text(yaml.safe_dump(doc))
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"prometheus did not start: {_output(self.proc)}", pytrace=False)
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"prometheus not ready on port {self.port}", pytrace=False)
-            time.sleep(0.1)
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        super().__init__("prometheus", argv, port, self._ready, timeout=30, interval=0.1)
+
+    def _ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        return False
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant PromQL query; fails the test on a PromQL error."""
@@ -191,19 +191,12 @@ class Prometheus:
             assert time.monotonic() < deadline, f"{expr}: still {result}"
             time.sleep(0.25)
 
-    def stop(self) -> None:
-        _stop(self.proc)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
+class Cli(Spawned):
+    """``python -m streammetrics.cli ARGS`` running (``run``, ``demo``), read by line."""
 
-class Run(Spawned):
-    """A ``streammetrics run BLUEPRINT`` subprocess; ``url`` of its metrics endpoint."""
-
-    def __init__(self, blueprint: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        super().__init__(
-            [sys.executable, "-m", "streammetrics.cli", "run", str(blueprint), *args], env=env
-        )
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__([sys.executable, "-m", "streammetrics.cli", *args], env=env)
         self.urls: dict[str, str] = {}
 
     def wait_listening(self, count: int = 1, timeout: float = 30) -> dict[str, str]:
@@ -212,16 +205,21 @@ class Run(Spawned):
         return self.urls
 
     def json(self, path: str) -> Any:
+        """The JSON body of ``path`` on the first component that said where it listens."""
         url = next(iter(self.urls.values()))
         return httpx.get(url + path, timeout=5).json()
 
+    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        """Wait for the exit: (code, all of stdout, stderr)."""
+        self.proc.wait(timeout)
+        rest = self.collect()
+        return self.proc.returncode, "".join(self.lines) + rest, self.stderr
 
-def wait_until(check: Any, timeout: float = 20, what: str = "") -> Any:
-    """Poll ``check()`` until it returns something truthy; fail past the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        time.sleep(0.05)
+
+class Run(Cli):
+    """A ``streammetrics run BLUEPRINT ARGS`` subprocess."""
+
+    def __init__(
+        self, blueprint: Path | str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__("run", str(blueprint), *args, env=env)

@@ -14,7 +14,7 @@ import anyio
 import httpx
 
 
-async def until(cond: Callable[[], object], within: float = 5.0) -> None:
+async def until(cond: Callable[[], object], within: float = 10.0) -> None:
     """Wait for ``cond()`` while the system runs; fail the test after ``within`` seconds."""
     with anyio.fail_after(within):
         while not cond():  # noqa: ASYNC110 - figures of other tasks, no event announces them
@@ -32,6 +32,24 @@ def wait_until(check: Callable[[], Any], timeout: float = 20, what: str = "") ->
         time.sleep(0.05)
 
 
+async def poll_response(
+    client: httpx.AsyncClient,
+    path: str,
+    cond: Callable[[httpx.Response], object],
+    within: float = 5.0,
+) -> httpx.Response:
+    """GET ``path`` until ``cond`` holds of the response (returned); fail with the last one."""
+    r: httpx.Response | None = None
+    with anyio.move_on_after(within):
+        while True:
+            r = await client.get(path)
+            if cond(r):
+                return r
+            await anyio.sleep(0.01)
+    last = r and (r.status_code, r.text)
+    raise AssertionError(f"{path} never got there within {within}s; last: {last}")
+
+
 async def poll(
     client: httpx.AsyncClient,
     path: str,
@@ -39,14 +57,7 @@ async def poll(
     within: float = 5.0,
 ) -> Any:
     """GET ``path`` until ``cond`` holds of the JSON body (returned); fail with the last one."""
-    body: Any = None
-    with anyio.move_on_after(within):
-        while True:
-            body = (await client.get(path)).json()
-            if cond(body):
-                return body
-            await anyio.sleep(0.01)
-    raise AssertionError(f"{path} never got there within {within}s; last: {body}")
+    return (await poll_response(client, path, lambda r: cond(r.json()), within)).json()
 
 
 async def poll_counted(url: str, component: str, within: float = 5.0) -> Any:

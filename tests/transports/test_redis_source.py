@@ -15,7 +15,6 @@ import httpx
 import pytest
 import redis
 import redis.asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
 from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
@@ -23,8 +22,10 @@ from streammetrics.errors import TransportError
 from streammetrics.judge.alerts.figures import FigureReader
 from streammetrics.model.events import encode_events
 from streammetrics.transports.redis_publisher import AsyncEventPublisher, EventPublisher
+from tests.support.exposition import by_label, families
 from tests.support.servers import RedisServer, free_port
 from tests.support.tools import need
+from tests.support.waiting import until
 
 
 def _source(server: RedisServer, stream: str, **kw: Any) -> dict[str, Any]:
@@ -63,13 +64,6 @@ def _folded(ep: MetricsEndpoint) -> int:
     return sum(p + e for p, e in _totals(ep).values())
 
 
-async def _until(check: Any, deadline_s: float = 10) -> None:
-    """Poll ``check()`` (figures that change by themselves, no event to wait on)."""
-    with anyio.fail_after(deadline_s):
-        while not check():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
 @pytest.mark.anyio
 async def test_published_events_are_folded_acknowledged_and_lag_is_a_figure(
     server: RedisServer, stream: str, r: redis.Redis
@@ -84,9 +78,9 @@ async def test_published_events_are_folded_acknowledged_and_lag_is_a_figure(
     assert pub.statistics().entries == 10
     async with consumer(server, stream) as ep:
         assert ep.redis is not None
-        await _until(lambda: _folded(ep) == 1000)
+        await until(lambda: _folded(ep) == 1000)
         assert _totals(ep) == expected
-        await _until(lambda: ep.redis is not None and ep.redis.statistics().lag == 0)
+        await until(lambda: ep.redis is not None and ep.redis.statistics().lag == 0)
         groups = r.xinfo_groups(stream)
         assert groups[0]["pending"] == 0  # every entry acknowledged
         st = ep.redis.statistics()
@@ -98,7 +92,7 @@ async def test_published_events_are_folded_acknowledged_and_lag_is_a_figure(
         await anyio.sleep(0.06)
         async with httpx.AsyncClient() as client:
             text = (await client.get(ep.url + "/metrics")).text
-        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        fams = families(text)
         labels = {"stream": stream, "group": "g"}
 
         def value(name: str, sample: str) -> float:
@@ -161,11 +155,11 @@ async def test_a_restarted_consumer_takes_back_its_own_unacknowledged_entries(
     assert len(got[0][1]) == 3
     assert r.xpending(stream, "g")["pending"] == 3
     async with consumer(server, stream) as ep:
-        await _until(lambda: _folded(ep) == 50)
+        await until(lambda: _folded(ep) == 50)
         assert ep.redis is not None
         st = ep.redis.statistics()
         assert (st.recovered, st.entries) == (3, 5)
-        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        await until(lambda: r.xpending(stream, "g")["pending"] == 0)
 
 
 @pytest.mark.anyio
@@ -177,11 +171,11 @@ async def test_entries_of_a_dead_consumer_are_claimed_after_the_idle_time(
     r.xgroup_create(stream, "g", id="0")
     r.xreadgroup("g", "dead", {stream: ">"}, count=2)  # and never acknowledged
     async with consumer(server, stream, claim_idle_s=0.3, claim_interval_s=0.05) as ep:
-        await _until(lambda: _folded(ep) == 20)  # the two others: not yet idle long enough
-        await _until(lambda: _folded(ep) == 40)
+        await until(lambda: _folded(ep) == 20)  # the two others: not yet idle long enough
+        await until(lambda: _folded(ep) == 40)
         assert ep.redis is not None
         assert ep.redis.statistics().claimed == 2
-        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        await until(lambda: r.xpending(stream, "g")["pending"] == 0)
         consumers = {c["name"]: c["pending"] for c in r.xinfo_consumers(stream, "g")}
         assert consumers == {b"dead": 0, b"c1": 0}
 
@@ -199,10 +193,10 @@ async def test_a_repeated_event_id_folds_once_and_bad_entries_are_counted_not_re
     r.xadd(stream, {"other": b"x"})  # no events field
     r.xadd(stream, {"json": b'[{"component": "svc", "kind": "processed", "id": "j1"}]'})
     async with consumer(server, stream) as ep:
-        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 5)
+        await until(lambda: ep.redis is not None and ep.redis.statistics().entries == 5)
         assert _totals(ep) == {"svc": (11, 0)}
         assert ep.aggregator.statistics().rejected == {"duplicate": 5, "malformed": 2}
-        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        await until(lambda: r.xpending(stream, "g")["pending"] == 0)
 
 
 @pytest.mark.anyio
@@ -219,13 +213,13 @@ async def test_entries_without_events_or_trimmed_away_are_rejections_the_intake_
     r.xreadgroup("g", "c1", {stream: ">"})  # c1 read all three, and died
     r.xdel(stream, gone)  # trimmed away while pending
     async with consumer(server, stream) as ep:
-        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 3)
+        await until(lambda: ep.redis is not None and ep.redis.statistics().entries == 3)
         assert ep.redis is not None
         assert (ep.redis.statistics().recovered, ep.redis.statistics().trimmed) == (3, 1)
         assert ep.aggregator.statistics().rejected == {"malformed": 1, "trimmed": 1}
         st = ep.intake.statistics()
         assert (st.bodies, st.unreadable, st.trimmed, st.rejected, st.accepted) == (3, 1, 1, 2, 1)
-        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        await until(lambda: r.xpending(stream, "g")["pending"] == 0)
 
 
 @pytest.mark.anyio
@@ -237,10 +231,10 @@ async def test_an_event_with_a_non_utf8_string_is_rejected_alone_from_its_entry(
     r.xadd(stream, {"msgpack": b"\x93" + good + bad + good})
     r.xadd(stream, {"json": b'[{"component": "svc", "kind": "processed", "detail": "\xc3\x28"}]'})
     async with consumer(server, stream) as ep:
-        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 2)
+        await until(lambda: ep.redis is not None and ep.redis.statistics().entries == 2)
         assert _totals(ep) == {"svc": (2, 0)}
         assert ep.aggregator.statistics().rejected == {"malformed": 2}
-        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        await until(lambda: r.xpending(stream, "g")["pending"] == 0)
 
 
 @pytest.mark.anyio
@@ -257,27 +251,23 @@ async def test_a_deeply_nested_entry_is_counted_acknowledged_and_never_read_agai
     r.xadd(stream, deep)
     async with consumer(server, stream) as ep:
         assert ep.redis is not None
-        await _until(lambda: ep.redis is not None and ep.redis.statistics().entries == 4)
+        await until(lambda: ep.redis is not None and ep.redis.statistics().entries == 4)
         assert _totals(ep) == {"svc": (1, 0)}
         assert ep.aggregator.statistics().rejected == {"malformed": 3}
-        await _until(lambda: r.xpending(stream, "g")["pending"] == 0)
+        await until(lambda: r.xpending(stream, "g")["pending"] == 0)
         with EventPublisher(server.url, stream, batch_size=10) as pub:  # still consuming
             pub.publish_many(Event("svc", "processed") for _ in range(10))
-        await _until(lambda: _folded(ep) == 11)
+        await until(lambda: _folded(ep) == 11)
         await anyio.sleep(0.1)  # the next tick's render
         async with httpx.AsyncClient(base_url=ep.url) as client:
             assert (await client.get("/health")).status_code == 200
             text = (await client.get("/metrics")).text
-        fams = {f.name: f for f in text_string_to_metric_families(text)}
-        rejected = {
-            s.labels["reason"]: s.value
-            for s in fams["streammetrics_events_rejected"].samples
-            if s.name.endswith("_total")
-        }
+        fams = families(text)
+        rejected = by_label(fams["streammetrics_events_rejected"], "reason", "_total")
         assert rejected == {"malformed": 3}
     r.xadd(stream, {"msgpack": encode_events([Event("later", "processed")], "msgpack")})
     async with consumer(server, stream) as ep:
-        await _until(lambda: _folded(ep) == 1)
+        await until(lambda: _folded(ep) == 1)
         assert ep.redis is not None
         st = ep.redis.statistics()
         assert (st.recovered, st.entries) == (0, 1)
@@ -296,13 +286,13 @@ async def test_a_consumer_survives_redis_going_away_and_coming_back(
             assert ep.redis is not None
             with EventPublisher(srv.url, stream, batch_size=10) as pub:
                 pub.publish_many(Event("svc", "processed") for _ in range(10))
-            await _until(lambda: _folded(ep) == 10)
+            await until(lambda: _folded(ep) == 10)
             srv.stop()  # persistence off: the stream and the group are gone with it
-            await _until(lambda: ep.redis is not None and not ep.redis.statistics().connected)
+            await until(lambda: ep.redis is not None and not ep.redis.statistics().connected)
             srv = RedisServer(tmp_path, port=port)
             with EventPublisher(srv.url, stream, batch_size=10) as pub:
                 pub.publish_many(Event("svc", "processed") for _ in range(10))
-            await _until(lambda: _folded(ep) == 20)  # group made again, entries read
+            await until(lambda: _folded(ep) == 20)  # group made again, entries read
             st = ep.redis.statistics()
             assert st.connected and st.reconnects >= 1
     finally:

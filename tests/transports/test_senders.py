@@ -11,7 +11,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -28,7 +27,8 @@ from streammetrics.transports.retry import RetryPolicy
 from tests.support.flaky import Fault, flaky_endpoint
 from tests.support.paths import SUPPORT
 from tests.support.process import Spawned
-from tests.support.servers import RedisServer, wait_until
+from tests.support.servers import RedisServer
+from tests.support.waiting import until, wait_until
 
 FAST = RetryPolicy(max_retries=4, backoff_s=0.005, max_backoff_s=0.02)
 ONE_RETRY = RetryPolicy(max_retries=1, backoff_s=0.005)
@@ -50,13 +50,6 @@ def _ids(r: redis.Redis, stream: str) -> list[str | None]:
 def _held_writes(r: redis.Redis) -> int:
     """Clients whose ``XADD`` Redis holds (blocked by ``CLIENT PAUSE WRITE``)."""
     return sum(c.get("cmd") == "xadd" and "b" in c.get("flags", "") for c in r.client_list())
-
-
-async def _until(check: Any, deadline_s: float = 10) -> None:
-    """Poll ``check()`` (figures that change by themselves, no event to wait on)."""
-    with anyio.fail_after(deadline_s):
-        while not check():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -122,7 +115,7 @@ async def test_a_cancelled_publish_keeps_the_batch_and_close_delivers_it(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(pub.publish_many, _events(30))  # a full batch: it flushes
-            await _until(lambda: _held_writes(r))
+            await until(lambda: _held_writes(r))
             assert pub.statistics().buffered == 0  # taken by the flush, in the air
             tg.cancel_scope.cancel()
         st = pub.statistics()
@@ -170,7 +163,7 @@ async def test_flush_periodically_logs_counts_and_keeps_a_batch_the_endpoint_was
                 await client.send_many(_events(5))
                 # the client's own count: the endpoint may count a batch before its answer
                 # reaches the client, and a cancel in between puts the batch back
-                await _until(lambda: client.statistics().events_sent == 5)
+                await until(lambda: client.statistics().events_sent == 5)
                 tg.cancel_scope.cancel()
         assert ep.intake.statistics().accepted == 5
         st = client.statistics()
@@ -192,9 +185,9 @@ async def test_flush_periodically_drops_a_refused_batch_counts_it_and_goes_on(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.flush_periodically)
                 await client.send_many(_events(4))
-                await _until(lambda: client.statistics().dropped_events == 4)
+                await until(lambda: client.statistics().dropped_events == 4)
                 await client.send_many(_events(3, start=4))
-                await _until(lambda: client.statistics().events_sent == 3)
+                await until(lambda: client.statistics().events_sent == 3)
                 tg.cancel_scope.cancel()
         assert ep.intake.statistics().accepted == 3
         st = client.statistics()
@@ -219,9 +212,9 @@ async def test_flush_periodically_keeps_the_batch_while_redis_is_away(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pub.flush_periodically)
                 await pub.publish_many(_events(5))
-                await _until(lambda: pub.statistics().failed_batches >= 2)
+                await until(lambda: pub.statistics().failed_batches >= 2)
                 srv = RedisServer(tmp_path, port=port)
-                await _until(lambda: pub.statistics().entries == 1)
+                await until(lambda: pub.statistics().entries == 1)
                 tg.cancel_scope.cancel()
         st = pub.statistics()
         assert (st.buffered, st.events, st.dropped_events) == (0, 5, 0)
@@ -256,10 +249,10 @@ async def test_an_error_reply_is_not_retried_and_flush_periodically_drops_it(
         async with anyio.create_task_group() as tg:
             tg.start_soon(pub.flush_periodically)
             await pub.publish_many(_events(4, start=2))
-            await _until(lambda: pub.statistics().dropped_events == 4)
+            await until(lambda: pub.statistics().dropped_events == 4)
             r.delete(stream)
             await pub.publish_many(_events(3, start=6))
-            await _until(lambda: pub.statistics().entries == 1)
+            await until(lambda: pub.statistics().entries == 1)
             tg.cancel_scope.cancel()
     st = pub.statistics()
     assert (st.failed_batches, st.retries, st.dropped_events, st.buffered) == (2, 0, 4, 0)

@@ -5,7 +5,6 @@ recommendations."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from streammetrics.judge.health import HealthConfig
 from streammetrics.model.events import Event
 from streammetrics.snapshot import Alert, ProcessStats, Snapshot
 from tests.support.alerts import System
+from tests.support.process import cli
 
 
 def named(alerts: list[Alert], name: str) -> list[Alert]:
@@ -82,12 +82,7 @@ system:
 def _validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "bp.yaml"
     path.write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "streammetrics.cli", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return cli("validate", str(path))
 
 
 def test_validate_rejects_a_bad_rule_with_its_path(tmp_path: Path) -> None:
