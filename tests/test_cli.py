@@ -193,3 +193,15 @@ def test_demo_names_its_bundled_blueprint_for_a_bad_offset() -> None:
     assert r.returncode == 2
     assert r.stderr.startswith("streammetrics: error: streammetrics:demo.yaml: system.components[")
     assert "--port-offset -8000 moves port 8000 of component 'public_api' to 0" in r.stderr
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    from importlib.metadata import version
+
+    import streammetrics
+
+    r = cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"streammetrics {streammetrics.__version__}\n"
+    assert streammetrics.__version__ == version("streammetrics")  # one source of the version
+    assert "--version" in cli("--help").stdout

@@ -72,6 +72,7 @@ PUBLIC = (
     "ProductionMetricsEndpoint",
     "RateLimitSettings",
     "RedisSourceConfig",
+    "RetryPolicy",
     "StreamMetricsError",
     "TransportError",
     "__version__",

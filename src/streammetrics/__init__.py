@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .transports.config import EventSourceConfig, RedisSourceConfig
     from .transports.http_client import AsyncEventClient, EventClient
     from .transports.redis_publisher import AsyncEventPublisher, EventPublisher
+    from .transports.retry import RetryPolicy
     from .views.live import LiveConfig
 
 #: Each lazily imported name and the module (below this package) that defines it.
@@ -60,6 +61,7 @@ _LAZY: Final = {
     "AsyncEventClient": "transports.http_client",
     "EventPublisher": "transports.redis_publisher",
     "AsyncEventPublisher": "transports.redis_publisher",
+    "RetryPolicy": "transports.retry",
     # the sections of an endpoint's config
     "HealthConfig": "judge.health",
     "AlertRule": "judge.alerts.rules",
@@ -109,6 +111,7 @@ __all__ = (
     "ProductionMetricsEndpoint",
     "RateLimitSettings",
     "RedisSourceConfig",
+    "RetryPolicy",
     "StreamMetricsError",
     "TransportError",
     "__version__",

@@ -137,3 +137,25 @@ def test_http_case_runs_on_loopback() -> None:
 def test_prometheus_peer_serves_exactly_the_series_count() -> None:
     reg = _servers.prometheus_registry(components=3, series=500)
     assert sum(len(m.samples) for m in reg.collect()) == 500
+
+
+def test_the_load_generator_counts_a_peer_that_never_answers_as_timeouts() -> None:
+    """A slow peer is a figure, never a crash: connections that are accepted and never
+    answered end as counted timeouts within the run's bound."""
+    import asyncio
+    import socket
+    import time
+
+    from benchmarks import _loadgen
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)  # accepted by the kernel, never read nor answered
+        port = listener.getsockname()[1]
+        t0 = time.monotonic()
+        result = asyncio.run(
+            _loadgen.run(f"http://127.0.0.1:{port}/health", 3, 0.5, request_timeout=0.5)
+        )
+        assert time.monotonic() - t0 < 10
+    assert result["timeouts"] >= 3
+    assert result["requests"] == 0 and result["p99_ms"] is None
