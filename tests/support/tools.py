@@ -5,9 +5,10 @@ starts, and a test that needs a program calls ``need()``, which fails (never ski
 the package to install, so a machine without it shows red rather than quietly testing
 less.
 
-Run as a script (``python3 tests/support/tools.py install``) it installs the missing packages
-with ``apt-get`` where this is a Debian machine and we are root, and otherwise prints one
-line per missing program naming its package.
+Run as a script (``python3 tests/support/tools.py install [PROGRAM ...]``) it installs the
+missing packages with ``apt-get`` where this is a Debian machine and we are root (or may
+sudo without a password), and otherwise prints one line per missing program naming its
+package; ``scripts/bench`` uses it for ``wrk``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 #: program on PATH -> Debian package that installs it
@@ -45,16 +47,18 @@ def need(binary: str) -> str:
     return path
 
 
-def missing() -> list[str]:
-    return [b for b in TOOLS if shutil.which(b) is None]
+def missing(programs: Iterable[str] = TOOLS) -> list[str]:
+    return [b for b in programs if shutil.which(b) is None]
 
 
-def install() -> int:
-    """Install the packages of the missing programs; 0 when nothing is missing after."""
-    absent = missing()
+def install(programs: Sequence[str] = tuple(TOOLS)) -> int:
+    """Install the Debian packages of the missing ``programs`` (a program outside
+    ``TOOLS`` is its own package); 0 when nothing is missing after. Each one still missing
+    gets a line naming its package."""
+    absent = missing(programs)
     if not absent:
         return 0
-    packages = sorted({TOOLS[b] for b in absent})
+    packages = sorted({TOOLS.get(b, b) for b in absent})
     apt = shutil.which("apt-get")
     sudo: list[str] = []
     if os.geteuid() != 0:
@@ -74,13 +78,16 @@ def install() -> int:
             check=False,
             env=env,
         )
-    still = missing()
+    still = missing(programs)
     for binary in still:
-        print(missing_message(binary), file=sys.stderr)
+        if binary in TOOLS:
+            print(missing_message(binary), file=sys.stderr)
+        else:
+            print(f"{binary} is not installed (Debian package {binary!r})", file=sys.stderr)
     return 1 if still else 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["install"]:
-        sys.exit("usage: python3 tests/support/tools.py install")
-    sys.exit(install())
+    if sys.argv[1:2] != ["install"]:
+        sys.exit("usage: python3 tests/support/tools.py install [PROGRAM ...]")
+    sys.exit(install(sys.argv[2:] or tuple(TOOLS)))
