@@ -153,7 +153,9 @@ _mp_enc = msgspec.msgpack.Encoder()
 
 
 def _located(exc: Exception, prefix: str) -> tuple[str, str]:
-    """Split msgspec's "Expected `int`, got `str` - at `$.count`" into (path, reason)."""
+    """``(path, reason)`` of a decode failure: the two a decoder raises without a path
+    (nesting past the stack, bad UTF-8 in older msgspec) said here, msgspec's own errors
+    split by ``validation.located``."""
     if isinstance(exc, RecursionError):
         return prefix, f"nested too deeply to decode (the limit is {MAX_DEPTH} levels)"
     if isinstance(exc, UnicodeDecodeError):  # what msgspec before 0.23 raised for bad UTF-8
