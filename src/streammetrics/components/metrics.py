@@ -25,6 +25,7 @@ from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
 from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
 from ..intake.config import DedupConfig, IngestConfig
+from ..intake.otlp_config import OtlpConfig
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig, HealthJudge
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from ..http.app import MetricsApp
+    from ..intake.otlp import OtlpIntake
     from ..plugins import MetricsPlugin
     from ..probe import Probe
     from ..transports.redis_source import RedisSource
@@ -72,6 +74,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     ingest: IngestConfig = IngestConfig()
     """``POST /events`` for producers in other processes: ``{enabled, path,
     max_body_bytes}``."""
+    otlp: OtlpConfig | None = None
+    """``POST /v1/traces``, the OTLP/HTTP trace receiver, off when absent: ``{path,
+    group_by, item_kinds, max_body_bytes, retry_after_s}`` (needs the ``otlp`` extra)."""
     source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
@@ -215,6 +220,7 @@ class MetricsEndpoint(Component):
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
+        self._register_otlp()
         self.setup_routes()
 
     # -- extension hooks: a subclass overrides them; a MetricsPlugin brings the same ------
@@ -253,6 +259,11 @@ class MetricsEndpoint(Component):
         from ..intake.intake import Intake
 
         self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
+        self.otlp: OtlpIntake | None = None
+        if cfg.otlp is not None:
+            from ..intake.otlp import OtlpIntake
+
+            self.otlp = OtlpIntake(self.aggregator, cfg.otlp)
         self.redis: RedisSource | None = None
         self._transport_collectors: list[Collector] = []
         if cfg.source.redis is not None:
@@ -272,6 +283,15 @@ class MetricsEndpoint(Component):
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
+
+    def _register_otlp(self) -> None:
+        otlp = self.config.otlp
+        if self._app is None or otlp is None or self.otlp is None:
+            return
+        from ..http.otlp import otlp_route
+
+        self._app.register(otlp_route(self.otlp, otlp))
+        self._app.endpoints[otlp.path] = "Export spans (POST): OTLP/HTTP, protobuf or JSON"
 
     async def collect_custom_metrics(self) -> Mapping[str, Any]:
         """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
