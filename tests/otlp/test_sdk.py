@@ -67,9 +67,7 @@ def _export(url: str, service: str, plan: list[tuple[SpanKind, float, bool]], **
 def _plan(n: int, seed: int) -> list[tuple[SpanKind, float, bool]]:
     rng = random.Random(seed)
     kinds = [SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.CLIENT, SpanKind.INTERNAL]
-    return [
-        (rng.choice(kinds), rng.choice(DURATIONS), rng.random() < 0.25) for _ in range(n)
-    ]
+    return [(rng.choice(kinds), rng.choice(DURATIONS), rng.random() < 0.25) for _ in range(n)]
 
 
 def _expected(plan: list[tuple[SpanKind, float, bool]]) -> dict[str, Any]:
