@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,13 +16,12 @@ import pytest
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from streammetrics.components.metrics import MetricsEndpoint
+from tests.otlp.builders import SPEC_EXAMPLE, request, span
 from tests.support.exposition import by_label, families
 from tests.support.guards import TOKEN
 
@@ -31,47 +29,6 @@ pytestmark = pytest.mark.anyio
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
 JSON = {"content-type": "application/json"}
-
-#: The trace example of the OTLP specification (``examples/trace.json`` of
-#: opentelemetry-proto): one SERVER span of exactly one second, ids in hex.
-SPEC_EXAMPLE = """
-{
-  "resourceSpans": [
-    {
-      "resource": {
-        "attributes": [
-          {"key": "service.name", "value": {"stringValue": "my.service"}}
-        ]
-      },
-      "scopeSpans": [
-        {
-          "scope": {
-            "name": "my.library",
-            "version": "1.0.0",
-            "attributes": [
-              {"key": "my.scope.attribute", "value": {"stringValue": "some scope attribute"}}
-            ]
-          },
-          "spans": [
-            {
-              "traceId": "5B8EFFF798038103D269B633813FC60C",
-              "spanId": "EEE19B7EC3C1B174",
-              "parentSpanId": "EEE19B7EC3C1B173",
-              "name": "I'm a server span",
-              "startTimeUnixNano": "1544712660000000000",
-              "endTimeUnixNano": "1544712661000000000",
-              "kind": 2,
-              "attributes": [
-                {"key": "my.span.attr", "value": {"stringValue": "some value"}}
-              ]
-            }
-          ]
-        }
-      ]
-    }
-  ]
-}
-"""
 
 
 @asynccontextmanager
@@ -83,40 +40,6 @@ async def endpoint(**config: Any) -> AsyncIterator[tuple[MetricsEndpoint, httpx.
         async with httpx.AsyncClient(base_url=ep.url, timeout=5) as client:
             yield ep, client
         tg.cancel_scope.cancel()
-
-
-def span(
-    seconds: float = 0.01,
-    *,
-    kind: int = Span.SPAN_KIND_SERVER,
-    error: bool = False,
-    trace: bytes | None = None,
-    name: str = "op",
-) -> Span:
-    start = 1_700_000_000_000_000_000
-    s = Span(
-        trace_id=trace if trace is not None else os.urandom(16),
-        span_id=os.urandom(8),
-        name=name,
-        kind=kind,  # type: ignore[arg-type]
-        start_time_unix_nano=start,
-        end_time_unix_nano=start + round(seconds * 1e9),
-    )
-    if error:
-        s.status.code = 2  # type: ignore[assignment]
-        s.status.message = "boom"
-    return s
-
-
-def request(services: dict[str, list[Span]]) -> ExportTraceServiceRequest:
-    req = ExportTraceServiceRequest()
-    for service, spans in services.items():
-        rs = req.resource_spans.add()
-        rs.resource.attributes.append(
-            KeyValue(key="service.name", value=AnyValue(string_value=service))
-        )
-        rs.scope_spans.add().spans.extend(spans)
-    return req
 
 
 def items(ep: MetricsEndpoint, name: str) -> tuple[int, int]:
