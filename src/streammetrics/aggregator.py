@@ -368,7 +368,7 @@ class Aggregator:
                 continue
             items.append(d.items)
             if c.spans is None:
-                c.spans = RollingWindow(now)
+                c.spans = RollingWindow(now, bounds=self.ladder.bounds)
             c.spans.add_histogram(now, d.span_counts, d.span_sum)
             self._spans.ended(d.spans, d.trace_ids)
         self.fold_deltas(items)

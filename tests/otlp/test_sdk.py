@@ -21,7 +21,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from streammetrics.components.metrics import MetricsEndpoint
-from streammetrics.windows import LATENCY_BOUNDS, N_BUCKETS
 from tests.support.exposition import by_label, families
 
 pytestmark = pytest.mark.anyio
@@ -70,14 +69,15 @@ def _plan(n: int, seed: int) -> list[tuple[SpanKind, float, bool]]:
     return [(rng.choice(kinds), rng.choice(DURATIONS), rng.random() < 0.25) for _ in range(n)]
 
 
-def _expected(plan: list[tuple[SpanKind, float, bool]]) -> dict[str, Any]:
+def _expected(
+    plan: list[tuple[SpanKind, float, bool]], buckets: tuple[float, ...]
+) -> dict[str, Any]:
+    """What the plan should fold to; ``hist`` over the exported ``buckets`` (+Inf last),
+    ``le`` inclusive as Prometheus has it."""
     items = [(s, f) for k, s, f in plan if k in (SpanKind.SERVER, SpanKind.CONSUMER)]
-    hist = [0] * N_BUCKETS
-    spans = [0] * N_BUCKETS
+    hist = [0] * (len(buckets) + 1)
     for s, _f in items:
-        hist[bisect_left(LATENCY_BOUNDS, s)] += 1
-    for _k, s, _f in plan:
-        spans[bisect_left(LATENCY_BOUNDS, s)] += 1
+        hist[bisect_left(buckets, s)] += 1
     return {
         "processed": sum(not f for _s, f in items),
         "errors": sum(f for _s, f in items),
@@ -91,8 +91,8 @@ async def test_the_sdk_s_spans_arrive_as_items_errors_latencies_and_traces(
     compression: Compression,
 ) -> None:
     plan = _plan(300, seed=7)
-    want = _expected(plan)
     async with endpoint(tick_s=0.05) as (ep, client):
+        want = _expected(plan, ep.aggregator.histogram_buckets)
         await anyio.to_thread.run_sync(
             lambda: _export(ep.url, "checkout", plan, compression=compression)
         )
@@ -102,6 +102,7 @@ async def test_the_sdk_s_spans_arrive_as_items_errors_latencies_and_traces(
         assert (c.items_processed, c.errors_encountered) == (want["processed"], want["errors"])
         assert want["errors"] > 10 and want["processed"] > 50  # the plan tests something
         assert snap.component_histograms["checkout"] == want["hist"]
+        assert sum(1 for n in want["hist"] if n) == len(DURATIONS)  # three buckets apart
         assert c.latency.count == want["processed"] + want["errors"]
         assert c.last_error is not None and c.last_error.startswith("failed #")
         # Every span, of any kind, counts in traces and the span latency.

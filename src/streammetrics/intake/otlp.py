@@ -42,7 +42,6 @@ from ..model.events import Delta
 from ..model.nesting import MAX_DEPTH, json_too_deep
 from ..model.spans import SpanDelta
 from ..model.types import MAX_NAME
-from ..windows import LATENCY_BOUNDS, N_BUCKETS
 from .otlp_config import OtlpConfig
 
 if TYPE_CHECKING:
@@ -66,8 +65,6 @@ UNKNOWN_SERVICE: Final = "unknown_service"
 _ERROR: Final = 2
 #: A trace id is 16 bytes; an empty or shorter one is invalid (OTLP).
 _TRACE_ID_BYTES: Final = 16
-#: ``LATENCY_BOUNDS`` in nanoseconds: a span's duration is bucketed without a division.
-_BOUNDS_NS: Final = [round(b * 1e9) for b in LATENCY_BOUNDS]
 #: The id fields of OTLP/JSON, hex there, base64 in protobuf's JSON mapping.
 _SPAN_IDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 _LINK_IDS: Final = ("traceId", "spanId", "trace_id", "span_id")
@@ -217,11 +214,11 @@ class _Group:
         "traces",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, nbuckets: int) -> None:
         self.processed = self.errors = self.spans = 0
         self.lsum = self.ssum = 0  # nanoseconds
-        self.hist = [0] * N_BUCKETS
-        self.shist = [0] * N_BUCKETS
+        self.hist = [0] * nbuckets
+        self.shist = [0] * nbuckets
         self.last_error: str | None = None
         self.traces: set[bytes] = set()
 
@@ -235,6 +232,11 @@ class OtlpIntake:
         self.config = config
         self._items = config.item_kind_numbers
         self._by_span = config.group_by == "service_and_span"
+        # The aggregator's latency buckets in nanoseconds: a span's duration (integer
+        # nanoseconds) is bucketed without a float conversion, into the buckets the
+        # aggregator counts in, so the histograms add up.
+        self._bounds_ns = [round(b * 1e9) for b in aggregator.ladder.bounds]
+        self._nbuckets = aggregator.ladder.nbuckets
         self._requests = self._unreadable = self._accepted = self._rejected = 0
 
     def export(self, data: bytes, encoding: Encoding) -> OtlpResult:
@@ -293,9 +295,9 @@ class OtlpIntake:
             if not self._by_span:
                 g = groups.get(service)
                 if g is None:
-                    g = groups[service] = _Group()
+                    g = groups[service] = _Group(self._nbuckets)
                 for ss in rs.scope_spans:
-                    _add(g, ss.spans, items, reasons)
+                    _add(g, ss.spans, items, self._bounds_ns, reasons)
                 continue
             by_name: dict[str, list[Span]] = {}
             for ss in rs.scope_spans:
@@ -310,8 +312,8 @@ class OtlpIntake:
                     continue
                 g = groups.get(name)
                 if g is None:
-                    g = groups[name] = _Group()
-                _add(g, spans, items, reasons)
+                    g = groups[name] = _Group(self._nbuckets)
+                _add(g, spans, items, self._bounds_ns, reasons)
         empty = [name for name, g in groups.items() if not g.spans]
         for name in empty:
             del groups[name]
@@ -326,10 +328,16 @@ class OtlpIntake:
         )
 
 
-def _add(g: _Group, spans: Iterable[Span], items: frozenset[int], reasons: Counter[str]) -> None:
+def _add(
+    g: _Group,
+    spans: Iterable[Span],
+    items: frozenset[int],
+    bounds: list[int],
+    reasons: Counter[str],
+) -> None:
     """Sum ``spans`` into ``g``: the hot loop of the receiver, so a few field reads, one
     bisect and one set insert per span, with the sums in local variables."""
-    bisect, bounds = bisect_left, _BOUNDS_NS
+    bisect = bisect_left
     hist, shist = g.hist, g.shist
     seen = g.traces.add
     n = processed = errors = lsum = ssum = 0

@@ -23,8 +23,8 @@ class SpanDelta(msgspec.Struct, gc=False):
     spans: int
     """Every span of the component in the batch, of any kind."""
     span_counts: list[int]
-    """Per-bucket counts of every span's duration over ``windows.LATENCY_BOUNDS``
-    (+Inf last): the component's span latency."""
+    """Per-bucket counts of every span's duration over the aggregator's ladder
+    (``buckets.Ladder``, +Inf last): the component's span latency."""
     span_sum: float
     """Sum of those durations, in seconds."""
     trace_ids: list[str]
