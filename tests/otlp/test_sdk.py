@@ -91,7 +91,8 @@ async def test_the_sdk_s_spans_arrive_as_items_errors_latencies_and_traces(
     compression: Compression,
 ) -> None:
     plan = _plan(300, seed=7)
-    async with endpoint(tick_s=0.05) as (ep, client):
+    rule = {"name": "SpanErrors", "expr": "error_rate > 0.1"}
+    async with endpoint(tick_s=0.05, alerts=[rule]) as (ep, client):
         want = _expected(plan, ep.aggregator.histogram_buckets)
         await anyio.to_thread.run_sync(
             lambda: _export(ep.url, "checkout", plan, compression=compression)
@@ -118,6 +119,12 @@ async def test_the_sdk_s_spans_arrive_as_items_errors_latencies_and_traces(
         row = doc["detailed_components"]["checkout"]
         assert row["items_processed"] == want["processed"] and "health" in row
         assert (await client.get("/health")).json()["components"]["total"] == 2
+        alerts = (await client.get("/alerts")).json()
+        firing = {(a["name"], a["component"]) for a in alerts["alerts"]}
+        assert ("SpanErrors", "checkout") in firing
+        rate = want["errors"] / (want["processed"] + want["errors"])
+        pending = {a["name"]: a["value"] for a in alerts["pending_alerts"]}
+        assert pending["HighErrorRate"] == pytest.approx(rate)  # the built-in rule too
         fams = families((await client.get("/metrics")).text)
         processed = by_label(fams["component_items_processed"], "component", "_total")
         assert processed["checkout"] == want["processed"]
