@@ -243,24 +243,23 @@ class OtlpIntake:
         """Fold one request body. Raises ``EventError`` when the body does not decode
         (counted as one ``malformed`` rejection); a span that cannot be folded is
         rejected alone and named in the result."""
-        self._requests += 1
         try:
             request = decode_request(data, encoding)
         except EventError:
-            self._unreadable += 1
-            self.aggregator.reject("malformed")
+            self.refuse()
             raise
         return self.fold(request)
 
     def refuse(self) -> None:
-        """Count a request whose body could not even be read (gzip that does not unpack)
-        as ``export`` counts one that does not decode."""
+        """Count a request whose body could not be read (does not decode, or is gzip
+        that does not unpack) as one ``malformed`` rejection."""
         self._requests += 1
         self._unreadable += 1
         self.aggregator.reject("malformed")
 
     def fold(self, request: ExportTraceServiceRequest) -> OtlpResult:
         """Fold a decoded request's spans."""
+        self._requests += 1
         groups, reasons = self._sum(request)
         names = list(groups)
         deltas = [_delta(name, groups[name]) for name in names]
