@@ -54,7 +54,7 @@ class OtlpConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     and once decompression passes it for a gzip body (whose own size says nothing of
     what it unpacks to). Spans are folded on the event loop (OTLP/JSON is decoded in a
     worker thread first), so this also bounds how long one request holds it: ~1 ms per
-    1,000 spans of protobuf."""
+    1,000 spans of protobuf (measured 1-3 ms on a shared 2-CPU machine)."""
     retry_after_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 5
     """``Retry-After`` of a 503 while no harness feeds the endpoint: how long an exporter
     waits before it sends the batch again."""
