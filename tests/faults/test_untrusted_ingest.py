@@ -85,6 +85,10 @@ async def test_ingest_needs_an_ingest_token_and_a_read_token_is_refused() -> Non
         r = await client.post("/events", json=ONE, headers={"Authorization": "Basic eA=="})
         assert r.status_code == 401
         assert 'error="invalid_request"' in r.headers["www-authenticate"]
+        # refused before the body is read: a body over the limit is a 401, not a 413
+        big = b"[" + b'{"component": "x", "kind": "processed"},' * 200_000 + b"{}]"
+        r = await client.post("/events", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 401
         assert _components(ep) == set()  # nothing refused was folded
         r = await client.post("/events", json=ONE, headers=bearer(INGEST_TOKEN))
         assert (r.status_code, r.json()["accepted"]) == (200, 1)
@@ -94,7 +98,7 @@ async def test_ingest_needs_an_ingest_token_and_a_read_token_is_refused() -> Non
         assert (await client.get("/health")).status_code == 200
         fams = await _exposition(client, **bearer(READ_TOKEN))
     ingest = by_label(fams["streammetrics_http_ingest_auth_refused"], "reason", "_total")
-    assert ingest == {"missing": 1, "invalid_request": 1, "invalid_token": 1, "closed": 0}
+    assert ingest == {"missing": 2, "invalid_request": 1, "invalid_token": 1, "closed": 0}
     # the read auth counted only the ingest token's read attempt
     read = by_label(fams["streammetrics_http_auth_refused"], "reason", "_total")
     assert read["invalid_token"] == 1 and read["missing"] == 0
@@ -111,8 +115,14 @@ async def test_ingest_auth_alone_leaves_reads_open() -> None:
 
 
 @pytest.mark.usefixtures("token_envs")
-async def test_a_read_auth_without_ingest_auth_closes_ingest() -> None:
+async def test_a_read_auth_without_ingest_auth_closes_ingest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with endpoint(auth={"bearer_tokens_env": READ_ENV}) as (ep, client):
+        assert any(
+            "POST /events is closed" in rec.getMessage() and rec.levelname == "WARNING"
+            for rec in caplog.records
+        )
         for headers in ({}, bearer(READ_TOKEN), bearer(INGEST_TOKEN)):
             r = await client.post("/events", json=ONE, headers=headers)
             assert r.status_code == 403, headers
