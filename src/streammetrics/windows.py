@@ -28,6 +28,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from .buckets import LATENCY_BOUNDS
+
 __all__ = (
     "LATENCY_BOUNDS",
     "N_BUCKETS",
@@ -42,9 +44,8 @@ __all__ = (
 ViewSeconds = Literal[10, 60, 300]
 VIEWS: Final[tuple[ViewSeconds, ...]] = (10, 60, 300)
 
-#: Upper bounds (``le``) of the latency buckets in seconds: 100 µs to ~105 s, factor √2.
-LATENCY_BOUNDS: Final[tuple[float, ...]] = tuple(round(1e-4 * 2 ** (i / 2), 9) for i in range(41))
-#: Buckets per histogram: one per bound plus the ``+Inf`` bucket.
+#: Buckets per histogram over ``LATENCY_BOUNDS`` (the √2 ladder, ``buckets``): one per
+#: bound plus the ``+Inf`` bucket. An aggregator's ladder may have more (``Ladder``).
 N_BUCKETS: Final[int] = len(LATENCY_BOUNDS) + 1
 
 _FINE: Final = 60  # one-second slots
