@@ -314,6 +314,7 @@ class HealthJudge:
                 windows=c.windows,
                 span_latency=c.span_latency,
                 heartbeat_age_s=c.heartbeat_age_s,
+                client_errors=c.client_errors,
             )
         perf = f.performance
         score, sys_ded = system_health(

@@ -9,6 +9,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from ..intake.config import Lifecycle
+
 __all__ = (
     "CONSUMER_FIELDS",
     "EventSourceConfig",
@@ -68,6 +70,11 @@ class RedisSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     running, it reconnects on its own."""
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     """Longest wait between reconnection attempts (backoff doubles up to it)."""
+    lifecycle: Lifecycle = "refuse"
+    """As ``ingest.lifecycle``: ``refuse`` (default) rejects each ``started`` and
+    ``stopped`` event of an entry (``reason="lifecycle"``, acknowledged) while the rest
+    fold, so that a producer with write access to the stream cannot mark a component
+    stopped; ``accept`` folds them."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(_SCHEMES):

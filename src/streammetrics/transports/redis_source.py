@@ -296,7 +296,9 @@ class RedisSource:
                     raise intake.refuse_body(
                         f"no msgpack or json field (fields: {fields_seen})", value=fields_seen
                     )
-                result = intake.fold_body(*body)
+                result = intake.fold_body(
+                    *body, lifecycle=self.config.lifecycle, setting="source.redis.lifecycle"
+                )
             except EventError as exc:  # counted by the intake
                 _log.warning("%s: entry %s: %s", self.where, _s(entry_id), exc)
                 continue
