@@ -170,9 +170,10 @@ def test_redis_killed_mid_stream_with_an_append_only_file_loses_no_event(
         assert producer.failed is not None, "the producer did not notice the kill"
         # Redis away: /health still answers, and says why it is not healthy.
         health = wait_until(
-            lambda: (h := httpx.get(run.urls["metrics"] + "/health", timeout=5)).status_code
-            == 503
-            and h,
+            lambda: (
+                (h := httpx.get(run.urls["metrics"] + "/health", timeout=5)).status_code == 503
+                and h
+            ),
             what="health 503 while Redis is away",
         )
         assert health.json()["status"] == "degraded"
