@@ -130,6 +130,9 @@ class StreamStatus(msgspec.Struct, frozen=True, gc=False):
     """While items wait in the buffer: seconds since the consumer was last seen taking
     one (near 0 for a busy consumer, growing for one that takes nothing); null when the
     buffer is empty or its level is unknown."""
+    source_up: bool | None = None
+    """For a stream an event source beyond the process feeds (``redis:<stream>``):
+    whether that source can read it; null for in-process bindings."""
 
 
 class Streaming(msgspec.Struct, frozen=True, gc=False):

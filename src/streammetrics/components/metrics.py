@@ -298,6 +298,7 @@ class MetricsEndpoint(Component):
 
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))
+            self.judge.sources.append(self.redis)  # cannot read: degraded, EventSourceDown
 
     def _register_ingest(self) -> None:
         from ..http.guard_metrics import IngestAuthCollector
