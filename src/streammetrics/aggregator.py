@@ -349,6 +349,8 @@ class Aggregator:
                 system.add_histogram(now, d.latency_counts, d.latency_sum)
             if d.last_error is not None:
                 c.last_error = d.last_error
+            if d.client_errors:
+                c.client_errors += d.client_errors
 
     def fold_spans(self, deltas: Sequence[SpanDelta]) -> list[int]:
         """Fold finished spans summed per component (an OTLP export): their items as

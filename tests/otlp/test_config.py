@@ -56,3 +56,10 @@ def test_without_the_extra_the_receiver_is_refused_naming_the_install(
     with pytest.raises(ConfigError, match=r"streammetrics\[otlp\]"):
         parse_blueprint(BLUEPRINT % "{}")
     MetricsEndpoint(port=0)  # off, the extra is not needed
+
+
+def test_open_beyond_loopback_is_refused_as_open_ingest_is() -> None:
+    with pytest.raises(ConfigError, match=r"POST /v1/traces takes spans from anyone"):
+        MetricsEndpoint(port=0, host="0.0.0.0", otlp={}, ingest={"enabled": False})
+    ep = MetricsEndpoint(port=0, host="0.0.0.0", otlp={}, ingest={"allow_unauthenticated": True})
+    assert ep.config.otlp is not None

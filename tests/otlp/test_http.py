@@ -255,16 +255,42 @@ async def test_throttled_is_429_with_retry_after() -> None:
     assert int(codes[-1].headers["retry-after"]) >= 1
 
 
-async def test_the_same_auth_as_ingest(tokens_env: str) -> None:
+INGEST_TOKEN = "ingest-Cc0123456789-writer"
+
+
+async def test_the_ingest_guard_not_the_read_tokens(
+    tokens_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver writes: it takes the ingest tokens (``ingest.auth``), as ``POST
+    /events`` does, and a read token does not admit it."""
+    monkeypatch.setenv("STREAMMETRICS_TEST_INGEST", INGEST_TOKEN)
+    body = request({"a": [span()]}).SerializeToString()
+    config: dict[str, Any] = {
+        "auth": {"bearer_tokens_env": tokens_env},
+        "ingest": {"auth": {"bearer_tokens_env": "STREAMMETRICS_TEST_INGEST"}},
+    }
+    async with endpoint(**config) as (ep, client):
+        assert (await client.post("/v1/traces", content=body, headers=PROTOBUF)).status_code == 401
+        read = {"authorization": f"Bearer {TOKEN}"}
+        r = await client.post("/v1/traces", content=body, headers={**PROTOBUF, **read})
+        assert r.status_code == 401
+        assert (await client.get("/metrics/json", headers=read)).status_code == 200
+        write = {"authorization": f"Bearer {INGEST_TOKEN}"}
+        r = await client.post("/v1/traces", content=body, headers={**PROTOBUF, **write})
+        assert r.status_code == 200 and items(ep, "a") == (1, 0)
+        r = await client.post(
+            "/events", json={"component": "b", "kind": "processed"}, headers=write
+        )
+        assert r.status_code == 200
+
+
+async def test_closed_with_read_auth_and_no_ingest_tokens(tokens_env: str) -> None:
     body = request({"a": [span()]}).SerializeToString()
     async with endpoint(auth={"bearer_tokens_env": tokens_env}) as (ep, client):
-        r = await client.post("/v1/traces", content=body, headers=PROTOBUF)
-        assert r.status_code == 401
-        r = await client.post("/events", json={"component": "b", "kind": "processed"})
-        assert r.status_code == 401
-        auth = {"authorization": f"Bearer {TOKEN}"}
-        r = await client.post("/v1/traces", content=body, headers={**PROTOBUF, **auth})
-        assert r.status_code == 200 and items(ep, "a") == (1, 0)
+        read = {"authorization": f"Bearer {TOKEN}"}
+        r = await client.post("/v1/traces", content=body, headers={**PROTOBUF, **read})
+        assert r.status_code == 403 and "ingest.auth" in r.json()["detail"]
+        assert "a" not in ep.aggregator.figures().detailed_components
 
 
 async def test_off_by_default_and_listed_when_on() -> None:

@@ -14,8 +14,10 @@ tells the exporter whether to send the batch again:
 - ``429`` from the endpoint's rate limit, ``503`` while no harness feeds the endpoint:
   both with ``Retry-After``, which exporters honour before they retry.
 
-The route sits behind the same guards as every other route of the app, ``POST /events``
-among them: the rate limit and, when ``auth`` is configured, the bearer tokens (401).
+The route writes, as ``POST /events`` does, and has its guard: the ingest tokens
+(``ingest.auth``; 401 without one), never the read tokens of ``auth``; closed (403) when
+there is a read ``auth`` and no ``ingest.auth``; open otherwise (a loopback endpoint, or
+``ingest.allow_unauthenticated``). The endpoint's rate limit applies as to every route.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ..intake.otlp import (
 )
 from ..intake.otlp_config import OtlpConfig
 from .bodies import BodyTooLarge, gunzip
+from .ingest import IngestGuard
 from .routes import Service
 
 __all__ = ("MEDIA_TYPES", "otlp_route")
@@ -65,8 +68,12 @@ def _status(
     )
 
 
-def otlp_route(intake: OtlpIntake, config: OtlpConfig) -> HTTPRouteHandler:
-    """The ``POST /v1/traces`` handler at ``config.path``, folding through ``intake``."""
+def otlp_route(
+    intake: OtlpIntake, config: OtlpConfig, guard: IngestGuard | None = None
+) -> HTTPRouteHandler:
+    """The ``POST /v1/traces`` handler at ``config.path``, folding through ``intake`` and
+    admitting what ``guard`` admits (``POST /events``' guard: the same ingest tokens, or
+    closed, or open; everyone without one)."""
     limit = config.max_body_bytes
 
     @post(
@@ -74,7 +81,7 @@ def otlp_route(intake: OtlpIntake, config: OtlpConfig) -> HTTPRouteHandler:
         status_code=200,
         summary="Export spans over OTLP/HTTP (protobuf or JSON, optionally gzip)",
         request_max_body_size=limit,
-        include_in_schema=True,
+        middleware=guard.middleware() if guard is not None else None,
     )
     async def export_traces(request: Request[Any, Any, Any], service: Service) -> Response[bytes]:
         content_type = request.headers.get("content-type", "")
