@@ -1,4 +1,5 @@
-"""Real servers: redis-server, prometheus, alertmanager, and ``streammetrics`` commands (``run``, ``demo``).
+"""Real servers: redis-server, prometheus, alertmanager, and ``streammetrics`` commands
+(``run``, ``demo``).
 
 Each is started on a free loopback port and stopped (and waited for) by whoever started
 it. A binary that is missing or a server that does not come up FAILS the test that

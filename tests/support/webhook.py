@@ -48,15 +48,15 @@ class Webhook:
         return [a for a in got if status is None or a["status"] == status]
 
     async def wait_for(
-        self, check: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], timeout: float = 20
+        self, check: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], within: float = 20
     ) -> list[dict[str, Any]]:
         """Poll ``check(self.alerts())`` while the system runs, until it returns a
         non-empty list; fail with what arrived past the deadline."""
-        with anyio.move_on_after(timeout):
-            while not (found := check(self.alerts())):
+        with anyio.move_on_after(within):
+            while not (found := check(self.alerts())):  # noqa: ASYNC110
                 await anyio.sleep(0.02)
             return found
-        raise AssertionError(f"the webhook never got it within {timeout}s; got {self.alerts()}")
+        raise AssertionError(f"the webhook never got it within {within}s; got {self.alerts()}")
 
 
 @contextlib.contextmanager

@@ -6,20 +6,28 @@ without the program: CI installs it."""
 
 from __future__ import annotations
 
+import itertools
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import ConfigError
-from streammetrics.transports.alertmanager import rfc3339
+from streammetrics.judge.alerts.rules import AlertRule
+from streammetrics.model.events import Event
+from streammetrics.transports.alertmanager import AlertmanagerNotifier, rfc3339
+from streammetrics.transports.alertmanager_config import AlertmanagerConfig
+from tests.support.alerts import System, half_failing
 from tests.support.exposition import by_label, families
 from tests.support.harness import started
 from tests.support.servers import Alertmanager, free_port
@@ -49,13 +57,16 @@ def _config(*urls: str, **kw: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def endpoint(*urls: str, **kw: Any) -> AsyncIterator[MetricsEndpoint]:
+async def endpoint(
+    *urls: str, retention: float = 300.0, **kw: Any
+) -> AsyncIterator[MetricsEndpoint]:
     ep = MetricsEndpoint(
         name="metrics",
         port=0,
         tick_s=0.05,
         builtin_alerts=False,
         alerts=[RULE],
+        alert_retention_s=retention,
         alertmanager=_config(*urls, **kw),
     )
     with anyio.fail_after(60):
@@ -104,6 +115,7 @@ async def test_an_error_flood_reaches_the_webhook_firing_then_resolved(
             "component": "worker",
             "system": "metrics",  # in code, without a blueprint: the endpoint's name
             "endpoint": "metrics",
+            "instance": f"127.0.0.1:{ep.port}",
         }
         ann = firing["annotations"]
         assert ann["figure"] == "error_rate" and float(ann["value"]) == 1.0
@@ -138,6 +150,7 @@ async def test_the_payload_as_alertmanager_lists_it(am: Alertmanager) -> None:
                 "component": component,
                 "system": "metrics",
                 "endpoint": "metrics",
+                "instance": f"127.0.0.1:{ep.port}",
                 "env": "test",
             }
             assert a["status"]["state"] == "active"
@@ -158,7 +171,7 @@ async def listing(am: Alertmanager, n: int, within: float = 10) -> list[dict[str
     got: list[dict[str, Any]] = []
     async with httpx.AsyncClient(base_url=am.url, timeout=5) as client:
         with anyio.move_on_after(within):
-            while len(got := (await client.get("/api/v2/alerts")).json()) != n:
+            while len(got := (await client.get("/api/v2/alerts")).json()) != n:  # noqa: ASYNC110
                 await anyio.sleep(0.02)
             return got
     raise AssertionError(f"Alertmanager lists {got}, not {n} alerts, after {within}s")
@@ -303,3 +316,146 @@ def test_a_bad_alertmanager_config_is_refused_with_its_path(
     with pytest.raises(ConfigError, match=reason) as info:
         MetricsEndpoint(name="m", port=0, alertmanager=config)
     assert info.value.path.startswith(path)
+
+
+class Refusing:
+    """A peer on loopback that answers every POST with ``status`` (and ``headers``), and
+    notes when each came: an Alertmanager refusing or overloaded, which the real one
+    cannot be made to be on demand."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.posts: list[float] = []
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                peer.posts.append(time.monotonic())
+                body = b"refused on purpose"
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Refusing:
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.mark.anyio
+async def test_alerts_refused_with_a_4xx_are_counted_and_not_hammered() -> None:
+    with Refusing(400) as peer:
+        async with endpoint(peer.url, resend_s=0.6) as ep:
+            flood(ep)
+            await until(lambda: _counts(ep)["rejected"] == 1)
+            await anyio.sleep(0.3)
+            assert len(peer.posts) == 1  # not retried: it would be refused alike
+            assert ep.alertmanager is not None
+            (st,) = ep.alertmanager.statistics().targets
+            assert st.last_error == "HTTP 400: refused on purpose"
+            assert st.due == 0 and st.failed == 0 and st.sent == 0
+            await until(lambda: len(peer.posts) == 2)  # its resend, though, goes out
+            assert peer.posts[1] - peer.posts[0] >= 0.55
+
+
+@pytest.mark.anyio
+async def test_an_overloaded_alertmanager_is_retried_when_it_asks() -> None:
+    with Refusing(503, {"Retry-After": "0.4"}) as peer:
+        async with endpoint(peer.url) as ep:  # backoff 0.05 s, but it asks for 0.4 s
+            flood(ep)
+            await until(lambda: _counts(ep)["failed"] >= 3)
+            gaps = [b - a for a, b in itertools.pairwise(peer.posts)]
+            assert len(gaps) >= 2 and all(g >= 0.35 for g in gaps), gaps
+            assert _counts(ep)["rejected"] == 0
+
+
+# -- what the notifier tracks, on a hand-driven clock and without a network ------------
+
+
+def _notifier(system: System, **kw: Any) -> AlertmanagerNotifier:
+    cfg = msgspec.convert({"urls": ["http://127.0.0.1:1"]}, AlertmanagerConfig)
+    return AlertmanagerNotifier(
+        cfg,
+        system="sys",
+        endpoint="ep",
+        rules=system.engine.rules(),
+        clock=system.clock.monotonic,
+        wall=system.clock.wall,
+        **kw,
+    )
+
+
+FAST = AlertRule("Failing", "error_rate > 0.1")
+
+
+def test_firing_resolving_and_vanishing_are_each_owed_once_more() -> None:
+    s = System([FAST], retention=0)
+    n = _notifier(s)
+    s.at(1)
+    n.observe(s.engine.current())
+    assert n.statistics().tracked == 0
+    half_failing(s)
+    s.at(1)
+    n.observe(s.engine.current())
+    (st,) = n.statistics().targets
+    assert (n.statistics().tracked, st.due) == (1, 1)
+    alert = n._postable(next(iter(n._alerts.values())))
+    assert alert.ends_at == rfc3339(s.wall + 4 * 60)  # valid for four resends
+    s.fold(*[Event("db", "processed")] * 100)
+    s.at(1)
+    n.observe(s.engine.current())
+    (resolved,) = s.engine.current().resolved_alerts
+    alert = n._postable(next(iter(n._alerts.values())))
+    assert alert.ends_at == rfc3339(resolved.resolved_at or 0)
+    s.at(1)  # retention 0: the engine forgets it; it is still owed to the Alertmanager
+    n.observe(s.engine.current())
+    assert s.engine.current().resolved_alerts == []
+    assert n.statistics().tracked == 1 and n.statistics().targets[0].due == 1
+
+
+def test_resolved_alerts_owed_to_an_unreachable_alertmanager_are_bounded() -> None:
+    s = System([FAST], retention=0)
+    n = _notifier(s, max_undelivered=2)
+    for c in ("a", "b", "c", "d", "e"):
+        half_failing(s, c)
+    s.at(1)
+    n.observe(s.engine.current())
+    assert n.statistics().tracked == 5
+    for c in ("a", "b", "c", "d", "e"):
+        s.fold(*[Event(c, "processed")] * 100)
+    s.at(1)
+    s.at(1)
+    n.observe(s.engine.current())
+    st = n.statistics()
+    assert st.tracked == 2 and st.targets[0].dropped == 3
+
+
+@pytest.mark.anyio
+async def test_a_resolved_alert_is_forgotten_once_delivered_and_no_longer_listed(
+    am: Alertmanager, hook: Webhook
+) -> None:
+    async with endpoint(am.url, retention=0.3) as ep:
+        assert ep.alertmanager is not None
+        flood(ep)
+        await hook.wait_for(_ours("firing"))
+        assert ep.alertmanager.statistics().tracked == 1
+        recover(ep)
+        await hook.wait_for(_ours("resolved"))
+        await until(
+            lambda: ep.alertmanager is not None and not ep.alertmanager.statistics().tracked
+        )
+        assert _counts(ep)["failed"] == 0

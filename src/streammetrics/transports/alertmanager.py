@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import chain, repeat
 from typing import Final, Literal
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -159,8 +160,13 @@ class AlertmanagerNotifier:
     ``run`` in the endpoint's task group.
 
     ``system`` and ``endpoint`` are labels of every alert (the blueprint's system name
-    and the endpoint's component name); ``rules`` are the rules the engine evaluates,
-    for the annotations (the expression, the figure an alert's value is of).
+    and the endpoint's component name), and ``instance``, the ``host:port`` of the
+    generator URL ``run`` is given (so that the processes of a fleet running one
+    blueprint each have their own alerts, as their scraped series do); ``rules`` are
+    the rules the engine evaluates, for the annotations (the expression, the figure an
+    alert's value is of); ``transport`` is httpx's (its default when None);
+    ``max_undelivered`` bounds the resolved alerts kept for an Alertmanager that has not
+    had them.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class AlertmanagerNotifier:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_undelivered: int = MAX_UNDELIVERED_RESOLVED,
     ) -> None:
         self.config = config
         self.system = system
@@ -184,9 +191,11 @@ class AlertmanagerNotifier:
         self._clock = clock
         self._wall = wall
         self._transport = transport
+        self._max_undelivered = max_undelivered
         self._targets = [_Target(u) for u in config.urls]
         self._alerts: dict[_Fingerprint, _Tracked] = {}
         self._generator_url = ""
+        self._instance = ""
         self._policy = RetryPolicy(
             max_retries=64, backoff_s=config.backoff_s, max_backoff_s=config.max_backoff_s
         )
@@ -246,14 +255,14 @@ class AlertmanagerNotifier:
             target.has.pop(fp, None)
 
     def _bound(self) -> None:
-        """Keep at most ``MAX_UNDELIVERED_RESOLVED`` resolved alerts nobody lists any
-        more; the oldest beyond that are dropped, counted for each Alertmanager that had
-        not had them."""
+        """Keep at most ``max_undelivered`` resolved alerts nobody lists any more; the
+        oldest beyond that are dropped, counted for each Alertmanager that had not had
+        them."""
         gone = [(t.ends_at or 0.0, fp) for fp, t in self._alerts.items() if t.gone]
-        if len(gone) <= MAX_UNDELIVERED_RESOLVED:
+        if len(gone) <= self._max_undelivered:
             return
-        gone.sort()
-        for _ends, fp in gone[: len(gone) - MAX_UNDELIVERED_RESOLVED]:
+        gone.sort(key=lambda e: e[0])
+        for _ends, fp in gone[: len(gone) - self._max_undelivered]:
             version = self._alerts[fp].version
             for target in self._targets:
                 if target.has.get(fp, (0, 0.0))[0] != version:
@@ -268,6 +277,8 @@ class AlertmanagerNotifier:
         """Deliver until cancelled, one sender per Alertmanager. ``generator_url`` is what
         each alert links to (this endpoint's ``/alerts``)."""
         self._generator_url = generator_url
+        # Which process of a fleet: instances of one blueprint share every other label.
+        self._instance = urlsplit(generator_url).netloc.rpartition("@")[2]
         timeout = httpx.Timeout(self.config.timeout_s)
         async with (
             httpx.AsyncClient(timeout=timeout, transport=self._transport) as client,
@@ -344,14 +355,14 @@ class AlertmanagerNotifier:
                 continue
             target.counts["failed"] += len(batch)
             if not target.consecutive_failures:
-                _log.warning(
-                    "alertmanager %s: %s; retrying with backoff", target.url, failure.why
-                )
+                _log.warning("alertmanager %s: %s; retrying with backoff", target.url, failure.why)
             target.consecutive_failures += 1
             return failure
         return None
 
-    async def _post(self, client: httpx.AsyncClient, target: _Target, body: bytes) -> Failure | None:
+    async def _post(
+        self, client: httpx.AsyncClient, target: _Target, body: bytes
+    ) -> Failure | None:
         """One POST, bounded in time (connecting included) and in what is read back."""
         headers = {"Content-Type": "application/json"}
         try:
@@ -384,6 +395,8 @@ class AlertmanagerNotifier:
             "system": self.system,
             "endpoint": self.endpoint,
         }
+        if self._instance:  # known once the endpoint listens
+            labels["instance"] = self._instance
         if a.component is not None:
             labels["component"] = a.component
         rule = self._rules.get(a.name)

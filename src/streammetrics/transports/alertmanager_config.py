@@ -13,7 +13,7 @@ import msgspec
 __all__ = ("ALERT_LABELS", "AlertmanagerConfig")
 
 #: The labels every alert carries; ``labels`` may add others, never replace these.
-ALERT_LABELS: Final = ("alertname", "severity", "component", "system", "endpoint")
+ALERT_LABELS: Final = ("alertname", "severity", "component", "system", "endpoint", "instance")
 _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 LabelValue = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -59,7 +59,7 @@ class AlertmanagerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     labels: dict[Annotated[str, msgspec.Meta(max_length=200)], LabelValue] = {}
     """Labels added to every alert (``{env: prod}``), as Prometheus' ``external_labels``;
     they may not be one of the alert's own (``alertname``, ``severity``, ``component``,
-    ``system``, ``endpoint``)."""
+    ``system``, ``endpoint``, ``instance``)."""
 
     def __post_init__(self) -> None:
         for i, url in enumerate(self.urls):
