@@ -280,13 +280,17 @@ class AlertmanagerNotifier:
         # Which process of a fleet: instances of one blueprint share every other label.
         self._instance = urlsplit(generator_url).netloc.rpartition("@")[2]
         timeout = httpx.Timeout(self.config.timeout_s)
-        async with (
-            httpx.AsyncClient(timeout=timeout, transport=self._transport) as client,
-            anyio.create_task_group() as tg,
-        ):
-            for target in self._targets:
-                tg.start_soon(self._send_loop, client, target)
-            task_status.started()
+        client = httpx.AsyncClient(timeout=timeout, transport=self._transport)
+        try:
+            async with anyio.create_task_group() as tg:
+                for target in self._targets:
+                    tg.start_soon(self._send_loop, client, target)
+                task_status.started()
+        finally:
+            # Cancelled with the endpoint: close the connections all the same, shielded
+            # (and bounded), or their sockets would be left to the garbage collector.
+            with anyio.move_on_after(1, shield=True):
+                await client.aclose()
 
     async def _send_loop(self, client: httpx.AsyncClient, target: _Target) -> None:
         delays: Iterator[float] | None = None
