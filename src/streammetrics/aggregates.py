@@ -92,6 +92,7 @@ class ComponentState:
 
     __slots__ = (
         "breaker",
+        "client_errors",
         "heartbeat",
         "last_activity",
         "last_error",
@@ -111,6 +112,7 @@ class ComponentState:
         self.status: ComponentRunState = "registered"
         self.last_activity: float | None = None
         self.last_error: str | None = None
+        self.client_errors = 0  # 4xx answers: counted, never in the window's errors
         self.heartbeat: float | None = None  # monotonic time of the last heartbeat
         self.breaker: ReportedBreaker | None = None
         self.spans: RollingWindow | None = None  # span durations, once it ends one
@@ -136,6 +138,7 @@ class ComponentState:
             if self.spans is not None
             else None,
             heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
+            client_errors=self.client_errors,
         )
         return figures, w.total_histogram(), lsum
 

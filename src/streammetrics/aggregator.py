@@ -348,6 +348,8 @@ class Aggregator:
                 system.add_histogram(now, d.latency_counts, d.latency_sum)
             if d.last_error is not None:
                 c.last_error = d.last_error
+            if d.client_errors:
+                c.client_errors += d.client_errors
 
     def _span_end(self, c: ComponentState, ev: Event, now: float) -> None:
         started = self._spans.end(ev)

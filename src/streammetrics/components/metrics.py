@@ -25,8 +25,14 @@ from ..aggregator import Aggregator
 from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
-from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
-from ..intake.config import DedupConfig, IngestConfig
+from ..http.settings import (
+    AuthSettings,
+    CorsSettings,
+    ProxyAddress,
+    RateLimitSettings,
+    check_trusted_proxies,
+)
+from ..intake.config import DedupConfig, IngestConfig, open_ingest_problem
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig, HealthJudge
@@ -75,7 +81,8 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """How long a resolved alert stays visible in ``/alerts``."""
     ingest: IngestConfig = IngestConfig()
     """``POST /events`` for producers in other processes: ``{enabled, path,
-    max_body_bytes}``."""
+    max_body_bytes, auth, allow_unauthenticated, lifecycle}``. Never writable with a read
+    token; bound beyond loopback it needs ``auth`` or ``allow_unauthenticated``."""
     source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
@@ -93,6 +100,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     auth: AuthSettings | None = None
     """Bearer tokens read from the environment, off when absent:
     ``{bearer_tokens_env: STREAMMETRICS_TOKENS}`` (401 without one)."""
+    trusted_proxies: list[ProxyAddress] = []
+    """Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the
+    client, for the rate limit and the logs; none by default, so the connection's peer
+    is the client and no header can pick another rate-limit bucket."""
     shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
     """On shutdown, how long requests in flight may take before they are cut off."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 1_048_576
@@ -112,6 +123,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
 
     def __post_init__(self) -> None:
         check_histogram_buckets(self.histogram_buckets)
+        check_trusted_proxies(self.trusted_proxies)
+        problem = open_ingest_problem(self.host, self.ingest, read_auth=self.auth is not None)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 class MetricsEndpoint(Component):
@@ -237,6 +252,7 @@ class MetricsEndpoint(Component):
                 auth=cfg.auth,
                 component=self.name,
                 service=self.service,
+                ingest_path=cfg.ingest.path if cfg.ingest.enabled else None,
             ),
         )
         if live:
@@ -288,6 +304,7 @@ class MetricsEndpoint(Component):
 
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))
+            self.judge.sources.append(self.redis)  # cannot read: degraded, EventSourceDown
         self.alertmanager: AlertmanagerNotifier | None = None
         if cfg.alertmanager is not None:
             from ..transports.alertmanager import AlertmanagerNotifier
@@ -304,12 +321,16 @@ class MetricsEndpoint(Component):
             self._transport_collectors.append(AlertmanagerCollector(self.alertmanager))
 
     def _register_ingest(self) -> None:
-        from ..http.ingest import ingest_route
+        from ..http.guard_metrics import IngestAuthCollector
+        from ..http.ingest import IngestGuard, ingest_route
 
         ingest = self.config.ingest
         if self._app is None or not ingest.enabled:
             return
-        self._app.register(ingest_route(self.intake, ingest))
+        guard = IngestGuard(ingest, component=self.name, read_auth=self.config.auth is not None)
+        if guard.access != "open":
+            self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
+        self._app.register(ingest_route(self.intake, ingest, guard))
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
@@ -368,6 +389,7 @@ class MetricsEndpoint(Component):
                         port=cfg.port,
                         component=self.name,
                         shutdown_timeout_s=cfg.shutdown_timeout_s,
+                        trusted_proxies=cfg.trusted_proxies,
                     )
                 )
                 tg.start_soon(self._tick)
