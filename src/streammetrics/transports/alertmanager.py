@@ -196,6 +196,7 @@ class AlertmanagerNotifier:
         self._alerts: dict[_Fingerprint, _Tracked] = {}
         self._generator_url = ""
         self._instance = ""
+        self._observed: AlertReport | None = None
         self._policy = RetryPolicy(
             max_retries=64, backoff_s=config.backoff_s, max_backoff_s=config.max_backoff_s
         )
@@ -204,7 +205,12 @@ class AlertmanagerNotifier:
 
     def observe(self, report: AlertReport) -> None:
         """Take the alert engine's latest report; wakes the senders when an alert started
-        firing or resolved. Costs one pass over the report's firing and resolved alerts."""
+        firing or resolved. Costs one pass over the report's firing and resolved alerts
+        (about 0.3 ms for 1,000 firing), none when it is the report already taken (no
+        evaluation since)."""
+        if report is self._observed:
+            return
+        self._observed = report
         alerts = self._alerts
         seen: set[_Fingerprint] = set()
         changed = False
