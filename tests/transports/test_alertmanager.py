@@ -465,3 +465,24 @@ async def test_a_resolved_alert_is_forgotten_once_delivered_and_no_longer_listed
 def test_times_go_out_in_rfc3339_utc_to_the_millisecond() -> None:
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1_796_000_000.25) == "2026-11-30T00:53:20.250Z"
+
+
+def test_a_system_alert_has_no_component_label_and_says_it_is_the_systems() -> None:
+    s = System([AlertRule("SysErr", "error_rate > 0.1", scope="system", level="critical")])
+    n = _notifier(s)
+    half_failing(s)
+    s.at(1)
+    n.observe(s.engine.current())
+    (tracked,) = n._alerts.values()
+    alert = n._postable(tracked)
+    assert alert.labels == {
+        "alertname": "SysErr",
+        "severity": "critical",
+        "system": "sys",
+        "endpoint": "ep",
+    }
+    assert alert.annotations["description"] == (
+        "SysErr (critical) on the system of sys: error_rate > 0.1; error_rate = 0.5"
+    )
+    assert alert.annotations["figure"] == "error_rate"
+    assert alert.annotations["value"] == "0.5"
