@@ -228,6 +228,17 @@ class SpanTable:
         self.completed += 1
         return self.spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
 
+    def ended(self, n: int, trace_ids: list[str]) -> None:
+        """Counts ``n`` spans reported complete (an OTLP export) and their traces."""
+        self.completed += n
+        traces = self.traces
+        for t in trace_ids:
+            if t not in traces:
+                self.total_traces += 1
+                traces[t] = None
+                if len(traces) > self.max_spans:
+                    traces.popitem(last=False)
+
     def expire(self, limit: float) -> None:
         """Gives up on the spans started before ``limit`` (monotonic)."""
         spans = self.spans

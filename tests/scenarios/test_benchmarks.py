@@ -5,7 +5,7 @@ asserted here."""
 from __future__ import annotations
 
 import pytest
-from benchmarks import _servers, footprint, ingest, memory, scale, serving
+from benchmarks import _servers, footprint, ingest, memory, otlp, scale, serving
 from benchmarks._report import BenchmarkError
 from benchmarks.stream import Stream, StreamSpec, parse_latency
 
@@ -102,6 +102,19 @@ Running 2s test @ http://127.0.0.1:5000/health
 Requests/sec:   9500.00
 Transfer/sec:      1.50MB
 """
+
+
+def test_otlp_case_folds_every_span_on_each_path() -> None:
+    r = otlp.run_case(spans=1_500, rounds=1, min_round_seconds=0.0, http_repeat=1)
+    assert [row["path"] for row in r.rows] == ["protobuf", "receiver", "http"]
+    assert all(row["spans_per_s"] > 0 for row in r.rows)
+    assert r.params["expected_items"] > 0 and r.params["expected_errors"] > 0
+    assert {t.name for t in r.targets} >= {"otlp: spans folded through /v1/traces"}
+
+
+def test_otlp_totals_check_fails_loudly() -> None:
+    with pytest.raises(BenchmarkError, match="receiver ended with"):
+        otlp._check("receiver", {"service-0": (1, 0)}, {"service-0": (2, 0)})
 
 
 def test_parse_wrk() -> None:

@@ -33,6 +33,7 @@ from ..http.settings import (
     check_trusted_proxies,
 )
 from ..intake.config import DedupConfig, IngestConfig, open_ingest_problem
+from ..intake.otlp_config import OtlpConfig
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig, HealthJudge
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from ..http.app import MetricsApp
+    from ..http.ingest import IngestGuard
+    from ..intake.otlp import OtlpIntake
     from ..plugins import MetricsPlugin
     from ..probe import Probe
     from ..transports.alertmanager import AlertmanagerNotifier
@@ -83,6 +86,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """``POST /events`` for producers in other processes: ``{enabled, path,
     max_body_bytes, auth, allow_unauthenticated, lifecycle}``. Never writable with a read
     token; bound beyond loopback it needs ``auth`` or ``allow_unauthenticated``."""
+    otlp: OtlpConfig | None = None
+    """``POST /v1/traces``, the OTLP/HTTP trace receiver, off when absent: ``{path,
+    group_by, item_kinds, max_body_bytes, retry_after_s}`` (needs the ``otlp`` extra)."""
     source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
@@ -127,6 +133,18 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
         problem = open_ingest_problem(self.host, self.ingest, read_auth=self.auth is not None)
         if problem is not None:
             raise ValueError(problem)
+        if self.otlp is not None and open_ingest_problem(
+            self.host,
+            msgspec.structs.replace(self.ingest, enabled=True),
+            read_auth=self.auth is not None,
+        ):  # the trace receiver writes as ingest does, behind the same guard
+            raise ValueError(
+                f"host {self.host!r} is reachable beyond this machine and POST {self.otlp.path} "
+                "takes spans from anyone: give ingest its own tokens, which the trace receiver "
+                "shares (ingest.auth: {bearer_tokens_env: STREAMMETRICS_INGEST_TOKENS}), leave "
+                "otlp out, or say that anyone who reaches the port may post "
+                "(ingest.allow_unauthenticated: true)"
+            )
 
 
 class MetricsEndpoint(Component):
@@ -170,6 +188,7 @@ class MetricsEndpoint(Component):
         self.config = cfg
         self.plugins: list[MetricsPlugin] = list(plugins)
         self._app: MetricsApp | None = None
+        self._guard: IngestGuard | None = None
         ladder = ctx.bus.ladder
         if not ladder.covers(cfg.histogram_buckets):
             raise ConfigError(
@@ -253,11 +272,13 @@ class MetricsEndpoint(Component):
                 component=self.name,
                 service=self.service,
                 ingest_path=cfg.ingest.path if cfg.ingest.enabled else None,
+                write_paths=(cfg.otlp.path,) if cfg.otlp is not None else (),
             ),
         )
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
+        self._register_otlp()
         self.setup_routes()
 
     # -- extension hooks: a subclass overrides them; a MetricsPlugin brings the same ------
@@ -296,6 +317,11 @@ class MetricsEndpoint(Component):
         from ..intake.intake import Intake
 
         self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
+        self.otlp: OtlpIntake | None = None
+        if cfg.otlp is not None:
+            from ..intake.otlp import OtlpIntake
+
+            self.otlp = OtlpIntake(self.aggregator, cfg.otlp)
         self.redis: RedisSource | None = None
         self._transport_collectors: list[Collector] = []
         if cfg.source.redis is not None:
@@ -320,20 +346,39 @@ class MetricsEndpoint(Component):
             )
             self._transport_collectors.append(AlertmanagerCollector(self.alertmanager))
 
+    def _write_guard(self) -> IngestGuard:
+        """The one guard of the routes that write (``POST /events``, ``POST /v1/traces``),
+        made on first use: both take the ingest tokens, and count refusals together."""
+        if self._guard is None:
+            from ..http.guard_metrics import IngestAuthCollector
+            from ..http.ingest import IngestGuard
+
+            read_auth = self.config.auth is not None
+            guard = IngestGuard(self.config.ingest, component=self.name, read_auth=read_auth)
+            if guard.access != "open":
+                self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
+            self._guard = guard
+        return self._guard
+
     def _register_ingest(self) -> None:
-        from ..http.guard_metrics import IngestAuthCollector
-        from ..http.ingest import IngestGuard, ingest_route
+        from ..http.ingest import ingest_route
 
         ingest = self.config.ingest
         if self._app is None or not ingest.enabled:
             return
-        guard = IngestGuard(ingest, component=self.name, read_auth=self.config.auth is not None)
-        if guard.access != "open":
-            self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
-        self._app.register(ingest_route(self.intake, ingest, guard))
+        self._app.register(ingest_route(self.intake, ingest, self._write_guard()))
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
+
+    def _register_otlp(self) -> None:
+        otlp = self.config.otlp
+        if self._app is None or otlp is None or self.otlp is None:
+            return
+        from ..http.otlp import otlp_route
+
+        self._app.register(otlp_route(self.otlp, otlp, self._write_guard()))
+        self._app.endpoints[otlp.path] = "Export spans (POST): OTLP/HTTP, protobuf or JSON"
 
     async def collect_custom_metrics(self) -> Mapping[str, Any]:
         """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
