@@ -224,6 +224,8 @@ class Figures(msgspec.Struct, frozen=True, gc=False):
     total_histogram: list[int]
     component_histograms: dict[str, list[int]]
     latency_sums: dict[str, float]
+    components_evicted: int = 0
+    streams_evicted: int = 0
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
@@ -256,3 +258,7 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     """Alerts whose condition holds but whose ``for`` has not yet elapsed."""
     resolved_alerts: list[Alert] = []
     """Alerts that fired and stopped, kept for the configured retention."""
+    components_evicted: int = 0
+    """Components evicted after ``component_ttl_s`` without a report, since start."""
+    streams_evicted: int = 0
+    """Streams evicted the same way, since start."""

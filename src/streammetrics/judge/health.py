@@ -341,6 +341,8 @@ class HealthJudge:
             total_histogram=f.total_histogram,
             component_histograms=f.component_histograms,
             latency_sums=f.latency_sums,
+            components_evicted=f.components_evicted,
+            streams_evicted=f.streams_evicted,
         )
         if self.alerts is None:
             report = NO_ALERTS
