@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import ingest, memory, scale, serving
+from . import churn, ingest, memory, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "memory")
+CASES = ("ingest", "http", "scale", "memory", "churn")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -46,6 +46,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     ),
     "scale": None,
     "memory": None,
+    "churn": None,
 }
 
 
@@ -103,6 +104,11 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
         "memory": lambda: memory.run_case(
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),
             components=args.components,
+        ),
+        "churn": lambda: (
+            churn.run_case(100_000, ttl_s=1.0, retention_s=2.0, again=0.1)
+            if q
+            else churn.run_case(100_000, ttl_s=5.0, retention_s=10.0)
         ),
     }
 
