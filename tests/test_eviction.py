@@ -4,7 +4,11 @@ declared stays; the table stays bounded however many names come and go."""
 
 from __future__ import annotations
 
+import pytest
+
 from streammetrics.aggregator import Aggregator
+from streammetrics.components.metrics import MetricsEndpoint
+from streammetrics.errors import ConfigError
 from streammetrics.judge.alerts.figures import FigureReader
 from streammetrics.judge.alerts.rules import AlertRule
 from streammetrics.judge.health import HealthJudge
@@ -188,3 +192,10 @@ def test_a_new_breaker_under_an_evicted_ones_name_starts_its_flaps_afresh() -> N
     clock.advance(1)
     got = reader.read(judge.judge(agg.figures()))
     assert got["component"]["b"]["breaker_flaps"] == 1.0
+
+
+def test_the_endpoint_takes_its_ttl_from_config_and_refuses_a_negative_one() -> None:
+    assert MetricsEndpoint(port=0).aggregator.component_ttl_s == 600.0
+    assert MetricsEndpoint(port=0, component_ttl_s=0).aggregator.component_ttl_s == 0.0
+    with pytest.raises(ConfigError, match="component_ttl_s"):
+        MetricsEndpoint(port=0, component_ttl_s=-1)
