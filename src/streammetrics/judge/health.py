@@ -343,6 +343,7 @@ class HealthJudge:
             latency_sums=f.latency_sums,
             components_evicted=f.components_evicted,
             streams_evicted=f.streams_evicted,
+            histogram_buckets=f.histogram_buckets,
         )
         if self.alerts is None:
             report = NO_ALERTS
