@@ -1,7 +1,8 @@
-"""Untrusted names that never come back: one ``stopped`` event for a component nobody
-declared must not hold ``/health`` at 503 forever. On a real endpoint on loopback with a
-1 s ``component_ttl_s`` the component, its series and its critical alert go after the TTL
-(the alert shows resolved), ``/health`` recovers and the eviction is counted."""
+"""Untrusted names that never come back: one ``stopped`` event (ingest taking lifecycle
+events) for a component nobody declared must not hold ``/health`` at 503 forever. On a
+real endpoint on loopback with a 1 s ``component_ttl_s`` the component, its series and its
+critical alert go after the TTL (the alert shows resolved), ``/health`` recovers and the
+eviction is counted."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from streammetrics.components.metrics import MetricsEndpoint
 from tests.support.exposition import families, value
 
 pytestmark = pytest.mark.anyio
+
+#: A producer trusted to say when it stops (HTTP ingest refuses lifecycle events by default).
+ACCEPT = {"lifecycle": "accept"}
 
 
 @asynccontextmanager
@@ -40,7 +44,7 @@ async def _health_until(client: httpx.AsyncClient, code: int, within: float) -> 
 
 async def test_a_stopped_stranger_degrades_health_until_its_ttl_then_goes() -> None:
     ttl = 1.0
-    async with endpoint(component_ttl_s=ttl, tick_s=0.2) as (_ep, client):
+    async with endpoint(component_ttl_s=ttl, tick_s=0.2, ingest=ACCEPT) as (_ep, client):
         assert (await client.get("/health")).status_code == 200
         r = await client.post("/events", json={"component": "ghost", "kind": "stopped"})
         assert r.status_code == 200 and r.json()["accepted"] == 1
@@ -96,7 +100,7 @@ async def test_a_busy_stranger_is_kept_and_the_default_keeps_what_went_quiet() -
         body = (await client.get("/metrics/json")).json()
         assert body["detailed_components"]["busy"]["items_processed"] >= 10
         assert body["components_evicted"] == 0
-    async with endpoint(tick_s=0.1) as (_ep, client):
+    async with endpoint(tick_s=0.1, ingest=ACCEPT) as (_ep, client):
         await client.post("/events", json={"component": "quiet", "kind": "stopped"})
         await anyio.sleep(1.0)
         body = (await client.get("/metrics/json")).json()
