@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import footprint, ingest, memory, otlp, scale, serving
+from . import churn, footprint, ingest, memory, otlp, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "footprint", "memory", "otlp")
+CASES = ("ingest", "http", "scale", "footprint", "memory", "otlp", "churn")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -47,6 +47,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     "scale": None,
     "memory": None,
     "otlp": otlp.COLUMNS,
+    "churn": None,
 }
 
 
@@ -111,6 +112,11 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             rounds=3,
             min_round_seconds=0.2 if q else 1.0,
             http_repeat=2 if q else 3,
+        ),
+        "churn": lambda: (
+            churn.run_case(100_000, ttl_s=1.0, retention_s=2.0, again=0.1)
+            if q
+            else churn.run_case(100_000, ttl_s=5.0, retention_s=10.0)
         ),
     }
 

@@ -5,7 +5,7 @@ asserted here."""
 from __future__ import annotations
 
 import pytest
-from benchmarks import _servers, footprint, ingest, memory, otlp, scale, serving
+from benchmarks import _servers, churn, footprint, ingest, memory, otlp, scale, serving
 from benchmarks._report import BenchmarkError
 from benchmarks.stream import Stream, StreamSpec, parse_latency
 
@@ -82,6 +82,15 @@ def test_footprint_case_runs() -> None:
 def test_memory_case_runs() -> None:
     r = memory.run_case((2_000, 4_000), components=2, flush_every=500)
     assert [row["events"] for row in r.rows] == [2_000, 4_000]
+    assert r.targets[0].measured is not None
+
+
+def test_churn_case_runs_and_its_table_stays_bounded() -> None:
+    r = churn.run_case(2_000, per_tick=100, ttl_s=2.0, retention_s=2.0)
+    assert [row["names_so_far"] for row in r.rows] == list(range(200, 2_001, 200))
+    # names of the last TTL + 1 ticks and the declared one, however many came before
+    assert r.params["components_held_most"] <= 4 * 100 + 1
+    assert r.rows[-1]["evicted"] + r.rows[-1]["components_held"] - 1 == 2_000
     assert r.targets[0].measured is not None
 
 

@@ -74,6 +74,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """The default rate window in seconds (a request may ask for another)."""
     max_components: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
     """Components beyond this many are rejected (label-cardinality guard)."""
+    component_ttl_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    """A component (or stream) that only events made known, not the blueprint or code,
+    is evicted with its series and alerts after this long without a report, and counted
+    in ``streammetrics_components_evicted_total``; 0 keeps every one forever."""
     health: HealthConfig = HealthConfig()
     """Thresholds of the health judgement."""
     alerts: list[AlertRule] = []
@@ -203,6 +207,7 @@ class MetricsEndpoint(Component):
             max_components=cfg.max_components,
             view=cfg.window,
             span_timeout_s=cfg.span_timeout_s,
+            component_ttl_s=cfg.component_ttl_s,
             ladder=ladder,
             histogram_buckets=cfg.histogram_buckets,
         )
