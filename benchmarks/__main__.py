@@ -48,6 +48,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     "memory": None,
     "otlp": otlp.COLUMNS,
     "churn": None,
+    "footprint": None,
 }
 
 
