@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 from ..aggregator import Aggregator
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
+from ..http.limits import ConnectionGuard, ConnectionLimits
 from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
 from ..intake.config import DedupConfig, IngestConfig
 from ..judge.alerts.engine import AlertEngine
@@ -96,6 +97,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     dashboard: LiveConfig = LiveConfig()
     """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
     ``{enabled, max_clients, heartbeat_s}``."""
+    limits: ConnectionLimits = ConnectionLimits()
+    """Bounds on every connection: ``{max_connections, health_reserve, max_header_bytes,
+    header_timeout_s, idle_timeout_s, retry_after_s}``."""
 
 
 class MetricsEndpoint(Component):
@@ -176,6 +180,7 @@ class MetricsEndpoint(Component):
             live=LiveFeed(cfg.dashboard, name=ctx.name, tick_s=cfg.tick_s),
         )
         self.port: int | None = None
+        self.connections = ConnectionGuard(cfg.limits)
         self._init_transports(cfg)
 
     @property
@@ -191,6 +196,7 @@ class MetricsEndpoint(Component):
         from ..http.app import create_app
         from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
         from ..http.hardening import hardening
+        from ..http.limits import ConnectionCollector
 
         for c in [*self._transport_collectors, *self.collectors()]:
             self.service.add_collector(c)
@@ -212,6 +218,7 @@ class MetricsEndpoint(Component):
                 service=self.service,
             ),
         )
+        self.service.add_builtin_collector(ConnectionCollector(self.connections))
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
@@ -327,6 +334,7 @@ class MetricsEndpoint(Component):
                         port=cfg.port,
                         component=self.name,
                         shutdown_timeout_s=cfg.shutdown_timeout_s,
+                        connections=self.connections,
                     )
                 )
                 tg.start_soon(self._tick)
