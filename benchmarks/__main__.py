@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import ingest, memory, scale, serving
+from . import ingest, memory, overload, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "memory")
+CASES = ("ingest", "http", "scale", "memory", "overload")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -46,6 +46,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     ),
     "scale": None,
     "memory": None,
+    "overload": None,
 }
 
 
@@ -104,6 +105,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),
             components=args.components,
         ),
+        "overload": lambda: overload.run_case(seconds=2.5 if q else 10.0),
     }
 
 

@@ -273,6 +273,35 @@ async def test_beyond_the_cap_503_with_retry_after_and_health_still_answers() ->
         assert fams["streammetrics_http_connections_limit"] == {"main": 3, "health_reserve": 1}
 
 
+async def test_requests_beyond_the_concurrency_wait_while_health_goes_first() -> None:
+    """One request at a time (``max_concurrent_requests: 1``): a POST whose body is late
+    holds the place, the next request waits for it, /health does not wait at all."""
+    async with endpoint(max_concurrent_requests=1) as ep:
+        body = b'{"component": "c", "kind": "processed"}'
+        slow = await connect(ep)
+        await slow.send(
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[:5]
+        )
+        await anyio.sleep(0.2)
+        queued = await connect(ep)
+        await queued.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        with anyio.move_on_after(0.5):
+            got = await queued.receive()
+        assert got == b"", "the second request did not wait for the first"
+        t0 = time.monotonic()
+        await health_answers(ep)
+        assert time.monotonic() - t0 < 0.5
+        await slow.send(body[5:])
+        status, _ = await read_response(slow)
+        assert status == 200
+        status, _ = await read_response(queued)  # now it runs
+        assert status == 200
+        await slow.aclose()
+        await queued.aclose()
+
+
 # -- the file-descriptor limit -------------------------------------------------------------
 
 _CLIP = """
@@ -329,6 +358,7 @@ def test_the_soft_fd_limit_is_raised_to_the_hard_one() -> None:
         ({"header_timeout_s": 0}, "header_timeout_s"),
         ({"idle_timeout_s": -1.0}, "idle_timeout_s"),
         ({"retry_after_s": 0}, "retry_after_s"),
+        ({"max_concurrent_requests": 0}, "max_concurrent_requests"),
         ({"max_conections": 10}, "max_conections"),
     ],
 )
@@ -363,4 +393,5 @@ def test_the_defaults() -> None:
         limits.header_timeout_s,
         limits.idle_timeout_s,
         limits.retry_after_s,
-    ) == (10_000, 8, 32_768, 5.0, 5.0, 1)
+        limits.max_concurrent_requests,
+    ) == (10_000, 8, 32_768, 5.0, 5.0, 1, 64)

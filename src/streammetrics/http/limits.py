@@ -27,13 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from ..errors import StreamMetricsError
 from .ratelimit import HEALTH_PATHS
@@ -104,6 +109,11 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     closed."""
     retry_after_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 1
     """The ``Retry-After`` of a 503 for the connection limit, in seconds."""
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
+    """Requests worked on at once, counted until their response starts (so a stream
+    holds one only while it starts). More wait in arrival order, their connections not
+    read meanwhile. The health routes never wait: on one event loop every request in
+    progress delays every other, so a flood of other requests would delay them too."""
 
 
 class ConnectionStatistics(msgspec.Struct, frozen=True):
@@ -153,6 +163,12 @@ class ConnectionGuard:
         #: Main-pool connections with no request in flight, the longest idle first.
         self._idle: dict[GuardedHttpToolsProtocol, None] = {}
         self.lingering = 0
+        #: Requests started and not yet answering (never a health route's), and those
+        #: waiting for one of them to answer, oldest first.
+        self.working = 0
+        self._waiting: deque[tuple[GuardedHttpToolsProtocol, RequestResponseCycle, ASGIApp]] = (
+            deque()
+        )
         self.rejected: dict[Rejection, int] = dict.fromkeys(REJECTIONS, 0)
         self.closed: dict[Closure, int] = dict.fromkeys(CLOSURES, 0)
 
@@ -230,6 +246,58 @@ class ConnectionGuard:
         self._reserve.discard(conn)
         self._idle.pop(conn, None)
 
+    def start(
+        self, conn: GuardedHttpToolsProtocol, cycle: RequestResponseCycle, app: ASGIApp
+    ) -> None:
+        """Start a request now if fewer than ``max_concurrent_requests`` are being worked
+        on, else queue it (its connection not read until it starts)."""
+        if self.working < self.limits.max_concurrent_requests:
+            self.working += 1
+            conn.start_now(cycle, self._answering(app))
+        else:
+            conn.flow.pause_reading()
+            conn.waiting = True
+            self._waiting.append((conn, cycle, app))
+
+    def _answering(self, app: ASGIApp) -> ASGIApp:
+        """``app``, giving its place back once its response starts (or it ends)."""
+        guard = self
+
+        async def counted(
+            scope: MutableMapping[str, Any],
+            receive: Callable[[], Awaitable[Any]],
+            send: Callable[[Any], Awaitable[None]],
+        ) -> None:
+            held = True
+
+            def give_back() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    guard._next()
+
+            async def sending(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    give_back()
+                await send(message)
+
+            try:
+                await app(scope, receive, sending)
+            finally:
+                give_back()
+
+        return counted
+
+    def _next(self) -> None:
+        self.working -= 1
+        while self._waiting and self.working < self.limits.max_concurrent_requests:
+            conn, cycle, app = self._waiting.popleft()
+            conn.waiting = False
+            if conn.transport.is_closing():
+                continue
+            self.working += 1
+            conn.start_now(cycle, self._answering(app))
+
 
 def _plain(status: int, message: str, *headers: tuple[bytes, bytes]) -> bytes:
     """A complete ``text/plain`` response that ends the connection."""
@@ -292,6 +360,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._linger_timer: TimerHandle | None = None
         self._lingered = 0
         self._pool: Literal["main", "reserve", "refused"] = "main"
+        self.waiting = False
 
     # -- connection ----------------------------------------------------------------------
 
@@ -353,6 +422,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(piece)
             if self.transport.is_closing():
                 return
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._pool == "reserve" or cycle.scope["path"] in HEALTH_PATHS:
+            super()._start_asgi_task(cycle, app)
+        else:
+            self.guard.start(self, cycle, app)
+
+    def start_now(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+        super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        if self.waiting:  # never started: nothing of it to finish
+            self.transport.close()
+        else:
+            super().shutdown()
 
     # -- parser callbacks ----------------------------------------------------------------
 
