@@ -105,7 +105,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),
             components=args.components,
         ),
-        "overload": lambda: overload.run_case(seconds=2.5 if q else 10.0),
+        "overload": lambda: overload.run_case(seconds=2.0 if q else 10.0),
     }
 
 

@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -307,7 +308,7 @@ def _phase(
     kept = _kept_connection(port)
     try:
         if phase == "hammer":
-            span = f"{seconds + 2:g}"
+            span = str(math.ceil(seconds + 2))  # whole seconds: wrk takes no fraction
             if wrk:
                 cmd = [
                     wrk,
@@ -334,7 +335,7 @@ def _phase(
             )  # fmt: skip
             if read_line(load.stdout, 60) != "connected":
                 raise BenchmarkError("the SSE swarm did not start")
-            time.sleep(2.0)  # every client connected and reading
+            time.sleep(1.5)  # every client connected and reading
         elif phase == "idle":
             load = _spawn(
                 "benchmarks.overload", "--idle", str(port), "--count", str(sizes["idle"]),
@@ -447,7 +448,7 @@ def _ms(v: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="3 s phases instead of 10 s")
+    p.add_argument("--quick", action="store_true", help="2 s phases instead of 10 s")
     p.add_argument("--seconds", type=float, default=None)
     # The helper processes (not for people):
     p.add_argument("--serve", choices=("streammetrics", "litestar"), help=argparse.SUPPRESS)
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = asyncio.run(_idle_until_stdin(args.idle, args.count, args.seconds or 60.0))
         print(json.dumps(stats), flush=True)
         return 0
-    res = run_case(seconds=args.seconds or (2.5 if args.quick else 10.0))
+    res = run_case(seconds=args.seconds or (2.0 if args.quick else 10.0))
     m = machine()
     print(f"# /health under overload ({m['cpu']}, {m['nproc']} cpus, Python {m['python']})\n")
     print(table(res.rows))
