@@ -21,7 +21,8 @@ it), and a summary's ``_count``/``_sum`` would have to be lifetime counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import (
@@ -33,7 +34,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..breaker import BREAKER_CODES
-from ..windows import LATENCY_BOUNDS, VIEWS
+from ..buckets import LATENCY_BOUNDS
+from ..windows import VIEWS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -42,14 +44,17 @@ if TYPE_CHECKING:
 
 __all__ = ("SnapshotCollector",)
 
-_LE: Final[tuple[str, ...]] = (
-    *(floatToGoString(b) for b in LATENCY_BOUNDS),  # type: ignore[no-untyped-call]
-    "+Inf",
-)
+
 _QUANTILES: Final = ("p50", "p95", "p99")
 _WINDOWS: Final = tuple(f"{s}s" for s in VIEWS)
 _ALERT_LEVELS: Final = ("warning", "critical")
 _MIB: Final = 2**20
+
+
+@lru_cache(maxsize=8)
+def _le(bounds: Sequence[float]) -> tuple[str, ...]:
+    """The ``le`` label values of ``bounds``, as prometheus-client spells them."""
+    return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
 
 
 class SnapshotCollector(Collector):
@@ -113,6 +118,9 @@ class SnapshotCollector(Collector):
         score = self._g("component_health_score", "Component health score (0.0 to 1.0)", c)
         items = self._c("component_items_processed", "Total items processed by component", c)
         errors = self._c("component_errors", "Total errors encountered by component", c)
+        client = self._c(
+            "component_client_errors", "Requests refused as the client's fault (4xx)", c
+        )
         ips = self._g("component_items_per_second", "Items processed per second over window", cw)
         erate = self._g("component_error_rate", "errors / (processed + errors) over window", cw)
         if snap is not None:
@@ -121,12 +129,13 @@ class SnapshotCollector(Collector):
                 score.add_metric([name], st.health)
                 items.add_metric([name], st.items_processed)
                 errors.add_metric([name], st.errors_encountered)
+                client.add_metric([name], st.client_errors)
                 for w in _WINDOWS:
                     v = st.windows.get(w)
                     if v is not None:
                         ips.add_metric([name, w], v.items_per_second)
                         erate.add_metric([name, w], v.error_rate)
-        yield from (health, score, items, errors, ips, erate)
+        yield from (health, score, items, errors, client, ips, erate)
 
     def _latency(self, snap: Snapshot | None) -> Iterator[Metric]:
         # One gauge per quantile rather than a ``quantile`` label: that label belongs to
@@ -172,12 +181,13 @@ class SnapshotCollector(Collector):
                         value = getattr(spans, attr)
                         if value is not None:
                             family.add_metric([name, window], value)
+            les = _le(snap.histogram_buckets or LATENCY_BOUNDS)
             for name, counts in snap.component_histograms.items():
                 if not any(counts):
                     continue  # never timed: 42 zero buckets would only cost cardinality
                 cumulative: list[tuple[str, float]] = []
                 total = 0
-                for le, n in zip(_LE, counts, strict=True):
+                for le, n in zip(les, counts, strict=True):
                     total += n
                     cumulative.append((le, total))
                 hist.add_metric([name], cumulative, snap.latency_sums.get(name, 0.0))
