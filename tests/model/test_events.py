@@ -306,7 +306,7 @@ def test_a_deep_field_within_max_depth_is_a_rejection(fmt: Format) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip(fmt: Format) -> None:
     evs = [
-        Event("api", "processed", timestamp=1.5, count=10, latency=0.01, stream="s", bytes=99),
+        Event("api", "processed", timestamp=1_700_000_000.5, count=10, latency=0.01, stream="s", bytes=99),
         Event("db", "error", detail="timeout", id="e-1"),
         Event("brk", "breaker", detail="open"),
         Event("t", "span_end", trace_id="tr", span_id="sp", latency=2.0),
