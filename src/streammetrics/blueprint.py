@@ -298,10 +298,19 @@ def _read_yaml(text: str, max_components: int) -> Any:
 
     try:
         data = yaml.load(text, Loader=loader)  # type: ignore[arg-type]
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, raw
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise BlueprintError(
+            f"not valid YAML (line {line}, column {column}): character "
+            f"U+{exc.character:04X} is not allowed ({exc.reason})"
+            if isinstance(exc.character, int)
+            else f"not valid YAML (line {line}, column {column}): {exc.reason}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", exc)
+        problem = " ".join(str(getattr(exc, "problem", exc)).split())  # one line
         if problem == "exceeded maximum nesting depth":
             # libyaml scans flow brackets ahead of the composer and stops at its own
             # limit (1000) before the composer reaches ours: the same fault, said alike.
