@@ -12,7 +12,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -129,8 +129,9 @@ class _BoundedLoader(
     yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
 ):
     """PyYAML's safe loader (its composer, safe constructor and resolver; the events come
-    from libyaml where PyYAML has it, ``_loader_class``), holding a document to bounds while it composes it, so that
-    no hostile file costs more than a bounded time and memory or ends in a traceback:
+    from libyaml where PyYAML has it, ``_loader_class``), holding a document to bounds
+    while it composes it, so that no hostile file costs more than a bounded time and
+    memory or ends in a traceback:
 
     - mappings and sequences nested at most ``MAX_DEPTH`` deep (its composer recurses once
       per level, so a deeper document would end in a ``RecursionError``);
@@ -148,9 +149,9 @@ class _BoundedLoader(
 
     def __init__(self, stream: str, *, max_components: int, max_nodes: int) -> None:
         self._read_from(stream)
-        yaml.composer.Composer.__init__(self)  # type: ignore[no-untyped-call]
-        yaml.constructor.SafeConstructor.__init__(self)  # type: ignore[no-untyped-call]
-        yaml.resolver.Resolver.__init__(self)  # type: ignore[no-untyped-call]
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self._depth = 0
         self._nodes = 0
         self._sizes: dict[int, int] = {}  # id of an anchored node -> nodes it holds
@@ -161,6 +162,10 @@ class _BoundedLoader(
     def _read_from(self, stream: str) -> None:
         """Start the parser that gives the events (the subclass's)."""
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # given by the parser the subclass adds
+
+        def peek_event(self) -> yaml.Event: ...
 
     def _where(self) -> str:
         path = "".join(
@@ -176,7 +181,7 @@ class _BoundedLoader(
         )
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             node = super().compose_node(parent, index)  # type: ignore[arg-type]
             size = self._sizes.get(id(node))
@@ -228,8 +233,8 @@ class _BoundedLoader(
                 event.start_mark,
             )
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
-        node: yaml.MappingNode = super().compose_mapping_node(anchor)  # type: ignore[no-untyped-call]
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node: yaml.MappingNode = super().compose_mapping_node(anchor)
         first: dict[tuple[str, str], yaml.Node] = {}
         for key, _ in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
@@ -260,9 +265,9 @@ class _PythonLoader(_BoundedLoader, yaml.reader.Reader, yaml.scanner.Scanner, ya
     """The bounded loader on PyYAML's own parser, written in Python."""
 
     def _read_from(self, stream: str) -> None:
-        yaml.reader.Reader.__init__(self, stream)  # type: ignore[no-untyped-call]
-        yaml.scanner.Scanner.__init__(self)  # type: ignore[no-untyped-call]
-        yaml.parser.Parser.__init__(self)  # type: ignore[no-untyped-call]
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
 
 
 @functools.cache
@@ -271,7 +276,7 @@ def _loader_class() -> builtins.type[_BoundedLoader]:
     PyYAML's own (the composer, where the bounds are kept, stays PyYAML's); on PyYAML's
     own parser when PyYAML was built without libyaml."""
     try:
-        from yaml.cyaml import CParser
+        from yaml._yaml import CParser
     except ImportError:  # pragma: no cover - PyYAML's wheels all have libyaml
         return _PythonLoader
 

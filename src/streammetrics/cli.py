@@ -270,6 +270,17 @@ def _ours(group: BaseExceptionGroup[BaseException]) -> StreamMetricsError | None
     return None
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\x1b``, ``\\n``,
+    ``\\u200b``): an error quotes the input it refuses, and a control character from a
+    hostile file must neither reach the terminal nor split the error over lines."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -287,13 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return anyio.run(run_blueprint, bp, args.shutdown_timeout, backend_options=_loop_options())
     except StreamMetricsError as exc:
-        print(f"streammetrics: error: {exc}", file=sys.stderr)
+        print(f"streammetrics: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BaseExceptionGroup as group:
         ours = _ours(group)
         if ours is None:
             raise
-        print(f"streammetrics: error: {ours}", file=sys.stderr)
+        print(f"streammetrics: error: {_one_line(str(ours))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -86,6 +86,17 @@ def test_a_duplicate_key_through_the_cli_names_both_lines(tmp_path: Path) -> Non
     )
 
 
+def test_control_characters_the_error_quotes_are_escaped(tmp_path: Path) -> None:
+    f = tmp_path / "esc.yaml"
+    f.write_text('system: {name: s, components: [], "\\e]0;owned\\a\\v": 1}\n', encoding="utf-8")
+    r = cli("validate", str(f))
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"streammetrics: error: {f}: system: Object contains unknown field "
+        "`\\x1b]0;owned\\x07\\x0b`\n",
+    )
+
+
 # -- the fuzz -----------------------------------------------------------------------------------
 
 KEYS = ["system", "name", "components", "type", "config", "bindings", "from_component"]
@@ -213,6 +224,7 @@ def _check(code: int, out: str, err: str, took: float, limit: float = EXAMPLE_S)
     else:
         (line,) = err.splitlines() or [""]
         assert line.startswith("streammetrics: error: ") and out == ""
+        assert line.isprintable(), line  # nothing from the file reaches the terminal raw
     assert took < limit
 
 

@@ -306,7 +306,15 @@ def test_a_deep_field_within_max_depth_is_a_rejection(fmt: Format) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip(fmt: Format) -> None:
     evs = [
-        Event("api", "processed", timestamp=1_700_000_000.5, count=10, latency=0.01, stream="s", bytes=99),
+        Event(
+            "api",
+            "processed",
+            timestamp=1_700_000_000.5,
+            count=10,
+            latency=0.01,
+            stream="s",
+            bytes=99,
+        ),
         Event("db", "error", detail="timeout", id="e-1"),
         Event("brk", "breaker", detail="open"),
         Event("t", "span_end", trace_id="tr", span_id="sp", latency=2.0),
@@ -398,4 +406,7 @@ def test_a_nan_latency_is_rejected_for_being_nan(value: float, said: str) -> Non
 def test_a_single_event_with_a_nan_latency_is_named_too() -> None:
     body = msgspec.msgpack.encode({"component": "a", "kind": "processed", "latency": float("nan")})
     (r,) = decode_events(body, "msgpack").rejected
-    assert (r.path, r.reason) == ("event.latency", "latency is NaN; it must be seconds from 0 to 86400")
+    assert (r.path, r.reason) == (
+        "event.latency",
+        "latency is NaN; it must be seconds from 0 to 86400",
+    )

@@ -3,12 +3,11 @@ seconds), and what is refused."""
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import typing
 
 import msgspec
+import pytest
 
 from streammetrics.model.types import (
     MAX_NAME,
@@ -55,9 +54,7 @@ def test_durations_of_rate_limit_periods(text: str | float, seconds: float) -> N
 # -- the one name rule -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", ["api", "a b", "café", "名前", "orders-v2:eu.1", "x" * MAX_NAME]
-)
+@pytest.mark.parametrize("name", ["api", "a b", "café", "名前", "orders-v2:eu.1", "x" * MAX_NAME])
 def test_printable_names_keep_the_rule(name: str) -> None:
     assert name_problem(name) is None
 

@@ -121,8 +121,7 @@ def name_problem(name: str) -> str | None:
     category = unicodedata.category(char)
     label = _CATEGORIES.get(category) or unicodedata.name(char, category)
     return (
-        f"a name must be printable characters only; character {at} is U+{ord(char):04X} "
-        f"({label})"
+        f"a name must be printable characters only; character {at} is U+{ord(char):04X} ({label})"
     )
 
 
