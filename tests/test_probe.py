@@ -14,8 +14,7 @@ import streammetrics.probe as probe_mod
 from streammetrics.bus import EventBus
 from streammetrics.model.events import Delta
 from streammetrics.probe import Probe
-from streammetrics.windows import N_BUCKETS, bucket_index
-from tests.support.histograms import histogram
+from tests.support.histograms import N_BUCKETS, bucket_index, histogram
 from tests.support.sinks import Recorder
 
 
@@ -59,8 +58,9 @@ def test_counts_and_latency_histogram() -> None:
         last_error="second",
     )
     assert d.latency_counts is not None
-    assert d.latency_counts[14] == 2  # 0.009050967 < 0.010 <= 0.0128
-    assert d.latency_counts[25] == 1  # 0.4096 < 0.5 <= 0.579261875
+    assert d.latency_counts[bucket_index(0.010)] == 2  # 0.009050967 < 0.010 <= 0.010
+    assert d.latency_counts[bucket_index(0.5)] == 1  # 0.4096 < 0.5 <= 0.5
+    assert sum(d.latency_counts) == 3
     assert len(d.latency_counts) == N_BUCKETS
 
 

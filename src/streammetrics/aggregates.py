@@ -9,8 +9,9 @@ entries, dropping (and counting) the oldest.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from .buckets import LATENCY_BOUNDS
 from .model.events import Event
 from .snapshot import (
     BreakerState,
@@ -101,10 +102,12 @@ class ComponentState:
         "window",
     )
 
-    def __init__(self, name: str, type_: str | None, now: float) -> None:
+    def __init__(
+        self, name: str, type_: str | None, now: float, bounds: Sequence[float] = LATENCY_BOUNDS
+    ) -> None:
         self.name = name
         self.type = type_
-        self.window = RollingWindow(now)
+        self.window = RollingWindow(now, bounds=bounds)
         self.status: ComponentRunState = "registered"
         self.last_activity: float | None = None
         self.last_error: str | None = None

@@ -224,6 +224,8 @@ class Figures(msgspec.Struct, frozen=True, gc=False):
     total_histogram: list[int]
     component_histograms: dict[str, list[int]]
     latency_sums: dict[str, float]
+    histogram_buckets: tuple[float, ...] = ()
+    """The upper bounds of the histograms' buckets (``+Inf`` after the last)."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
@@ -247,11 +249,16 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     errors: list[str]
     """Collectors that failed while this snapshot was built; the rest is still here."""
     total_histogram: list[int]
-    """System-wide lifetime latency bucket counts (over ``windows.LATENCY_BOUNDS``)."""
+    """System-wide lifetime latency bucket counts, in the exported buckets
+    (``histogram_buckets``, then ``+Inf``; not cumulative)."""
     component_histograms: dict[str, list[int]]
-    """Per-component lifetime latency bucket counts, for Prometheus histograms."""
+    """Per-component lifetime latency bucket counts in the exported buckets
+    (``histogram_buckets``, then ``+Inf``; not cumulative), for Prometheus histograms."""
     latency_sums: dict[str, float]
     """Per-component lifetime latency sums, for Prometheus histograms."""
+    histogram_buckets: tuple[float, ...] = ()
+    """The upper bounds of ``total_histogram``'s and ``component_histograms``' buckets
+    (the endpoint's ``histogram_buckets``; ``+Inf`` after the last)."""
     pending_alerts: list[Alert] = []
     """Alerts whose condition holds but whose ``for`` has not yet elapsed."""
     resolved_alerts: list[Alert] = []

@@ -21,6 +21,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from ..aggregator import Aggregator
+from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
 from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
@@ -96,6 +97,15 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     dashboard: LiveConfig = LiveConfig()
     """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
     ``{enabled, max_clients, heartbeat_s}``."""
+    histogram_buckets: tuple[float, ...] = DEFAULT_HISTOGRAM_BUCKETS
+    """Upper bounds in seconds of ``component_latency_seconds``' buckets in ``/metrics``
+    (``+Inf`` is added): 1 to 30 increasing boundaries, prometheus-client's defaults
+    unless set. Each is exact: a latency lands in the bucket a prometheus-client
+    ``Histogram`` with these boundaries would put it in. Quantiles are read from a finer
+    ladder whatever these are."""
+
+    def __post_init__(self) -> None:
+        check_histogram_buckets(self.histogram_buckets)
 
 
 class MetricsEndpoint(Component):
@@ -139,11 +149,22 @@ class MetricsEndpoint(Component):
         self.config = cfg
         self.plugins: list[MetricsPlugin] = list(plugins)
         self._app: MetricsApp | None = None
+        ladder = ctx.bus.ladder
+        if not ladder.covers(cfg.histogram_buckets):
+            raise ConfigError(
+                f"the event bus counts latencies in a ladder without every boundary of "
+                f"{ctx.name!r}'s histogram_buckets; make the bus with "
+                "EventBus(Ladder([histogram_buckets, ...])), as the harness does",
+                path="config.histogram_buckets",
+                value=list(cfg.histogram_buckets),
+            )
         self.aggregator = Aggregator(
             observe=cfg.components,
             max_components=cfg.max_components,
             view=cfg.window,
             span_timeout_s=cfg.span_timeout_s,
+            ladder=ladder,
+            histogram_buckets=cfg.histogram_buckets,
         )
         for peer in ctx.peers:
             if self.aggregator.observes(peer.name):
@@ -388,5 +409,5 @@ def _standalone_context(
             reason = f"{cls.__name__} has no setting {unknown[1]!r}"
         key = path.split(".")[1].split("[")[0] if "." in path else None
         raise ConfigError(reason, path=path, value=config.get(key) if key else None) from None
-    bus = EventBus()
+    bus = EventBus(Ladder([cfg.histogram_buckets]))
     return Context(name=name, type=cls.type_name, config=cfg, probe=bus.probe(name), bus=bus)

@@ -341,6 +341,7 @@ class HealthJudge:
             total_histogram=f.total_histogram,
             component_histograms=f.component_histograms,
             latency_sums=f.latency_sums,
+            histogram_buckets=f.histogram_buckets,
         )
         if self.alerts is None:
             report = NO_ALERTS

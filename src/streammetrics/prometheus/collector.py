@@ -21,7 +21,8 @@ it), and a summary's ``_count``/``_sum`` would have to be lifetime counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import (
@@ -33,7 +34,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..breaker import BREAKER_CODES
-from ..windows import LATENCY_BOUNDS, VIEWS
+from ..buckets import LATENCY_BOUNDS
+from ..windows import VIEWS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -42,14 +44,17 @@ if TYPE_CHECKING:
 
 __all__ = ("SnapshotCollector",)
 
-_LE: Final[tuple[str, ...]] = (
-    *(floatToGoString(b) for b in LATENCY_BOUNDS),  # type: ignore[no-untyped-call]
-    "+Inf",
-)
+
 _QUANTILES: Final = ("p50", "p95", "p99")
 _WINDOWS: Final = tuple(f"{s}s" for s in VIEWS)
 _ALERT_LEVELS: Final = ("warning", "critical")
 _MIB: Final = 2**20
+
+
+@lru_cache(maxsize=8)
+def _le(bounds: Sequence[float]) -> tuple[str, ...]:
+    """The ``le`` label values of ``bounds``, as prometheus-client spells them."""
+    return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
 
 
 class SnapshotCollector(Collector):
@@ -172,12 +177,13 @@ class SnapshotCollector(Collector):
                         value = getattr(spans, attr)
                         if value is not None:
                             family.add_metric([name, window], value)
+            les = _le(snap.histogram_buckets or LATENCY_BOUNDS)
             for name, counts in snap.component_histograms.items():
                 if not any(counts):
                     continue  # never timed: 42 zero buckets would only cost cardinality
                 cumulative: list[tuple[str, float]] = []
                 total = 0
-                for le, n in zip(_LE, counts, strict=True):
+                for le, n in zip(les, counts, strict=True):
                     total += n
                     cumulative.append((le, total))
                 hist.add_metric([name], cumulative, snap.latency_sums.get(name, 0.0))
