@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import ingest, memory, scale, serving
+from . import footprint, ingest, memory, otlp, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "memory")
+CASES = ("ingest", "http", "scale", "footprint", "memory", "otlp")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -46,6 +46,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     ),
     "scale": None,
     "memory": None,
+    "otlp": otlp.COLUMNS,
 }
 
 
@@ -100,9 +101,16 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             fixed_rate=args.rate or None,
         ),
         "scale": lambda: scale.run_case((100, 1_000) if q else (100, 1_000, 10_000)),
+        "footprint": lambda: footprint.run_case(10_000, quick=q),
         "memory": lambda: memory.run_case(
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),
             components=args.components,
+        ),
+        "otlp": lambda: otlp.run_case(
+            spans=30_000 if q else 200_000,
+            rounds=3,
+            min_round_seconds=0.2 if q else 1.0,
+            http_repeat=2 if q else 3,
         ),
     }
 

@@ -83,6 +83,26 @@ def test_flush_resets() -> None:
     assert d == Delta("c", processed=1)  # no carried-over bytes, latency or last_error
 
 
+def test_client_errors_are_their_own_count_and_no_outcome() -> None:
+    p = Probe("api")
+    outcomes = SimpleNamespace(successes=0, failures=0)
+
+    class Watch:
+        def record_success(self) -> None:
+            outcomes.successes += 1
+
+        def record_failure(self) -> None:
+            outcomes.failures += 1
+
+    p.breaker = Watch()
+    p.client_error()
+    p.client_error(2)
+    (d,) = p.flush()
+    assert d == Delta("api", client_errors=3)  # no error, no last_error
+    assert (outcomes.successes, outcomes.failures) == (0, 0)  # the breaker saw nothing
+    assert p.flush() == []
+
+
 def test_nothing_counted_flushes_nothing() -> None:
     assert Probe("idle").flush() == []
 

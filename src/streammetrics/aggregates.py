@@ -92,6 +92,7 @@ class ComponentState:
 
     __slots__ = (
         "breaker",
+        "client_errors",
         "heartbeat",
         "last_activity",
         "last_error",
@@ -111,6 +112,7 @@ class ComponentState:
         self.status: ComponentRunState = "registered"
         self.last_activity: float | None = None
         self.last_error: str | None = None
+        self.client_errors = 0  # 4xx answers: counted, never in the window's errors
         self.heartbeat: float | None = None  # monotonic time of the last heartbeat
         self.breaker: ReportedBreaker | None = None
         self.spans: RollingWindow | None = None  # span durations, once it ends one
@@ -136,6 +138,7 @@ class ComponentState:
             if self.spans is not None
             else None,
             heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
+            client_errors=self.client_errors,
         )
         return figures, w.total_histogram(), lsum
 
@@ -224,6 +227,17 @@ class SpanTable:
         """Counts a span's end; returns when it started, if that is still known."""
         self.completed += 1
         return self.spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
+
+    def ended(self, n: int, trace_ids: list[str]) -> None:
+        """Counts ``n`` spans reported complete (an OTLP export) and their traces."""
+        self.completed += n
+        traces = self.traces
+        for t in trace_ids:
+            if t not in traces:
+                self.total_traces += 1
+                traces[t] = None
+                if len(traces) > self.max_spans:
+                    traces.popitem(last=False)
 
     def expire(self, limit: float) -> None:
         """Gives up on the spans started before ``limit`` (monotonic)."""

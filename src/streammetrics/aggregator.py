@@ -32,6 +32,7 @@ from .aggregates import (
 from .breaker import BREAKER_CODES
 from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder
 from .model.events import Delta, Event, Rejection
+from .model.spans import SpanDelta
 from .model.types import describe_exception
 from .snapshot import (
     BreakerStatus,
@@ -348,6 +349,32 @@ class Aggregator:
                 system.add_histogram(now, d.latency_counts, d.latency_sum)
             if d.last_error is not None:
                 c.last_error = d.last_error
+            if d.client_errors:
+                c.client_errors += d.client_errors
+
+    def fold_spans(self, deltas: Sequence[SpanDelta]) -> list[int]:
+        """Fold finished spans summed per component (an OTLP export): their items as
+        ``fold_deltas`` folds a probe's, every span into ``traces`` and the component's
+        span latency. Returns the indexes of the deltas refused by the component limit,
+        counted as ``cardinality`` once per span."""
+        now = self.clock()
+        refused: list[int] = []
+        items: list[Delta] = []
+        for i, d in enumerate(deltas):
+            if not self.observes(d.items.component):
+                continue
+            c = self._component(d.items.component, now)
+            if c is None:
+                self.reject("cardinality", d.spans)
+                refused.append(i)
+                continue
+            items.append(d.items)
+            if c.spans is None:
+                c.spans = RollingWindow(now, bounds=self.ladder.bounds)
+            c.spans.add_histogram(now, d.span_counts, d.span_sum)
+            self._spans.ended(d.spans, d.trace_ids)
+        self.fold_deltas(items)
+        return refused
 
     def _span_end(self, c: ComponentState, ev: Event, now: float) -> None:
         started = self._spans.end(ev)

@@ -45,6 +45,7 @@ class Probe:
     __slots__ = (
         "_b",
         "_bounds",
+        "_c",
         "_counter",
         "_e",
         "_h",
@@ -77,6 +78,7 @@ class Probe:
         self._p = 0
         self._e = 0
         self._b = 0
+        self._c = 0
         self._ls = 0.0
         self._h: list[int] | None = None
         self._last_error: str | None = None
@@ -113,6 +115,12 @@ class Probe:
                 h = self._h = [0] * self._nb
             h[bisect_left(self._bounds, latency)] += 1
             self._ls += latency
+
+    def client_error(self, n: int = 1) -> None:
+        """Count ``n`` requests refused as their client's fault (a malformed body, a
+        4xx answer): kept apart from ``error()``, so they neither lower the component's
+        health nor trip its breaker, as a server-side failure does."""
+        self._c += n
 
     def message(self, stream: str, n: int = 1, nbytes: int = 0) -> None:
         """Count ``n`` messages sent on ``stream`` (a binding)."""
@@ -167,7 +175,7 @@ class Probe:
     def flush(self) -> list[Delta]:
         """Hand over what was counted since the last flush, and start again from zero."""
         out: list[Delta] = []
-        if self._p or self._e or self._h is not None or self._b:
+        if self._p or self._e or self._h is not None or self._b or self._c:
             out.append(
                 Delta(
                     self.component,
@@ -177,9 +185,10 @@ class Probe:
                     latency_counts=self._h,
                     latency_sum=self._ls,
                     last_error=self._last_error,
+                    client_errors=self._c,
                 )
             )
-            self._p = self._e = self._b = 0
+            self._p = self._e = self._b = self._c = 0
             self._ls = 0.0
             self._h = None
             self._last_error = None

@@ -76,6 +76,7 @@ class ComponentFigures(msgspec.Struct, frozen=True, gc=False):
     windows: dict[str, WindowStats]
     span_latency: Latency | None = None
     heartbeat_age_s: float | None = None
+    client_errors: int = 0
 
 
 class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
@@ -99,6 +100,9 @@ class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
     when it never ended one. ``latency`` includes them too, mixed with item latencies."""
     heartbeat_age_s: float | None = None
     """Seconds since its last heartbeat; null if it never sent one."""
+    client_errors: int = 0
+    """Requests it refused as their client's fault (4xx answers): counted apart from
+    ``errors_encountered``, and never in its error rate or health."""
 
 
 class BreakerStatus(msgspec.Struct, frozen=True, gc=False):
@@ -126,6 +130,9 @@ class StreamStatus(msgspec.Struct, frozen=True, gc=False):
     """While items wait in the buffer: seconds since the consumer was last seen taking
     one (near 0 for a busy consumer, growing for one that takes nothing); null when the
     buffer is empty or its level is unknown."""
+    source_up: bool | None = None
+    """For a stream an event source beyond the process feeds (``redis:<stream>``):
+    whether that source can read it; null for in-process bindings."""
 
 
 class Streaming(msgspec.Struct, frozen=True, gc=False):

@@ -5,7 +5,7 @@ asserted here."""
 from __future__ import annotations
 
 import pytest
-from benchmarks import _servers, ingest, memory, scale, serving
+from benchmarks import _servers, footprint, ingest, memory, otlp, scale, serving
 from benchmarks._report import BenchmarkError
 from benchmarks.stream import Stream, StreamSpec, parse_latency
 
@@ -65,6 +65,20 @@ def test_scale_case_runs() -> None:
     assert r.targets[0].verdict == "n/a"  # 1,000 components was not among the sizes
 
 
+def test_footprint_case_runs() -> None:
+    """Memory (child process), tick and quantile accuracy at a tiny size: the figures
+    are there and sane (the targets are the full run's)."""
+    r = footprint.run_case(50, quick=True, accuracy_samples=2_000)
+    memory_row = r.rows[0]
+    assert memory_row["components"] == 50 and memory_row["per_component_kb"] > 0
+    ticks = [row for row in r.rows if str(row.get("measure", "")).startswith("tick")]
+    assert [t["changed"] for t in ticks] == [1, 50]
+    streams = [row for row in r.rows if "stream" in row]
+    assert len(streams) == 3
+    assert all(0 <= row["p99_err_ladder"] < 1 for row in streams)
+    assert {t.verdict for t in r.targets} <= {"met", "MISSED"}
+
+
 def test_memory_case_runs() -> None:
     r = memory.run_case((2_000, 4_000), components=2, flush_every=500)
     assert [row["events"] for row in r.rows] == [2_000, 4_000]
@@ -88,6 +102,19 @@ Running 2s test @ http://127.0.0.1:5000/health
 Requests/sec:   9500.00
 Transfer/sec:      1.50MB
 """
+
+
+def test_otlp_case_folds_every_span_on_each_path() -> None:
+    r = otlp.run_case(spans=1_500, rounds=1, min_round_seconds=0.0, http_repeat=1)
+    assert [row["path"] for row in r.rows] == ["protobuf", "receiver", "http"]
+    assert all(row["spans_per_s"] > 0 for row in r.rows)
+    assert r.params["expected_items"] > 0 and r.params["expected_errors"] > 0
+    assert {t.name for t in r.targets} >= {"otlp: spans folded through /v1/traces"}
+
+
+def test_otlp_totals_check_fails_loudly() -> None:
+    with pytest.raises(BenchmarkError, match="receiver ended with"):
+        otlp._check("receiver", {"service-0": (1, 0)}, {"service-0": (2, 0)})
 
 
 def test_parse_wrk() -> None:

@@ -24,8 +24,15 @@ from ..aggregator import Aggregator
 from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
-from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
-from ..intake.config import DedupConfig, IngestConfig
+from ..http.settings import (
+    AuthSettings,
+    CorsSettings,
+    ProxyAddress,
+    RateLimitSettings,
+    check_trusted_proxies,
+)
+from ..intake.config import DedupConfig, IngestConfig, open_ingest_problem
+from ..intake.otlp_config import OtlpConfig
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig, HealthJudge
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from ..http.app import MetricsApp
+    from ..http.ingest import IngestGuard
+    from ..intake.otlp import OtlpIntake
     from ..plugins import MetricsPlugin
     from ..probe import Probe
     from ..transports.redis_source import RedisSource
@@ -72,7 +81,11 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """How long a resolved alert stays visible in ``/alerts``."""
     ingest: IngestConfig = IngestConfig()
     """``POST /events`` for producers in other processes: ``{enabled, path,
-    max_body_bytes}``."""
+    max_body_bytes, auth, allow_unauthenticated, lifecycle}``. Never writable with a read
+    token; bound beyond loopback it needs ``auth`` or ``allow_unauthenticated``."""
+    otlp: OtlpConfig | None = None
+    """``POST /v1/traces``, the OTLP/HTTP trace receiver, off when absent: ``{path,
+    group_by, item_kinds, max_body_bytes, retry_after_s}`` (needs the ``otlp`` extra)."""
     source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
@@ -90,6 +103,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     auth: AuthSettings | None = None
     """Bearer tokens read from the environment, off when absent:
     ``{bearer_tokens_env: STREAMMETRICS_TOKENS}`` (401 without one)."""
+    trusted_proxies: list[ProxyAddress] = []
+    """Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the
+    client, for the rate limit and the logs; none by default, so the connection's peer
+    is the client and no header can pick another rate-limit bucket."""
     shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
     """On shutdown, how long requests in flight may take before they are cut off."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 1_048_576
@@ -106,6 +123,22 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
 
     def __post_init__(self) -> None:
         check_histogram_buckets(self.histogram_buckets)
+        check_trusted_proxies(self.trusted_proxies)
+        problem = open_ingest_problem(self.host, self.ingest, read_auth=self.auth is not None)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.otlp is not None and open_ingest_problem(
+            self.host,
+            msgspec.structs.replace(self.ingest, enabled=True),
+            read_auth=self.auth is not None,
+        ):  # the trace receiver writes as ingest does, behind the same guard
+            raise ValueError(
+                f"host {self.host!r} is reachable beyond this machine and POST {self.otlp.path} "
+                "takes spans from anyone: give ingest its own tokens, which the trace receiver "
+                "shares (ingest.auth: {bearer_tokens_env: STREAMMETRICS_INGEST_TOKENS}), leave "
+                "otlp out, or say that anyone who reaches the port may post "
+                "(ingest.allow_unauthenticated: true)"
+            )
 
 
 class MetricsEndpoint(Component):
@@ -149,6 +182,7 @@ class MetricsEndpoint(Component):
         self.config = cfg
         self.plugins: list[MetricsPlugin] = list(plugins)
         self._app: MetricsApp | None = None
+        self._guard: IngestGuard | None = None
         ladder = ctx.bus.ladder
         if not ladder.covers(cfg.histogram_buckets):
             raise ConfigError(
@@ -231,11 +265,14 @@ class MetricsEndpoint(Component):
                 auth=cfg.auth,
                 component=self.name,
                 service=self.service,
+                ingest_path=cfg.ingest.path if cfg.ingest.enabled else None,
+                write_paths=(cfg.otlp.path,) if cfg.otlp is not None else (),
             ),
         )
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
+        self._register_otlp()
         self.setup_routes()
 
     # -- extension hooks: a subclass overrides them; a MetricsPlugin brings the same ------
@@ -274,6 +311,11 @@ class MetricsEndpoint(Component):
         from ..intake.intake import Intake
 
         self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
+        self.otlp: OtlpIntake | None = None
+        if cfg.otlp is not None:
+            from ..intake.otlp import OtlpIntake
+
+            self.otlp = OtlpIntake(self.aggregator, cfg.otlp)
         self.redis: RedisSource | None = None
         self._transport_collectors: list[Collector] = []
         if cfg.source.redis is not None:
@@ -282,6 +324,21 @@ class MetricsEndpoint(Component):
 
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))
+            self.judge.sources.append(self.redis)  # cannot read: degraded, EventSourceDown
+
+    def _write_guard(self) -> IngestGuard:
+        """The one guard of the routes that write (``POST /events``, ``POST /v1/traces``),
+        made on first use: both take the ingest tokens, and count refusals together."""
+        if self._guard is None:
+            from ..http.guard_metrics import IngestAuthCollector
+            from ..http.ingest import IngestGuard
+
+            read_auth = self.config.auth is not None
+            guard = IngestGuard(self.config.ingest, component=self.name, read_auth=read_auth)
+            if guard.access != "open":
+                self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
+            self._guard = guard
+        return self._guard
 
     def _register_ingest(self) -> None:
         from ..http.ingest import ingest_route
@@ -289,10 +346,19 @@ class MetricsEndpoint(Component):
         ingest = self.config.ingest
         if self._app is None or not ingest.enabled:
             return
-        self._app.register(ingest_route(self.intake, ingest))
+        self._app.register(ingest_route(self.intake, ingest, self._write_guard()))
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
+
+    def _register_otlp(self) -> None:
+        otlp = self.config.otlp
+        if self._app is None or otlp is None or self.otlp is None:
+            return
+        from ..http.otlp import otlp_route
+
+        self._app.register(otlp_route(self.otlp, otlp, self._write_guard()))
+        self._app.endpoints[otlp.path] = "Export spans (POST): OTLP/HTTP, protobuf or JSON"
 
     async def collect_custom_metrics(self) -> Mapping[str, Any]:
         """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
@@ -348,6 +414,7 @@ class MetricsEndpoint(Component):
                         port=cfg.port,
                         component=self.name,
                         shutdown_timeout_s=cfg.shutdown_timeout_s,
+                        trusted_proxies=cfg.trusted_proxies,
                     )
                 )
                 tg.start_soon(self._tick)

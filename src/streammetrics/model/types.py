@@ -19,6 +19,7 @@ __all__ = (
     "Count",
     "DeclaredName",
     "DurationError",
+    "EnvName",
     "Name",
     "Port",
     "RoutePath",
@@ -46,6 +47,8 @@ RoutePath = Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_
 """A route a config section adds (``/items``, ``/events``): ``/segment``s of URL-safe
 characters only, so the path is served literally (no ``{parameter}``, query or trailing
 slash for Litestar to read into it)."""
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
+"""The name of an environment variable (where a config section reads its secrets from)."""
 #: Earliest and latest Unix time an event may carry: 2000-01-01 and 2200-01-01, 00:00 UTC.
 #: Outside them a timestamp is a bug (milliseconds sent as seconds, a zeroed clock), and it
 #: would be shown as a component's last activity.

@@ -118,6 +118,9 @@ class SnapshotCollector(Collector):
         score = self._g("component_health_score", "Component health score (0.0 to 1.0)", c)
         items = self._c("component_items_processed", "Total items processed by component", c)
         errors = self._c("component_errors", "Total errors encountered by component", c)
+        client = self._c(
+            "component_client_errors", "Requests refused as the client's fault (4xx)", c
+        )
         ips = self._g("component_items_per_second", "Items processed per second over window", cw)
         erate = self._g("component_error_rate", "errors / (processed + errors) over window", cw)
         if snap is not None:
@@ -126,12 +129,13 @@ class SnapshotCollector(Collector):
                 score.add_metric([name], st.health)
                 items.add_metric([name], st.items_processed)
                 errors.add_metric([name], st.errors_encountered)
+                client.add_metric([name], st.client_errors)
                 for w in _WINDOWS:
                     v = st.windows.get(w)
                     if v is not None:
                         ips.add_metric([name, w], v.items_per_second)
                         erate.add_metric([name, w], v.error_rate)
-        yield from (health, score, items, errors, ips, erate)
+        yield from (health, score, items, errors, client, ips, erate)
 
     def _latency(self, snap: Snapshot | None) -> Iterator[Metric]:
         # One gauge per quantile rather than a ``quantile`` label: that label belongs to
