@@ -11,6 +11,7 @@ an item it processed.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from functools import partial
@@ -39,6 +40,7 @@ from ..judge.health import HealthConfig, HealthJudge
 from ..model.events import Event
 from ..model.types import DeclaredName, Port
 from ..model.validation import located
+from ..transports.alertmanager_config import AlertmanagerConfig
 from ..transports.config import EventSourceConfig
 from ..views.live import LiveConfig, LiveFeed
 from .base import FLUSH_INTERVAL_S, Component, Context, Input
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from ..intake.otlp import OtlpIntake
     from ..plugins import MetricsPlugin
     from ..probe import Probe
+    from ..transports.alertmanager import AlertmanagerNotifier
     from ..transports.redis_source import RedisSource
 
 __all__ = ("MetricsEndpoint", "MetricsEndpointConfig")
@@ -114,6 +117,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     dashboard: LiveConfig = LiveConfig()
     """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
     ``{enabled, max_clients, heartbeat_s}``."""
+    alertmanager: AlertmanagerConfig | None = None
+    """Post firing and resolved alerts to Alertmanager, off when absent: ``{urls: [...],
+    resend_s: 60, timeout_s: 10}``."""
     histogram_buckets: tuple[float, ...] = DEFAULT_HISTOGRAM_BUCKETS
     """Upper bounds in seconds of ``component_latency_seconds``' buckets in ``/metrics``
     (``+Inf`` is added): 1 to 30 increasing boundaries, prometheus-client's defaults
@@ -325,6 +331,20 @@ class MetricsEndpoint(Component):
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))
             self.judge.sources.append(self.redis)  # cannot read: degraded, EventSourceDown
+        self.alertmanager: AlertmanagerNotifier | None = None
+        if cfg.alertmanager is not None:
+            from ..transports.alertmanager import AlertmanagerNotifier
+            from ..transports.alertmanager_metrics import AlertmanagerCollector
+
+            # Without a blueprint there is no system name: the endpoint's stands for it.
+            self.alertmanager = AlertmanagerNotifier(
+                cfg.alertmanager,
+                system=self.ctx.system or self.name,
+                endpoint=self.name,
+                rules=self.alerts.rules(),
+                tick_s=cfg.tick_s,
+            )
+            self._transport_collectors.append(AlertmanagerCollector(self.alertmanager))
 
     def _write_guard(self) -> IngestGuard:
         """The one guard of the routes that write (``POST /events``, ``POST /v1/traces``),
@@ -418,6 +438,8 @@ class MetricsEndpoint(Component):
                     )
                 )
                 tg.start_soon(self._tick)
+                if self.alertmanager is not None:
+                    await tg.start(self.alertmanager.run, self._generator_url())
                 if self.redis is not None:  # unreachable Redis stops the start
                     await tg.start(partial(self.redis.run, port=self.port))
                 if self._standalone:  # no harness flushes the probes: the endpoint does
@@ -438,11 +460,21 @@ class MetricsEndpoint(Component):
                 # Unavailable: the routes say so; rules resume when the harness is back.
                 with suppress(HarnessUnavailableError):
                     await self.service.snapshot()
+                    if self.alertmanager is not None:  # hands the report over; no I/O
+                        self.alertmanager.observe(self.alerts.current())
                 await anyio.sleep(self.config.tick_s)
         finally:
             # Cancelled with the server: end the live streams now, or the server's
             # graceful shutdown would wait its whole deadline for them.
             self.service.live.close()
+
+    def _generator_url(self) -> str:
+        """Where an alert sent to Alertmanager links to: this endpoint's ``/alerts``."""
+        assert self.config.alertmanager is not None
+        base = self.config.alertmanager.external_url
+        if base is None and self.config.host in ("0.0.0.0", "::", ""):
+            base = f"http://{socket.gethostname()}:{self.port}"  # reachable from elsewhere
+        return f"{(base or self.url).rstrip('/')}/alerts"
 
     async def _flush(self) -> None:
         while True:
