@@ -355,11 +355,31 @@ def test_span_seconds_while_the_window_is_young() -> None:
         v = w.view(103.75, s)
         assert v.span_seconds == pytest.approx(3.5)
         assert v.items_per_second == pytest.approx(7 / 3.5)
-    assert w.view(130.0, 10).span_seconds == pytest.approx(9.0)  # slots 121..130
+    # Slots 121..130 hold nothing and the window is older than them: an empty view of a
+    # mature window covers its whole length (so an idle component's figures stay the same
+    # from tick to tick, and a reader may keep them).
+    assert w.view(130.0, 10).span_seconds == 10.0
     assert w.view(130.0, 60).span_seconds == pytest.approx(29.75)
     assert w.view(130.0, 300).span_seconds == pytest.approx(29.75)
-    # t=400.5: period 40, so periods 11..40, from t=110
+    # t=400.5: period 40, so periods 11..40, from t=110; with something in them the span is
+    # what they cover
+    w.add(400.5, processed=1)
     assert w.view(400.5, 300).span_seconds == pytest.approx(290.5)
+    assert w.view(400.5, 60).span_seconds == pytest.approx(59.5)
+    assert w.view(700.0, 300).span_seconds == 300.0  # empty again, and mature
+
+
+def test_an_idle_window_reads_the_same_until_something_is_added() -> None:
+    w = RollingWindow(0.0)
+    w.add(5.0, processed=3, latency=0.01)
+    assert not w.idle(100.0)  # still in the 300 s view
+    assert not RollingWindow(0.0).idle(200.0)  # younger than its longest view
+    assert w.idle(320.0)
+    views = [w.view(320.0, s) for s in VIEWS]
+    assert [w.view(987.6, s) for s in VIEWS] == views  # nothing moves while idle
+    assert views[2].span_seconds == 300.0 and views[2].p99 is None
+    w.add(990.0, processed=1)
+    assert not w.idle(990.5)
 
 
 def test_bad_arguments() -> None:

@@ -97,6 +97,7 @@ class ComponentState:
 
     __slots__ = (
         "breaker",
+        "cached",
         "client_errors",
         "declared",
         "heartbeat",
@@ -125,6 +126,18 @@ class ComponentState:
         self.heartbeat: float | None = None  # monotonic time of the last heartbeat
         self.breaker: ReportedBreaker | None = None
         self.spans: RollingWindow | None = None  # span durations, once it ends one
+        #: Its figures of the default view while they cannot change: what the last read
+        #: gave (exported histogram included) once it was idle; every fold clears it.
+        self.cached: tuple[ComponentFigures, list[int], float] | None = None
+
+    def idle(self, now: float) -> bool:
+        """Whether its figures read the same until its next report: nothing in any view
+        (nor in its spans'), no heartbeat age to grow."""
+        return (
+            self.heartbeat is None
+            and self.window.idle(now)
+            and (self.spans is None or self.spans.idle(now))
+        )
 
     def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, list[int], float]:
         """Its figures over ``view``, and its lifetime latency histogram and sum."""

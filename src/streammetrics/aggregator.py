@@ -183,6 +183,7 @@ class Aggregator:
         c.declared = True
         if breaker and c.breaker is None:
             c.breaker = ReportedBreaker()
+        c.cached = None
 
     def register_stream(
         self,
@@ -302,6 +303,7 @@ class Aggregator:
                     )
                     continue
                 c.seen = now  # once per component and batch for processed/error events
+                c.cached = None
             ts = ev.timestamp
             c.last_activity = ts if ts is not None else wall
             if kind == "processed" or kind == "error":
@@ -407,6 +409,7 @@ class Aggregator:
                 continue
             self._deltas += 1
             c.declared = True
+            c.cached = None
             c.last_activity = wall
             if c.status == "registered":
                 c.status = "running"
@@ -542,11 +545,17 @@ class Aggregator:
         histograms: dict[str, list[int]] = {}
         sums: dict[str, float] = {}
         export = self._export
+        default = self.view
         for i, (name, c) in enumerate(list(self._components.items())):
             if chunk and i and i % chunk == 0:
                 yield
-            details[name], hist, sums[name] = c.read(now, view)
-            histograms[name] = export(hist)
+            got = c.cached if view == default else None
+            if got is None:
+                figs, hist, lsum = c.read(now, view)
+                got = (figs, export(hist), lsum)
+                if view == default and c.idle(now):
+                    c.cached = got
+            details[name], histograms[name], sums[name] = got
             if c.breaker is not None:
                 breakers[name] = c.breaker.status(now)
         sv = self._system.view(now, view)

@@ -473,7 +473,10 @@ class RollingWindow:
         else:
             raise ValueError(f"a window view is 10, 60 or 300 seconds, got {seconds!r}")
         start = max(first * self._res, self._start)
-        span = max(now - start, self._res)
+        if start == self._start or any(vec[:_LS]):
+            span = max(now - start, self._res)
+        else:  # an empty view of a window older than it covers its whole length
+            span = float(seconds)
         processed, errors = int(vec[_P]), int(vec[_E])
         done = processed + errors
         p50, p95, p99 = _quantiles3(hists, self._bounds)
@@ -494,6 +497,18 @@ class RollingWindow:
             p95=p95,
             p99=p99,
         )
+
+    def idle(self, now: float) -> bool:
+        """Nothing in any view as of ``now``, and the window older than its longest view:
+        its views then read the same until something is added (what lets a reader keep
+        the figures of a quiet component instead of reading them again every tick)."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        first = (self._tick // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
+        if first * self._res <= self._start:
+            return False
+        return not (any(self._cur[:_LS]) or any(self._v300[:_LS]) or any(self._cc[:_LS]))
 
     def totals(self) -> tuple[int, int, int, int, int, float]:
         """Lifetime (processed, errors, messages, bytes, latency_count, latency_sum)."""

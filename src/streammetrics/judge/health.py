@@ -59,6 +59,7 @@ from ..snapshot import (
     AlertReport,
     BreakerState,
     ComponentCounts,
+    ComponentFigures,
     ComponentRunState,
     ComponentStatus,
     Deduction,
@@ -258,6 +259,10 @@ class EventSource(Protocol):
         ...
 
 
+_Judged = tuple[ComponentFigures, float, list[Deduction], ComponentStatus]
+"""A component's figures, and its score, deductions and status judged from them."""
+
+
 class _Waiting:
     """A stream with items waiting: since when its consumer has taken none (monotonic,
     on the snapshots' ``uptime_seconds``), and its count and the buffer level then."""
@@ -288,6 +293,11 @@ class HealthJudge:
         self.health = health or HealthConfig()
         self.alerts = alerts
         self._waiting: dict[str, _Waiting] = {}
+        # The last judgement of each component, kept with the figures it was made from:
+        # figures that are the same object (an idle component's) are judged the same.
+        self._judged: dict[
+            str, tuple[ComponentFigures, float, list[Deduction], ComponentStatus]
+        ] = {}
         #: Event sources beyond the process: one that cannot read degrades the status.
         self.sources: list[EventSource] = list(sources)
 
@@ -314,10 +324,23 @@ class HealthJudge:
         reasons: list[Deduction] = []
         scores: list[float] = []
         healthy = running = 0
+        judged = self._judged
         for i, (name, c) in enumerate(f.detailed_components.items()):
             if chunk and i and i % chunk == 0:
                 yield
             b = breakers.get(name)
+            kept = judged.get(name)
+            if kept is not None and kept[0] is c and b is None and name not in stalls:
+                # The same figures (an idle component's, kept by the aggregator): the
+                # same judgement, without building it again.
+                _c, score, ded, status = kept
+                healthy += status.is_healthy
+                running += c.status == "running"
+                scores.append(score)
+                if ded:
+                    reasons += ded
+                details[name] = status
+                continue
             score, ded = component_health(
                 name,
                 status=c.status,
@@ -349,6 +372,10 @@ class HealthJudge:
                 heartbeat_age_s=c.heartbeat_age_s,
                 client_errors=c.client_errors,
             )
+            judged[name] = (c, score, ded, details[name])
+        if len(judged) > len(details):  # components no longer in the figures (evicted)
+            for gone in [n for n in judged if n not in details]:
+                del judged[gone]
         perf = f.performance
         score, sys_ded = system_health(
             scores, memory_mb=perf.memory_usage_mb, cpu_percent=perf.cpu_usage_percent, config=hc

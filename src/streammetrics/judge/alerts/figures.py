@@ -11,7 +11,7 @@ from collections import deque
 from typing import Final, Literal
 
 from ...breaker import BREAKER_CODES
-from ...snapshot import BreakerStatus, Snapshot
+from ...snapshot import BreakerStatus, ComponentStatus, Snapshot
 from ..health import HealthConfig, down
 from .expressions import NamedFigures
 
@@ -111,6 +111,9 @@ class FigureReader:
         self.health = health or HealthConfig()
         self._flaps: dict[str, deque[tuple[float, int]]] = {}
         self._evicted = 0
+        self._kept: dict[str, tuple[ComponentStatus, dict[str, float | None]]] = {}
+        self._reads = 0
+        self.changed: set[str] | None = None
 
     def read(self, snap: Snapshot) -> dict[Scope, dict[str, NamedFigures]]:
         """Every instance's named figures, by scope (``FIGURE_HELP`` says what each is).
@@ -144,13 +147,25 @@ class FigureReader:
         breakers = snap.circuit_breakers
         flaps = self._flaps
         comps: dict[str, NamedFigures] = {}
+        kept = self._kept
+        changed: set[str] = set()
         for name, c in snap.detailed_components.items():
+            k = kept.get(name)
+            if k is not None and k[0] is c and name not in breakers and name not in flaps:
+                # The same status object (an idle component's, kept by the aggregator and
+                # the judge): the same figures but the process's, which are everyone's.
+                f = k[1]
+                if f["memory_usage_mb"] != mem or f["cpu_usage_percent"] != cpu:
+                    f["memory_usage_mb"], f["cpu_usage_percent"] = mem, cpu
+                comps[name] = f
+                continue
+            changed.add(name)
             b = breakers.get(name, _CLOSED)
             bs = b.state
             hb = c.heartbeat_age_s
             lat = c.latency
             w = c.windows.get(wkey)
-            comps[name] = {
+            built: dict[str, float | None] = {
                 "error_rate": c.error_rate,
                 "items_per_second": c.items_per_second,
                 "p50": lat.p50,
@@ -176,6 +191,17 @@ class FigureReader:
                 "memory_usage_mb": mem,
                 "cpu_usage_percent": cpu,
             }
+            comps[name] = built
+            kept[name] = (c, built)
+        if len(kept) > len(comps):  # components gone (evicted): their instances changed
+            for gone in [n for n in kept if n not in comps]:
+                del kept[gone]
+                changed.add(gone)
+        #: The component instances whose figures differ from the previous read (their
+        #: process figures aside), or None before the first: a rule that reads no process
+        #: figure need test only these again.
+        self.changed = changed if self._reads else None
+        self._reads += 1
         if snap.components_evicted != self._evicted:  # forget the evicted ones' flaps
             self._evicted = snap.components_evicted
             for name in [n for n in flaps if n not in snap.detailed_components]:
