@@ -21,6 +21,7 @@ help texts and types; the tests parse both outputs and compare them sample by sa
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
@@ -67,25 +68,24 @@ _STREAM_FAMILIES: Final = (
 )
 _DIRECT: Final = (*_COMPONENT_FAMILIES, _HISTOGRAM, *_BREAKER_FAMILIES, *_STREAM_FAMILIES)
 
-#: Below this an int's float spelling is its digits and ".0" (Go switches to an exponent
-#: from 1e6 on positive values, Python's repr from 1e16).
+#: Below this a number's spelling is Python's (Go switches to an exponent from 1e6 on
+#: positive values, Python's repr from 1e16).
 _INT_FAST: Final = 1_000_000
 _INT_FAST_NEG: Final = -(10**15)
+_INF: Final = float("inf")
 
 
 def go_float(value: float) -> str:
     """``value`` as prometheus-client's ``floatToGoString`` spells it, faster for the ints
-    and ordinary floats the snapshot is made of (a histogram block is mostly ints)."""
-    cls = type(value)
-    if cls is int:
-        if _INT_FAST_NEG < value < _INT_FAST:
+    and ordinary floats the snapshot is made of."""
+    # Below 1e6 (and above -inf; NaN fails the test) Go's spelling is Python's repr for a
+    # float, and an int's digits with ".0" (down to -1e15, where repr is still exact).
+    if -_INF < value < _INT_FAST:
+        cls = type(value)
+        if cls is float:
+            return repr(value)
+        if cls is int and value > _INT_FAST_NEG:
             return f"{value}.0"
-    elif cls is float:
-        r = repr(value)
-        # 'inf' and 'nan' end in a letter; a positive value with more than 6 digits
-        # before the point goes to Go's exponent spelling: both take the slow path.
-        if r[-1] in "0123456789" and not (value > 0 and r.find(".") > 6):
-            return r
     out: str = floatToGoString(value)  # type: ignore[no-untyped-call]
     return out
 
@@ -309,15 +309,18 @@ class ExpositionWriter:
             and type(last) is int  # a float, Fraction... anywhere carries on to the last
             and min(cumulative) > _INT_FAST_NEG
             and max(cumulative) < _INT_FAST
-        ):  # plain counts, the usual case: an int's digits and ".0"
-            lines = [f"{head}{end}{n}.0\n" for end, n in zip(ends, cumulative, strict=True)]
+        ):  # plain counts, the usual case: an int's digits and ".0", joined in C loops
+            text = head + (".0\n" + head).join(map(operator.add, ends, map(str, cumulative)))
+            text += ".0\n"
         else:
-            lines = [f"{head}{end}{go_float(n)}\n" for end, n in zip(ends, cumulative, strict=True)]
+            pairs = zip(ends, cumulative, strict=True)
+            text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
         if self._with_sum:
             c = f'{{component="{e}"}} '
-            lines.append(f"{_HISTOGRAM}_count{c}{go_float(last)}\n")
-            lines.append(f"{_HISTOGRAM}_sum{c}{go_float(total_s)}\n")
-        return ("".join(lines).encode(),)
+            text += (
+                f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{go_float(total_s)}\n"
+            )
+        return (text.encode(),)
 
     def _breaker(self, name: str, b: BreakerStatus) -> tuple[bytes, ...]:
         c = f'{{component="{escape_label_value(name)}"}} '
