@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import ingest, memory, scale, serving
+from . import footprint, ingest, memory, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "memory")
+CASES = ("ingest", "http", "scale", "footprint", "memory")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -100,6 +100,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             fixed_rate=args.rate or None,
         ),
         "scale": lambda: scale.run_case((100, 1_000, 10_000), quick=q),
+        "footprint": lambda: footprint.run_case(10_000, quick=q),
         "memory": lambda: memory.run_case(
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),
             components=args.components,

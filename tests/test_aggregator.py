@@ -15,8 +15,7 @@ from streammetrics.judge.health import (
 )
 from streammetrics.model.events import Delta, Event
 from streammetrics.snapshot import BreakerStatus, Deduction, ProcessStats, Snapshot
-from streammetrics.windows import bucket_index
-from tests.support.histograms import histogram
+from tests.support.histograms import bucket_mid, exported_histogram, exported_index, histogram
 from tests.support.loop import with_turns
 
 W0 = 1_700_000_000.0  # wall time when the monotonic clock reads 0
@@ -49,7 +48,7 @@ def snapshot(agg: Aggregator, health: HealthConfig | None = None, **read: Any) -
 
 
 # bucket 14 is (0.009050967, 0.0128]: the 0.010 s latencies below land there
-P50_OF_ONE_10MS = 0.009050967 + (0.0128 - 0.009050967) * 0.5
+P50_OF_ONE_10MS = bucket_mid(0.010)  # 0.010 s is a ladder bound: (0.00905, 0.01]
 
 
 def test_fold_events_figures_by_hand(clock: Clock) -> None:
@@ -92,7 +91,7 @@ def test_fold_events_figures_by_hand(clock: Clock) -> None:
     assert snap.rejected == {}
     assert snap.errors == []
     assert sum(snap.total_histogram) == 1
-    assert snap.component_histograms["api"] == histogram(0.010)
+    assert snap.component_histograms["api"] == exported_histogram(0.010)
     assert snap.latency_sums["api"] == pytest.approx(0.010)
     # the whole snapshot is encodable
     assert b'"health_score":0.8' in msgspec.json.encode(snap)
@@ -152,8 +151,8 @@ def test_fold_deltas(clock: Clock) -> None:
     assert c.last_activity == W0 + 4.0
     assert c.last_error == "bad item"
     assert c.latency.count == 3
-    # rank 1.5 of 3: inside bucket 14 (2 there), 1.5/2 of the way up
-    assert c.latency.p50 == pytest.approx(0.009050967 + (0.0128 - 0.009050967) * 0.75)
+    # rank 1.5 of 3: inside the ladder bucket (0.00905, 0.01] (2 there), 1.5/2 of the way up
+    assert c.latency.p50 == pytest.approx(0.009050967 + (0.01 - 0.009050967) * 0.75)
     assert snap.latency_sums["w"] == pytest.approx(0.52)
     s = snap.streaming.streams["w->s:input"]
     assert s.total_messages == 12
@@ -289,8 +288,8 @@ def test_spans_traces_and_expiry(clock: Clock) -> None:
     assert snap.traces.expired_spans == 0
     lat = snap.detailed_components["a"].latency
     assert lat.count == 1
-    # 3.0 s is in bucket 30 (2.317047501, 3.2768]
-    assert lat.p50 == pytest.approx(2.317047501 + (3.2768 - 2.317047501) * 0.5)
+    # 3.0 s is in the ladder bucket (2.5, 3.2768]
+    assert lat.p50 == pytest.approx(2.5 + (3.2768 - 2.5) * 0.5)
     # a span_end with its own latency uses it
     agg.fold_events([Event("a", "span_end", span_id="unknown", latency=0.010)])
     snap = snapshot(agg)
@@ -486,7 +485,7 @@ def test_a_batch_folds_like_its_events_one_by_one(clock: Clock) -> None:
     a = s1.detailed_components["a"]
     assert (a.items_processed, a.errors_encountered, a.last_error) == (7, 1, "late")
     assert sum(s1.component_histograms["a"]) == 3
-    assert s1.component_histograms["b"][bucket_index(2.0)] == 1
+    assert s1.component_histograms["b"][exported_index(2.0)] == 1
     assert sum(s1.total_histogram) == 4
     assert together.statistics().events_folded == len(batch)
     assert s1.streaming.streams["s"].total_messages == 1

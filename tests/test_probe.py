@@ -14,8 +14,7 @@ import streammetrics.probe as probe_mod
 from streammetrics.bus import EventBus
 from streammetrics.model.events import Delta
 from streammetrics.probe import Probe
-from streammetrics.windows import N_BUCKETS, bucket_index
-from tests.support.histograms import histogram
+from tests.support.histograms import N_BUCKETS, bucket_index, histogram
 from tests.support.sinks import Recorder
 
 
@@ -59,8 +58,9 @@ def test_counts_and_latency_histogram() -> None:
         last_error="second",
     )
     assert d.latency_counts is not None
-    assert d.latency_counts[14] == 2  # 0.009050967 < 0.010 <= 0.0128
-    assert d.latency_counts[25] == 1  # 0.4096 < 0.5 <= 0.579261875
+    assert d.latency_counts[bucket_index(0.010)] == 2  # 0.009050967 < 0.010 <= 0.010
+    assert d.latency_counts[bucket_index(0.5)] == 1  # 0.4096 < 0.5 <= 0.5
+    assert sum(d.latency_counts) == 3
     assert len(d.latency_counts) == N_BUCKETS
 
 
@@ -81,6 +81,26 @@ def test_flush_resets() -> None:
     p.processed()
     (d,) = p.flush()
     assert d == Delta("c", processed=1)  # no carried-over bytes, latency or last_error
+
+
+def test_client_errors_are_their_own_count_and_no_outcome() -> None:
+    p = Probe("api")
+    outcomes = SimpleNamespace(successes=0, failures=0)
+
+    class Watch:
+        def record_success(self) -> None:
+            outcomes.successes += 1
+
+        def record_failure(self) -> None:
+            outcomes.failures += 1
+
+    p.breaker = Watch()
+    p.client_error()
+    p.client_error(2)
+    (d,) = p.flush()
+    assert d == Delta("api", client_errors=3)  # no error, no last_error
+    assert (outcomes.successes, outcomes.failures) == (0, 0)  # the breaker saw nothing
+    assert p.flush() == []
 
 
 def test_nothing_counted_flushes_nothing() -> None:

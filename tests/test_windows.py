@@ -324,18 +324,18 @@ def test_add_histogram_rejects_wrong_length() -> None:
 
 def test_memory_does_not_grow_with_event_count() -> None:
     w = RollingWindow(0.0)
-    fine_len, coarse_len = len(w._fine), len(w._coarse)
-    assert (fine_len, coarse_len) == (60, 30)
+
+    def sizes() -> tuple[int, ...]:
+        return (len(w._fo), len(w._fn), len(w._fh), len(w._co), len(w._cn), len(w._ch))
+
+    before = sizes()
+    assert before[0] == 60 and before[3] == 30
+    assert before[2] == 60 * N_BUCKETS and before[5] == 30 * N_BUCKETS
     add = w.add
     n = 1_000_000
     for i in range(n):  # 500 s of traffic at 2000 events/s
         add(i * 0.0005, 1, 0, 0, 0, 0.001)
-    assert (len(w._fine), len(w._coarse)) == (fine_len, coarse_len)
-    for ring in (w._fine, w._coarse):
-        for slot in ring:
-            if slot is not None:
-                assert len(slot[0]) == 6
-                assert slot[1] is None or len(slot[1]) == N_BUCKETS
+    assert sizes() == before
     assert w.totals()[0] == n
     assert sum(w.total_histogram()) == n
     # t=499.9995 is the last event; the 60 s view is slots 440..499: 60 s * 2000 events
@@ -445,3 +445,54 @@ def test_view_quantiles_match_quantile_of_the_merged_histogram() -> None:
         merged = [sum(c) for c in zip(*present, strict=True)] if present else [0] * N_BUCKETS
         want = (quantile(merged, 0.5), quantile(merged, 0.95), quantile(merged, 0.99))
         assert _quantiles3(hists) == want
+
+
+def test_counts_widen_their_ring_and_stay_exact() -> None:
+    """Slots are kept in the narrowest integer type; a count that does not fit widens
+    the ring (bytes, then 16, 32, 64 bits) and every count stays exact."""
+    w = RollingWindow(0.0)
+    assert w._fh.typecode == "B"
+    big = [0] * N_BUCKETS
+    big[3] = 300  # past a byte
+    big[5] = 70_000  # past 16 bits
+    big[-1] = 5_000_000_000  # past 32 bits
+    w.add_histogram(0.5, big, 1.0)
+    w.add(0.5, processed=2**40, nbytes=3 * 2**33)
+    w.add(1.5, processed=1, latency=0.001)  # completes slot 0
+    assert w._fh.typecode == "Q"
+    v = w.view(1.5, 10)
+    assert v.processed == 2**40 + 1
+    assert v.bytes == 3 * 2**33
+    assert v.latency_count == 300 + 70_000 + 5_000_000_000 + 1
+    assert w.total_histogram()[5] == 70_000
+    w.view(11.5, 10)  # slot 0 leaves the 10 s view: subtracted exactly
+    assert w.view(11.5, 10).processed == 0
+    assert w.view(11.5, 60).processed == 2**40 + 1
+
+
+def test_a_window_with_traffic_in_every_slot_stays_small() -> None:
+    """Ninety slots of counts and histograms in flat arrays: a window with latencies in
+    every slot of every view stays near 10 KB (a list per slot cost ~57 KB)."""
+    import gc
+    import random
+    import tracemalloc
+
+    rng = random.Random(7)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        windows = []
+        for _ in range(50):
+            w = RollingWindow(0.0)
+            for t in range(400):
+                for j in range(5):
+                    w.add(t + 0.1 * j, 1, 0, 0, 100, rng.lognormvariate(-5, 1))
+            for s in VIEWS:
+                w.view(400.0, s)
+            windows.append(w)
+        gc.collect()
+        per_window = (tracemalloc.get_traced_memory()[0] - base) / len(windows)
+    finally:
+        tracemalloc.stop()
+    assert per_window < 12_000, per_window

@@ -9,8 +9,9 @@ entries, dropping (and counting) the oldest.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from .buckets import LATENCY_BOUNDS
 from .model.events import Event
 from .snapshot import (
     BreakerState,
@@ -91,6 +92,7 @@ class ComponentState:
 
     __slots__ = (
         "breaker",
+        "client_errors",
         "heartbeat",
         "last_activity",
         "last_error",
@@ -101,13 +103,16 @@ class ComponentState:
         "window",
     )
 
-    def __init__(self, name: str, type_: str | None, now: float) -> None:
+    def __init__(
+        self, name: str, type_: str | None, now: float, bounds: Sequence[float] = LATENCY_BOUNDS
+    ) -> None:
         self.name = name
         self.type = type_
-        self.window = RollingWindow(now)
+        self.window = RollingWindow(now, bounds=bounds)
         self.status: ComponentRunState = "registered"
         self.last_activity: float | None = None
         self.last_error: str | None = None
+        self.client_errors = 0  # 4xx answers: counted, never in the window's errors
         self.heartbeat: float | None = None  # monotonic time of the last heartbeat
         self.breaker: ReportedBreaker | None = None
         self.spans: RollingWindow | None = None  # span durations, once it ends one
@@ -133,6 +138,7 @@ class ComponentState:
             if self.spans is not None
             else None,
             heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
+            client_errors=self.client_errors,
         )
         return figures, w.total_histogram(), lsum
 

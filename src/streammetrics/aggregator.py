@@ -30,6 +30,7 @@ from .aggregates import (
     latency_figures,
 )
 from .breaker import BREAKER_CODES
+from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder
 from .model.events import Delta, Event, Rejection
 from .model.types import describe_exception
 from .snapshot import (
@@ -42,7 +43,7 @@ from .snapshot import (
     StreamStatus,
 )
 from .steps import Steps, finish, finish_async
-from .windows import LATENCY_BOUNDS, N_BUCKETS, RollingWindow, ViewSeconds
+from .windows import RollingWindow, ViewSeconds
 
 __all__ = ("Aggregator", "AggregatorStatistics")
 
@@ -75,7 +76,26 @@ class Aggregator:
         span_timeout_s: float = 300.0,
         observe: Collection[str] | None = None,
         view: ViewSeconds = 60,
+        ladder: Ladder | None = None,
+        histogram_buckets: Sequence[float] | None = None,
     ) -> None:
+        """``ladder``: the latency buckets it counts in, its bus's (probe deltas come
+        bucketed in it; ``DEFAULT_LADDER`` unless the buckets need another);
+        ``histogram_buckets``: the boundaries its figures' histograms are exported in
+        (each must be a bound of the ladder; prometheus-client's defaults when None)."""
+        if histogram_buckets is None:
+            histogram_buckets = DEFAULT_HISTOGRAM_BUCKETS
+        if ladder is None:
+            ladder = (
+                DEFAULT_LADDER
+                if DEFAULT_LADDER.covers(histogram_buckets)
+                else Ladder([histogram_buckets])
+            )
+        #: The latency buckets folded into (``buckets.Ladder``).
+        self.ladder = ladder
+        #: The boundaries of ``Figures.component_histograms`` (``+Inf`` after the last).
+        self.histogram_buckets: tuple[float, ...] = tuple(float(b) for b in histogram_buckets)
+        self._export = ladder.exporter(self.histogram_buckets)
         self.clock = clock
         self.wall = wall
         self.view: ViewSeconds = view
@@ -85,7 +105,7 @@ class Aggregator:
         self._observe = frozenset(observe) if observe is not None else None
         now = clock()
         self._started_mono = now
-        self._system = RollingWindow(now)
+        self._system = RollingWindow(now, bounds=ladder.bounds)
         self._components: dict[str, ComponentState] = {}
         self._streams: dict[str, StreamState] = {}
         self._spans = SpanTable(max_spans)
@@ -107,7 +127,9 @@ class Aggregator:
         """
         c = self._components.get(name)
         if c is None:
-            c = self._components[name] = ComponentState(name, type_, self.clock())
+            c = self._components[name] = ComponentState(
+                name, type_, self.clock(), self.ladder.bounds
+            )
         elif type_ is not None:
             c.type = type_
         if breaker and c.breaker is None:
@@ -147,7 +169,7 @@ class Aggregator:
         if c is None:
             if len(self._components) >= self.max_components:
                 return None
-            c = self._components[name] = ComponentState(name, None, now)
+            c = self._components[name] = ComponentState(name, None, now, self.ladder.bounds)
         return c
 
     def _stream(self, key: str, now: float) -> StreamState | None:
@@ -179,7 +201,8 @@ class Aggregator:
         sys_lsum = 0.0
         sys_msgs = 0
         skipped = 0
-        bisect, bounds = bisect_left, LATENCY_BOUNDS
+        bisect, bounds = bisect_left, self.ladder.bounds
+        nbuckets = self.ladder.nbuckets
         for i, ev in enumerate(events):
             name = ev.component
             if observe is not None and name not in observe:
@@ -233,7 +256,7 @@ class Aggregator:
                     elif a[4] is None:
                         a[4] = k  # one latency so far: no histogram yet
                     else:
-                        h = a[5] = [0] * N_BUCKETS
+                        h = a[5] = [0] * nbuckets
                         h[a[4]] += 1
                         h[k] += 1
             elif kind == "started":
@@ -287,7 +310,7 @@ class Aggregator:
                 elif first is not None:
                     w.add_bucket(now, first, lsum)
                     if sys_hist is None:
-                        sys_hist = [0] * N_BUCKETS
+                        sys_hist = [0] * nbuckets
                     sys_hist[first] += 1
             system.add(now, processed, errors, sys_msgs, nbytes)
             if sys_hist is not None:
@@ -325,6 +348,8 @@ class Aggregator:
                 system.add_histogram(now, d.latency_counts, d.latency_sum)
             if d.last_error is not None:
                 c.last_error = d.last_error
+            if d.client_errors:
+                c.client_errors += d.client_errors
 
     def _span_end(self, c: ComponentState, ev: Event, now: float) -> None:
         started = self._spans.end(ev)
@@ -337,7 +362,7 @@ class Aggregator:
             c.window.add(now, latency=latency)
             self._system.add(now, latency=latency)
             if c.spans is None:
-                c.spans = RollingWindow(now)
+                c.spans = RollingWindow(now, bounds=self.ladder.bounds)
             c.spans.add(now, latency=latency)
 
     # -- reading ---------------------------------------------------------------------------
@@ -411,10 +436,12 @@ class Aggregator:
         breakers: dict[str, BreakerStatus] = {}
         histograms: dict[str, list[int]] = {}
         sums: dict[str, float] = {}
+        export = self._export
         for i, (name, c) in enumerate(list(self._components.items())):
             if chunk and i and i % chunk == 0:
                 yield
-            details[name], histograms[name], sums[name] = c.read(now, view)
+            details[name], hist, sums[name] = c.read(now, view)
+            histograms[name] = export(hist)
             if c.breaker is not None:
                 breakers[name] = c.breaker.status(now)
         sv = self._system.view(now, view)
@@ -441,7 +468,8 @@ class Aggregator:
             traces=self._spans.figures(),
             rejected=dict(self._rejected),
             errors=list(errors),
-            total_histogram=self._system.total_histogram(),
+            total_histogram=export(self._system.total_histogram()),
             component_histograms=histograms,
             latency_sums=sums,
+            histogram_buckets=self.histogram_buckets,
         )

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import msgspec
 
+from .buckets import DEFAULT_LADDER, Ladder
 from .model.events import Delta, Event, Rejection
 from .probe import Probe
 
@@ -38,7 +39,12 @@ class BusStatistics(msgspec.Struct, frozen=True):
 class EventBus:
     """Fan-out from probes and producers to every subscribed sink."""
 
-    def __init__(self) -> None:
+    def __init__(self, ladder: Ladder | None = None) -> None:
+        """``ladder``: the latency buckets its probes count in, which every aggregator
+        subscribed here must share (default: the √2 ladder with prometheus-client's
+        default buckets)."""
+        #: The latency buckets of this bus's probes and of the aggregators it feeds.
+        self.ladder = ladder if ladder is not None else DEFAULT_LADDER
         self._sinks: list[Sink] = []
         self._probes: dict[str, Probe] = {}
         self._flushes = 0
@@ -46,6 +52,14 @@ class EventBus:
         self._deltas = 0
 
     def subscribe(self, sink: Sink) -> None:
+        """Fold into ``sink`` from now on. A sink with a ``ladder`` (an ``Aggregator``)
+        must count in this bus's: its probes' deltas come bucketed in it."""
+        ladder = getattr(sink, "ladder", None)
+        if isinstance(ladder, Ladder) and ladder != self.ladder:
+            raise ValueError(
+                f"the sink counts latencies in {ladder!r} and this bus in {self.ladder!r}: "
+                "make the aggregator with ladder=bus.ladder"
+            )
         self._sinks.append(sink)
         self._set_timing(True)
 
@@ -64,7 +78,9 @@ class EventBus:
         """The probe of ``component`` (one per name, made on first ask)."""
         p = self._probes.get(component)
         if p is None:
-            p = self._probes[component] = Probe(component, timing=bool(self._sinks))
+            p = self._probes[component] = Probe(
+                component, timing=bool(self._sinks), bounds=self.ladder.bounds
+            )
         return p
 
     def publish(self, events: Sequence[Event]) -> list[Rejection]:

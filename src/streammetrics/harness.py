@@ -21,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from .blueprint import Blueprint, ComponentDef
 from .breaker import CircuitBreaker
+from .buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder
 from .bus import EventBus
 from .components.base import FLUSH_INTERVAL_S, Component, Context, Input, Output, Peer
 from .model.types import describe_exception
@@ -95,7 +96,9 @@ class Harness:
         """``flush_interval``: how often the probes' counts go to the bus (how stale a
         count may be); the tests shorten it to see counts sooner."""
         self.blueprint = blueprint
-        self.bus = EventBus()
+        # Probes bucket latencies once, for every endpoint: in a ladder that holds the
+        # exported boundaries of each, so that each endpoint's buckets are exact.
+        self.bus = EventBus(Ladder(histogram_buckets(blueprint)))
         self.flush_interval = flush_interval
         self.state = "created"
         self.listening: list[Listening] = []
@@ -289,3 +292,15 @@ class Harness:
             failed=list(self.failed),
             bindings={k: o.buffer() for k, o in self.outputs.items()},
         )
+
+
+def histogram_buckets(blueprint: Blueprint) -> list[tuple[float, ...]]:
+    """The exported histogram boundaries of each metrics endpoint of ``blueprint``
+    (the default ones when it has none, as an aggregator made without any exports)."""
+    from .components.metrics import MetricsEndpointConfig
+
+    return [
+        c.config.histogram_buckets
+        for c in blueprint.components
+        if isinstance(c.config, MetricsEndpointConfig)
+    ] or [DEFAULT_HISTOGRAM_BUCKETS]

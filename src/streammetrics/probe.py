@@ -2,7 +2,7 @@
 counts over as one ``Delta``.
 
 A probe never blocks and never allocates per item: ``processed()`` is an int add and,
-with a latency, one ``bisect`` into a fixed bucket list. Whoever listens (the event
+with a latency, one ``bisect`` into the bus's bucket ladder. Whoever listens (the event
 bus) calls ``flush()`` on its own tick, so the cost of aggregation is per flush, not per
 item. While nothing listens (``timing`` is off: the bus has no sink) ``time()`` and
 ``timed`` read no clock and keep no histogram, only the counts, so instrumented code
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import wraps
 from inspect import iscoroutinefunction
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
+from .buckets import DEFAULT_LADDER
 from .model.events import Delta
-from .windows import LATENCY_BOUNDS, N_BUCKETS
 
 __all__ = ("Outcomes", "Probe")
 
@@ -44,11 +44,14 @@ class Probe:
 
     __slots__ = (
         "_b",
+        "_bounds",
+        "_c",
         "_counter",
         "_e",
         "_h",
         "_last_error",
         "_ls",
+        "_nb",
         "_p",
         "_streams",
         "breaker",
@@ -56,8 +59,18 @@ class Probe:
         "timing",
     )
 
-    def __init__(self, component: str, *, timing: bool = True) -> None:
+    def __init__(
+        self,
+        component: str,
+        *,
+        timing: bool = True,
+        bounds: Sequence[float] = DEFAULT_LADDER.bounds,
+    ) -> None:
+        """``bounds``: the latency buckets' upper bounds (the bus's ``Ladder``), which the
+        aggregators this probe's deltas reach count in."""
         self.component = component
+        self._bounds = bounds
+        self._nb = len(bounds) + 1
         #: Measure latencies in ``time()`` / ``timed``; the bus turns it off while no
         #: sink listens (counts are kept either way).
         self.timing = timing
@@ -65,6 +78,7 @@ class Probe:
         self._p = 0
         self._e = 0
         self._b = 0
+        self._c = 0
         self._ls = 0.0
         self._h: list[int] | None = None
         self._last_error: str | None = None
@@ -84,8 +98,8 @@ class Probe:
             # own path one more call costs about a tenth of processed(latency=).
             h = self._h
             if h is None:
-                h = self._h = [0] * N_BUCKETS
-            h[bisect_left(LATENCY_BOUNDS, latency)] += 1
+                h = self._h = [0] * self._nb
+            h[bisect_left(self._bounds, latency)] += 1
             self._ls += latency
 
     def error(self, n: int = 1, detail: str | None = None, latency: float | None = None) -> None:
@@ -98,9 +112,15 @@ class Probe:
         if latency is not None:
             h = self._h
             if h is None:
-                h = self._h = [0] * N_BUCKETS
-            h[bisect_left(LATENCY_BOUNDS, latency)] += 1
+                h = self._h = [0] * self._nb
+            h[bisect_left(self._bounds, latency)] += 1
             self._ls += latency
+
+    def client_error(self, n: int = 1) -> None:
+        """Count ``n`` requests refused as their client's fault (a malformed body, a
+        4xx answer): kept apart from ``error()``, so they neither lower the component's
+        health nor trip its breaker, as a server-side failure does."""
+        self._c += n
 
     def message(self, stream: str, n: int = 1, nbytes: int = 0) -> None:
         """Count ``n`` messages sent on ``stream`` (a binding)."""
@@ -155,7 +175,7 @@ class Probe:
     def flush(self) -> list[Delta]:
         """Hand over what was counted since the last flush, and start again from zero."""
         out: list[Delta] = []
-        if self._p or self._e or self._h is not None or self._b:
+        if self._p or self._e or self._h is not None or self._b or self._c:
             out.append(
                 Delta(
                     self.component,
@@ -165,9 +185,10 @@ class Probe:
                     latency_counts=self._h,
                     latency_sum=self._ls,
                     last_error=self._last_error,
+                    client_errors=self._c,
                 )
             )
-            self._p = self._e = self._b = 0
+            self._p = self._e = self._b = self._c = 0
             self._ls = 0.0
             self._h = None
             self._last_error = None

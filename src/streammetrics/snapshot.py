@@ -76,6 +76,7 @@ class ComponentFigures(msgspec.Struct, frozen=True, gc=False):
     windows: dict[str, WindowStats]
     span_latency: Latency | None = None
     heartbeat_age_s: float | None = None
+    client_errors: int = 0
 
 
 class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
@@ -99,6 +100,9 @@ class ComponentStatus(msgspec.Struct, frozen=True, gc=False):
     when it never ended one. ``latency`` includes them too, mixed with item latencies."""
     heartbeat_age_s: float | None = None
     """Seconds since its last heartbeat; null if it never sent one."""
+    client_errors: int = 0
+    """Requests it refused as their client's fault (4xx answers): counted apart from
+    ``errors_encountered``, and never in its error rate or health."""
 
 
 class BreakerStatus(msgspec.Struct, frozen=True, gc=False):
@@ -126,6 +130,9 @@ class StreamStatus(msgspec.Struct, frozen=True, gc=False):
     """While items wait in the buffer: seconds since the consumer was last seen taking
     one (near 0 for a busy consumer, growing for one that takes nothing); null when the
     buffer is empty or its level is unknown."""
+    source_up: bool | None = None
+    """For a stream an event source beyond the process feeds (``redis:<stream>``):
+    whether that source can read it; null for in-process bindings."""
 
 
 class Streaming(msgspec.Struct, frozen=True, gc=False):
@@ -224,6 +231,8 @@ class Figures(msgspec.Struct, frozen=True, gc=False):
     total_histogram: list[int]
     component_histograms: dict[str, list[int]]
     latency_sums: dict[str, float]
+    histogram_buckets: tuple[float, ...] = ()
+    """The upper bounds of the histograms' buckets (``+Inf`` after the last)."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
@@ -247,11 +256,16 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     errors: list[str]
     """Collectors that failed while this snapshot was built; the rest is still here."""
     total_histogram: list[int]
-    """System-wide lifetime latency bucket counts (over ``windows.LATENCY_BOUNDS``)."""
+    """System-wide lifetime latency bucket counts, in the exported buckets
+    (``histogram_buckets``, then ``+Inf``; not cumulative)."""
     component_histograms: dict[str, list[int]]
-    """Per-component lifetime latency bucket counts, for Prometheus histograms."""
+    """Per-component lifetime latency bucket counts in the exported buckets
+    (``histogram_buckets``, then ``+Inf``; not cumulative), for Prometheus histograms."""
     latency_sums: dict[str, float]
     """Per-component lifetime latency sums, for Prometheus histograms."""
+    histogram_buckets: tuple[float, ...] = ()
+    """The upper bounds of ``total_histogram``'s and ``component_histograms``' buckets
+    (the endpoint's ``histogram_buckets``; ``+Inf`` after the last)."""
     pending_alerts: list[Alert] = []
     """Alerts whose condition holds but whose ``for`` has not yet elapsed."""
     resolved_alerts: list[Alert] = []

@@ -19,13 +19,16 @@ in progress, never in one that a reader may already have seen.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate
-from operator import add
+from operator import add, sub
 from typing import Final, Literal
 
 import msgspec
+
+from .buckets import LATENCY_BOUNDS
 
 __all__ = (
     "LATENCY_BOUNDS",
@@ -41,9 +44,8 @@ __all__ = (
 ViewSeconds = Literal[10, 60, 300]
 VIEWS: Final[tuple[ViewSeconds, ...]] = (10, 60, 300)
 
-#: Upper bounds (``le``) of the latency buckets in seconds: 100 µs to ~105 s, factor √2.
-LATENCY_BOUNDS: Final[tuple[float, ...]] = tuple(round(1e-4 * 2 ** (i / 2), 9) for i in range(41))
-#: Buckets per histogram: one per bound plus the ``+Inf`` bucket.
+#: Buckets per histogram over ``LATENCY_BOUNDS`` (the √2 ladder, ``buckets``): one per
+#: bound plus the ``+Inf`` bucket. An aggregator's ladder may have more (``Ladder``).
 N_BUCKETS: Final[int] = len(LATENCY_BOUNDS) + 1
 
 _FINE: Final = 60  # one-second slots
@@ -56,13 +58,16 @@ _Vec = list[float]
 _Hist = list[int]
 
 
-def bucket_index(latency: float) -> int:
-    """The index of the bucket a latency falls in (``latency <= LATENCY_BOUNDS[i]``)."""
-    return bisect_left(LATENCY_BOUNDS, latency)
+def bucket_index(latency: float, bounds: Sequence[float] = LATENCY_BOUNDS) -> int:
+    """The index of the bucket a latency falls in (``latency <= bounds[i]``)."""
+    return bisect_left(bounds, latency)
 
 
-def quantile(counts: Sequence[int], q: float) -> float | None:
-    """The q-quantile of a bucket histogram, interpolated like PromQL's ``histogram_quantile``.
+def quantile(
+    counts: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_BOUNDS
+) -> float | None:
+    """The q-quantile of a bucket histogram over ``bounds`` (one count per bound, then
+    ``+Inf``), interpolated like PromQL's ``histogram_quantile``.
 
     ``None`` for an empty histogram; the largest finite bound when the rank falls in ``+Inf``.
     """
@@ -73,16 +78,18 @@ def quantile(counts: Sequence[int], q: float) -> float | None:
     cumulative = 0
     for i, c in enumerate(counts):
         if c and cumulative + c >= rank:
-            if i >= len(LATENCY_BOUNDS):
-                return LATENCY_BOUNDS[-1]
-            lower = LATENCY_BOUNDS[i - 1] if i else 0.0
-            upper = LATENCY_BOUNDS[i]
+            if i >= len(bounds):
+                return bounds[-1]
+            lower = bounds[i - 1] if i else 0.0
+            upper = bounds[i]
             return lower + (upper - lower) * ((rank - cumulative) / c)
         cumulative += c
-    return LATENCY_BOUNDS[-1]
+    return bounds[-1]
 
 
-def _quantiles3(hists: Sequence[_Hist | None]) -> tuple[float | None, float | None, float | None]:
+def _quantiles3(
+    hists: Sequence[Sequence[int] | None], bounds: Sequence[float] = LATENCY_BOUNDS
+) -> tuple[float | None, float | None, float | None]:
     """``quantile`` at 0.5, 0.95 and 0.99 of the sum of ``hists`` (None ones left out).
 
     A snapshot reads three quantiles per view for every component, so this is the
@@ -102,19 +109,23 @@ def _quantiles3(hists: Sequence[_Hist | None]) -> tuple[float | None, float | No
     total = cum[-1]
     if not total:
         return None, None, None
-    return _at_rank(cum, 0.5 * total), _at_rank(cum, 0.95 * total), _at_rank(cum, 0.99 * total)
+    return (
+        _at_rank(cum, 0.5 * total, bounds),
+        _at_rank(cum, 0.95 * total, bounds),
+        _at_rank(cum, 0.99 * total, bounds),
+    )
 
 
-def _at_rank(cum: list[int], rank: float) -> float:
+def _at_rank(cum: list[int], rank: float, bounds: Sequence[float]) -> float:
     """The interpolated value at ``rank`` of a cumulative bucket histogram."""
     i = bisect_left(cum, rank)  # the first bucket whose running count reaches the rank
-    if i >= len(LATENCY_BOUNDS):
-        return LATENCY_BOUNDS[-1]
+    if i >= len(bounds):
+        return bounds[-1]
     if i:
-        lower, before = LATENCY_BOUNDS[i - 1], cum[i - 1]
+        lower, before = bounds[i - 1], cum[i - 1]
     else:
         lower, before = 0.0, 0
-    return lower + (LATENCY_BOUNDS[i] - lower) * ((rank - before) / (cum[i] - before))
+    return lower + (bounds[i] - lower) * ((rank - before) / (cum[i] - before))
 
 
 class WindowStats(msgspec.Struct, frozen=True, gc=False):
@@ -145,35 +156,54 @@ def _vec() -> _Vec:
     return [0, 0, 0, 0, 0, 0.0]
 
 
-def _add(into: _Vec, v: _Vec) -> None:
+def _add(into: _Vec, v: Sequence[float]) -> None:
     for i in range(6):
         into[i] += v[i]
 
 
-def _sub(into: _Vec, v: _Vec) -> None:
+def _sub(into: _Vec, v: Sequence[float]) -> None:
     for i in range(6):
         into[i] -= v[i]
 
 
-def _hadd(into: _Hist | None, h: _Hist) -> _Hist:
+def _zeros(n: int) -> array[int]:
+    """``n`` zero counts in the narrowest type: a ring widens when a count needs it."""
+    return array("B", bytes(n))
+
+
+def _put(ring: array[int], at: int, values: Sequence[int]) -> array[int]:
+    """``ring`` with ``values`` written from ``at``, widened (``B`` → ``H`` → ``I`` →
+    ``Q``) when one of them does not fit its type; the caller keeps what it returns.
+
+    Why narrow types: a window holds ninety slots of a histogram each, and most
+    components count fewer than 256 items per bucket and second, so a byte per count
+    keeps a component with traffic in every slot at a few kilobytes, while a busy one
+    widens its own rings only."""
+    while True:
+        try:
+            ring[at : at + len(values)] = array(ring.typecode, values)
+            return ring
+        except OverflowError:
+            ring = array(_WIDER[ring.typecode], ring)
+
+
+_WIDER: Final = {"B": "H", "H": "I", "I": "Q"}
+# A slot's flag in its ring: nothing in it, counts only, counts and a histogram.
+_EMPTY, _COUNTS, _TIMED = 0, 1, 2
+_NCOUNTS: Final = 5  # the integer counters of a slot: processed … latency count
+
+
+def _sum_add(into: array[int] | None, h: Sequence[int]) -> array[int]:
+    """``into + h`` (a running histogram sum, None while nothing was timed)."""
     if into is None:
-        return list(h)
-    for i, c in enumerate(h):
-        if c:
-            into[i] += c
-    return into
+        return array("q", h)
+    return array("q", map(add, into, h))
 
 
-def _hsub(into: _Hist | None, h: _Hist) -> _Hist | None:
+def _sum_sub(into: array[int] | None, h: Sequence[int]) -> array[int] | None:
     if into is None:  # pragma: no cover - a subtracted slot was always added first
         return None
-    for i, c in enumerate(h):
-        if c:
-            into[i] -= c
-    return into
-
-
-_Slot = tuple[_Vec, "_Hist | None"]
+    return array("q", map(sub, into, h))
 
 
 class RollingWindow:
@@ -181,15 +211,32 @@ class RollingWindow:
 
     The clock is the caller's: every method takes ``now`` (``time.monotonic()`` seconds),
     so tests drive it by hand and one clock read serves many windows.
+
+    ``bounds`` are the latency buckets' upper bounds (``LATENCY_BOUNDS`` unless the
+    aggregator's ladder has more); every histogram folded in has one count per bound and
+    one for ``+Inf``.
+
+    Completed slots live in flat arrays, one per ring and kind (integer counters,
+    latency sums, histograms), with a flag per slot; only the slot in progress and the
+    views' running sums are Python objects. That keeps a window with traffic in every
+    slot near 10 KB where a list per slot cost 57 KB.
     """
 
     __slots__ = (
+        "_bounds",
         "_cc",
         "_cch",
-        "_coarse",
+        "_ch",
+        "_cn",
+        "_co",
+        "_cs",
         "_cur",
         "_curh",
-        "_fine",
+        "_fh",
+        "_fn",
+        "_fo",
+        "_fs",
+        "_nb",
         "_res",
         "_start",
         "_tick",
@@ -203,23 +250,39 @@ class RollingWindow:
         "_v300h",
     )
 
-    def __init__(self, now: float, resolution: float = 1.0) -> None:
+    def __init__(
+        self, now: float, resolution: float = 1.0, bounds: Sequence[float] = LATENCY_BOUNDS
+    ) -> None:
         if resolution <= 0:
             raise ValueError(f"resolution must be > 0, got {resolution!r}")
         self._res = resolution
+        self._bounds = bounds
+        self._nb = nb = len(bounds) + 1
         self._start = now
         self._tick = int(now // resolution)
-        self._fine: list[_Slot | None] = [None] * _FINE
-        self._coarse: list[_Slot | None] = [None] * _COARSE
+        # Fine (one-second) and coarse (ten-second) rings: flags, counters, sums, histograms.
+        self._fo = bytearray(_FINE)
+        self._fn = _zeros(_FINE * _NCOUNTS)
+        self._fs = array("d", bytes(8 * _FINE))
+        self._fh = _zeros(_FINE * nb)
+        self._co = bytearray(_COARSE)
+        self._cn = _zeros(_COARSE * _NCOUNTS)
+        self._cs = array("d", bytes(8 * _COARSE))
+        self._ch = _zeros(_COARSE * nb)
         self._cur: _Vec = _vec()
         self._curh: _Hist | None = None
         self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
         self._cc, self._tot = _vec(), _vec()  # coarse slot in progress; lifetime totals
-        self._v10h: _Hist | None = None
-        self._v60h: _Hist | None = None
-        self._v300h: _Hist | None = None
-        self._cch: _Hist | None = None
-        self._toth: _Hist | None = None
+        self._v10h: array[int] | None = None
+        self._v60h: array[int] | None = None
+        self._v300h: array[int] | None = None
+        self._cch: array[int] | None = None
+        self._toth: array[int] | None = None
+
+    @property
+    def bounds(self) -> Sequence[float]:
+        """The latency buckets' upper bounds (``+Inf`` after the last)."""
+        return self._bounds
 
     # -- folding -------------------------------------------------------------------------
 
@@ -244,22 +307,23 @@ class RollingWindow:
         if latency is not None:
             h = self._curh
             if h is None:
-                h = self._curh = [0] * N_BUCKETS
-            h[bisect_left(LATENCY_BOUNDS, latency)] += 1
+                h = self._curh = [0] * self._nb
+            h[bisect_left(self._bounds, latency)] += 1
             cur[_LC] += 1
             cur[_LS] += latency
 
     def add_histogram(self, now: float, counts: Sequence[int], latency_sum: float) -> None:
-        """Fold a pre-bucketed latency histogram (a probe's delta); ``counts`` has N_BUCKETS."""
-        if len(counts) != N_BUCKETS:
-            raise ValueError(f"expected {N_BUCKETS} bucket counts, got {len(counts)}")
+        """Fold a pre-bucketed latency histogram (a probe's delta): one count per bound
+        and one for ``+Inf``."""
+        if len(counts) != self._nb:
+            raise ValueError(f"expected {self._nb} bucket counts, got {len(counts)}")
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
         n = 0
         h = self._curh
         if h is None:
-            h = self._curh = [0] * N_BUCKETS
+            h = self._curh = [0] * self._nb
         for i, c in enumerate(counts):
             if c:
                 h[i] += c
@@ -274,7 +338,7 @@ class RollingWindow:
             self._advance(tick)
         h = self._curh
         if h is None:
-            h = self._curh = [0] * N_BUCKETS
+            h = self._curh = [0] * self._nb
         h[index] += 1
         self._cur[_LC] += 1
         self._cur[_LS] += latency_sum
@@ -291,62 +355,85 @@ class RollingWindow:
 
     def _reset(self, tick: int) -> None:
         self._tick = tick
-        self._fine = [None] * _FINE
-        self._coarse = [None] * _COARSE
+        self._fo = bytearray(_FINE)
+        self._co = bytearray(_COARSE)
         self._v10, self._v60, self._v300, self._cc = _vec(), _vec(), _vec(), _vec()
         self._v10h = self._v60h = self._v300h = self._cch = None
+
+    def _slot(
+        self, ring: array[int], sums: array[float], hists: array[int], i: int
+    ) -> tuple[_Vec, array[int]]:
+        """Slot ``i`` of a ring as a vector like ``_cur``, and its histogram."""
+        at = i * _NCOUNTS
+        p, e, m, b, lc = ring[at : at + _NCOUNTS]
+        nb = self._nb
+        return [p, e, m, b, lc, sums[i]], hists[i * nb : (i + 1) * nb]
 
     def _rotate(self) -> None:
         """Complete the slot in progress and open the next one."""
         t = self._tick
         t1 = t + 1
+        nb = self._nb
         cur, curh = self._cur, self._curh
-        slot: _Slot | None = None
+        fo = self._fo
+        i = t % _FINE
         if curh is not None or any(cur):
-            slot = (cur, curh)
             _add(self._v10, cur)
             _add(self._v60, cur)
             _add(self._cc, cur)
             _add(self._tot, cur)
+            self._fn = _put(self._fn, i * _NCOUNTS, [int(x) for x in cur[:_NCOUNTS]])
+            self._fs[i] = cur[_LS]
+            fo[i] = _COUNTS
             if curh is not None:
-                self._v10h = _hadd(self._v10h, curh)
-                self._v60h = _hadd(self._v60h, curh)
-                self._cch = _hadd(self._cch, curh)
-                self._toth = _hadd(self._toth, curh)
+                self._v10h = _sum_add(self._v10h, curh)
+                self._v60h = _sum_add(self._v60h, curh)
+                self._cch = _sum_add(self._cch, curh)
+                self._toth = _sum_add(self._toth, curh)
+                self._fh = _put(self._fh, i * nb, curh)
+                fo[i] = _TIMED
             self._cur = _vec()
             self._curh = None
-        fine = self._fine
-        old = fine[(t1 - 10) % _FINE]
-        if old is not None:  # leaves the 10 s view
-            _sub(self._v10, old[0])
-            if old[1] is not None:
-                self._v10h = _hsub(self._v10h, old[1])
-        old = fine[t1 % _FINE]
-        if old is not None:  # leaves the 60 s view, and the ring
-            _sub(self._v60, old[0])
-            if old[1] is not None:
-                self._v60h = _hsub(self._v60h, old[1])
-            fine[t1 % _FINE] = None
-        fine[t % _FINE] = slot
+        else:
+            fo[i] = _EMPTY
+        j = (t1 - 10) % _FINE
+        if fo[j]:  # leaves the 10 s view
+            vec, h = self._slot(self._fn, self._fs, self._fh, j)
+            _sub(self._v10, vec)
+            if fo[j] == _TIMED:
+                self._v10h = _sum_sub(self._v10h, h)
+        j = t1 % _FINE
+        if fo[j]:  # leaves the 60 s view, and the ring
+            vec, h = self._slot(self._fn, self._fs, self._fh, j)
+            _sub(self._v60, vec)
+            if fo[j] == _TIMED:
+                self._v60h = _sum_sub(self._v60h, h)
+            fo[j] = _EMPTY
         if t1 % _PER_COARSE == 0:
             self._close_coarse(t1 // _PER_COARSE)
         self._tick = t1
 
     def _close_coarse(self, period: int) -> None:
         """Enter ten-second ``period``: the one before completes, the one 30 back leaves."""
-        coarse = self._coarse
-        old = coarse[period % _COARSE]
-        if old is not None:
-            _sub(self._v300, old[0])
-            if old[1] is not None:
-                self._v300h = _hsub(self._v300h, old[1])
-            coarse[period % _COARSE] = None
-        if self._cch is not None or any(self._cc):
-            done = (self._cc, self._cch)
-            _add(self._v300, done[0])
-            if done[1] is not None:
-                self._v300h = _hadd(self._v300h, done[1])
-            coarse[(period - 1) % _COARSE] = done
+        co = self._co
+        j = period % _COARSE
+        if co[j]:
+            vec, h = self._slot(self._cn, self._cs, self._ch, j)
+            _sub(self._v300, vec)
+            if co[j] == _TIMED:
+                self._v300h = _sum_sub(self._v300h, h)
+            co[j] = _EMPTY
+        cc, cch = self._cc, self._cch
+        if cch is not None or any(cc):
+            i = (period - 1) % _COARSE
+            _add(self._v300, cc)
+            self._cn = _put(self._cn, i * _NCOUNTS, [int(x) for x in cc[:_NCOUNTS]])
+            self._cs[i] = cc[_LS]
+            co[i] = _COUNTS
+            if cch is not None:
+                self._v300h = _sum_add(self._v300h, cch)
+                self._ch = _put(self._ch, i * self._nb, cch)
+                co[i] = _TIMED
             self._cc, self._cch = _vec(), None
 
     # -- reading ---------------------------------------------------------------------------
@@ -356,7 +443,7 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        hists: tuple[_Hist | None, ...]
+        hists: tuple[Sequence[int] | None, ...]
         if seconds == 10:
             vec = list(map(add, self._cur, self._v10))
             hists = (self._curh, self._v10h)
@@ -375,7 +462,7 @@ class RollingWindow:
         span = max(now - start, self._res)
         processed, errors = int(vec[_P]), int(vec[_E])
         done = processed + errors
-        p50, p95, p99 = _quantiles3(hists)
+        p50, p95, p99 = _quantiles3(hists, self._bounds)
         return WindowStats(
             window_seconds=seconds,
             span_seconds=span,
@@ -410,7 +497,7 @@ class RollingWindow:
         """Lifetime latency bucket counts (not cumulative), for Prometheus histograms."""
         tot, cur = self._toth, self._curh
         if tot is None:
-            return list(cur) if cur is not None else [0] * N_BUCKETS
+            return list(cur) if cur is not None else [0] * self._nb
         if cur is None:
             return list(tot)
-        return [a + b for a, b in zip(tot, cur, strict=True)]
+        return list(map(add, tot, cur))

@@ -1,5 +1,6 @@
 """The APIEndpoint, run for real: items in over HTTP on a loopback port reach a Store, 503 while
-downstream is stuck, and a busy port stops the start."""
+downstream is stuck, a busy port stops the start, and what a client got wrong (a 4xx)
+counts apart from the endpoint's own failures."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from streammetrics.components.api import APIEndpoint
 from streammetrics.components.store import Store
 from streammetrics.errors import PortInUseError
 from streammetrics.harness import Harness
-from tests.support.harness import rows, running, snapshot
-from tests.support.waiting import until
+from tests.support.harness import rows, running, serving, snapshot
+from tests.support.waiting import poll, until
 
 pytestmark = pytest.mark.anyio
 
@@ -62,8 +63,9 @@ system:
     assert rows(db) == [{"route": "orders", "n": 1}, [1, 2], {"n": 2}, "three", 4, None]
     app = snap.detailed_components["app_server"]
     assert app.items_processed == 6
-    assert app.errors_encountered == 3
-    assert app.last_error is not None and "413" in app.last_error
+    # the three refusals were the client's fault (400, 400, 413): client errors, not its own
+    assert (app.errors_encountered, app.client_errors) == (0, 3)
+    assert app.last_error is None
     assert snap.streaming.streams["app_server->data_store:input"].total_messages == 6
 
 
@@ -99,3 +101,62 @@ async def test_api_endpoint_on_a_busy_port_stops_the_start() -> None:
             async with anyio.create_task_group() as tg:
                 await tg.start(second.run)
         assert info.group_contains(PortInUseError)
+
+
+def _served_with_metrics(api_config: str, downstream: str) -> str:
+    return f"""
+system:
+  name: api
+  components:
+    - {{name: api, type: APIEndpoint, config: {api_config}}}
+    - {{name: down, {downstream}}}
+    - {{name: metrics, type: MetricsEndpoint, config: {{port: 0, tick_s: 0.05}}}}
+  bindings:
+    - {{from_component: api, to_component: down, buffer: 1}}
+"""
+
+
+async def test_client_errors_are_counted_apart_and_do_not_lower_health(tmp_path: Path) -> None:
+    bp = _served_with_metrics(
+        "{port: 0, max_body_bytes: 100}", f'type: Store, config: {{path: "{tmp_path / "s.db"}"}}'
+    )
+    async with serving(bp) as (harness, api, metrics):
+        assert (await api.post("/items", json={"n": 1})).status_code == 202
+        assert (await api.post("/items", content=b'{"n": ')).status_code == 400
+        assert (await api.post("/items/batch", json={"not": "a list"})).status_code == 400
+        assert (await api.post("/items", content=b"1" * 200)).status_code == 413
+        assert (await api.get("/no-such-route")).status_code == 404
+        body = await poll(
+            metrics,
+            "/metrics/json",
+            lambda b: b["detailed_components"]["api"]["client_errors"] == 4,
+        )
+        st = body["detailed_components"]["api"]
+        assert (st["items_processed"], st["errors_encountered"]) == (1, 0)
+        assert st["error_rate"] == 0.0 and st["health"] == 1.0 and st["is_healthy"]
+        assert st["last_error"] is None
+        component = harness.components["api"]
+        assert isinstance(component, APIEndpoint)
+        assert component.statistics().client_errors == 4
+        text = (await metrics.get("/metrics")).text
+        assert 'component_client_errors_total{component="api"} 4.0' in text
+        assert 'component_errors_total{component="api"} 0.0' in text
+
+
+async def test_server_errors_still_count_as_errors_and_lower_health() -> None:
+    bp = _served_with_metrics(
+        "{port: 0, send_timeout_s: 0.1}", "type: StreamProcessor, config: {work_ms: 10000}"
+    )
+    async with serving(bp) as (_harness, api, metrics):
+        r = await api.post("/items/batch", json=[1, 2, 3, 4])
+        assert r.status_code == 503  # downstream took 2, then stalled: 2 items failed
+        body = await poll(
+            metrics,
+            "/metrics/json",
+            lambda b: b["detailed_components"]["api"]["errors_encountered"] == 2,
+        )
+        st = body["detailed_components"]["api"]
+        assert st["client_errors"] == 0
+        assert st["error_rate"] == 0.5
+        assert st["health"] < 1.0 and not st["is_healthy"]
+        assert "503 downstream busy" in st["last_error"]

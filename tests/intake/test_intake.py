@@ -34,6 +34,47 @@ def test_intake_counts_duplicates_malformed_and_cardinality_with_body_indices() 
     assert "c" not in snap.detailed_components
 
 
+def test_refused_lifecycle_events_keep_every_other_index_right() -> None:
+    agg = Aggregator(max_components=2)
+    intake = Intake(agg, DedupWindow())
+    body = (
+        b'[{"component": "ghost", "kind": "stopped", "id": "s"},'
+        b' {"component": "a", "kind": "processed", "count": -1},'
+        b' {"component": "a", "kind": "processed", "id": "x"},'
+        b' {"component": "a", "kind": "started"},'
+        b' {"component": "a", "kind": "processed", "id": "x"},'
+        b' {"component": "b", "kind": "processed"},'
+        b' {"component": "c", "kind": "processed"}]'
+    )
+    r = intake.fold_body(body, "json", lifecycle="refuse", setting="ingest.lifecycle")
+    assert (r.accepted, r.rejected, r.duplicates, r.malformed) == (2, 4, 1, 1)
+    assert [(x.index, x.path) for x in r.rejections] == [
+        (0, "events[0].kind"),
+        (1, "events[1].count"),
+        (3, "events[3].kind"),
+        (6, "events[6].component"),  # past the bad, the refused and the duplicate
+    ]
+    assert "'stopped' events" in r.rejections[0].reason
+    assert "ingest.lifecycle: refuse" in r.rejections[0].reason
+    assert agg.statistics().rejected == {
+        "malformed": 1,
+        "lifecycle": 2,
+        "duplicate": 1,
+        "cardinality": 1,
+    }
+    assert set(agg.figures().detailed_components) == {"a", "b"}
+    st = intake.statistics()
+    assert (st.lifecycle, st.rejected, st.accepted) == (2, 4, 2)
+    # a refused event's id is not remembered: sent again, it is refused again, not a dup
+    again = intake.fold_body(
+        b'{"component": "ghost", "kind": "stopped", "id": "s"}', "json", lifecycle="refuse"
+    )
+    assert (again.rejected, again.duplicates, again.malformed) == (1, 0, 0)
+    # accepted, the same event folds
+    ok = intake.fold_body(b'{"component": "a", "kind": "stopped", "id": "s"}', "json")
+    assert ok.accepted == 1 and agg.figures().detailed_components["a"].status == "stopped"
+
+
 def test_intake_raises_for_an_unreadable_body_and_counts_it() -> None:
     agg = Aggregator()
     intake = Intake(agg)

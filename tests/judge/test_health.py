@@ -14,17 +14,19 @@ from streammetrics.blueprint import parse_blueprint
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError
 from streammetrics.http.app import create_app
+from streammetrics.judge.alerts.engine import AlertEngine
 from streammetrics.judge.health import (
     PENALTIES,
     HealthConfig,
     HealthJudge,
+    SourceHealth,
     component_health,
     status_for,
     stream_stall,
     system_health,
 )
 from streammetrics.model.events import Event
-from streammetrics.snapshot import Deduction, ProcessStats
+from streammetrics.snapshot import Deduction, ProcessStats, Snapshot
 from streammetrics.views.tick_cache import TickCache
 from tests.support.harness import serving
 from tests.support.http_app import FakeClock, FixedSampler, running
@@ -448,3 +450,57 @@ def test_health_config_is_checked() -> None:
         msgspec.convert({"error_budjet": 0.1}, HealthConfig)
     with pytest.raises(msgspec.ValidationError, match="memory_limit_mb"):
         msgspec.convert({"memory_limit_mb": 0}, HealthConfig)
+
+
+class _Source:
+    """An ``EventSource`` whose state the test sets."""
+
+    def __init__(self) -> None:
+        self.state = SourceHealth("redis:events", True)
+
+    def source_health(self) -> SourceHealth:
+        return self.state
+
+
+def test_an_event_source_that_cannot_read_degrades_and_fires_until_it_reads_again() -> None:
+    clock = FakeClock()
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall)
+    agg.register_component("metrics")
+    agg.register_stream("redis:events", to_component="metrics", stream_name="events")
+    source = _Source()
+    judge = HealthJudge(HealthConfig(), alerts=AlertEngine(), sources=[source])
+
+    def snap() -> Snapshot:
+        clock.advance(1)
+        return judge.judge(agg.figures())
+
+    ok = snap()
+    assert (ok.system_status, ok.reasons) == ("healthy", [])
+    assert ok.streaming.streams["redis:events"].source_up is True
+    source.state = SourceHealth("redis:events", False, "connection lost: refused")
+    down = snap()
+    assert down.system_status == "degraded"
+    assert down.health_score == 1.0  # the score is the components'; the reason is why
+    assert down.reasons == [
+        Deduction(None, "event source redis:events cannot read: connection lost: refused", 0.0)
+    ]
+    assert [(a.name, a.component, a.state) for a in down.alerts] == [
+        ("EventSourceDown", "redis:events", "firing")
+    ]
+    assert down.streaming.streams["redis:events"].source_up is False
+    source.state = SourceHealth("redis:events", True)
+    back = snap()
+    assert (back.system_status, back.reasons, back.alerts) == ("healthy", [], [])
+    assert [(a.name, a.state) for a in back.resolved_alerts] == [("EventSourceDown", "resolved")]
+
+
+def test_an_unhealthy_score_stays_unhealthy_with_a_source_down() -> None:
+    """A source that cannot read makes the status at best degraded, never better."""
+    agg = Aggregator()
+    agg.register_component("a")
+    agg.fold_events([Event("a", "stopped")])
+    source = _Source()
+    source.state = SourceHealth("redis:events", False, "stopped")
+    snap = HealthJudge(sources=[source]).judge(agg.figures())
+    assert snap.system_status == "unhealthy"
+    assert snap.reasons[-1].reason == "event source redis:events cannot read: stopped"

@@ -72,6 +72,7 @@ def _component(i: int, *, latency: bool, spans: bool, windows: Sequence[int]) ->
         is_healthy=i % 2 == 0,
         items_processed=[0, 7, 999_999, 1_000_000, 12_345_678_901, 2**70][i % 6],
         errors_encountered=i,
+        client_errors=i % 3,
         status="running",
         last_activity=None,
         type="T",
@@ -284,6 +285,30 @@ def test_bucket_boundaries_are_a_parameter(buckets: tuple[float, ...]) -> None:
     text = ExpositionWriter(buckets).render(snap).decode()
     assert text.count('le="+Inf"') == 6
     assert ("component_latency_seconds_count" in text) == (not buckets or buckets[0] >= 0)
+
+
+def test_a_snapshot_carrying_its_buckets_is_written_over_them() -> None:
+    """``histogram_buckets`` in the snapshot wins over the writer's default, as in the
+    reference; bounds that change between renders make the cached histograms stale."""
+    writer = ExpositionWriter()
+    base = _snapshot(6)
+    for bounds in ((0.005, 0.25, 2.5), (0.1, 1.0), (0.1, 1.0)):
+        hists = {
+            name: [i + k + 1 for k in range(len(bounds) + 1)]
+            for i, name in enumerate(base.detailed_components)
+        }
+        snap = msgspec.structs.replace(base, histogram_buckets=bounds, component_histograms=hists)
+        for om in (False, True):
+            body = writer.render(snap, openmetrics=om)
+            assert body == _reference(snap, None, om)
+        assert (
+            'le="0.25"' in body.decode() if bounds[1] == 0.25 else 'le="0.25"' not in body.decode()
+        )
+    # 6 histograms written per set of bounds, the repeated set reused (both formats).
+    stats = writer.statistics()
+    assert (
+        stats.blocks_rendered - len(base.circuit_breakers) - len(base.streaming.streams) - 6 == 12
+    )
 
 
 def test_counts_that_do_not_match_the_buckets_fail_like_the_reference() -> None:

@@ -5,7 +5,7 @@ asserted here."""
 from __future__ import annotations
 
 import pytest
-from benchmarks import _servers, ingest, memory, scale, serving
+from benchmarks import _servers, footprint, ingest, memory, scale, serving
 from benchmarks._report import BenchmarkError
 from benchmarks.stream import Stream, StreamSpec, parse_latency
 
@@ -63,6 +63,20 @@ def test_scale_case_runs() -> None:
     assert all(row["series"] > 0 and row["json_kb"] > 0 for row in r.rows)
     assert r.params["flat_in_events"]["events"] == [100, 200]
     assert r.targets[0].verdict == "n/a"  # 1,000 components was not among the sizes
+
+
+def test_footprint_case_runs() -> None:
+    """Memory (child process), tick and quantile accuracy at a tiny size: the figures
+    are there and sane (the targets are the full run's)."""
+    r = footprint.run_case(50, quick=True, accuracy_samples=2_000)
+    memory_row = r.rows[0]
+    assert memory_row["components"] == 50 and memory_row["per_component_kb"] > 0
+    ticks = [row for row in r.rows if str(row.get("measure", "")).startswith("tick")]
+    assert [t["changed"] for t in ticks] == [1, 50]
+    streams = [row for row in r.rows if "stream" in row]
+    assert len(streams) == 3
+    assert all(0 <= row["p99_err_ladder"] < 1 for row in streams)
+    assert {t.verdict for t in r.targets} <= {"met", "MISSED"}
 
 
 def test_memory_case_runs() -> None:

@@ -1,8 +1,25 @@
-"""Latency histograms as the windows keep them: a count per bucket of ``LATENCY_BOUNDS``."""
+"""Latency histograms as probes and aggregators keep them: a count per bucket of the
+default ladder (``buckets.DEFAULT_LADDER``: the √2 ladder with the default exported
+boundaries)."""
 
 from __future__ import annotations
 
-from streammetrics.windows import LATENCY_BOUNDS, N_BUCKETS, bucket_index
+from bisect import bisect_left
+
+from streammetrics.buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER
+
+LADDER = DEFAULT_LADDER.bounds
+N_BUCKETS = DEFAULT_LADDER.nbuckets
+
+
+def bucket_index(seconds: float) -> int:
+    """The ladder bucket ``seconds`` falls in."""
+    return bisect_left(LADDER, seconds)
+
+
+def exported_index(seconds: float) -> int:
+    """The exported bucket (default ``histogram_buckets``) ``seconds`` falls in."""
+    return bisect_left(DEFAULT_HISTOGRAM_BUCKETS, seconds)
 
 
 def histogram(*latencies: float) -> list[int]:
@@ -13,8 +30,16 @@ def histogram(*latencies: float) -> list[int]:
     return h
 
 
+def exported_histogram(*latencies: float) -> list[int]:
+    """The counts of ``latencies`` in the default exported buckets (``+Inf`` last)."""
+    h = [0] * (len(DEFAULT_HISTOGRAM_BUCKETS) + 1)
+    for x in latencies:
+        h[exported_index(x)] += 1
+    return h
+
+
 def bucket_mid(seconds: float) -> float:
     """The p50 of a single observation of ``seconds``: its bucket's midpoint."""
     i = bucket_index(seconds)
-    lower = LATENCY_BOUNDS[i - 1] if i else 0.0
-    return lower + (LATENCY_BOUNDS[i] - lower) * 0.5
+    lower = LADDER[i - 1] if i else 0.0
+    return lower + (LADDER[i] - lower) * 0.5

@@ -98,8 +98,9 @@ class _Daemon:
                 pytest.fail(f"{name} not ready on port {port}", pytrace=False)
             time.sleep(interval)
 
-    def stop(self) -> None:
-        _stop(self.proc)
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it with ``sig`` (SIGKILL: a crash) and wait for it."""
+        _stop(self.proc, sig)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -115,14 +116,19 @@ def _answers_ping(port: int) -> bool:
 
 
 class RedisServer(_Daemon):
-    """``redis-server`` on 127.0.0.1:port with persistence off."""
+    """``redis-server`` on 127.0.0.1:port with persistence off, or with ``aof`` an
+    append-only file in ``tmp`` fsynced before every reply (``appendfsync always``): a
+    server killed with SIGKILL and started again on the same ``tmp`` has every write it
+    acknowledged."""
 
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, port: int | None = None, *, aof: bool = False) -> None:
         binary = need("redis-server")
         port = port or free_port()
         self.url = f"redis://127.0.0.1:{port}/0"
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(tmp), "--daemonize", "no"]
+        argv += ["--appendonly", "yes", "--appendfsync", "always"] if aof else []
+        argv += [] if aof else ["--appendonly", "no"]
+        argv += ["--dir", str(tmp), "--daemonize", "no"]
         super().__init__(
             "redis-server", argv, port, lambda: _answers_ping(port), timeout=10, interval=0.02
         )

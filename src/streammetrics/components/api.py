@@ -17,6 +17,12 @@ at once: a client learns straight away what it would otherwise learn only after
 Half-open lets trial requests through. A body that is not valid JSON is the
 client's fault, not downstream's, so it never reaches the breaker.
 
+What it answers with a 4xx (a malformed or oversized body, an unknown route) is the
+client's failure, not the endpoint's: it counts in the component's ``client_errors``,
+never in ``errors_encountered``, its error rate or its health, as RED dashboards count
+only server errors. A 5xx (downstream busy or closed, the breaker open, an exception)
+is the endpoint's own failure and counts as an error.
+
 Bodies are read raw and decoded with msgspec rather than through a typed handler
 parameter: "any JSON value" has no schema to validate against, and a malformed body
 must get a clear 400 that names the problem.
@@ -84,6 +90,9 @@ class APIEndpointStatistics(msgspec.Struct, frozen=True):
     rejected: int
     """Requests refused: malformed JSON, too large, downstream too slow or closed, or
     the circuit breaker open."""
+    client_errors: int = 0
+    """Requests answered with a 4xx, the client's fault: the refused with a malformed or
+    oversized body, and requests for a route or method it does not have."""
 
 
 _decode = msgspec.json.Decoder().decode
@@ -117,6 +126,7 @@ class APIEndpoint(Component):
         self.requests = 0
         self._accepted = 0
         self._rejected = 0
+        self._client_errors = 0
         self.app = self._create_app()
 
     def statistics(self) -> APIEndpointStatistics:
@@ -125,6 +135,7 @@ class APIEndpoint(Component):
             requests=self.requests,
             accepted=self._accepted,
             rejected=self._rejected,
+            client_errors=self._client_errors,
         )
 
     def _reject(
@@ -135,9 +146,14 @@ class APIEndpoint(Component):
         items: int = 1,
         headers: dict[str, str] | None = None,
     ) -> Response[Any]:
-        """Count a refused request (``items`` errors on the probe) and answer it."""
+        """Count a refused request and answer it: a 4xx as one client error, a 5xx as
+        ``items`` errors of the endpoint's own."""
         self._rejected += 1
-        self.ctx.probe.error(items, detail=f"{status} {error}: {detail}")
+        if status < 500:
+            self._client_errors += 1
+            self.ctx.probe.client_error()
+        else:
+            self.ctx.probe.error(items, detail=f"{status} {error}: {detail}")
         return error_response(ErrorResponse(error, detail, status), headers)
 
     def _circuit_open(self, breaker: CircuitBreaker, items: int) -> Response[Any]:
@@ -254,8 +270,11 @@ class APIEndpoint(Component):
         def http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             status = exc.status_code if isinstance(exc, HTTPException) else 500
             if status >= 500:
+                self.ctx.probe.error(detail=f"{status} {type(exc).__name__}: {exc}"[:2000])
                 return internal_error(request, exc)
             assert isinstance(exc, HTTPException)
+            self._client_errors += 1  # a route or method it does not have
+            self.ctx.probe.client_error()
             return error_response(
                 ErrorResponse(HTTPStatus(status).phrase.lower(), exc.detail, status)
             )

@@ -21,10 +21,17 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from ..aggregator import Aggregator
+from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
-from ..http.settings import AuthSettings, CorsSettings, RateLimitSettings
-from ..intake.config import DedupConfig, IngestConfig
+from ..http.settings import (
+    AuthSettings,
+    CorsSettings,
+    ProxyAddress,
+    RateLimitSettings,
+    check_trusted_proxies,
+)
+from ..intake.config import DedupConfig, IngestConfig, open_ingest_problem
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig, HealthJudge
@@ -71,7 +78,8 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """How long a resolved alert stays visible in ``/alerts``."""
     ingest: IngestConfig = IngestConfig()
     """``POST /events`` for producers in other processes: ``{enabled, path,
-    max_body_bytes}``."""
+    max_body_bytes, auth, allow_unauthenticated, lifecycle}``. Never writable with a read
+    token; bound beyond loopback it needs ``auth`` or ``allow_unauthenticated``."""
     source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
@@ -89,6 +97,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     auth: AuthSettings | None = None
     """Bearer tokens read from the environment, off when absent:
     ``{bearer_tokens_env: STREAMMETRICS_TOKENS}`` (401 without one)."""
+    trusted_proxies: list[ProxyAddress] = []
+    """Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the
+    client, for the rate limit and the logs; none by default, so the connection's peer
+    is the client and no header can pick another rate-limit bucket."""
     shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
     """On shutdown, how long requests in flight may take before they are cut off."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 1_048_576
@@ -96,6 +108,19 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     dashboard: LiveConfig = LiveConfig()
     """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
     ``{enabled, max_clients, heartbeat_s}``."""
+    histogram_buckets: tuple[float, ...] = DEFAULT_HISTOGRAM_BUCKETS
+    """Upper bounds in seconds of ``component_latency_seconds``' buckets in ``/metrics``
+    (``+Inf`` is added): 1 to 30 increasing boundaries, prometheus-client's defaults
+    unless set. Each is exact: a latency lands in the bucket a prometheus-client
+    ``Histogram`` with these boundaries would put it in. Quantiles are read from a finer
+    ladder whatever these are."""
+
+    def __post_init__(self) -> None:
+        check_histogram_buckets(self.histogram_buckets)
+        check_trusted_proxies(self.trusted_proxies)
+        problem = open_ingest_problem(self.host, self.ingest, read_auth=self.auth is not None)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 class MetricsEndpoint(Component):
@@ -139,11 +164,22 @@ class MetricsEndpoint(Component):
         self.config = cfg
         self.plugins: list[MetricsPlugin] = list(plugins)
         self._app: MetricsApp | None = None
+        ladder = ctx.bus.ladder
+        if not ladder.covers(cfg.histogram_buckets):
+            raise ConfigError(
+                f"the event bus counts latencies in a ladder without every boundary of "
+                f"{ctx.name!r}'s histogram_buckets; make the bus with "
+                "EventBus(Ladder([histogram_buckets, ...])), as the harness does",
+                path="config.histogram_buckets",
+                value=list(cfg.histogram_buckets),
+            )
         self.aggregator = Aggregator(
             observe=cfg.components,
             max_components=cfg.max_components,
             view=cfg.window,
             span_timeout_s=cfg.span_timeout_s,
+            ladder=ladder,
+            histogram_buckets=cfg.histogram_buckets,
         )
         for peer in ctx.peers:
             if self.aggregator.observes(peer.name):
@@ -210,6 +246,7 @@ class MetricsEndpoint(Component):
                 auth=cfg.auth,
                 component=self.name,
                 service=self.service,
+                ingest_path=cfg.ingest.path if cfg.ingest.enabled else None,
             ),
         )
         if live:
@@ -261,14 +298,19 @@ class MetricsEndpoint(Component):
 
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))
+            self.judge.sources.append(self.redis)  # cannot read: degraded, EventSourceDown
 
     def _register_ingest(self) -> None:
-        from ..http.ingest import ingest_route
+        from ..http.guard_metrics import IngestAuthCollector
+        from ..http.ingest import IngestGuard, ingest_route
 
         ingest = self.config.ingest
         if self._app is None or not ingest.enabled:
             return
-        self._app.register(ingest_route(self.intake, ingest))
+        guard = IngestGuard(ingest, component=self.name, read_auth=self.config.auth is not None)
+        if guard.access != "open":
+            self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
+        self._app.register(ingest_route(self.intake, ingest, guard))
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
@@ -327,6 +369,7 @@ class MetricsEndpoint(Component):
                         port=cfg.port,
                         component=self.name,
                         shutdown_timeout_s=cfg.shutdown_timeout_s,
+                        trusted_proxies=cfg.trusted_proxies,
                     )
                 )
                 tg.start_soon(self._tick)
@@ -388,5 +431,5 @@ def _standalone_context(
             reason = f"{cls.__name__} has no setting {unknown[1]!r}"
         key = path.split(".")[1].split("[")[0] if "." in path else None
         raise ConfigError(reason, path=path, value=config.get(key) if key else None) from None
-    bus = EventBus()
+    bus = EventBus(Ladder([cfg.histogram_buckets]))
     return Context(name=name, type=cls.type_name, config=cfg, probe=bus.probe(name), bus=bus)

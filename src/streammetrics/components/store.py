@@ -10,6 +10,11 @@ A file database is written from a worker thread (a commit may wait on the disk, 
 must not stall the event loop). A ``CapacityLimiter(1)`` lets only one thread use the
 connection at a time, which is what makes ``check_same_thread=False`` safe. An
 in-memory database never touches a disk, so it is written on the event loop.
+
+An in-memory store keeps at most ``max_rows`` rows (100,000 unless set): behind a fast
+Source it would otherwise grow the process's memory without bound. Past the limit the
+oldest rows are deleted in the transaction that inserts the new ones, and counted
+(``StoreStatistics.dropped``). A file store keeps every row unless ``max_rows`` is set.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import anyio
 import msgspec
@@ -28,7 +33,10 @@ from msgspec import Meta
 from ..model.types import describe_exception
 from .base import Context, Input, ItemFailed, Processor, marked_to_fail
 
-__all__ = ("Store", "StoreConfig", "StoreStatistics")
+__all__ = ("MEMORY_MAX_ROWS", "Store", "StoreConfig", "StoreStatistics")
+
+#: Rows an in-memory store keeps when ``max_rows`` is not set.
+MEMORY_MAX_ROWS: Final = 100_000
 
 T = TypeVar("T")
 
@@ -42,6 +50,15 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Table of the rows (created if missing); a plain identifier, as it is put in SQL."""
     max_batch: Annotated[int, Meta(ge=1, le=100_000)] = 500
     """Most items written in one transaction."""
+    max_rows: Annotated[int, Meta(ge=1)] | None = None
+    """Most rows the table keeps; past it the oldest are deleted and counted. None:
+    ``MEMORY_MAX_ROWS`` (100,000) for ``:memory:``, no limit for a file."""
+
+    def row_limit(self) -> int | None:
+        """The limit in force: ``max_rows``, else the in-memory default."""
+        if self.max_rows is not None:
+            return self.max_rows
+        return MEMORY_MAX_ROWS if self.path == ":memory:" else None
 
 
 class StoreStatistics(msgspec.Struct, frozen=True):
@@ -49,6 +66,8 @@ class StoreStatistics(msgspec.Struct, frozen=True):
     """Rows this store inserted in this run."""
     batches: int
     """Transactions committed."""
+    dropped: int
+    """Oldest rows deleted to keep the table within ``max_rows``."""
     rejected: int
     """Items that could not be stored (marked to fail, not JSON-encodable, SQLite error)."""
     open: bool
@@ -76,11 +95,14 @@ class Store(Processor):
         self._rows = 0
         self._batches = 0
         self._rejected = 0
+        self._dropped = 0
+        self._held = 0  # rows in the table (counted once at open, then kept)
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
             rows=self._rows,
             batches=self._batches,
+            dropped=self._dropped,
             rejected=self._rejected,
             open=self._conn is not None,
         )
@@ -99,20 +121,35 @@ class Store(Processor):
                     f'CREATE TABLE IF NOT EXISTS "{self.config.table}" ('
                     "id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, body TEXT NOT NULL)"
                 )
+            (self._held,) = conn.execute(f'SELECT COUNT(*) FROM "{self.config.table}"').fetchone()
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _insert(self, rows: list[tuple[float, str]]) -> None:
+    def _insert(self, rows: list[tuple[float, str]]) -> int:
+        """Insert ``rows`` and delete the oldest past the limit, in one transaction;
+        returns how many were deleted."""
         conn = self._conn
         if conn is None:
             raise RuntimeError(f"store {self.name!r} is not open (run() opens it)")
+        table = self.config.table
+        limit = self.config.row_limit()
         with conn:  # one transaction; rolled back if any row fails
-            conn.executemany(f'INSERT INTO "{self.config.table}" (ts, body) VALUES (?, ?)', rows)
+            conn.executemany(f'INSERT INTO "{table}" (ts, body) VALUES (?, ?)', rows)
+            excess = self._held + len(rows) - limit if limit is not None else 0
+            if excess <= 0:
+                return 0
+            cur = conn.execute(
+                f'DELETE FROM "{table}" WHERE id IN (SELECT id FROM "{table}" ORDER BY id LIMIT ?)',
+                (excess,),
+            )
+            return max(0, cur.rowcount)
 
     async def _write(self, rows: list[tuple[float, str]]) -> None:
-        await self._call(self._insert, rows)
+        dropped = await self._call(self._insert, rows)
+        self._held += len(rows) - dropped
+        self._dropped += dropped
         self._rows += len(rows)
         self._batches += 1
 

@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from litestar.enums import ScopeType
@@ -23,7 +24,13 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ("MIN_TOKEN_LENGTH", "AuthCounts", "BearerAuthMiddleware", "BearerTokens")
+__all__ = (
+    "MIN_TOKEN_LENGTH",
+    "REFUSAL_REASONS",
+    "AuthCounts",
+    "BearerAuthMiddleware",
+    "BearerTokens",
+)
 
 #: Shorter tokens are refused at startup: a guessable secret is no secret.
 MIN_TOKEN_LENGTH: Final = 16
@@ -58,17 +65,18 @@ class BearerTokens:
         return ok
 
     @classmethod
-    def from_env(cls, env: str, *, component: str) -> BearerTokens:
+    def from_env(cls, env: str, *, component: str, section: str = "auth") -> BearerTokens:
         """Read the comma- or space-separated tokens of ``$env``.
 
-        Raises ``ConfigError`` naming the component and the variable (never a token)
-        when it is unset, empty, or holds a token that is too short or not RFC 6750.
+        Raises ``ConfigError`` naming the component, the config ``section`` (``auth``,
+        ``ingest.auth``) and the variable (never a token) when it is unset, empty, or
+        holds a token that is too short or not RFC 6750.
         """
-        path = f"{component}.config.auth.bearer_tokens_env"
+        path = f"{component}.config.{section}.bearer_tokens_env"
         raw = os.environ.get(env)
         if raw is None:
             raise ConfigError(
-                f"metrics endpoint {component!r} has auth on, but the environment "
+                f"metrics endpoint {component!r} has {section} on, but the environment "
                 f"variable {env} that holds its bearer tokens is not set",
                 path=path,
                 value=env,
@@ -98,14 +106,17 @@ class BearerTokens:
         return cls(tokens)
 
 
+#: Why a request was refused, as RFC 6750 names it.
+REFUSAL_REASONS: Final = ("missing", "invalid_request", "invalid_token")
+
+
 class AuthCounts:
     """Refused requests by RFC 6750 reason (``missing``, ``invalid_request``,
-    ``invalid_token``), shared by every route's middleware instance."""
+    ``invalid_token``, and any further ``reasons`` a guard of its own counts), shared by
+    every route's middleware instance."""
 
-    def __init__(self) -> None:
-        self.refused: dict[str, int] = dict.fromkeys(
-            ("missing", "invalid_request", "invalid_token"), 0
-        )
+    def __init__(self, reasons: Sequence[str] = REFUSAL_REASONS) -> None:
+        self.refused: dict[str, int] = dict.fromkeys(reasons, 0)
 
 
 def _authorization(scope: Scope) -> list[bytes]:

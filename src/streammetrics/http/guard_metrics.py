@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .auth import AuthCounts
     from .ratelimit import RateLimits
 
-__all__ = ("SecurityCollector",)
+__all__ = ("IngestAuthCollector", "SecurityCollector")
 
 
 class SecurityCollector(Collector):
@@ -60,3 +60,22 @@ class SecurityCollector(Collector):
                 refused.add_metric([reason], n)
             out.append(refused)
         return out
+
+
+class IngestAuthCollector(Collector):
+    """What ingest's own guard refused (``POST /events``), apart from the read auth's
+    refusals: someone trying to write is not someone failing to read."""
+
+    def __init__(self, counts: AuthCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        refused = CounterMetricFamily(
+            "streammetrics_http_ingest_auth_refused",
+            "Event posts refused, by reason: 401 missing, invalid_request, invalid_token "
+            "(ingest.auth); 403 closed (a read auth and no ingest.auth)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.counts.refused.items()):
+            refused.add_metric([reason], n)
+        return [refused]

@@ -35,9 +35,12 @@ def hardening(
     component: str,
     clock: Callable[[], float] = time.monotonic,
     service: TickCache | None = None,
+    ingest_path: str | None = None,
 ) -> dict[str, Any]:
     """``create_app`` keyword arguments (``cors``, ``middleware``) for these sections;
     with ``service``, what the guards refuse is also counted in its exposition.
+    ``ingest_path`` (``POST /events``) is left to ingest's own guard: a read token
+    must not admit a write, nor an ingest token need a read token beside it.
 
     Reads the bearer tokens from the environment now, so a missing variable stops the
     start with a ``ConfigError`` rather than failing every request later.
@@ -61,6 +64,8 @@ def hardening(
         # The dashboard page holds no figures (its /stream does, and asks for the token):
         # a browser navigating to it cannot send an Authorization header.
         open_paths |= {DASHBOARD_PATH}
+        if ingest_path is not None:
+            open_paths |= {ingest_path}
         counts = AuthCounts()
         middleware.append(
             DefineMiddleware(

@@ -130,8 +130,8 @@ class RateLimitMiddleware:
     """Refuses a client's request with 429 once its bucket is empty.
 
     The client is the connection's peer address. Behind a reverse proxy that is the
-    proxy, unless the server is told to trust its ``X-Forwarded-For`` (uvicorn trusts
-    it from ``127.0.0.1`` by default, its ``forwarded_allow_ips``): forwarded headers
+    proxy, unless the endpoint lists it in ``trusted_proxies`` (then the server puts the
+    client its ``X-Forwarded-For`` names in ``scope["client"]``): forwarded headers
     from anyone else are never believed, or a client could pick its own bucket.
     """
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -76,8 +76,13 @@ async def serve(
     component: str,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     shutdown_timeout_s: float = 5.0,
+    trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Serve ``app`` on host:port until cancelled; ``task_status.started`` gets the port.
+
+    ``X-Forwarded-For`` is believed only from a peer in ``trusted_proxies`` (addresses
+    or networks): from anyone else it would let a client pick its own address, and so
+    its own rate-limit bucket. None listed, the peer address is the client, always.
 
     Use ``port = await tg.start(partial(serve, app, host=..., port=0, component=...))``.
     A busy port raises ``PortInUseError`` from ``tg.start``. On cancellation the server
@@ -97,6 +102,9 @@ async def serve(
             log_level="warning",
             access_log=False,
             server_header=False,
+            # uvicorn's default trusts 127.0.0.1 (a same-host proxy): only if listed here.
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
             # Typed int, but only ever handed to asyncio.wait_for, which takes seconds as float.
             timeout_graceful_shutdown=max(shutdown_timeout_s, 0.0),  # type: ignore[arg-type]
         )

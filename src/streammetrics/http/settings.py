@@ -10,18 +10,28 @@ runaway client loop does.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
 
-from ..model.types import parse_duration
+from ..model.types import EnvName, parse_duration
 
-__all__ = ("AuthSettings", "CorsSettings", "Duration", "RateLimitSettings")
+__all__ = (
+    "AuthSettings",
+    "CorsSettings",
+    "Duration",
+    "ProxyAddress",
+    "RateLimitSettings",
+    "check_trusted_proxies",
+)
 
 #: Seconds as a number, or a string such as ``"1s"``, ``"500ms"``, ``"2m"``, ``"1h"``.
 Duration = Annotated[float, msgspec.Meta(gt=0, le=86_400)] | str
-EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 Method = Literal["GET", "HEAD", "POST", "OPTIONS"]
+ProxyAddress = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+"""An IP address (``10.0.0.5``, ``::1``) or network (``10.0.0.0/8``) of a reverse proxy."""
 
 
 class CorsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -92,3 +102,21 @@ class AuthSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     protect_health: bool = False
     """Require a token on ``/health``, ``/health/live`` and ``/health/ready`` too (load
     balancers and Kubernetes probes usually cannot send one)."""
+
+
+def check_trusted_proxies(proxies: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless each entry is an IP address or a network (host bits
+    zero: ``10.0.0.0/8``, not ``10.0.0.1/8``), read exactly as the server reads it; a
+    name or a ``*`` would be matched literally or trust everyone, never what was meant."""
+    for i, value in enumerate(proxies):
+        try:
+            if "/" in value:
+                ipaddress.ip_network(value)
+            else:
+                ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"trusted_proxies[{i}] {value[:100]!r} is not an IP address or network "
+                f"({exc}); list each proxy's address, or its network as 10.0.0.0/8 "
+                "(0.0.0.0/0 and ::/0 trust every peer)"
+            ) from None

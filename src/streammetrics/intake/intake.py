@@ -5,8 +5,10 @@ dedup window (an event that arrives both ways is folded once) and count what the
 not fold the same way, in ``streammetrics_events_rejected_total{reason}``:
 ``malformed`` (an event, or a whole body, that does not decode), ``duplicate`` (an id
 already folded within the dedup window), ``cardinality`` (the aggregator's own limit),
-``trimmed`` (a stream entry that was gone before it could be read). Every rejection goes
-through here, none around it, so the intake's own figures and the counter agree.
+``trimmed`` (a stream entry that was gone before it could be read), ``lifecycle`` (a
+``started`` or ``stopped`` event from a source whose ``lifecycle`` is ``refuse``). Every
+rejection goes through here, none around it, so the intake's own figures and the counter
+agree.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import msgspec
 
 from ..errors import EventError
 from ..model.events import Event, Format, Rejection, decode_events
+from .config import LIFECYCLE_KINDS, Lifecycle
 from .dedup import DedupWindow
 
 if TYPE_CHECKING:
@@ -38,7 +41,8 @@ class IntakeResult(msgspec.Struct, frozen=True):
     rejections: list[Rejection]
     """Index (into the body's events), path and reason of each rejected event."""
     malformed: int = 0
-    """Of the rejected, how many were not valid events (the others hit a limit)."""
+    """Of the rejected, how many were not valid events (the others hit a limit or were
+    refused by policy)."""
 
 
 class IntakeStatistics(msgspec.Struct, frozen=True):
@@ -53,6 +57,9 @@ class IntakeStatistics(msgspec.Struct, frozen=True):
     duplicates: int
     trimmed: int = 0
     """Bodies that were gone before they could be read (of the rejected)."""
+    lifecycle: int = 0
+    """``started``/``stopped`` events refused by a ``lifecycle: refuse`` source (of the
+    rejected)."""
 
 
 class Intake:
@@ -61,12 +68,21 @@ class Intake:
     def __init__(self, aggregator: Aggregator, dedup: DedupWindow | None = None) -> None:
         self.aggregator = aggregator
         self.dedup = dedup
-        self._bodies = self._unreadable = self._trimmed = 0
+        self._bodies = self._unreadable = self._trimmed = self._lifecycle = 0
         self._accepted = self._rejected = self._duplicates = 0
 
-    def fold_body(self, data: bytes, fmt: Format) -> IntakeResult:
+    def fold_body(
+        self,
+        data: bytes,
+        fmt: Format,
+        *,
+        lifecycle: Lifecycle = "accept",
+        setting: str = "lifecycle",
+    ) -> IntakeResult:
         """Fold one body (an event, a list, or ``{"events": [...]}``).
 
+        With ``lifecycle="refuse"`` each ``started``/``stopped`` event is rejected on
+        its own (``setting`` is the config key the reason names) and the rest fold.
         Raises ``EventError`` naming the path when the body as a whole is unreadable;
         that body is counted as one ``malformed`` rejection.
         """
@@ -79,7 +95,36 @@ class Intake:
         bad = decoded.rejected
         if bad:
             self.aggregator.reject("malformed", len(bad))
-        return self._fold(decoded.events, bad)
+        events = decoded.events
+        refused: list[Rejection] = []
+        if lifecycle == "refuse" and any(ev.kind in LIFECYCLE_KINDS for ev in events):
+            events, refused = self._refuse_lifecycle(events, bad, setting)
+        return self._fold(events, bad, refused)
+
+    def _refuse_lifecycle(
+        self, events: list[Event], bad: list[Rejection], setting: str
+    ) -> tuple[list[Event], list[Rejection]]:
+        """The events to fold, and a rejection (by body index) for each lifecycle event.
+
+        Refused before dedup: a refused event's id is not remembered, so its retry is
+        refused the same way rather than counted as a duplicate."""
+        kept: list[Event] = []
+        refused: list[Rejection] = []
+        for i, ev in zip(_positions(len(events), bad), events, strict=True):
+            if ev.kind in LIFECYCLE_KINDS:
+                refused.append(
+                    Rejection(
+                        i,
+                        f"events[{i}].kind",
+                        f"{ev.kind!r} events from outside the process are refused "
+                        f"({setting}: refuse): a component's run state is not set from here",
+                    )
+                )
+            else:
+                kept.append(ev)
+        self._lifecycle += len(refused)
+        self.aggregator.reject("lifecycle", len(refused))
+        return kept, refused
 
     def refuse_body(self, reason: str, *, value: Any = None) -> EventError:
         """Count a body rejected whole before decoding (a stream entry with no events
@@ -104,19 +149,24 @@ class Intake:
         self._rejected += 1
         self.aggregator.reject("malformed")
 
-    def _fold(self, events: Sequence[Event], bad: list[Rejection]) -> IntakeResult:
+    def _fold(
+        self, events: Sequence[Event], bad: list[Rejection], refused: Sequence[Rejection] = ()
+    ) -> IntakeResult:
         dups: list[int] = []
         fresh: Sequence[Event] = events
         if self.dedup is not None and self.dedup.enabled:
             fresh, dups = self.dedup.filter(events)
             if dups:
                 self.aggregator.reject("duplicate", len(dups))
-        rejections = list(bad)
+        rejections = [*bad, *refused]
+        if refused:
+            rejections.sort(key=lambda r: r.index)
         folded_rejects = self.aggregator.fold_events(fresh)
         if folded_rejects:
-            # Answers index the body: map folded events back past the bad and the dups.
+            # Answers index the body: map folded events back past the bad, the refused
+            # and the dups.
             skip = set(dups)
-            where = _positions(len(events), bad)
+            where = _positions(len(events), rejections)
             fresh_where = [b for k, b in enumerate(where) if k not in skip]
             for r in folded_rejects:
                 i = fresh_where[r.index]
@@ -129,7 +179,11 @@ class Intake:
         self._duplicates += len(dups)
         limited = sum(r.path.endswith(".component") for r in folded_rejects)
         return IntakeResult(
-            accepted, len(rejections), len(dups), rejections, len(rejections) - limited
+            accepted,
+            len(rejections),
+            len(dups),
+            rejections,
+            len(rejections) - limited - len(refused),
         )
 
     def statistics(self) -> IntakeStatistics:
@@ -140,6 +194,7 @@ class Intake:
             rejected=self._rejected,
             duplicates=self._duplicates,
             trimmed=self._trimmed,
+            lifecycle=self._lifecycle,
         )
 
 

@@ -37,7 +37,9 @@ left to the ``ThroughputStopped`` warning rather than the score.
 Every penalty is one ``Deduction`` in ``/health``'s ``reasons``, with the component
 and the figures that caused it (``error_rate 0.12 > budget 0.05``). A firing critical
 alert is a reason too, with penalty 0: the score is the score, the alert is why the
-status is not ``healthy``.
+status is not ``healthy``. So is an event source beyond the process that cannot read
+(``EventSource``: a Redis consumer whose server is away): penalty 0, status at best
+``degraded``, and the ``EventSourceDown`` alert on its stream, until it reads again.
 
 ``HealthJudge`` makes this judgement once per snapshot, in one pass over the
 aggregator's figures: stalls and scores first, then the alert rules (which read the
@@ -71,8 +73,10 @@ from ..steps import Steps, finish, finish_async
 __all__ = (
     "PENALTIES",
     "Alerting",
+    "EventSource",
     "HealthConfig",
     "HealthJudge",
+    "SourceHealth",
     "component_health",
     "down",
     "status_for",
@@ -233,6 +237,27 @@ class Alerting(Protocol):
         ...
 
 
+class SourceHealth(msgspec.Struct, frozen=True):
+    """What an event source says of itself at one instant."""
+
+    name: str
+    """The stream key its events are counted under (``redis:<stream>``)."""
+    up: bool
+    """Whether it can read (connected, its last read worked)."""
+    reason: str = ""
+    """Why it cannot, while it cannot (the last error); empty while up."""
+
+
+class EventSource(Protocol):
+    """An event source beyond the process, as the judgement sees it. The seam between
+    the transports (which know why a read failed) and the judge (which says what that
+    means for health): the endpoint hands its sources to ``HealthJudge``."""
+
+    def source_health(self) -> SourceHealth:
+        """Its state now; called once per judged snapshot, on the event loop."""
+        ...
+
+
 class _Waiting:
     """A stream with items waiting: since when its consumer has taken none (monotonic,
     on the snapshots' ``uptime_seconds``), and its count and the buffer level then."""
@@ -254,10 +279,17 @@ class HealthJudge:
     waiting that its consumer did not take (``StreamStatus.stalled_seconds``).
     """
 
-    def __init__(self, health: HealthConfig | None = None, alerts: Alerting | None = None) -> None:
+    def __init__(
+        self,
+        health: HealthConfig | None = None,
+        alerts: Alerting | None = None,
+        sources: Sequence[EventSource] = (),
+    ) -> None:
         self.health = health or HealthConfig()
         self.alerts = alerts
         self._waiting: dict[str, _Waiting] = {}
+        #: Event sources beyond the process: one that cannot read degrades the status.
+        self.sources: list[EventSource] = list(sources)
 
     def judge(self, figures: Figures, *, step_alerts: bool = True) -> Snapshot:
         """The snapshot of ``figures``. ``step_alerts``: evaluate the rules on it (the
@@ -276,6 +308,7 @@ class HealthJudge:
         hc = self.health
         stalls: dict[str, list[Deduction]] = {}
         streams = self._stalls(f, stalls)
+        sources_down, streams = self._sources(streams)
         breakers = f.circuit_breakers
         details: dict[str, ComponentStatus] = {}
         reasons: list[Deduction] = []
@@ -314,12 +347,14 @@ class HealthJudge:
                 windows=c.windows,
                 span_latency=c.span_latency,
                 heartbeat_age_s=c.heartbeat_age_s,
+                client_errors=c.client_errors,
             )
         perf = f.performance
         score, sys_ded = system_health(
             scores, memory_mb=perf.memory_usage_mb, cpu_percent=perf.cpu_usage_percent, config=hc
         )
         reasons += sys_ded
+        reasons += sources_down
         scored = Snapshot(
             timestamp=f.timestamp,
             uptime_seconds=f.uptime_seconds,
@@ -341,6 +376,7 @@ class HealthJudge:
             total_histogram=f.total_histogram,
             component_histograms=f.component_histograms,
             latency_sums=f.latency_sums,
+            histogram_buckets=f.histogram_buckets,
         )
         if self.alerts is None:
             report = NO_ALERTS
@@ -357,13 +393,32 @@ class HealthJudge:
             ]
         return msgspec.structs.replace(
             scored,
-            system_status=status_for(score, critical_firing=bool(critical), config=hc),
+            system_status=status_for(
+                score, critical_firing=bool(critical or sources_down), config=hc
+            ),
             reasons=reasons,
             alerts=report.alerts,
             pending_alerts=report.pending_alerts,
             resolved_alerts=report.resolved_alerts,
             recommendations=report.recommendations,
         )
+
+    def _sources(self, streams: Streaming) -> tuple[list[Deduction], Streaming]:
+        """The reasons of the sources that cannot read (penalty 0: they keep the status
+        from ``healthy``, as a critical alert does), and ``streams`` with each source's
+        ``source_up`` on the stream it feeds (what ``EventSourceDown`` reads)."""
+        if not self.sources:
+            return [], streams
+        out: list[Deduction] = []
+        judged = dict(streams.streams)
+        for src in self.sources:
+            h = src.source_health()
+            if not h.up:
+                out.append(Deduction(None, f"event source {h.name} cannot read: {h.reason}", 0.0))
+            st = judged.get(h.name)
+            if st is not None:
+                judged[h.name] = msgspec.structs.replace(st, source_up=h.up)
+        return out, msgspec.structs.replace(streams, streams=judged)
 
     def _stalls(self, f: Figures, into: dict[str, list[Deduction]]) -> Streaming:
         """``f.streaming`` with each stream's ``stalled_seconds``; adds the stall

@@ -91,6 +91,9 @@ class Delta(msgspec.Struct, gc=False):
     latency_sum: float = 0.0
     stream: str | None = None
     last_error: str | None = None
+    client_errors: int = 0
+    """Requests refused as the client's fault (a 4xx): apart from ``errors``, which
+    are the component's own failures."""
 
 
 class Rejection(msgspec.Struct, frozen=True):

@@ -16,6 +16,7 @@ __all__ = (
     "Count",
     "DeclaredName",
     "DurationError",
+    "EnvName",
     "Name",
     "Port",
     "RoutePath",
@@ -39,6 +40,8 @@ RoutePath = Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9_.~\-]+)+$", max_
 """A route a config section adds (``/items``, ``/events``): ``/segment``s of URL-safe
 characters only, so the path is served literally (no ``{parameter}``, query or trailing
 slash for Litestar to read into it)."""
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
+"""The name of an environment variable (where a config section reads its secrets from)."""
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=86_400.0)]
 

@@ -22,6 +22,7 @@ it), and a summary's ``_count``/``_sum`` would have to be lifetime counters.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client.core import (
@@ -33,7 +34,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..breaker import BREAKER_CODES
-from ..windows import LATENCY_BOUNDS, VIEWS
+from ..buckets import LATENCY_BOUNDS
+from ..windows import VIEWS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -54,23 +56,25 @@ SECTIONS: Final = (
 )
 
 
-def le_labels(buckets: Sequence[float]) -> tuple[str, ...]:
-    """The ``le`` label values of a histogram over ``buckets`` (upper bounds, ascending),
-    +Inf last, spelled as prometheus-client spells them."""
-    return (*(floatToGoString(b) for b in buckets), "+Inf")  # type: ignore[no-untyped-call]
-
-
 _QUANTILES: Final = ("p50", "p95", "p99")
 _WINDOWS: Final = tuple(f"{s}s" for s in VIEWS)
 _ALERT_LEVELS: Final = ("warning", "critical")
 _MIB: Final = 2**20
 
 
+@lru_cache(maxsize=8)
+def le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` label values of a histogram over ``bounds`` (upper bounds, ascending),
+    +Inf last, spelled as prometheus-client spells them."""
+    return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
+
+
 class SnapshotCollector(Collector):
     """Exposes whatever ``get_snapshot()`` returns; nothing when it returns None.
 
-    ``buckets`` are the latency histogram's upper bounds: ``component_histograms`` holds
-    one count per bound plus one for +Inf, not cumulative. It is the reference of
+    ``buckets`` are the latency histogram's upper bounds for a snapshot that does not
+    carry its own (``histogram_buckets``): ``component_histograms`` holds one count per
+    bound plus one for +Inf, not cumulative. It is the reference of
     ``/metrics``: ``exposition.ExpositionWriter`` writes the same text faster, and the
     tests compare the two sample by sample.
     """
@@ -81,7 +85,7 @@ class SnapshotCollector(Collector):
         buckets: Sequence[float] = LATENCY_BOUNDS,
     ) -> None:
         self._get_snapshot = get_snapshot
-        self._le = le_labels(buckets)
+        self._buckets = tuple(buckets)
 
     def describe(self) -> Iterable[Metric]:
         """Every family this collector may expose, so a registry catches name clashes
@@ -141,6 +145,9 @@ class SnapshotCollector(Collector):
         score = self._g("component_health_score", "Component health score (0.0 to 1.0)", c)
         items = self._c("component_items_processed", "Total items processed by component", c)
         errors = self._c("component_errors", "Total errors encountered by component", c)
+        client = self._c(
+            "component_client_errors", "Requests refused as the client's fault (4xx)", c
+        )
         ips = self._g("component_items_per_second", "Items processed per second over window", cw)
         erate = self._g("component_error_rate", "errors / (processed + errors) over window", cw)
         if snap is not None:
@@ -149,12 +156,13 @@ class SnapshotCollector(Collector):
                 score.add_metric([name], st.health)
                 items.add_metric([name], st.items_processed)
                 errors.add_metric([name], st.errors_encountered)
+                client.add_metric([name], st.client_errors)
                 for w in _WINDOWS:
                     v = st.windows.get(w)
                     if v is not None:
                         ips.add_metric([name, w], v.items_per_second)
                         erate.add_metric([name, w], v.error_rate)
-        yield from (health, score, items, errors, ips, erate)
+        yield from (health, score, items, errors, client, ips, erate)
 
     def _latency(self, snap: Snapshot | None) -> Iterator[Metric]:
         # One gauge per quantile rather than a ``quantile`` label: that label belongs to
@@ -200,12 +208,13 @@ class SnapshotCollector(Collector):
                         value = getattr(spans, attr)
                         if value is not None:
                             family.add_metric([name, window], value)
+            les = le_labels(snap.histogram_buckets or self._buckets)
             for name, counts in snap.component_histograms.items():
                 if not any(counts):
                     continue  # never timed: 42 zero buckets would only cost cardinality
                 cumulative: list[tuple[str, float]] = []
                 total = 0
-                for le, n in zip(self._le, counts, strict=True):
+                for le, n in zip(les, counts, strict=True):
                     total += n
                     cumulative.append((le, total))
                 hist.add_metric([name], cumulative, snap.latency_sums.get(name, 0.0))

@@ -34,8 +34,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..breaker import BREAKER_CODES
-from ..windows import LATENCY_BOUNDS, VIEWS
-from .collector import SnapshotCollector, le_labels
+from ..buckets import LATENCY_BOUNDS
+from ..windows import VIEWS
+from .collector import SECTIONS, SnapshotCollector, le_labels
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -53,6 +54,7 @@ _COMPONENT_FAMILIES: Final = (
     "component_health_score",
     "component_items_processed",
     "component_errors",
+    "component_client_errors",
     "component_items_per_second",
     "component_error_rate",
     *(f"component_latency_{q}_seconds" for q in ("p50", "p95", "p99")),
@@ -66,6 +68,7 @@ _STREAM_FAMILIES: Final = (
     "stream_buffer_used",
     "stream_buffer_size",
 )
+_DIRECT_SECTIONS: Final = ("components", "latency", "breakers", "streams")
 _DIRECT: Final = (*_COMPONENT_FAMILIES, _HISTOGRAM, *_BREAKER_FAMILIES, *_STREAM_FAMILIES)
 
 #: Below this a number's spelling is Python's (Go switches to an exponent from 1e6 on
@@ -165,8 +168,9 @@ def _text(families: Iterable[Metric], openmetrics: bool) -> bytes:
 class ExpositionWriter:
     """Writes the Prometheus text format 0.0.4 and OpenMetrics 1.0 of snapshots.
 
-    ``buckets`` are the latency histogram's upper bounds (``component_histograms`` holds
-    one count per bound and one for +Inf). One writer serves one endpoint: its cache is
+    ``buckets`` are the latency histogram's upper bounds for snapshots that do not carry
+    their own ``histogram_buckets`` (``component_histograms`` holds one count per bound
+    and one for +Inf). One writer serves one endpoint: its cache is
     the previous render's blocks, so calls are serialized (a lock; renders run in a
     worker thread).
     """
@@ -174,15 +178,19 @@ class ExpositionWriter:
     def __init__(self, buckets: Sequence[float] = LATENCY_BOUNDS) -> None:
         self.reference = SnapshotCollector(lambda: None, buckets)
         described = self.reference.describe()
-        names = tuple(m.name for m in described)
-        direct = tuple(n for n in names if n in _DIRECT)
-        if direct != _DIRECT:  # the reference changed: this writer must follow it
-            raise RuntimeError(f"the writer renders {_DIRECT}, the collector has {direct}")
+        direct = tuple(
+            m.name for section in _DIRECT_SECTIONS for m in self.reference.section(section, None)
+        )
+        order = ("system", *_DIRECT_SECTIONS, "process", "bookkeeping")
+        if direct != _DIRECT or order != SECTIONS:  # the reference changed: follow it
+            raise RuntimeError(
+                f"the writer renders {order}: {_DIRECT}; the collector has {SECTIONS}: {direct}"
+            )
         self._headers = {m.name: (_text([m], False), _text([m], True)) for m in described}
-        le = le_labels(buckets)
-        self._le_ends = tuple(f'{escape_label_value(b)}"}} ' for b in le)
-        # prometheus-client leaves _count and _sum out when the first bound is negative.
-        self._with_sum = float(le[0]) >= 0
+        self._buckets = tuple(buckets)
+        self._bounds: tuple[float, ...] | None = None
+        self._le_ends: tuple[str, ...] = ()
+        self._with_sum = True
         self._window = self._window_label = ""
         self._components: _Blocks[ComponentStatus] = _Blocks(self._component)
         self._histograms: _Blocks[tuple[list[int], float]] = _Blocks(self._histogram)
@@ -215,6 +223,7 @@ class ExpositionWriter:
                 self._components.clear()
                 self._window = window
                 self._window_label = escape_label_value(window)
+            self._use_bounds(snap.histogram_buckets or self._buckets)
             comps = self._components.blocks(snap.detailed_components.items())
             self._families(parts, _COMPONENT_FAMILIES, comps, om)
             hists = self._histograms.blocks(
@@ -238,6 +247,18 @@ class ExpositionWriter:
             if om:
                 parts.append(_EOF)
             return b"".join(parts)
+
+    def _use_bounds(self, bounds: tuple[float, ...]) -> None:
+        """The histogram's bounds for this render (the snapshot's own when it has them):
+        another set of bounds makes every cached histogram block stale."""
+        if bounds == self._bounds:
+            return
+        self._histograms.clear()
+        self._bounds = bounds
+        le = le_labels(bounds)
+        self._le_ends = tuple(f'{escape_label_value(b)}"}} ' for b in le)
+        # prometheus-client leaves _count and _sum out when the first bound is negative.
+        self._with_sum = float(le[0]) >= 0
 
     def _families(
         self,
@@ -280,6 +301,7 @@ class ExpositionWriter:
             f"component_health_score{c}{g(st.health)}\n".encode(),
             f"component_items_processed_total{c}{g(st.items_processed)}\n".encode(),
             f"component_errors_total{c}{g(st.errors_encountered)}\n".encode(),
+            f"component_client_errors_total{c}{g(st.client_errors)}\n".encode(),
             ips.encode(),
             erate.encode(),
             b"" if p50 is None else f"{lq}p50_seconds{cw}{g(p50)}\n".encode(),

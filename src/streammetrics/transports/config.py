@@ -9,6 +9,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from ..intake.config import Lifecycle
+
 __all__ = (
     "CONSUMER_FIELDS",
     "EventSourceConfig",
@@ -68,8 +70,31 @@ class RedisSourceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     running, it reconnects on its own."""
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     """Longest wait between reconnection attempts (backoff doubles up to it)."""
+    lifecycle: Lifecycle = "refuse"
+    """As ``ingest.lifecycle``: ``refuse`` (default) rejects each ``started`` and
+    ``stopped`` event of an entry (``reason="lifecycle"``, acknowledged) while the rest
+    fold, so that a producer with write access to the stream cannot mark a component
+    stopped; ``accept`` folds them."""
+    read_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    """How long a reply may take beyond a read's own ``block_ms`` before the connection
+    counts as lost (a hung or stopped server): the source then says it cannot read and
+    reconnects, rather than waiting for ever."""
+    dead_letter_maxlen: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 10_000
+    """An entry that cannot be decoded (no ``msgpack``/``json`` field, a body that does
+    not decode) is acknowledged, counted, and copied with its reason to the stream
+    ``<stream>:dead``, trimmed to about this many entries (``MAXLEN ~``)."""
+    consumer_idle_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86_400)] | None = 3600.0
+    """Other consumers of the group idle this long are removed (``XGROUP DELCONSUMER``)
+    once they hold no pending entry (idle entries are claimed first, after
+    ``claim_idle_s``); at least ``claim_idle_s``. None: never remove consumers."""
 
     def __post_init__(self) -> None:
+        if self.consumer_idle_s is not None and self.consumer_idle_s < self.claim_idle_s:
+            raise ValueError(
+                f"consumer_idle_s {self.consumer_idle_s:g} is below claim_idle_s "
+                f"{self.claim_idle_s:g}: a consumer would be removed before its entries "
+                "could be claimed"
+            )
         if not self.url.startswith(_SCHEMES):
             raise ValueError(
                 f"url {redact_url(self.url)!r} is not a redis://, rediss:// or unix:// URL"

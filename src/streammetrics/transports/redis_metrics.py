@@ -70,7 +70,18 @@ class RedisCollector(Collector):
         reconnects = CounterMetricFamily(
             "streammetrics_redis_reconnects", "Connection losses to Redis", labels=labels
         )
+        dead = CounterMetricFamily(
+            "streammetrics_redis_dead_letters",
+            "Entries that could not be decoded: acknowledged and copied to <stream>:dead",
+            labels=labels,
+        )
+        removed = CounterMetricFamily(
+            "streammetrics_redis_removed_consumers",
+            "Idle consumers removed from the group (XGROUP DELCONSUMER)",
+            labels=labels,
+        )
         fams: list[Metric] = [up, lag, pending, entries, events, claimed, recovered, reconnects]
+        fams += [dead, removed]
         if st is not None:
             v = [st.stream, st.group]
             up.add_metric(v, 1.0 if st.connected else 0.0)
@@ -83,4 +94,6 @@ class RedisCollector(Collector):
             claimed.add_metric(v, st.claimed)
             recovered.add_metric(v, st.recovered)
             reconnects.add_metric(v, st.reconnects)
+            dead.add_metric(v, st.dead_letters)
+            removed.add_metric(v, st.removed_consumers)
         return fams

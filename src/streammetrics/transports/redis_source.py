@@ -13,7 +13,14 @@ The consumer (``RedisSource``) is at-least-once:
 3. ``XACK`` only after an entry's events are folded;
 4. every ``claim_interval_s``, ``XAUTOCLAIM`` takes over entries that another consumer
    left unacknowledged for ``claim_idle_s`` (it is presumed dead);
-5. ``XINFO GROUPS`` gives the group's lag and pending count, exported as
+5. an entry that cannot be decoded (no ``msgpack``/``json`` field, a body that does not
+   decode) is copied with its reason to the dead-letter stream ``<stream>:dead``
+   (``MAXLEN ~ dead_letter_maxlen``) and acknowledged in the same ``MULTI``: never left
+   pending, never lost without a trace;
+6. after each claim pass, other consumers idle past ``consumer_idle_s`` that hold no
+   pending entry are removed (``XGROUP DELCONSUMER``), so a group does not keep every
+   consumer name a restart ever used;
+7. ``XINFO GROUPS`` gives the group's lag and pending count, exported as
    ``streammetrics_redis_consumer_lag`` / ``streammetrics_redis_pending_entries`` (by
    ``redis_metrics.RedisCollector``) and fed to the built-in ``ConsumerLag`` alert
    through the aggregator's stream figures.
@@ -21,6 +28,10 @@ The consumer (``RedisSource``) is at-least-once:
 A re-delivered entry whose events the endpoint did fold (the ack was lost with the
 connection) is harmless when its events carry ids: the endpoint's dedup window folds
 each id once. The publishers give every event without an id one.
+
+While it cannot read (Redis away, a read past its deadline) the source says so
+(``source_health``): the health judgement makes that a reason for ``degraded`` and the
+``EventSourceDown`` alert, both gone once a read works again.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import EventError, TransportError
+from ..judge.health import SourceHealth
 from ..model.events import Delta, Format
 from ..model.types import Port, describe_exception
 from .config import RedisSourceConfig, redact_url
@@ -51,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "CONNECTION_ERRORS",
+    "DEAD_LETTER_SUFFIX",
     "FIELD_JSON",
     "FIELD_MSGPACK",
     "RedisSource",
@@ -65,8 +78,27 @@ _FIELDS: Final[tuple[tuple[bytes, Format], ...]] = (
     (FIELD_MSGPACK, "msgpack"),
     (FIELD_JSON, "json"),
 )
+#: The dead-letter stream of stream ``s`` is ``s + DEAD_LETTER_SUFFIX``.
+DEAD_LETTER_SUFFIX: Final = ":dead"
 #: Errors after which the connection is rebuilt and the read starts over from "0".
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+#: KEYS[1] stream; ARGV group, own consumer name, idle ms. Removes the group's other
+#: consumers idle that long with nothing pending, and returns their names.
+_DELETE_IDLE: Final = """
+local out = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['idle']) >= tonumber(ARGV[3])
+      and tonumber(f['pending']) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    out[#out + 1] = f['name']
+  end
+end
+return out
+"""
 
 
 def _body(fields: dict[bytes, bytes]) -> tuple[bytes, Format] | None:
@@ -110,6 +142,10 @@ class RedisSourceStatistics(msgspec.Struct, frozen=True):
     trimmed: int
     """Entries that were trimmed from the stream before they could be read."""
     reconnects: int
+    dead_letters: int
+    """Entries that could not be decoded, copied to ``<stream>:dead`` and acknowledged."""
+    removed_consumers: int
+    """Idle consumers this one removed from the group (``XGROUP DELCONSUMER``)."""
     lag: int | None
     """The group's lag in entries (``XINFO GROUPS``), None until known."""
     pending: int | None
@@ -137,6 +173,8 @@ class RedisSource:
         self._connected = False
         self._entries = self._events = self._recovered = self._claimed = 0
         self._trimmed = self._reconnects = 0
+        self._dead = self._removed = 0
+        self._reason = "not started"
         self._lag: int | None = None
         self._pending: int | None = None
 
@@ -158,12 +196,28 @@ class RedisSource:
             claimed=self._claimed,
             trimmed=self._trimmed,
             reconnects=self._reconnects,
+            dead_letters=self._dead,
+            removed_consumers=self._removed,
             lag=self._lag,
             pending=self._pending,
         )
 
     def lag(self) -> int | None:
         return self._lag
+
+    @property
+    def dead_stream(self) -> str:
+        return self.config.stream + DEAD_LETTER_SUFFIX
+
+    def source_health(self) -> SourceHealth:
+        """Whether the last read worked, and why not (the ``EventSource`` protocol)."""
+        if self._connected:
+            return SourceHealth(self.key, True)
+        return SourceHealth(self.key, False, f"{self.where}: {self._reason}")
+
+    def _lost(self, exc: BaseException) -> None:
+        self._connected = False
+        self._reason = f"connection lost: {describe_exception(exc)}"
 
     async def run(
         self, *, port: Port | None = None, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -176,6 +230,9 @@ class RedisSource:
         client = redis.asyncio.Redis.from_url(
             cfg.url,
             socket_connect_timeout=cfg.connect_timeout_s,
+            # A blocking read waits block_ms on the server: the socket waits that and
+            # the reply's own deadline, so a hung server is a lost connection, not a hang.
+            socket_timeout=cfg.block_ms / 1000 + cfg.read_timeout_s,
             health_check_interval=30,
         )
         try:
@@ -188,6 +245,7 @@ class RedisSource:
                     f"{describe_exception(exc)}"
                 ) from exc
             self._connected = True
+            self._reason = ""
             self.intake.aggregator.register_stream(
                 self.key, to_component=self.name, stream_name=cfg.stream, lag=self.lag
             )
@@ -200,6 +258,7 @@ class RedisSource:
                 task_status.started()
         finally:
             self._connected = False
+            self._reason = "stopped"
             with anyio.move_on_after(1, shield=True):
                 await client.aclose()
 
@@ -245,7 +304,7 @@ class RedisSource:
                 await self._ensure_group(client)
                 recover = True
             except CONNECTION_ERRORS as exc:
-                self._connected = False
+                self._lost(exc)
                 self._reconnects += 1
                 if delays is None:
                     delays = chain(backoff.delays(), repeat(backoff.max_backoff_s))
@@ -277,11 +336,14 @@ class RedisSource:
     async def _handle(
         self, client: redis.asyncio.Redis, entries: Sequence[tuple[Any, dict[bytes, bytes] | None]]
     ) -> None:
-        """Fold the entries, then acknowledge them all: an entry that cannot be folded
-        (malformed, trimmed) is counted as rejected rather than re-delivered forever.
-        The intake counts every rejection, as it does for HTTP bodies."""
+        """Fold the entries, then acknowledge them all: an entry that cannot be decoded
+        is copied to the dead-letter stream with its reason (in the same ``MULTI`` as
+        the acknowledgement, so a crash between the two cannot drop it) rather than
+        re-delivered forever; a trimmed one is counted as lost. The intake counts every
+        rejection, as it does for HTTP bodies."""
         intake = self.intake
         ids = []
+        dead: list[tuple[Any, dict[bytes, bytes], str]] = []
         events = 0
         trimmed = 0
         for entry_id, fields in entries:
@@ -296,9 +358,12 @@ class RedisSource:
                     raise intake.refuse_body(
                         f"no msgpack or json field (fields: {fields_seen})", value=fields_seen
                     )
-                result = intake.fold_body(*body)
+                result = intake.fold_body(
+                    *body, lifecycle=self.config.lifecycle, setting="source.redis.lifecycle"
+                )
             except EventError as exc:  # counted by the intake
                 _log.warning("%s: entry %s: %s", self.where, _s(entry_id), exc)
+                dead.append((entry_id, fields, str(exc)))
                 continue
             events += result.accepted
         if trimmed:
@@ -307,7 +372,25 @@ class RedisSource:
         if events:
             delta = Delta(self.name, messages=events, stream=self.key)
             intake.aggregator.fold_deltas([delta])
-        await client.xack(self.config.stream, self.config.group, *ids)
+        cfg = self.config
+        if dead:
+            async with client.pipeline(transaction=True) as pipe:
+                for entry_id, fields, reason in dead:
+                    letter: dict[Any, Any] = {
+                        **fields,
+                        b"dead_reason": reason,
+                        b"dead_id": entry_id,
+                        b"dead_group": cfg.group,
+                        b"dead_consumer": self.consumer,
+                    }
+                    pipe.xadd(
+                        self.dead_stream, letter, maxlen=cfg.dead_letter_maxlen, approximate=True
+                    )
+                pipe.xack(cfg.stream, cfg.group, *ids)
+                await pipe.execute()
+            self._dead += len(dead)
+        else:
+            await client.xack(cfg.stream, cfg.group, *ids)
         self._entries += len(ids)
         self._events += events
 
@@ -318,6 +401,8 @@ class RedisSource:
             await anyio.sleep(cfg.claim_interval_s)
             try:
                 await self.claim(client, idle_ms)
+                if cfg.consumer_idle_s is not None:
+                    await self.remove_idle_consumers(client, int(cfg.consumer_idle_s * 1000))
             except (*CONNECTION_ERRORS, ResponseError) as exc:  # NOGROUP: the reader recreates it
                 _log.debug("%s: claim skipped: %s", self.where, describe_exception(exc))
 
@@ -343,6 +428,20 @@ class RedisSource:
             if _s(start) == "0-0":
                 break
         return taken
+
+    async def remove_idle_consumers(self, client: redis.asyncio.Redis, idle_ms: int) -> list[str]:
+        """Remove the other consumers idle for ``idle_ms`` or more that hold no pending
+        entry (``claim`` takes those first); returns their names. A consumer that still
+        holds entries is left for the next pass: removing it would drop them from the
+        pending list, unacknowledged and never delivered again. One script, so that the
+        check and the removal are one step for the server (no read in between)."""
+        cfg = self.config
+        got = await client.eval(_DELETE_IDLE, 1, cfg.stream, cfg.group, self.consumer, idle_ms)
+        removed = [_s(n) for n in got or ()]
+        if removed:
+            self._removed += len(removed)
+            _log.info("%s: removed idle consumers %s", self.where, ", ".join(removed))
+        return removed
 
     async def _lag_loop(self, client: redis.asyncio.Redis) -> None:
         while True:

@@ -112,6 +112,9 @@ class TickCache:
         self._registry.register(CollectionView(self._custom, self.custom))
         self._built = self._snap_hits = self._renders = self._render_hits = 0
         self._sampler_failures = 0
+        #: When the sample in flight began (clock), until its thread returns: a sample
+        #: abandoned past its deadline still holds its thread, and no other is started.
+        self._sampling: float | None = None
 
     def add_collector(self, collector: Collector, name: str | None = None) -> str:
         """Serve one more prometheus-client collector in ``/metrics`` and in
@@ -231,17 +234,31 @@ class TickCache:
         error: str | None = None
         try:
             # A hung /proc read must not hang /health: past the deadline the thread is
-            # abandoned and the snapshot goes out without process figures.
-            with anyio.move_on_after(self.sample_timeout_s):
-                stats = await anyio.to_thread.run_sync(self._sampler.sample, abandon_on_cancel=True)
-            if stats is None:
-                error = f"process sampler timed out after {self.sample_timeout_s:g}s"
+            # abandoned and the snapshot goes out without process figures. While it is
+            # still stuck no other thread is started: a hang costs one thread, not one
+            # per tick.
+            if self._sampling is not None:
+                error = f"process sampler stuck for {now - self._sampling:.3g}s in one sample"
+            else:
+                self._sampling = now
+                with anyio.move_on_after(self.sample_timeout_s):
+                    stats = await anyio.to_thread.run_sync(
+                        self._sample_in_thread, self._sampler, abandon_on_cancel=True
+                    )
+                if stats is None:
+                    error = f"process sampler timed out after {self.sample_timeout_s:g}s"
         except Exception as exc:  # partial data beats no data (spec: Error Handling)
             error = f"process sampler failed: {describe_exception(exc)}"
         if error is not None:
             self._sampler_failures += 1
         self._process = (now, stats, error)
         return stats, error
+
+    def _sample_in_thread(self, sampler: Sampler) -> ProcessStats:
+        try:
+            return sampler.sample()
+        finally:
+            self._sampling = None
 
     async def _collect_custom(self) -> CustomCollection:
         """Custom collectors (in a worker thread) and figure sources, once per tick and

@@ -125,6 +125,7 @@ def test_builtin_set() -> None:
         "CircuitBreakerOpen",
         "ThroughputStopped",
         "ConsumerLag",
+        "EventSourceDown",
         "SystemUnhealthy",
     ]
     names = [r.name for r in builtin_rules(HealthConfig(memory_limit_mb=1, cpu_limit_percent=1))]

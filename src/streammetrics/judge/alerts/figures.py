@@ -81,6 +81,8 @@ FIGURE_HELP: Final[dict[Scope, dict[str, str]]] = {
         "consumer_lag": "entries a consumer group has not read yet (transports that know it)",
         "producer_up": "1 while the producing component runs, else 0",
         "consumer_up": "1 while the consuming component runs, else 0",
+        "source_up": "1 while the event source feeding it reads, 0 while it cannot "
+        "(null for in-process bindings)",
     },
 }
 SYSTEM_FIGURES: Final = frozenset(FIGURE_HELP["system"])
@@ -189,6 +191,7 @@ class FigureReader:
                 "consumer_lag": st.consumer_lag,
                 "producer_up": None if prod is None else float(prod.status == "running"),
                 "consumer_up": None if cons is None else float(cons.status == "running"),
+                "source_up": None if st.source_up is None else float(st.source_up),
             }
         return {"system": {"system": system}, "component": comps, "stream": streams}
 

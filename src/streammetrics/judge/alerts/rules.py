@@ -132,6 +132,12 @@ def builtin_rules(health: HealthConfig) -> list[AlertRule]:
             message="consumer of {component} is behind: backlog {value:.3g}",
         ),
         AlertRule(
+            "EventSourceDown",
+            "source_up == 0",
+            scope="stream",
+            message="event source of stream {component} cannot read (see /health reasons)",
+        ),
+        AlertRule(
             "SystemUnhealthy",
             f"health_score < {health.healthy_threshold}",
             for_="2m",

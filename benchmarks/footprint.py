@@ -1,0 +1,261 @@
+"""Footprint: what one component costs to keep, what a tick costs at 10,000, and how
+exact the quantiles are.
+
+- **Memory**: RSS per component with traffic in every slot of every window (latency
+  histograms included), after a full garbage collection, measured in a child process
+  of its own (a clean heap: memory freed by other cases would hide growth), with the
+  snapshot of those components held as an endpoint holds it.
+- **Tick**: one endpoint tick (figures read in chunks, health judged, alert rules
+  evaluated) at 10,000 components when 1 % and when 100 % of them changed since the
+  previous tick, and the longest the event loop went without running meanwhile
+  (a probe task that sleeps 1 ms and measures how late it wakes).
+- **Quantile accuracy**: p50/p95/p99 relative error against the exact quantiles of a
+  lognormal, a narrow uniform and a bimodal stream, for the ladder the windows count in
+  now (the √2 ladder merged with the exported boundaries) beside the √2 ladder alone
+  (what they counted in before the exported buckets became configurable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from streammetrics.aggregator import Aggregator
+from streammetrics.buckets import DEFAULT_LADDER, LATENCY_BOUNDS
+from streammetrics.judge.alerts.engine import AlertEngine
+from streammetrics.judge.health import HealthJudge
+from streammetrics.model.events import Event
+from streammetrics.windows import RollingWindow
+
+from ._report import CaseResult, Target, progress
+
+__all__ = ("run_case",)
+
+_MEMORY_TARGET_KB = 16.0
+_TICK_1PCT_MS = 20.0
+_TICK_ALL_MS = 150.0
+_LAG_MS = 10.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _fill(n: int, seconds: int, seed: int = 3) -> tuple[Aggregator, _Clock]:
+    """``n`` components with a timed event in every slot of every window over the last
+    ``seconds``: every second of the last 70 (the one-second slots), one in each ten
+    seconds before (each ten-second slot)."""
+    clock = _Clock()
+    agg = Aggregator(clock=clock, max_components=n)
+    rng = random.Random(seed)
+    names = [f"component-{i:05d}" for i in range(n)]
+    lat = [rng.lognormvariate(-5.3, 1.0) for _ in range(4096)]
+    steps = [s for s in range(seconds) if s >= seconds - 70 or s % 10 == 0]
+    for s in steps:
+        clock.t = 1000.0 + s + 0.5
+        agg.fold_events(
+            [Event(name, "processed", latency=lat[(i + s) & 4095]) for i, name in enumerate(names)]
+        )
+    return agg, clock
+
+
+def _child_memory(n: int) -> dict[str, float]:
+    """Run in a child process: RSS per component after filling every slot."""
+    gc.collect()
+    base = _rss()
+    agg, _clock = _fill(n, 310)  # 300 s of coarse slots and the 60 one-second slots
+    snap = HealthJudge().judge(agg.figures())
+    gc.collect()
+    used = _rss() - base
+    del snap
+    return {"components": n, "rss_mb": used / 2**20, "per_component_kb": used / n / 1024}
+
+
+def _memory(n: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.footprint", "--child-memory", str(n)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- tick -------------------------------------------------------------------------------
+
+
+async def _timed_tick(agg: Aggregator, judge: HealthJudge) -> tuple[float, float]:
+    """Seconds of one tick as an endpoint makes it, and the longest loop stall meanwhile."""
+    lag = 0.0
+    done = False
+
+    async def probe() -> None:
+        nonlocal lag
+        while not done:
+            t0 = time.perf_counter()
+            await anyio.sleep(0.001)
+            lag = max(lag, time.perf_counter() - t0 - 0.001)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe)
+        await anyio.sleep(0.01)
+        t0 = time.perf_counter()
+        figures = await agg.figures_async()
+        await judge.judge_async(figures)
+        took = time.perf_counter() - t0
+        done = True
+    return took, lag
+
+
+def _tick(n: int, runs: int) -> list[dict[str, Any]]:
+    agg, clock = _fill(n, 70)
+    judge = HealthJudge(alerts=AlertEngine())
+    names = [f"component-{i:05d}" for i in range(n)]
+    rows: list[dict[str, Any]] = []
+    for share in (0.01, 1.0):
+        changed = names[: max(1, int(n * share))]
+        times: list[float] = []
+        lags: list[float] = []
+        for _ in range(runs):
+            clock.t += 1.0
+            agg.fold_events([Event(c, "processed", latency=0.004) for c in changed])
+            took, lag = anyio.run(_timed_tick, agg, judge)
+            times.append(took)
+            lags.append(lag)
+        times.sort()
+        rows.append(
+            {
+                "measure": f"tick, {share:.0%} changed",
+                "components": n,
+                "changed": len(changed),
+                "tick_ms": times[len(times) // 2] * 1000,
+                "max_loop_lag_ms": max(lags) * 1000,
+            }
+        )
+        progress(f"footprint: tick {share:.0%} changed: {rows[-1]['tick_ms']:.1f} ms")
+    return rows
+
+
+# -- quantile accuracy ------------------------------------------------------------------
+
+
+def _streams() -> dict[str, Callable[[random.Random], float]]:
+    return {
+        "lognormal (median 5 ms, sigma 1)": lambda r: r.lognormvariate(-5.3, 1.0),
+        "narrow uniform (10-11 ms)": lambda r: r.uniform(0.010, 0.011),
+        "bimodal (2 ms and 200 ms)": lambda r: (
+            r.lognormvariate(-6.2, 0.2) if r.random() < 0.7 else r.lognormvariate(-1.6, 0.2)
+        ),
+    }
+
+
+def _accuracy(n: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name, draw in _streams().items():
+        rng = random.Random(5)
+        xs = [draw(rng) for _ in range(n)]
+        exact = sorted(xs)
+        row: dict[str, Any] = {"stream": name}
+        for label, bounds in (("ladder", DEFAULT_LADDER.bounds), ("sqrt2", LATENCY_BOUNDS)):
+            w = RollingWindow(0.0, bounds=bounds)
+            for x in xs:
+                w.add(0.5, latency=x)
+            v = w.view(0.9, 10)
+            for q, got in (("p50", v.p50), ("p95", v.p95), ("p99", v.p99)):
+                want = exact[min(n - 1, int(float(q[1:]) / 100 * n))]
+                row[f"{q}_err_{label}"] = abs((got or 0.0) - want) / want
+        rows.append(row)
+    return rows
+
+
+# -- the case ---------------------------------------------------------------------------
+
+
+def run_case(
+    components: int = 10_000, *, quick: bool = True, accuracy_samples: int | None = None
+) -> CaseResult:
+    result = CaseResult("footprint", params={"components": components})
+    progress(f"footprint: memory of {components:,} components (child process) ...")
+    mem = _memory(components)
+    result.rows.append({"measure": "memory", **mem})
+    ticks = _tick(components, runs=3 if quick else 7)
+    result.rows += ticks
+    acc = _accuracy(accuracy_samples or (50_000 if quick else 500_000))
+    result.rows += acc
+    result.targets.append(
+        Target(
+            f"RSS per component, traffic in every slot ({components:,} components)",
+            mem["per_component_kb"],
+            "<",
+            _MEMORY_TARGET_KB,
+            "KB",
+            "after a full GC, snapshot held, in a child process",
+        )
+    )
+    one, every = ticks
+    result.targets += [
+        Target(f"tick, 1 % of {components:,} changed", one["tick_ms"], "<", _TICK_1PCT_MS, "ms"),
+        Target(f"tick, all {components:,} changed", every["tick_ms"], "<", _TICK_ALL_MS, "ms"),
+        Target(
+            "longest event-loop stall during a tick",
+            max(one["max_loop_lag_ms"], every["max_loop_lag_ms"]),
+            "<",
+            _LAG_MS,
+            "ms",
+        ),
+    ]
+    worse = 0.0
+    for row in acc:
+        for q in ("p50", "p95", "p99"):
+            worse = max(worse, row[f"{q}_err_ladder"] - row[f"{q}_err_sqrt2"])
+    result.targets.append(
+        Target(
+            "quantile error, ladder minus √2 ladder (worst of 3 streams, 3 quantiles each)",
+            worse,
+            "<",
+            1e-9,
+            "",
+            "0 or less: not worse than before the exported buckets became configurable",
+        )
+    )
+    return result
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.footprint")
+    parser.add_argument("--child-memory", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--components", type=int, default=10_000)
+    args = parser.parse_args()
+    if args.child_memory:
+        print(json.dumps(_child_memory(args.child_memory)))
+        return
+    r = run_case(args.components)
+    print(json.dumps(r.as_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,130 @@
+"""Latency buckets: the ladder the windows count in, and the buckets ``/metrics`` exports.
+
+Two needs pull apart. Quantiles want fine buckets of a constant ratio (the √2 ladder,
+``LATENCY_BOUNDS``: 100 µs to ~105 s, about 3 % relative error after interpolation);
+a Prometheus histogram wants few buckets on round boundaries (``histogram_buckets``,
+prometheus-client's defaults unless configured), and each boundary exact: a latency
+must land in the exported bucket a prometheus-client ``Histogram`` with those
+boundaries would put it in.
+
+Both are met by counting in one ladder that holds every bound of both: the √2 ladder
+merged with the exported boundaries of every endpoint fed by one bus. An exported
+bucket is then a run of ladder buckets, summed (``Ladder.exporter``), and exact,
+because ``le`` is inclusive on both sides; the quantiles only gain from the extra
+bounds. Probes bucket into the bus's ladder, so the ladder is fixed when the bus is made
+(the harness merges the boundaries of every MetricsEndpoint in the blueprint).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+__all__ = (
+    "DEFAULT_HISTOGRAM_BUCKETS",
+    "DEFAULT_LADDER",
+    "LATENCY_BOUNDS",
+    "MAX_HISTOGRAM_BUCKETS",
+    "Ladder",
+    "check_histogram_buckets",
+)
+
+#: Upper bounds (``le``) of the quantile ladder in seconds: 100 µs to ~105 s, factor √2.
+LATENCY_BOUNDS: Final[tuple[float, ...]] = tuple(round(1e-4 * 2 ** (i / 2), 9) for i in range(41))
+
+#: The exported boundaries unless configured: prometheus-client's default buckets.
+DEFAULT_HISTOGRAM_BUCKETS: Final[tuple[float, ...]] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+
+#: Boundaries an endpoint may export (each adds a bucket to every window it counts in).
+MAX_HISTOGRAM_BUCKETS: Final = 30
+
+
+def check_histogram_buckets(bounds: Sequence[float]) -> None:
+    """Raise ``ValueError`` unless ``bounds`` are 1 to ``MAX_HISTOGRAM_BUCKETS`` finite,
+    positive, strictly increasing seconds (``+Inf`` is always added, never listed)."""
+    if not 1 <= len(bounds) <= MAX_HISTOGRAM_BUCKETS:
+        raise ValueError(
+            f"histogram_buckets has {len(bounds)} boundaries; 1 to {MAX_HISTOGRAM_BUCKETS} "
+            "are allowed (+Inf is added by itself)"
+        )
+    for i, b in enumerate(bounds):
+        if not math.isfinite(b) or b <= 0:
+            raise ValueError(
+                f"histogram_buckets[{i}] is {b!r}: boundaries are finite seconds > 0 "
+                "(+Inf is added by itself)"
+            )
+        if i and b <= bounds[i - 1]:
+            raise ValueError(
+                f"histogram_buckets[{i}] is {b!r}, not above {bounds[i - 1]!r}: "
+                "boundaries must increase"
+            )
+
+
+class Ladder:
+    """The bucket bounds one bus, its probes and its aggregators count latencies in.
+
+    ``exported``: the boundary lists that must be exact (each endpoint's
+    ``histogram_buckets``); the ladder is ``LATENCY_BOUNDS`` merged with all of them
+    (``LATENCY_BOUNDS`` alone when there are none).
+    """
+
+    __slots__ = ("bounds", "nbuckets")
+
+    def __init__(self, exported: Iterable[Sequence[float]] = ()) -> None:
+        merged: set[float] = set(LATENCY_BOUNDS)
+        for bounds in exported:
+            check_histogram_buckets(bounds)
+            merged.update(float(b) for b in bounds)
+        #: Upper bounds, increasing; the ``+Inf`` bucket comes after the last.
+        self.bounds: tuple[float, ...] = tuple(sorted(merged))
+        #: Counts per histogram: one per bound and one for ``+Inf``.
+        self.nbuckets = len(self.bounds) + 1
+
+    def covers(self, exported: Sequence[float]) -> bool:
+        """Whether every boundary of ``exported`` is a bound of this ladder (exact)."""
+        have = set(self.bounds)
+        return all(float(b) in have for b in exported)
+
+    def exporter(self, exported: Sequence[float]) -> Callable[[Sequence[int]], list[int]]:
+        """A function from a ladder histogram to its counts in the ``exported`` buckets
+        (one per boundary, then ``+Inf``; not cumulative). ``exported`` must be covered."""
+        if not self.covers(exported):
+            missing = [b for b in exported if float(b) not in set(self.bounds)]
+            raise ValueError(f"boundaries {missing} are not in this ladder")
+        ends = [self.bounds.index(float(b)) + 1 for b in exported]
+        spans = list(zip([0, *ends], [*ends, self.nbuckets], strict=True))
+
+        def export(counts: Sequence[int]) -> list[int]:
+            return [sum(counts[a:b]) for a, b in spans]
+
+        return export
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ladder) and other.bounds == self.bounds
+
+    def __hash__(self) -> int:
+        return hash(self.bounds)
+
+    def __repr__(self) -> str:
+        return f"Ladder({self.nbuckets} buckets)"
+
+
+#: The ladder of a bus, probe or aggregator made without one: ``LATENCY_BOUNDS`` with the
+#: default exported buckets, so that a default endpoint's buckets are exact.
+DEFAULT_LADDER: Final = Ladder([DEFAULT_HISTOGRAM_BUCKETS])
