@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import footprint, ingest, memory, scale, serving
+from . import churn, footprint, ingest, memory, otlp, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "footprint", "memory")
+CASES = ("ingest", "http", "scale", "footprint", "memory", "otlp", "churn")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -46,6 +46,9 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     ),
     "scale": None,
     "memory": None,
+    "otlp": otlp.COLUMNS,
+    "churn": None,
+    "footprint": None,
 }
 
 
@@ -104,6 +107,17 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
         "memory": lambda: memory.run_case(
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),
             components=args.components,
+        ),
+        "otlp": lambda: otlp.run_case(
+            spans=30_000 if q else 200_000,
+            rounds=3,
+            min_round_seconds=0.2 if q else 1.0,
+            http_repeat=2 if q else 3,
+        ),
+        "churn": lambda: (
+            churn.run_case(100_000, ttl_s=1.0, retention_s=2.0, again=0.1)
+            if q
+            else churn.run_case(100_000, ttl_s=5.0, retention_s=10.0)
         ),
     }
 

@@ -328,13 +328,14 @@ def test_memory_does_not_grow_with_event_count() -> None:
     def sizes() -> tuple[int, ...]:
         return (len(w._fo), len(w._fn), len(w._fh), len(w._co), len(w._cn), len(w._ch))
 
-    before = sizes()
-    assert before[0] == 60 and before[3] == 30
-    assert before[2] == 60 * N_BUCKETS and before[5] == 30 * N_BUCKETS
+    assert sizes() == (60, 0, 0, 30, 0, 0)  # rings are allocated by their first slot
     add = w.add
     n = 1_000_000
     for i in range(n):  # 500 s of traffic at 2000 events/s
         add(i * 0.0005, 1, 0, 0, 0, 0.001)
+        if i == 40_000:  # 20 s in: both rings hold slots
+            before = sizes()
+            assert before[2] == 60 * N_BUCKETS and before[5] == 30 * N_BUCKETS
     assert sizes() == before
     assert w.totals()[0] == n
     assert sum(w.total_histogram()) == n
@@ -445,6 +446,16 @@ def test_view_quantiles_match_quantile_of_the_merged_histogram() -> None:
         merged = [sum(c) for c in zip(*present, strict=True)] if present else [0] * N_BUCKETS
         want = (quantile(merged, 0.5), quantile(merged, 0.95), quantile(merged, 0.99))
         assert _quantiles3(hists) == want
+
+
+def test_a_window_that_never_times_anything_keeps_no_histogram_ring() -> None:
+    """A stream's window counts messages only: its histogram rings are never made."""
+    w = RollingWindow(0.0)
+    for t in range(400):
+        w.add(t + 0.5, messages=3, nbytes=10)
+    assert (len(w._fh), len(w._ch)) == (0, 0)
+    v = w.view(400.0, 300)
+    assert v.messages == 3 * round(v.span_seconds)  # three a second, over what it covers
 
 
 def test_counts_widen_their_ring_and_stay_exact() -> None:

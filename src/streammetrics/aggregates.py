@@ -88,15 +88,22 @@ class ReportedBreaker:
 
 class ComponentState:
     """What is known of one component: its window, run state, and the last of each
-    report (activity, error, heartbeat)."""
+    report (activity, error, heartbeat).
+
+    ``declared``: made known by the blueprint or by code (registered, or reported by a
+    probe), so never evicted; ``seen`` is the monotonic time of its last report, which is
+    what eviction reads (``last_activity`` is the wall time the reports carry, which a
+    producer's clock decides)."""
 
     __slots__ = (
         "breaker",
         "client_errors",
+        "declared",
         "heartbeat",
         "last_activity",
         "last_error",
         "name",
+        "seen",
         "spans",
         "status",
         "type",
@@ -109,6 +116,8 @@ class ComponentState:
         self.name = name
         self.type = type_
         self.window = RollingWindow(now, bounds=bounds)
+        self.declared = False
+        self.seen = now  # monotonic
         self.status: ComponentRunState = "registered"
         self.last_activity: float | None = None
         self.last_error: str | None = None
@@ -144,9 +153,21 @@ class ComponentState:
 
 
 class StreamState:
-    """One binding or stream: its message window, and what its ends and queue are."""
+    """One binding or stream: its message window, and what its ends and queue are.
 
-    __slots__ = ("buffer", "from_component", "lag", "stream_name", "to_component", "window")
+    ``declared`` and ``seen`` as for a ``ComponentState``: a binding or a transport's
+    stream is declared, a stream only named by events is not."""
+
+    __slots__ = (
+        "buffer",
+        "declared",
+        "from_component",
+        "lag",
+        "seen",
+        "stream_name",
+        "to_component",
+        "window",
+    )
 
     def __init__(
         self,
@@ -157,6 +178,8 @@ class StreamState:
         buffer: BufferStats | None = None,
     ) -> None:
         self.window = RollingWindow(now)
+        self.declared = False
+        self.seen = now  # monotonic
         self.from_component = from_component
         self.to_component = to_component
         self.stream_name = stream_name
@@ -227,6 +250,17 @@ class SpanTable:
         """Counts a span's end; returns when it started, if that is still known."""
         self.completed += 1
         return self.spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
+
+    def ended(self, n: int, trace_ids: list[str]) -> None:
+        """Counts ``n`` spans reported complete (an OTLP export) and their traces."""
+        self.completed += n
+        traces = self.traces
+        for t in trace_ids:
+            if t not in traces:
+                self.total_traces += 1
+                traces[t] = None
+                if len(traces) > self.max_spans:
+                    traces.popitem(last=False)
 
     def expire(self, limit: float) -> None:
         """Gives up on the spans started before ``limit`` (monotonic)."""

@@ -8,15 +8,20 @@ State is bounded: one ``RollingWindow`` per component and per stream, at most
 ``max_components`` components (an event from one more is rejected with reason
 ``cardinality`` and counted, never silently dropped), and a bounded table of open
 spans (``aggregates``). Nothing here grows with the number of events.
+
+Nor with the number of names ever seen: with ``component_ttl_s``, a component or stream
+that only events made known (not the blueprint, not code) and that has reported nothing
+for that long is evicted on the next figures read, and counted (``_sweep``).
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
 from operator import add
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -32,6 +37,7 @@ from .aggregates import (
 from .breaker import BREAKER_CODES
 from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder
 from .model.events import Delta, Event, Rejection
+from .model.spans import SpanDelta
 from .model.types import describe_exception
 from .snapshot import (
     BreakerStatus,
@@ -55,6 +61,40 @@ class AggregatorStatistics(msgspec.Struct, frozen=True):
     deltas_folded: int
     rejected: dict[str, int]
     active_spans: int
+    components_evicted: int = 0
+    streams_evicted: int = 0
+
+
+class _Evictable(Protocol):
+    declared: bool
+    seen: float
+
+
+_E = TypeVar("_E", bound=_Evictable)
+
+
+def _sweep(heap: list[tuple[float, str]], table: dict[str, _E], cutoff: float) -> int:
+    """Evicts the undeclared entries of ``table`` seen last before ``cutoff``; returns
+    how many.
+
+    ``heap`` holds one (time, key) per undeclared entry, the time never later than the
+    entry's ``seen``: the folds only store ``seen`` (no reordering per report), and an
+    entry that was active meanwhile is pushed back with its newer time when it comes up.
+    So a sweep costs O((evicted + pushed back) log n), and an entry comes up at most once
+    per TTL while it stays active, however many entries are idle or busy.
+    """
+    evicted = 0
+    while heap and heap[0][0] < cutoff:
+        _, key = heapq.heappop(heap)
+        entry = table.get(key)
+        if entry is None or entry.declared:
+            continue
+        if entry.seen < cutoff:
+            del table[key]
+            evicted += 1
+        else:
+            heapq.heappush(heap, (entry.seen, key))
+    return evicted
 
 
 class Aggregator:
@@ -62,7 +102,8 @@ class Aggregator:
 
     ``clock`` is monotonic seconds (windows, rates), ``wall`` unix seconds (only for what
     responses show); tests pass their own. ``view`` is the default window of the figures
-    (the one health is judged over).
+    (the one health is judged over). ``component_ttl_s``: evict what only events made
+    known after that long without a report (0, the default here: keep everything).
     """
 
     def __init__(
@@ -76,6 +117,7 @@ class Aggregator:
         span_timeout_s: float = 300.0,
         observe: Collection[str] | None = None,
         view: ViewSeconds = 60,
+        component_ttl_s: float = 0.0,
         ladder: Ladder | None = None,
         histogram_buckets: Sequence[float] | None = None,
     ) -> None:
@@ -102,6 +144,7 @@ class Aggregator:
         self.max_components = max_components
         self.max_streams = max_streams
         self.span_timeout_s = span_timeout_s
+        self.component_ttl_s = component_ttl_s
         self._observe = frozenset(observe) if observe is not None else None
         now = clock()
         self._started_mono = now
@@ -112,6 +155,11 @@ class Aggregator:
         self._events = 0
         self._deltas = 0
         self._rejected: dict[str, int] = {}
+        # The undeclared components and streams, for _sweep (empty without a TTL).
+        self._idle_components: list[tuple[float, str]] = []
+        self._idle_streams: list[tuple[float, str]] = []
+        self._components_evicted = 0
+        self._streams_evicted = 0
 
     # -- registration ----------------------------------------------------------------------
 
@@ -132,6 +180,7 @@ class Aggregator:
             )
         elif type_ is not None:
             c.type = type_
+        c.declared = True
         if breaker and c.breaker is None:
             c.breaker = ReportedBreaker()
 
@@ -156,6 +205,7 @@ class Aggregator:
             s.from_component, s.to_component = from_component, to_component
             s.stream_name, s.buffer = stream_name, buffer
         s.lag = lag
+        s.declared = True
 
     def observes(self, component: str) -> bool:
         return self._observe is None or component in self._observe
@@ -164,21 +214,44 @@ class Aggregator:
         """Count ``n`` reports that could not be folded (a transport's malformed bodies)."""
         self._rejected[reason] = self._rejected.get(reason, 0) + n
 
-    def _component(self, name: str, now: float) -> ComponentState | None:
+    def _component(self, name: str, now: float, *, declared: bool = False) -> ComponentState | None:
+        """``name``'s state, made on its first report; None at ``max_components`` (after
+        evicting what is due: a full table may have room the next tick would make)."""
         c = self._components.get(name)
         if c is None:
             if len(self._components) >= self.max_components:
-                return None
+                self._evict(now)
+                if len(self._components) >= self.max_components:
+                    return None
             c = self._components[name] = ComponentState(name, None, now, self.ladder.bounds)
+            if declared:
+                c.declared = True
+            elif self.component_ttl_s:
+                heapq.heappush(self._idle_components, (now, name))
         return c
 
-    def _stream(self, key: str, now: float) -> StreamState | None:
+    def _stream(self, key: str, now: float, *, declared: bool = False) -> StreamState | None:
         s = self._streams.get(key)
         if s is None:
             if len(self._streams) >= self.max_streams:
-                return None
+                self._evict(now)
+                if len(self._streams) >= self.max_streams:
+                    return None
             s = self._streams[key] = StreamState(now, stream_name=key)
+            if declared:
+                s.declared = True
+            elif self.component_ttl_s:
+                heapq.heappush(self._idle_streams, (now, key))
         return s
+
+    def _evict(self, now: float) -> None:
+        """Evict the undeclared components and streams silent for over ``component_ttl_s``
+        (their figures, series and alert instances go with them)."""
+        ttl = self.component_ttl_s
+        if ttl:
+            cutoff = now - ttl
+            self._components_evicted += _sweep(self._idle_components, self._components, cutoff)
+            self._streams_evicted += _sweep(self._idle_streams, self._streams, cutoff)
 
     # -- folding ---------------------------------------------------------------------------
 
@@ -228,6 +301,7 @@ class Aggregator:
                         )
                     )
                     continue
+                c.seen = now  # once per component and batch for processed/error events
             ts = ev.timestamp
             c.last_activity = ts if ts is not None else wall
             if kind == "processed" or kind == "error":
@@ -292,6 +366,7 @@ class Aggregator:
                 if s is None:
                     self.reject("cardinality")
                 else:
+                    s.seen = now
                     s.window.add(now, 0, 0, ev.count, ev.bytes)
                 sys_msgs += ev.count  # as fold_deltas does for probe messages
         self._events += len(events) - skipped
@@ -325,19 +400,22 @@ class Aggregator:
         for d in deltas:
             if self._observe is not None and d.component not in self._observe:
                 continue
-            c = self._component(d.component, now)
+            # A probe is made by code: what it reports is declared, never evicted.
+            c = self._component(d.component, now, declared=True)
             if c is None:
                 self.reject("cardinality")
                 continue
             self._deltas += 1
+            c.declared = True
             c.last_activity = wall
             if c.status == "registered":
                 c.status = "running"
             if d.stream is not None:
-                s = self._stream(d.stream, now)
+                s = self._stream(d.stream, now, declared=True)
                 if s is None:
                     self.reject("cardinality")
                 else:
+                    s.declared = True
                     s.window.add(now, 0, 0, d.messages, d.bytes)
                 system.add(now, 0, 0, d.messages, 0)
                 continue
@@ -350,6 +428,30 @@ class Aggregator:
                 c.last_error = d.last_error
             if d.client_errors:
                 c.client_errors += d.client_errors
+
+    def fold_spans(self, deltas: Sequence[SpanDelta]) -> list[int]:
+        """Fold finished spans summed per component (an OTLP export): their items as
+        ``fold_deltas`` folds a probe's, every span into ``traces`` and the component's
+        span latency. Returns the indexes of the deltas refused by the component limit,
+        counted as ``cardinality`` once per span."""
+        now = self.clock()
+        refused: list[int] = []
+        items: list[Delta] = []
+        for i, d in enumerate(deltas):
+            if not self.observes(d.items.component):
+                continue
+            c = self._component(d.items.component, now)
+            if c is None:
+                self.reject("cardinality", d.spans)
+                refused.append(i)
+                continue
+            items.append(d.items)
+            if c.spans is None:
+                c.spans = RollingWindow(now, bounds=self.ladder.bounds)
+            c.spans.add_histogram(now, d.span_counts, d.span_sum)
+            self._spans.ended(d.spans, d.trace_ids)
+        self.fold_deltas(items)
+        return refused
 
     def _span_end(self, c: ComponentState, ev: Event, now: float) -> None:
         started = self._spans.end(ev)
@@ -375,6 +477,8 @@ class Aggregator:
             deltas_folded=self._deltas,
             rejected=dict(self._rejected),
             active_spans=len(self._spans.spans),
+            components_evicted=self._components_evicted,
+            streams_evicted=self._streams_evicted,
         )
 
     def figures(
@@ -417,6 +521,7 @@ class Aggregator:
         wall = self.wall()
         process = process or ProcessStats()
         self._spans.expire(now - self.span_timeout_s)
+        self._evict(now)
         streams: dict[str, StreamStatus] = {}
         total_messages = 0
         message_rate = 0.0
@@ -472,4 +577,6 @@ class Aggregator:
             component_histograms=histograms,
             latency_sums=sums,
             histogram_buckets=self.histogram_buckets,
+            components_evicted=self._components_evicted,
+            streams_evicted=self._streams_evicted,
         )

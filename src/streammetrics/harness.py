@@ -139,6 +139,7 @@ class Harness:
                 inputs=inputs[c.name],
                 outputs=outputs[c.name],
                 system_outputs=self.outputs,
+                system=bp.name,
             )
             kind = kinds[c.name]
             if kind is not None:

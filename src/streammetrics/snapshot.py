@@ -233,6 +233,8 @@ class Figures(msgspec.Struct, frozen=True, gc=False):
     latency_sums: dict[str, float]
     histogram_buckets: tuple[float, ...] = ()
     """The upper bounds of the histograms' buckets (``+Inf`` after the last)."""
+    components_evicted: int = 0
+    streams_evicted: int = 0
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):
@@ -270,3 +272,7 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
     """Alerts whose condition holds but whose ``for`` has not yet elapsed."""
     resolved_alerts: list[Alert] = []
     """Alerts that fired and stopped, kept for the configured retention."""
+    components_evicted: int = 0
+    """Components evicted after ``component_ttl_s`` without a report, since start."""
+    streams_evicted: int = 0
+    """Streams evicted the same way, since start."""

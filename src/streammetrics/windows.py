@@ -188,6 +188,9 @@ def _put(ring: array[int], at: int, values: Sequence[int]) -> array[int]:
 
 
 _WIDER: Final = {"B": "H", "H": "I", "I": "Q"}
+# Shared, never written to: a ring is replaced by a real one before its first write.
+_EMPTY_RING: Final = array("B")
+_EMPTY_SUMS: Final = array("d")
 # A slot's flag in its ring: nothing in it, counts only, counts and a histogram.
 _EMPTY, _COUNTS, _TIMED = 0, 1, 2
 _NCOUNTS: Final = 5  # the integer counters of a slot: processed … latency count
@@ -257,18 +260,21 @@ class RollingWindow:
             raise ValueError(f"resolution must be > 0, got {resolution!r}")
         self._res = resolution
         self._bounds = bounds
-        self._nb = nb = len(bounds) + 1
+        self._nb = len(bounds) + 1
         self._start = now
         self._tick = int(now // resolution)
         # Fine (one-second) and coarse (ten-second) rings: flags, counters, sums, histograms.
         self._fo = bytearray(_FINE)
-        self._fn = _zeros(_FINE * _NCOUNTS)
-        self._fs = array("d", bytes(8 * _FINE))
-        self._fh = _zeros(_FINE * nb)
+        # Allocated when the first slot with something in it completes (the histograms
+        # when the first timed one does): a stream's window never times anything, and a
+        # name seen once should not cost ninety slots.
+        self._fn: array[int] = _EMPTY_RING
+        self._fs: array[float] = _EMPTY_SUMS
+        self._fh: array[int] = _EMPTY_RING
         self._co = bytearray(_COARSE)
-        self._cn = _zeros(_COARSE * _NCOUNTS)
-        self._cs = array("d", bytes(8 * _COARSE))
-        self._ch = _zeros(_COARSE * nb)
+        self._cn: array[int] = _EMPTY_RING
+        self._cs: array[float] = _EMPTY_SUMS
+        self._ch: array[int] = _EMPTY_RING
         self._cur: _Vec = _vec()
         self._curh: _Hist | None = None
         self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
@@ -382,6 +388,8 @@ class RollingWindow:
             _add(self._v60, cur)
             _add(self._cc, cur)
             _add(self._tot, cur)
+            if not self._fn:
+                self._fn, self._fs = _zeros(_FINE * _NCOUNTS), array("d", bytes(8 * _FINE))
             self._fn = _put(self._fn, i * _NCOUNTS, [int(x) for x in cur[:_NCOUNTS]])
             self._fs[i] = cur[_LS]
             fo[i] = _COUNTS
@@ -390,6 +398,8 @@ class RollingWindow:
                 self._v60h = _sum_add(self._v60h, curh)
                 self._cch = _sum_add(self._cch, curh)
                 self._toth = _sum_add(self._toth, curh)
+                if not self._fh:
+                    self._fh = _zeros(_FINE * nb)
                 self._fh = _put(self._fh, i * nb, curh)
                 fo[i] = _TIMED
             self._cur = _vec()
@@ -427,11 +437,15 @@ class RollingWindow:
         if cch is not None or any(cc):
             i = (period - 1) % _COARSE
             _add(self._v300, cc)
+            if not self._cn:
+                self._cn, self._cs = _zeros(_COARSE * _NCOUNTS), array("d", bytes(8 * _COARSE))
             self._cn = _put(self._cn, i * _NCOUNTS, [int(x) for x in cc[:_NCOUNTS]])
             self._cs[i] = cc[_LS]
             co[i] = _COUNTS
             if cch is not None:
                 self._v300h = _sum_add(self._v300h, cch)
+                if not self._ch:
+                    self._ch = _zeros(_COARSE * self._nb)
                 self._ch = _put(self._ch, i * self._nb, cch)
                 co[i] = _TIMED
             self._cc, self._cch = _vec(), None

@@ -23,15 +23,20 @@ async def test_production_endpoint_has_cors_and_a_rate_limit_by_default() -> Non
         r = await client.get("/metrics/json", headers={"origin": "https://dash.example"})
         assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == "*"
-        # A burst well past the default bucket (100, refilled at 100/s) meets 429s.
+        # Requests faster than the default bucket refills (100 at once, then 100/s) meet
+        # 429s once the burst is spent: fifty clients in a loop until the first one (on a
+        # busy machine the server answers more slowly, so a fixed burst could be refilled
+        # as fast as it is spent).
         codes: list[int] = []
 
         async def hit() -> None:
-            codes.append((await client.get("/alerts")).status_code)
+            while 429 not in codes and len(codes) < 5000:
+                codes.append((await client.get("/alerts")).status_code)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(300):
-                tg.start_soon(hit)
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(hit)
         assert codes.count(429) > 0 and codes.count(200) >= 100, sorted(set(codes))
 
 

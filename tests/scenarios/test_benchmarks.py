@@ -5,7 +5,7 @@ asserted here."""
 from __future__ import annotations
 
 import pytest
-from benchmarks import _servers, footprint, ingest, memory, scale, serving
+from benchmarks import _servers, churn, footprint, ingest, memory, otlp, scale, serving
 from benchmarks._report import BenchmarkError
 from benchmarks.stream import Stream, StreamSpec, parse_latency
 
@@ -89,6 +89,15 @@ def test_memory_case_runs() -> None:
     assert r.targets[0].measured is not None
 
 
+def test_churn_case_runs_and_its_table_stays_bounded() -> None:
+    r = churn.run_case(2_000, per_tick=100, ttl_s=2.0, retention_s=2.0)
+    assert [row["names_so_far"] for row in r.rows] == list(range(200, 2_001, 200))
+    # names of the last TTL + 1 ticks and the declared one, however many came before
+    assert r.params["components_held_most"] <= 4 * 100 + 1
+    assert r.rows[-1]["evicted"] + r.rows[-1]["components_held"] - 1 == 2_000
+    assert r.targets[0].measured is not None
+
+
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:5000/health
   1 threads and 10 connections
@@ -106,6 +115,19 @@ Running 2s test @ http://127.0.0.1:5000/health
 Requests/sec:   9500.00
 Transfer/sec:      1.50MB
 """
+
+
+def test_otlp_case_folds_every_span_on_each_path() -> None:
+    r = otlp.run_case(spans=1_500, rounds=1, min_round_seconds=0.0, http_repeat=1)
+    assert [row["path"] for row in r.rows] == ["protobuf", "receiver", "http"]
+    assert all(row["spans_per_s"] > 0 for row in r.rows)
+    assert r.params["expected_items"] > 0 and r.params["expected_errors"] > 0
+    assert {t.name for t in r.targets} >= {"otlp: spans folded through /v1/traces"}
+
+
+def test_otlp_totals_check_fails_loudly() -> None:
+    with pytest.raises(BenchmarkError, match="receiver ended with"):
+        otlp._check("receiver", {"service-0": (1, 0)}, {"service-0": (2, 0)})
 
 
 def test_parse_wrk() -> None:

@@ -1,5 +1,6 @@
-"""deploy/: the Prometheus config, the rules and their unit tests (promtool), the Grafana
-dashboard and the fleet blueprint. promtool is required: CI installs it."""
+"""deploy/: the Prometheus config, the rules and their unit tests (promtool), the
+Alertmanager config (amtool), the Grafana dashboard and the fleet blueprint. promtool and
+amtool are required: CI installs them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
 
 from streammetrics.blueprint import load_blueprint
 from tests.support.paths import ROOT
@@ -102,3 +106,43 @@ def test_the_fleet_blueprint_is_valid() -> None:
     bp = load_blueprint(DEPLOY / "streammetrics.yaml")
     cfg = bp.component("system_metrics").config
     assert cfg.source.redis.group == "streammetrics"
+
+
+def amtool(*args: str) -> str:
+    result = subprocess.run(
+        [need("amtool"), *args], capture_output=True, text=True, timeout=60, cwd=DEPLOY
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    return out
+
+
+def test_amtool_accepts_the_alertmanager_config_and_routes_by_severity() -> None:
+    out = amtool("check-config", "alertmanager.yml")
+    assert "SUCCESS" in out and "1 inhibit rules" in out and "2 receivers" in out
+    config = ["config", "routes", "test", "--config.file=alertmanager.yml"]
+    assert amtool(*config, "severity=critical", "alertname=ComponentDown").startswith("oncall")
+    assert amtool(*config, "severity=warning", "alertname=HighErrorRate").startswith("team")
+
+
+def test_amtool_refuses_a_broken_alertmanager_config(tmp_path: Path) -> None:
+    # The check must be able to fail, or the passing one above proves nothing.
+    broken = (DEPLOY / "alertmanager.yml").read_text().replace("receiver: oncall", "receiver: x")
+    (tmp_path / "alertmanager.yml").write_text(broken)
+    result = subprocess.run(
+        [need("amtool"), "check-config", str(tmp_path / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert 'undefined receiver "x"' in result.stdout + result.stderr
+
+
+def test_the_fleet_and_prometheus_send_to_the_one_alertmanager() -> None:
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (am,) = prometheus["alerting"]["alertmanagers"]
+    (target,) = am["static_configs"][0]["targets"]
+    cfg = load_blueprint(DEPLOY / "streammetrics.yaml").component("system_metrics").config
+    (url,) = cfg.alertmanager.urls
+    assert urlsplit(url).netloc == target == "localhost:9093"

@@ -1,4 +1,5 @@
-"""Real servers: redis-server, prometheus, and ``streammetrics`` commands (``run``, ``demo``).
+"""Real servers: redis-server, prometheus, alertmanager, and ``streammetrics`` commands
+(``run``, ``demo``).
 
 Each is started on a free loopback port and stopped (and waited for) by whoever started
 it. A binary that is missing or a server that does not come up FAILS the test that
@@ -196,6 +197,52 @@ class Prometheus(_Daemon):
                 return result
             assert time.monotonic() < deadline, f"{expr}: still {result}"
             time.sleep(0.25)
+
+
+class Alertmanager(_Daemon):
+    """A real ``prometheus-alertmanager`` on a loopback port, clustering off, routing every
+    alert (one group each) to the webhook ``webhook_url`` within about a second, resolved
+    ones too."""
+
+    def __init__(self, tmp: Path, webhook_url: str, port: int | None = None) -> None:
+        binary = need("prometheus-alertmanager")
+        port = port or free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = tmp / "alertmanager.yml"
+        doc: dict[str, Any] = {
+            "route": {
+                "receiver": "test",
+                "group_by": ["..."],
+                "group_wait": "100ms",
+                "group_interval": "500ms",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {"name": "test", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}
+            ],
+        }
+        config.write_text(yaml.safe_dump(doc))
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # empty: no cluster port, no gossip
+            "--log.level=warn",
+        ]
+        super().__init__("alertmanager", argv, port, self._ready, timeout=30, interval=0.05)
+
+    def _ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        return False
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """What ``GET /api/v2/alerts`` lists (active alerts)."""
+        r = httpx.get(f"{self.url}/api/v2/alerts", timeout=5)
+        assert r.status_code == 200, r.text
+        alerts: list[dict[str, Any]] = r.json()
+        return alerts
 
 
 class Cli(Spawned):

@@ -25,6 +25,8 @@ TOOLS: Final[dict[str, str]] = {
     "redis-server": "redis-server",
     "promtool": "prometheus",
     "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
     "chromium": "chromium",
 }
 

@@ -127,6 +127,8 @@ class Context:
     system_outputs: dict[str, Output] = field(default_factory=dict)
     """Every binding of the system by key (a MetricsEndpoint watches their buffers)."""
     wall: Callable[[], float] = time.time
+    system: str | None = None
+    """The blueprint's system name (None for a component made in code, without one)."""
 
     def emit(self, kind: EventKind, detail: str | None = None, **fields: Any) -> None:
         """Report a lifecycle, breaker or span event straight to the bus."""

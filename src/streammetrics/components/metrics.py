@@ -11,6 +11,7 @@ an item it processed.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from functools import partial
@@ -32,12 +33,14 @@ from ..http.settings import (
     check_trusted_proxies,
 )
 from ..intake.config import DedupConfig, IngestConfig, open_ingest_problem
+from ..intake.otlp_config import OtlpConfig
 from ..judge.alerts.engine import AlertEngine
 from ..judge.alerts.rules import AlertRule
 from ..judge.health import HealthConfig, HealthJudge
 from ..model.events import Event
 from ..model.types import DeclaredName, Port
 from ..model.validation import located
+from ..transports.alertmanager_config import AlertmanagerConfig
 from ..transports.config import EventSourceConfig
 from ..views.live import LiveConfig, LiveFeed
 from .base import FLUSH_INTERVAL_S, Component, Context, Input
@@ -46,8 +49,11 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
     from ..http.app import MetricsApp
+    from ..http.ingest import IngestGuard
+    from ..intake.otlp import OtlpIntake
     from ..plugins import MetricsPlugin
     from ..probe import Probe
+    from ..transports.alertmanager import AlertmanagerNotifier
     from ..transports.redis_source import RedisSource
 
 __all__ = ("MetricsEndpoint", "MetricsEndpointConfig")
@@ -68,6 +74,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """The default rate window in seconds (a request may ask for another)."""
     max_components: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
     """Components beyond this many are rejected (label-cardinality guard)."""
+    component_ttl_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    """A component (or stream) that only events made known, not the blueprint or code,
+    is evicted with its series and alerts after this long without a report, and counted
+    in ``streammetrics_components_evicted_total``; 0 keeps every one forever."""
     health: HealthConfig = HealthConfig()
     """Thresholds of the health judgement."""
     alerts: list[AlertRule] = []
@@ -80,6 +90,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     """``POST /events`` for producers in other processes: ``{enabled, path,
     max_body_bytes, auth, allow_unauthenticated, lifecycle}``. Never writable with a read
     token; bound beyond loopback it needs ``auth`` or ``allow_unauthenticated``."""
+    otlp: OtlpConfig | None = None
+    """``POST /v1/traces``, the OTLP/HTTP trace receiver, off when absent: ``{path,
+    group_by, item_kinds, max_body_bytes, retry_after_s}`` (needs the ``otlp`` extra)."""
     source: EventSourceConfig = EventSourceConfig()
     """Events from beyond the process: ``{redis: {url, stream, group, consumer}}``."""
     dedup: DedupConfig = DedupConfig()
@@ -108,6 +121,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     dashboard: LiveConfig = LiveConfig()
     """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
     ``{enabled, max_clients, heartbeat_s}``."""
+    alertmanager: AlertmanagerConfig | None = None
+    """Post firing and resolved alerts to Alertmanager, off when absent: ``{urls: [...],
+    resend_s: 60, timeout_s: 10}``."""
     histogram_buckets: tuple[float, ...] = DEFAULT_HISTOGRAM_BUCKETS
     """Upper bounds in seconds of ``component_latency_seconds``' buckets in ``/metrics``
     (``+Inf`` is added): 1 to 30 increasing boundaries, prometheus-client's defaults
@@ -121,6 +137,18 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
         problem = open_ingest_problem(self.host, self.ingest, read_auth=self.auth is not None)
         if problem is not None:
             raise ValueError(problem)
+        if self.otlp is not None and open_ingest_problem(
+            self.host,
+            msgspec.structs.replace(self.ingest, enabled=True),
+            read_auth=self.auth is not None,
+        ):  # the trace receiver writes as ingest does, behind the same guard
+            raise ValueError(
+                f"host {self.host!r} is reachable beyond this machine and POST {self.otlp.path} "
+                "takes spans from anyone: give ingest its own tokens, which the trace receiver "
+                "shares (ingest.auth: {bearer_tokens_env: STREAMMETRICS_INGEST_TOKENS}), leave "
+                "otlp out, or say that anyone who reaches the port may post "
+                "(ingest.allow_unauthenticated: true)"
+            )
 
 
 class MetricsEndpoint(Component):
@@ -164,6 +192,7 @@ class MetricsEndpoint(Component):
         self.config = cfg
         self.plugins: list[MetricsPlugin] = list(plugins)
         self._app: MetricsApp | None = None
+        self._guard: IngestGuard | None = None
         ladder = ctx.bus.ladder
         if not ladder.covers(cfg.histogram_buckets):
             raise ConfigError(
@@ -178,6 +207,7 @@ class MetricsEndpoint(Component):
             max_components=cfg.max_components,
             view=cfg.window,
             span_timeout_s=cfg.span_timeout_s,
+            component_ttl_s=cfg.component_ttl_s,
             ladder=ladder,
             histogram_buckets=cfg.histogram_buckets,
         )
@@ -247,11 +277,13 @@ class MetricsEndpoint(Component):
                 component=self.name,
                 service=self.service,
                 ingest_path=cfg.ingest.path if cfg.ingest.enabled else None,
+                write_paths=(cfg.otlp.path,) if cfg.otlp is not None else (),
             ),
         )
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
+        self._register_otlp()
         self.setup_routes()
 
     # -- extension hooks: a subclass overrides them; a MetricsPlugin brings the same ------
@@ -290,6 +322,11 @@ class MetricsEndpoint(Component):
         from ..intake.intake import Intake
 
         self.intake = Intake(self.aggregator, DedupWindow(cfg.dedup))
+        self.otlp: OtlpIntake | None = None
+        if cfg.otlp is not None:
+            from ..intake.otlp import OtlpIntake
+
+            self.otlp = OtlpIntake(self.aggregator, cfg.otlp)
         self.redis: RedisSource | None = None
         self._transport_collectors: list[Collector] = []
         if cfg.source.redis is not None:
@@ -299,21 +336,54 @@ class MetricsEndpoint(Component):
             self.redis = RedisSource(cfg.source.redis, self.intake, name=self.name)
             self._transport_collectors.append(RedisCollector(self.redis))
             self.judge.sources.append(self.redis)  # cannot read: degraded, EventSourceDown
+        self.alertmanager: AlertmanagerNotifier | None = None
+        if cfg.alertmanager is not None:
+            from ..transports.alertmanager import AlertmanagerNotifier
+            from ..transports.alertmanager_metrics import AlertmanagerCollector
+
+            # Without a blueprint there is no system name: the endpoint's stands for it.
+            self.alertmanager = AlertmanagerNotifier(
+                cfg.alertmanager,
+                system=self.ctx.system or self.name,
+                endpoint=self.name,
+                rules=self.alerts.rules(),
+                tick_s=cfg.tick_s,
+            )
+            self._transport_collectors.append(AlertmanagerCollector(self.alertmanager))
+
+    def _write_guard(self) -> IngestGuard:
+        """The one guard of the routes that write (``POST /events``, ``POST /v1/traces``),
+        made on first use: both take the ingest tokens, and count refusals together."""
+        if self._guard is None:
+            from ..http.guard_metrics import IngestAuthCollector
+            from ..http.ingest import IngestGuard
+
+            read_auth = self.config.auth is not None
+            guard = IngestGuard(self.config.ingest, component=self.name, read_auth=read_auth)
+            if guard.access != "open":
+                self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
+            self._guard = guard
+        return self._guard
 
     def _register_ingest(self) -> None:
-        from ..http.guard_metrics import IngestAuthCollector
-        from ..http.ingest import IngestGuard, ingest_route
+        from ..http.ingest import ingest_route
 
         ingest = self.config.ingest
         if self._app is None or not ingest.enabled:
             return
-        guard = IngestGuard(ingest, component=self.name, read_auth=self.config.auth is not None)
-        if guard.access != "open":
-            self.service.add_builtin_collector(IngestAuthCollector(guard.counts))
-        self._app.register(ingest_route(self.intake, ingest, guard))
+        self._app.register(ingest_route(self.intake, ingest, self._write_guard()))
         self._app.endpoints[ingest.path] = (
             "Report events (POST): one, a list or {events}; JSON or msgpack"
         )
+
+    def _register_otlp(self) -> None:
+        otlp = self.config.otlp
+        if self._app is None or otlp is None or self.otlp is None:
+            return
+        from ..http.otlp import otlp_route
+
+        self._app.register(otlp_route(self.otlp, otlp, self._write_guard()))
+        self._app.endpoints[otlp.path] = "Export spans (POST): OTLP/HTTP, protobuf or JSON"
 
     async def collect_custom_metrics(self) -> Mapping[str, Any]:
         """The endpoint's custom figures of the current tick, as ``/metrics/json`` has
@@ -373,6 +443,8 @@ class MetricsEndpoint(Component):
                     )
                 )
                 tg.start_soon(self._tick)
+                if self.alertmanager is not None:
+                    await tg.start(self.alertmanager.run, self._generator_url())
                 if self.redis is not None:  # unreachable Redis stops the start
                     await tg.start(partial(self.redis.run, port=self.port))
                 if self._standalone:  # no harness flushes the probes: the endpoint does
@@ -393,11 +465,21 @@ class MetricsEndpoint(Component):
                 # Unavailable: the routes say so; rules resume when the harness is back.
                 with suppress(HarnessUnavailableError):
                     await self.service.snapshot()
+                    if self.alertmanager is not None:  # hands the report over; no I/O
+                        self.alertmanager.observe(self.alerts.current())
                 await anyio.sleep(self.config.tick_s)
         finally:
             # Cancelled with the server: end the live streams now, or the server's
             # graceful shutdown would wait its whole deadline for them.
             self.service.live.close()
+
+    def _generator_url(self) -> str:
+        """Where an alert sent to Alertmanager links to: this endpoint's ``/alerts``."""
+        assert self.config.alertmanager is not None
+        base = self.config.alertmanager.external_url
+        if base is None and self.config.host in ("0.0.0.0", "::", ""):
+            base = f"http://{socket.gethostname()}:{self.port}"  # reachable from elsewhere
+        return f"{(base or self.url).rstrip('/')}/alerts"
 
     async def _flush(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""Request bodies that Litestar decodes for a handler, held to ``nesting.MAX_DEPTH``.
+"""Request bodies that Litestar decodes for a handler, held to ``nesting.MAX_DEPTH``;
+compressed bodies held to a size limit once unpacked.
 
 A custom route with a ``data`` parameter (or one that calls ``request.json()``) has its
 body decoded by Litestar, untyped first and converted after, so however narrow the type
@@ -9,6 +10,7 @@ deeply with a 400 that says so, like any other malformed body.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from litestar import Request
@@ -16,7 +18,12 @@ from litestar.exceptions import ClientException
 
 from ..model.nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
 
-__all__ = ("BoundedRequest",)
+__all__ = ("BodyTooLarge", "BoundedRequest", "gunzip")
+
+
+class BodyTooLarge(ValueError):
+    """A compressed body that unpacks to more than the limit (a gzip bomb, or simply too
+    much): answered 413, as a plain body over the limit is."""
 
 
 class BoundedRequest(Request[Any, Any, Any]):
@@ -34,3 +41,34 @@ class BoundedRequest(Request[Any, Any, Any]):
                 detail=f"the MessagePack body nests more than {MAX_DEPTH} levels deep"
             )
         return await super().msgpack()
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """The content of a gzip body, at most ``limit`` bytes of it.
+
+    A request's size limit applies to what it carries once unpacked: a few kilobytes of
+    gzip can unpack to gigabytes. Decompression stops one byte past ``limit`` and raises
+    ``BodyTooLarge``, so no more than that is ever held. Several gzip members one after
+    the other (what concatenating gzip files gives) read as one body. Raises
+    ``ValueError`` for data that is not gzip or is cut short.
+    """
+    out: list[bytes] = []
+    size = 0
+    rest = data
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = d.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise ValueError(f"the body is not valid gzip: {exc}") from None
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body unpacks to more than {limit} bytes")
+        out.append(chunk)
+        if d.unconsumed_tail:  # exactly at the limit with more to come
+            raise BodyTooLarge(f"the body unpacks to more than {limit} bytes")
+        if not d.eof:
+            raise ValueError("the gzip body is cut short")
+        rest = d.unused_data
+        if not rest:
+            return b"".join(out)

@@ -9,7 +9,7 @@ before anything else, since browsers send no credentials with it), then the rate
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from litestar.config.cors import CORSConfig
@@ -36,11 +36,13 @@ def hardening(
     clock: Callable[[], float] = time.monotonic,
     service: TickCache | None = None,
     ingest_path: str | None = None,
+    write_paths: Collection[str] = (),
 ) -> dict[str, Any]:
     """``create_app`` keyword arguments (``cors``, ``middleware``) for these sections;
     with ``service``, what the guards refuse is also counted in its exposition.
     ``ingest_path`` (``POST /events``) is left to ingest's own guard: a read token
-    must not admit a write, nor an ingest token need a read token beside it.
+    must not admit a write, nor an ingest token need a read token beside it; so are the
+    other routes that write through the same guard (``write_paths``: ``POST /v1/traces``).
 
     Reads the bearer tokens from the environment now, so a missing variable stops the
     start with a ``ConfigError`` rather than failing every request later.
@@ -66,6 +68,7 @@ def hardening(
         open_paths |= {DASHBOARD_PATH}
         if ingest_path is not None:
             open_paths |= {ingest_path}
+        open_paths |= set(write_paths)
         counts = AuthCounts()
         middleware.append(
             DefineMiddleware(

@@ -136,6 +136,10 @@ class MetricsResponse(msgspec.Struct, frozen=True):
     errors: list[str]
     """Collectors that failed for this snapshot; the other figures are still valid."""
     timestamp: float
+    components_evicted: int = 0
+    """Components evicted after ``component_ttl_s`` without a report, since start."""
+    streams_evicted: int = 0
+    """Streams evicted the same way, since start."""
     custom: dict[str, CustomFamily] = {}
     """Families of the endpoint's custom collectors, by name (as ``/metrics`` has them)."""
     extra: dict[str, Any] = {}
@@ -190,6 +194,8 @@ def metrics_response(s: Snapshot, custom: CustomCollection | None = None) -> Met
         rejected=s.rejected,
         errors=s.errors,
         timestamp=s.timestamp,
+        components_evicted=s.components_evicted,
+        streams_evicted=s.streams_evicted,
     )
 
 

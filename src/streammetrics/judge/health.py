@@ -376,6 +376,8 @@ class HealthJudge:
             total_histogram=f.total_histogram,
             component_histograms=f.component_histograms,
             latency_sums=f.latency_sums,
+            components_evicted=f.components_evicted,
+            streams_evicted=f.streams_evicted,
             histogram_buckets=f.histogram_buckets,
         )
         if self.alerts is None:

@@ -278,6 +278,14 @@ class SnapshotCollector(Collector):
             "Events that could not be folded, by reason",
             ("reason",),
         )
+        evicted = self._c(
+            "streammetrics_components_evicted",
+            "Components evicted after component_ttl_s without a report (undeclared only)",
+        )
+        streams_evicted = self._c(
+            "streammetrics_streams_evicted",
+            "Streams evicted after component_ttl_s without a report (undeclared only)",
+        )
         alerts = self._g("alerts_firing", "Alerts firing, by level", ("level",))
         failed = self._g(
             "streammetrics_collection_errors",
@@ -291,6 +299,8 @@ class SnapshotCollector(Collector):
             reasons.setdefault("malformed", 0)  # the series exists before the first rejection
             for reason, n in sorted(reasons.items()):
                 rejected.add_metric([reason], n)
+            evicted.add_metric([], snap.components_evicted)
+            streams_evicted.add_metric([], snap.streams_evicted)
             firing = dict.fromkeys(_ALERT_LEVELS, 0)
             for a in snap.alerts:
                 if a.state == "firing":
@@ -298,4 +308,4 @@ class SnapshotCollector(Collector):
             for level, n in firing.items():
                 alerts.add_metric([level], n)
             failed.add_metric([], len(snap.errors))
-        yield from (traces, active, expired, rejected, alerts, failed)
+        yield from (traces, active, expired, rejected, evicted, streams_evicted, alerts, failed)

@@ -139,6 +139,10 @@ class AlertEngine:
         self._last = AlertReport(firing, pending, resolved, recs)
         return self._last
 
+    def rules(self) -> list[AlertRule]:
+        """The rules evaluated, built-in ones first: what an alert's ``name`` names."""
+        return [r.rule for r in self._rules]
+
     def current(self) -> AlertReport:
         """The last evaluation's report, stepping no lifecycle (for the views other than
         the one that drives the rules)."""

@@ -110,6 +110,7 @@ class FigureReader:
     def __init__(self, health: HealthConfig | None = None) -> None:
         self.health = health or HealthConfig()
         self._flaps: dict[str, deque[tuple[float, int]]] = {}
+        self._evicted = 0
 
     def read(self, snap: Snapshot) -> dict[Scope, dict[str, NamedFigures]]:
         """Every instance's named figures, by scope (``FIGURE_HELP`` says what each is).
@@ -175,6 +176,10 @@ class FigureReader:
                 "memory_usage_mb": mem,
                 "cpu_usage_percent": cpu,
             }
+        if snap.components_evicted != self._evicted:  # forget the evicted ones' flaps
+            self._evicted = snap.components_evicted
+            for name in [n for n in flaps if n not in snap.detailed_components]:
+                del flaps[name]
         streams: dict[str, NamedFigures] = {}
         details = snap.detailed_components
         for key, st in snap.streaming.streams.items():
@@ -203,6 +208,8 @@ class FigureReader:
             if not transitions:
                 return 0.0  # the common case: a breaker that never moved
             hist = self._flaps[name] = deque()
+        if hist and transitions < hist[-1][1]:
+            hist.clear()  # fewer than before: a new breaker under an evicted one's name
         if not hist or hist[-1][1] != transitions:
             hist.append((now, transitions))
         while len(hist) > 1 and hist[1][0] <= now - FLAP_WINDOW_S:

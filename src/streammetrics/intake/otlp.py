@@ -1,0 +1,392 @@
+"""Spans exported over OTLP, folded into an endpoint's aggregates.
+
+A span is one piece of work in a service: its component is the resource's
+``service.name`` (with ``group_by: service_and_span``, that and the span's name), its
+duration is its latency, and a status of ``ERROR`` makes it a failed item. Only spans of
+the ``item_kinds`` (by default ``SERVER`` and ``CONSUMER``, where work enters a service)
+are items, so a request that makes ten client calls counts once; every span, of any
+kind, counts in ``traces`` (distinct trace ids, completed spans) and in its component's
+``span_latency``.
+
+Decoding is the ``opentelemetry-proto`` classes' (protobuf's own parser, and its JSON
+mapping for OTLP/JSON), never hand-written. The spans are summed per component here
+(``SpanDelta``) and folded once per component, so a batch of 512 spans costs 512 passes
+of a short loop and a handful of window updates.
+
+A span that cannot be folded is rejected alone, its reason counted in
+``streammetrics_events_rejected_total{reason}`` and returned for the export's
+partial-success answer; the other spans of its batch still fold. Only a body that does
+not decode at all is an error (``EventError``).
+"""
+
+from __future__ import annotations
+
+import base64
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import msgspec
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from ..errors import EventError
+from ..model.events import Delta
+from ..model.nesting import MAX_DEPTH, json_too_deep
+from ..model.spans import SpanDelta
+from ..model.types import MAX_NAME
+from .otlp_config import OtlpConfig
+
+if TYPE_CHECKING:
+    from ..aggregator import Aggregator
+
+__all__ = (
+    "UNKNOWN_SERVICE",
+    "Encoding",
+    "OtlpIntake",
+    "OtlpResult",
+    "OtlpStatistics",
+    "decode_request",
+    "encode_response",
+    "encode_status",
+)
+
+Encoding = Literal["protobuf", "json"]
+#: The component of spans whose resource names no service, as the SDKs name it.
+UNKNOWN_SERVICE: Final = "unknown_service"
+#: ``Status.StatusCode.STATUS_CODE_ERROR``.
+_ERROR: Final = 2
+#: A trace id is 16 bytes; an empty or shorter one is invalid (OTLP).
+_TRACE_ID_BYTES: Final = 16
+#: The id fields of OTLP/JSON, hex there, base64 in protobuf's JSON mapping.
+_SPAN_IDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_LINK_IDS: Final = ("traceId", "spanId", "trace_id", "span_id")
+#: google.rpc codes of the error answers.
+INVALID_ARGUMENT: Final = 3
+UNAVAILABLE: Final = 14
+RESOURCE_EXHAUSTED: Final = 8
+
+_json_any = msgspec.json.Decoder()
+
+
+class OtlpResult(msgspec.Struct, frozen=True):
+    """What became of one export request."""
+
+    accepted: int
+    """Spans folded."""
+    rejected: int
+    """Spans not folded (the partial-success ``rejected_spans``)."""
+    message: str = ""
+    """Why, by reason and count: the partial-success ``error_message``; empty when none
+    was rejected."""
+
+
+class OtlpStatistics(msgspec.Struct, frozen=True):
+    requests: int
+    """Export requests that reached the receiver."""
+    unreadable: int
+    """Of them, requests whose body did not decode (answered 400)."""
+    accepted: int
+    """Spans folded."""
+    rejected: int
+    """Spans rejected, by any reason."""
+
+
+def decode_request(data: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
+    """An ``ExportTraceServiceRequest`` from a protobuf or OTLP/JSON body.
+
+    OTLP/JSON is protobuf's JSON mapping with one difference: trace and span ids are
+    hex, not base64. They are turned into base64 before the mapping reads the body, so
+    every other rule (lowerCamelCase or original field names, enums as numbers or names,
+    64-bit integers as strings or numbers, unknown fields ignored) is the mapping's own.
+    Raises ``EventError`` naming the problem when the body does not decode.
+    """
+    if encoding == "protobuf":
+        try:
+            return ExportTraceServiceRequest.FromString(data)
+        except (DecodeError, RecursionError) as exc:
+            raise EventError(
+                f"body is not an OTLP protobuf ExportTraceServiceRequest: {exc}"
+            ) from None
+    if json_too_deep(data):
+        raise EventError(f"body is nested more than {MAX_DEPTH} levels deep")
+    try:
+        doc = _json_any.decode(data)
+    except msgspec.DecodeError as exc:
+        raise EventError(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise EventError(f"body is not a JSON object but {type(doc).__name__}")
+    _ids_to_base64(doc)
+    request = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(doc, request, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise EventError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+    return request
+
+
+def _ids_to_base64(doc: dict[str, Any]) -> None:
+    """Rewrite the hex trace and span ids of an OTLP/JSON body as base64, in place.
+
+    Only where ids sit (spans and their links); a structure that is not where OTLP puts
+    one is left for the JSON mapping to refuse with its own message.
+    """
+    for i, rs in enumerate(_items(doc, "resourceSpans", "resource_spans")):
+        for j, ss in enumerate(_items(rs, "scopeSpans", "scope_spans")):
+            for k, span in enumerate(_items(ss, "spans")):
+                at = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
+                _hex_fields(span, _SPAN_IDS, at)
+                for m, link in enumerate(_items(span, "links")):
+                    _hex_fields(link, _LINK_IDS, f"{at}.links[{m}]")
+
+
+def _items(obj: Any, *names: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        return []
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _hex_fields(obj: Any, names: tuple[str, ...], at: str) -> None:
+    if not isinstance(obj, dict):
+        return
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, str) and value:
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raise EventError(
+                    f"{name} must be hex (OTLP/JSON), got {value[:64]!r}", path=f"{at}.{name}"
+                ) from None
+            obj[name] = base64.b64encode(raw).decode("ascii")
+
+
+def encode_response(result: OtlpResult, encoding: Encoding) -> bytes:
+    """The ``ExportTraceServiceResponse`` of an export: empty when every span folded,
+    else its ``partial_success`` with the count and the reasons of the rejected."""
+    response = ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_spans = result.rejected
+        response.partial_success.error_message = result.message
+    if encoding == "protobuf":
+        return response.SerializeToString()
+    return json_format.MessageToJson(response, indent=None).encode()
+
+
+def encode_status(code: int, message: str, encoding: Encoding) -> bytes:
+    """The body of an error answer: a ``google.rpc.Status``, as OTLP/HTTP has it."""
+    status = Status(code=code, message=message)
+    if encoding == "protobuf":
+        return status.SerializeToString()
+    return json_format.MessageToJson(status, indent=None).encode()
+
+
+def _service_name(resource: Any) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return str(kv.value.string_value) or UNKNOWN_SERVICE
+    return UNKNOWN_SERVICE
+
+
+class _Group:
+    """Spans of one component in one request, being summed."""
+
+    __slots__ = (
+        "errors",
+        "hist",
+        "last_error",
+        "lsum",
+        "processed",
+        "shist",
+        "spans",
+        "ssum",
+        "traces",
+    )
+
+    def __init__(self, nbuckets: int) -> None:
+        self.processed = self.errors = self.spans = 0
+        self.lsum = self.ssum = 0  # nanoseconds
+        self.hist = [0] * nbuckets
+        self.shist = [0] * nbuckets
+        self.last_error: str | None = None
+        self.traces: set[bytes] = set()
+
+
+class OtlpIntake:
+    """Decode export requests, sum their spans per component and fold them into one
+    aggregator, counting every span that does not make it."""
+
+    def __init__(self, aggregator: Aggregator, config: OtlpConfig) -> None:
+        self.aggregator = aggregator
+        self.config = config
+        self._items = config.item_kind_numbers
+        self._by_span = config.group_by == "service_and_span"
+        # The aggregator's latency buckets in nanoseconds: a span's duration (integer
+        # nanoseconds) is bucketed without a float conversion, into the buckets the
+        # aggregator counts in, so the histograms add up.
+        self._bounds_ns = [round(b * 1e9) for b in aggregator.ladder.bounds]
+        self._nbuckets = aggregator.ladder.nbuckets
+        self._requests = self._unreadable = self._accepted = self._rejected = 0
+
+    def export(self, data: bytes, encoding: Encoding) -> OtlpResult:
+        """Fold one request body. Raises ``EventError`` when the body does not decode
+        (counted as one ``malformed`` rejection); a span that cannot be folded is
+        rejected alone and named in the result."""
+        try:
+            request = decode_request(data, encoding)
+        except EventError:
+            self.refuse()
+            raise
+        return self.fold(request)
+
+    def refuse(self) -> None:
+        """Count a request whose body could not be read (does not decode, or is gzip
+        that does not unpack) as one ``malformed`` rejection."""
+        self._requests += 1
+        self._unreadable += 1
+        self.aggregator.reject("malformed")
+
+    def fold(self, request: ExportTraceServiceRequest) -> OtlpResult:
+        """Fold a decoded request's spans."""
+        self._requests += 1
+        groups, reasons = self._sum(request)
+        names = list(groups)
+        deltas = [_delta(name, groups[name]) for name in names]
+        refused = self.aggregator.fold_spans(deltas)
+        for i in refused:
+            reasons[
+                f"component limit {self.aggregator.max_components} reached ({names[i]!r} "
+                "not registered)"
+            ] += groups[names[i]].spans
+        malformed = sum(reasons.values()) - sum(groups[names[i]].spans for i in refused)
+        if malformed:
+            self.aggregator.reject("malformed", malformed)
+        rejected = sum(reasons.values())
+        accepted = sum(g.spans for g in groups.values()) - (rejected - malformed)
+        self._accepted += accepted
+        self._rejected += rejected
+        message = "; ".join(f"{n} spans: {why}" for why, n in reasons.items())
+        return OtlpResult(accepted, rejected, message)
+
+    def _sum(self, request: ExportTraceServiceRequest) -> tuple[dict[str, _Group], Counter[str]]:
+        """The request's spans summed per component, and the rejected counted by reason."""
+        groups: dict[str, _Group] = {}
+        reasons: Counter[str] = Counter()
+        items = self._items
+        for rs in request.resource_spans:
+            service = _service_name(rs.resource)
+            if len(service) > MAX_NAME:
+                n = sum(len(ss.spans) for ss in rs.scope_spans)
+                if n:
+                    reasons[f"service.name is longer than {MAX_NAME} characters"] += n
+                continue
+            if not self._by_span:
+                g = groups.get(service)
+                if g is None:
+                    g = groups[service] = _Group(self._nbuckets)
+                for ss in rs.scope_spans:
+                    _add(g, ss.spans, items, self._bounds_ns, reasons)
+                continue
+            by_name: dict[str, list[Span]] = {}
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    name = f"{service}:{sp.name}" if sp.name else service
+                    by_name.setdefault(name, []).append(sp)
+            for name, spans in by_name.items():
+                if len(name) > MAX_NAME:
+                    reasons[f"service and span name longer than {MAX_NAME} characters"] += len(
+                        spans
+                    )
+                    continue
+                g = groups.get(name)
+                if g is None:
+                    g = groups[name] = _Group(self._nbuckets)
+                _add(g, spans, items, self._bounds_ns, reasons)
+        empty = [name for name, g in groups.items() if not g.spans]
+        for name in empty:
+            del groups[name]
+        return groups, reasons
+
+    def statistics(self) -> OtlpStatistics:
+        return OtlpStatistics(
+            requests=self._requests,
+            unreadable=self._unreadable,
+            accepted=self._accepted,
+            rejected=self._rejected,
+        )
+
+
+def _add(
+    g: _Group,
+    spans: Iterable[Span],
+    items: frozenset[int],
+    bounds: list[int],
+    reasons: Counter[str],
+) -> None:
+    """Sum ``spans`` into ``g``: the hot loop of the receiver, so a few field reads, one
+    bisect and one set insert per span, with the sums in local variables."""
+    bisect = bisect_left
+    hist, shist = g.hist, g.shist
+    seen = g.traces.add
+    n = processed = errors = lsum = ssum = 0
+    last = g.last_error
+    for sp in spans:
+        d = sp.end_time_unix_nano - sp.start_time_unix_nano
+        trace = sp.trace_id
+        if d < 0 or len(trace) != _TRACE_ID_BYTES:
+            reasons[
+                "end_time_unix_nano before start_time_unix_nano"
+                if d < 0
+                else "trace_id is not 16 bytes"
+            ] += 1
+            continue
+        k = bisect(bounds, d)
+        n += 1
+        shist[k] += 1
+        ssum += d
+        seen(trace)
+        if sp.kind in items:
+            hist[k] += 1
+            lsum += d
+            status = sp.status
+            if status.code == _ERROR:
+                errors += 1
+                if status.message:
+                    last = status.message
+            else:
+                processed += 1
+    g.spans += n
+    g.processed += processed
+    g.errors += errors
+    g.lsum += lsum
+    g.ssum += ssum
+    g.last_error = last[:2000] if last is not None else None
+
+
+def _delta(name: str, g: _Group) -> SpanDelta:
+    items = g.processed + g.errors
+    return SpanDelta(
+        items=Delta(
+            name,
+            processed=g.processed,
+            errors=g.errors,
+            latency_counts=g.hist if items else None,
+            latency_sum=g.lsum * 1e-9,
+            last_error=g.last_error,
+        ),
+        spans=g.spans,
+        span_counts=g.shist,
+        span_sum=g.ssum * 1e-9,
+        trace_ids=[t.hex() for t in g.traces],
+    )

@@ -1,0 +1,84 @@
+"""``OtlpIntake`` over a real ``Aggregator``: what a decoded export adds to which
+component, and ``gunzip``, the bound on what a compressed body unpacks to."""
+
+from __future__ import annotations
+
+import gzip
+from bisect import bisect_left
+
+import pytest
+
+from streammetrics.aggregator import Aggregator
+from streammetrics.http.bodies import BodyTooLarge, gunzip
+from streammetrics.intake.otlp import OtlpIntake, decode_request
+from streammetrics.intake.otlp_config import OtlpConfig
+from tests.otlp.builders import SPEC_EXAMPLE, request, span
+
+
+def test_items_latency_and_span_latency_per_component() -> None:
+    agg = Aggregator()
+    intake = OtlpIntake(agg, OtlpConfig())
+    spans = [span(0.003), span(0.003, error=True), span(0.2, kind=3), span(0.02, kind=5)]
+    result = intake.fold(request({"api": spans}))
+    assert (result.accepted, result.rejected, result.message) == (4, 0, "")
+    snap = agg.figures()
+    c = snap.detailed_components["api"]
+    assert (c.items_processed, c.errors_encountered, c.last_error) == (2, 1, "boom")
+    hist = snap.component_histograms["api"]
+    buckets = snap.histogram_buckets
+    # the CLIENT span's 0.2 s is a span, not an item's latency
+    assert hist[bisect_left(buckets, 0.003)] == 2
+    assert hist[bisect_left(buckets, 0.02)] == 1
+    assert sum(hist) == 3
+    assert snap.latency_sums["api"] == pytest.approx(0.026)
+    assert c.span_latency is not None and c.span_latency.count == 4
+    assert c.status == "running"
+
+
+def test_distinct_trace_ids_count_once_across_requests() -> None:
+    agg = Aggregator()
+    intake = OtlpIntake(agg, OtlpConfig())
+    t1, t2 = b"\x01" * 16, b"\x02" * 16
+    intake.fold(request({"a": [span(trace=t1), span(trace=t1)], "b": [span(trace=t2)]}))
+    intake.fold(request({"a": [span(trace=t2)]}))
+    traces = agg.figures().traces
+    assert (traces.total_traces, traces.completed_spans, traces.active_spans) == (2, 4, 0)
+
+
+def test_unobserved_services_are_skipped_not_rejected() -> None:
+    agg = Aggregator(observe=["a"])
+    intake = OtlpIntake(agg, OtlpConfig())
+    result = intake.fold(request({"a": [span()], "b": [span(), span()]}))
+    assert result.rejected == 0
+    assert set(agg.figures().detailed_components) == {"a"}
+    assert agg.statistics().rejected == {}
+
+
+def test_a_resource_without_service_name_is_unknown_service() -> None:
+    agg = Aggregator()
+    req = request({"x": [span()]})
+    del req.resource_spans[0].resource.attributes[:]
+    OtlpIntake(agg, OtlpConfig()).fold(req)
+    assert agg.figures().detailed_components["unknown_service"].items_processed == 1
+
+
+def test_the_spec_example_decodes_with_its_hex_ids() -> None:
+    req = decode_request(SPEC_EXAMPLE.encode(), "json")
+    sp = req.resource_spans[0].scope_spans[0].spans[0]
+    assert sp.trace_id.hex() == "5b8efff798038103d269b633813fc60c"
+    assert sp.span_id.hex() == "eee19b7ec3c1b174"
+    assert sp.parent_span_id.hex() == "eee19b7ec3c1b173"
+    assert sp.end_time_unix_nano - sp.start_time_unix_nano == 1_000_000_000
+
+
+def test_gunzip_is_bounded_by_what_it_unpacks_to() -> None:
+    assert gunzip(gzip.compress(b"abc") + gzip.compress(b"def"), 6) == b"abcdef"
+    assert gunzip(gzip.compress(b"x" * 1000), 1000) == b"x" * 1000
+    with pytest.raises(BodyTooLarge):
+        gunzip(gzip.compress(b"x" * 1001), 1000)
+    with pytest.raises(BodyTooLarge):  # the second member passes the limit
+        gunzip(gzip.compress(b"x" * 600) + gzip.compress(b"x" * 600), 1000)
+    with pytest.raises(ValueError, match="cut short"):
+        gunzip(gzip.compress(b"x" * 100)[:-8], 1000)
+    with pytest.raises(ValueError, match="not valid gzip"):
+        gunzip(b"plain", 1000)
