@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import churn, footprint, ingest, memory, otlp, scale, serving
+from . import churn, footprint, ingest, memory, otlp, overload, scale, serving
 from ._report import BenchmarkError, CaseResult, machine, progress, table, targets_table
 from .stream import StreamSpec
 
 __all__ = ("CASES", "main")
 
-CASES = ("ingest", "http", "scale", "footprint", "memory", "otlp", "churn")
+CASES = ("ingest", "http", "scale", "footprint", "memory", "otlp", "churn", "overload")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 _COLUMNS: dict[str, tuple[str, ...] | None] = {
@@ -49,6 +49,7 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
     "otlp": otlp.COLUMNS,
     "churn": None,
     "footprint": None,
+    "overload": None,
 }
 
 
@@ -119,6 +120,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             if q
             else churn.run_case(100_000, ttl_s=5.0, retention_s=10.0)
         ),
+        "overload": lambda: overload.run_case(seconds=2.0 if q else 10.0),
     }
 
 

@@ -5,7 +5,17 @@ asserted here."""
 from __future__ import annotations
 
 import pytest
-from benchmarks import _servers, churn, footprint, ingest, memory, otlp, scale, serving
+from benchmarks import (
+    _servers,
+    churn,
+    footprint,
+    ingest,
+    memory,
+    otlp,
+    overload,
+    scale,
+    serving,
+)
 from benchmarks._report import BenchmarkError
 from benchmarks.stream import Stream, StreamSpec, parse_latency
 
@@ -199,3 +209,24 @@ def test_the_load_generator_counts_a_peer_that_never_answers_as_timeouts() -> No
         assert time.monotonic() - t0 < 10
     assert result["timeouts"] >= 3
     assert result["requests"] == 0 and result["p99_ms"] is None
+
+
+def test_overload_case_runs_on_loopback() -> None:
+    """Both servers through every phase at tiny sizes: /health answered in each, the idle
+    connections really open on the server's side, a target per loaded phase."""
+    r = overload.run_case(seconds=0.5, hammer=20, sse=5, idle=100)
+    assert [(row["server"], row["phase"]) for row in r.rows] == [
+        (kind, phase)
+        for kind in ("streammetrics", "litestar")
+        for phase in ("quiet", "hammer", "sse", "idle")
+    ]
+    for row in r.rows:
+        assert row["p99_ms"] is not None and row["errors"] + row["timeouts"] == 0, row
+        assert row["kept_lost"] == 0, row
+    idle = next(row for row in r.rows if row["phase"] == "idle")
+    assert idle["idle_open"] == 100 and idle["server_open"] >= 100
+    assert [t.name for t in r.targets] == [
+        "/health p99 with 20 clients hammering /metrics/json",
+        "/health p99 with 5 SSE clients",
+        "/health p99 with 100 idle connections",
+    ]

@@ -25,6 +25,7 @@ from ..aggregator import Aggregator
 from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
 from ..bus import EventBus
 from ..errors import ConfigError, HarnessUnavailableError
+from ..http.limits import ConnectionGuard, ConnectionLimits
 from ..http.settings import (
     AuthSettings,
     CorsSettings,
@@ -121,6 +122,9 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     dashboard: LiveConfig = LiveConfig()
     """``GET /dashboard`` and its Server-Sent Events feed ``GET /stream``:
     ``{enabled, max_clients, heartbeat_s}``."""
+    limits: ConnectionLimits = ConnectionLimits()
+    """Bounds on every connection: ``{max_connections, health_reserve, max_header_bytes,
+    header_timeout_s, idle_timeout_s, retry_after_s, max_concurrent_requests}``."""
     alertmanager: AlertmanagerConfig | None = None
     """Post firing and resolved alerts to Alertmanager, off when absent: ``{urls: [...],
     resend_s: 60, timeout_s: 10}``."""
@@ -242,6 +246,7 @@ class MetricsEndpoint(Component):
             live=LiveFeed(cfg.dashboard, name=ctx.name, tick_s=cfg.tick_s),
         )
         self.port: int | None = None
+        self.connections = ConnectionGuard(cfg.limits)
         self._init_transports(cfg)
 
     @property
@@ -257,6 +262,7 @@ class MetricsEndpoint(Component):
         from ..http.app import create_app
         from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
         from ..http.hardening import hardening
+        from ..http.limits import ConnectionCollector
 
         for c in [*self._transport_collectors, *self.collectors()]:
             self.service.add_collector(c)
@@ -280,6 +286,7 @@ class MetricsEndpoint(Component):
                 write_paths=(cfg.otlp.path,) if cfg.otlp is not None else (),
             ),
         )
+        self.service.add_builtin_collector(ConnectionCollector(self.connections))
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
@@ -439,6 +446,7 @@ class MetricsEndpoint(Component):
                         port=cfg.port,
                         component=self.name,
                         shutdown_timeout_s=cfg.shutdown_timeout_s,
+                        connections=self.connections,
                         trusted_proxies=cfg.trusted_proxies,
                     )
                 )

@@ -1,7 +1,7 @@
 """The HTTP face of a MetricsEndpoint: the Litestar app (``app``, ``routes``,
 ``responses``, ``dashboard``, ``ingest``), its guards (``settings``, ``hardening``,
-``auth``, ``ratelimit``, ``headers``, ``guard_metrics``) and the uvicorn runner
-(``server``).
+``auth``, ``ratelimit``, ``headers``, ``guard_metrics``), the uvicorn runner (``server``)
+and the bounds on its connections (``limits``).
 
 Nothing is imported here: a caller that needs one piece (``headers`` for another app,
 ``settings`` for a config struct) does not load the whole stack. ``Service``, the type

@@ -21,6 +21,7 @@ import anyio
 import uvicorn
 
 from ..errors import PortInUseError, StreamMetricsError
+from .limits import ConnectionGuard
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -76,6 +77,7 @@ async def serve(
     component: str,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     shutdown_timeout_s: float = 5.0,
+    connections: ConnectionGuard | None = None,
     trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Serve ``app`` on host:port until cancelled; ``task_status.started`` gets the port.
@@ -88,14 +90,17 @@ async def serve(
     A busy port raises ``PortInUseError`` from ``tg.start``. On cancellation the server
     stops accepting, lets requests in flight finish for up to ``shutdown_timeout_s``,
     runs the app's lifespan shutdown, and is cancelled if it overruns that deadline.
+    ``connections`` bounds the connections (``ConnectionLimits``' defaults without it).
     """
+    guard = connections if connections is not None else ConnectionGuard()
+    guard.fit_to_fd_limit(component)
     sock = bind_socket(host, port, component)
     try:
         bound_port: int = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
             loop="none",
-            http="httptools",
+            http=guard.protocol_class(),
             ws="none",
             lifespan="on",
             log_config=None,
