@@ -420,3 +420,145 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
         load_blueprint(f)
     assert ei.value.path == str(f)
     assert "UTF-8" in str(ei.value)
+
+
+# -- names, duplicate keys, aliases and the component bound ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("escaped", "char", "said"),
+    [
+        ("\\0", "\0", "U+0000 (a control character)"),
+        ("\\e[31m", "\x1b[31m", "U+001B (a control character)"),
+        ("\\t", "\t", "U+0009 (a control character)"),
+        ("\\u200b", "\u200b", "U+200B (ZERO WIDTH SPACE)"),
+    ],
+)
+def test_blueprint_names_with_control_characters_say_which(
+    escaped: str, char: str, said: str
+) -> None:
+    """YAML's double-quoted escapes are the one way to write such a character (PyYAML
+    refuses a raw one): the name rule says which character it is."""
+    text = BASIC.replace('"data_store"', f'"data{escaped}store"', 1)
+    err = _error(text)
+    assert err.path == "system.components[1].name"
+    assert err.value == f"data{char}store"
+    assert err.reason == f"a name must be printable characters only; character 4 is {said}"
+
+
+def test_a_printable_name_outside_the_declared_charset_says_the_charset() -> None:
+    err = _error(BASIC.replace('"monitored_system"', '"monitored system"'))
+    assert err.path == "system.name"
+    assert err.reason == (
+        "a name a blueprint declares is letters, digits and _ . : - only (at most 200); "
+        "got 'monitored system'"
+    )
+
+
+def test_a_duplicate_key_names_both_lines() -> None:
+    text = BASIC.replace('      type: "Store"\n', '      type: "Store"\n      type: "Source"\n')
+    err = _error(text)
+    line = text.splitlines().index('      type: "Source"') + 1
+    assert err.reason == f"duplicate key 'type': at line {line} and first at line {line - 1}"
+    assert (err.path, err.value) == ("system.components[1]", "type")
+
+
+def test_a_duplicate_top_level_key_is_refused_too() -> None:
+    err = _error(BASIC + "system:\n  name: other\n  components: []\n")
+    assert err.reason == f"duplicate key 'system': at line {X_LINE} and first at line 1"
+    assert err.path == "$"
+
+
+def test_merge_keys_are_not_duplicates_of_the_keys_they_bring() -> None:
+    text = (
+        "defaults: &store {type: Store, name: base}\n"
+        "system:\n  name: s\n  components:\n    - <<: *store\n      name: db\n"
+    )
+    err = _error(text)  # the merge itself is fine: only the extra top-level key is not
+    assert (err.path, err.reason) == ("$", "Object contains unknown field `defaults`")
+    bp = parse_blueprint(
+        "system:\n  name: s\n  components:\n"
+        "    - &one {name: db, type: Store}\n    - <<: *one\n      name: db2\n"
+    )
+    assert [(c.name, c.type) for c in bp.components] == [("db", "Store"), ("db2", "Store")]
+
+
+def _laughs(levels: int, width: int = 10) -> str:
+    """Each anchor a list of ``width`` aliases of the one before: ``width ** levels``
+    scalars once expanded, from a few hundred bytes."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    for k in range(1, levels):
+        lines.append(f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nsystem: {{name: s, components: [], x: *l{levels - 1}}}\n"
+
+
+def test_an_alias_bomb_is_refused_quickly_naming_the_line() -> None:
+    import time
+
+    text = _laughs(9)  # a billion scalars expanded
+    started = time.perf_counter()
+    err = _error(text)
+    assert time.perf_counter() - started < 5
+    assert "YAML holds more than 500000 nodes (aliases counted as the nodes they repeat)" in (
+        err.reason
+    )
+    assert "(line 6, column " in err.reason  # l5: the first level past the bound
+    assert err.path == "l5"
+
+
+def test_aliases_within_the_bound_are_read_as_usual() -> None:
+    err = _error(_laughs(3))  # a thousand scalars: read, then x is not a field
+    assert (err.path, err.reason) == ("$", "Object contains unknown field `l0`")
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    err = _error("system: &s {name: s, components: [], x: *s}\n")
+    assert err.reason == "alias *s refers to a node it is inside (line 1, column 41)"
+    assert err.path == "system"
+
+
+def _components(n: int) -> str:
+    return "system:\n  name: s\n  components:\n" + "".join(
+        f"    - name: c{i}\n      type: Source\n" for i in range(n)
+    )
+
+
+def test_components_past_the_bound_are_refused_at_the_first_one_past_it() -> None:
+    assert len(parse_blueprint(_components(5), max_components=5).components) == 5
+    err = _error(_components(6), max_components=5)
+    assert err.path == "system.components"
+    assert err.reason == (
+        "a blueprint may declare at most 5 components (streammetrics validate|run "
+        "--max-components N allows more) (line 14, column 7)"
+    )
+
+
+def test_the_default_component_bound_is_ten_thousand() -> None:
+    from streammetrics.blueprint import DEFAULT_MAX_COMPONENTS
+
+    assert DEFAULT_MAX_COMPONENTS == 10_000
+    err = _error(_components(DEFAULT_MAX_COMPONENTS + 1))
+    assert "at most 10000 components" in err.reason
+    assert f"(line {3 + 2 * DEFAULT_MAX_COMPONENTS + 1}, column 7)" in err.reason
+
+
+def test_components_brought_by_an_alias_count_against_the_bound() -> None:
+    text = "c: &c [{name: a, type: Source}, {name: b, type: Source}, {name: d, type: Source}]\n"
+    err = _error(text + "system: {name: s, components: *c}\n", max_components=2)
+    assert err.path == "system.components"
+    assert err.reason == (
+        "a blueprint may declare at most 2 components; this one has 3 "
+        "(streammetrics validate|run --max-components N allows more)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("9" * 5000, "not valid YAML: a value cannot be read: Exceeds the limit (4300 digits)"),
+        ("2024-02-30", "not valid YAML: a value cannot be read: day is out of range for month"),
+    ],
+)
+def test_values_pyyaml_cannot_construct_are_blueprint_errors(value: str, said: str) -> None:
+    err = _error(f"system:\n  name: {value}\n  components: []\n")
+    assert err.reason.startswith(said)

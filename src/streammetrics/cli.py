@@ -16,7 +16,13 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from .blueprint import PORT_OFFSET_ENV, Blueprint, load_blueprint, parse_blueprint
+from .blueprint import (
+    DEFAULT_MAX_COMPONENTS,
+    PORT_OFFSET_ENV,
+    Blueprint,
+    load_blueprint,
+    parse_blueprint,
+)
 from .errors import BlueprintError, StreamMetricsError
 from .harness import Harness
 from .version import __version__
@@ -55,6 +61,25 @@ def _add_port_offset(p: argparse.ArgumentParser) -> None:
 
 def _add_blueprint(p: argparse.ArgumentParser) -> None:
     p.add_argument("blueprint", type=Path, help="the blueprint YAML file")
+    p.add_argument(
+        "--max-components",
+        type=_positive,
+        default=DEFAULT_MAX_COMPONENTS,
+        metavar="N",
+        help="refuse a blueprint declaring more than N components, as soon as the reader "
+        f"reaches component N+1 (default {DEFAULT_MAX_COMPONENTS:,})",
+    )
+
+
+def _positive(text: str) -> int:
+    """An argument that is a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,7 +178,9 @@ def _load(args: argparse.Namespace) -> Blueprint:
     def load(port_offset: int) -> Blueprint:
         if args.command == "demo":
             return demo_blueprint(port_offset)
-        return load_blueprint(args.blueprint, port_offset=port_offset)
+        return load_blueprint(
+            args.blueprint, port_offset=port_offset, max_components=args.max_components
+        )
 
     try:
         bp = load(0)
@@ -243,6 +270,17 @@ def _ours(group: BaseExceptionGroup[BaseException]) -> StreamMetricsError | None
     return None
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\x1b``, ``\\n``,
+    ``\\u200b``): an error quotes the input it refuses, and a control character from a
+    hostile file must neither reach the terminal nor split the error over lines."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -260,13 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return anyio.run(run_blueprint, bp, args.shutdown_timeout, backend_options=_loop_options())
     except StreamMetricsError as exc:
-        print(f"streammetrics: error: {exc}", file=sys.stderr)
+        print(f"streammetrics: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BaseExceptionGroup as group:
         ours = _ours(group)
         if ours is None:
             raise
-        print(f"streammetrics: error: {ours}", file=sys.stderr)
+        print(f"streammetrics: error: {_one_line(str(ours))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -306,7 +306,15 @@ def test_a_deep_field_within_max_depth_is_a_rejection(fmt: Format) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip(fmt: Format) -> None:
     evs = [
-        Event("api", "processed", timestamp=1.5, count=10, latency=0.01, stream="s", bytes=99),
+        Event(
+            "api",
+            "processed",
+            timestamp=1_700_000_000.5,
+            count=10,
+            latency=0.01,
+            stream="s",
+            bytes=99,
+        ),
         Event("db", "error", detail="timeout", id="e-1"),
         Event("brk", "breaker", detail="open"),
         Event("t", "span_end", trace_id="tr", span_id="sp", latency=2.0),
@@ -327,3 +335,78 @@ def test_event_batch_struct_forbids_unknown_fields() -> None:
     assert msgspec.json.decode(b'{"events": []}', type=EventBatch) == EventBatch([])
     with pytest.raises(msgspec.ValidationError, match="extra"):
         msgspec.json.decode(b'{"events": [], "extra": 1}', type=EventBatch)
+
+
+# -- numbers that are no numbers, and times that are no times ---------------------------------
+
+RANGE = "Unix seconds from 946684800 (2000-01-01) to 7258118400 (2200-01-01)"
+
+
+def _event_body(fmt: Format, **fields: Any) -> bytes:
+    """A list of a good event, then one with ``fields``, then a good one."""
+    good = {"component": "api", "kind": "processed"}
+    body = [good, {**good, **fields}, good]
+    return msgspec.json.encode(body) if fmt == "json" else msgspec.msgpack.encode(body)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (float("nan"), f"timestamp is NaN; it must be {RANGE}"),
+        (float("inf"), f"timestamp is infinite; it must be {RANGE}"),
+        (float("-inf"), f"timestamp is infinite; it must be {RANGE}"),
+        (1.5, f"timestamp 1.5 is out of range; it must be {RANGE}"),
+        (1_700_000_000_000, f"timestamp 1700000000000.0 is out of range; it must be {RANGE}"),
+        (946_684_799.9, "timestamp 946684799.9 is out of range"),
+        (7_258_118_400.5, "timestamp 7258118400.5 is out of range"),
+        (-1e300, "timestamp -1e+300 is out of range"),
+    ],
+)
+def test_nan_infinite_and_absurd_timestamps_are_rejected_naming_the_field(
+    value: float, said: str
+) -> None:
+    # JSON has no NaN or infinity: MessagePack carries them as they are.
+    out = decode_events(_event_body("msgpack", timestamp=value), "msgpack")
+    assert [e.component for e in out.events] == ["api", "api"]
+    (r,) = out.rejected
+    assert (r.index, r.path) == (1, "events[1].timestamp")
+    assert r.reason.startswith(said) and r.reason.endswith(RANGE)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("value", [946_684_800, 1_700_000_000.25, 7_258_118_400.0])
+def test_timestamps_within_the_range_are_kept(fmt: Format, value: float) -> None:
+    out = decode_events(_event_body(fmt, timestamp=value), fmt)
+    assert out.rejected == []
+    assert out.events[1].timestamp == value
+
+
+def test_a_json_timestamp_too_large_for_a_float_is_rejected_naming_the_field() -> None:
+    body = b'[{"component": "a", "kind": "processed", "timestamp": 1e999}]'
+    (r,) = decode_events(body, "json").rejected
+    assert r.path == "events[0].timestamp"
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (float("nan"), "latency is NaN; it must be seconds from 0 to 86400"),
+        (float("inf"), "latency is infinite; it must be seconds from 0 to 86400"),
+        (-0.5, "Expected `float` >= 0.0"),
+        (86_401.0, "Expected `float` <= 86400.0"),
+    ],
+)
+def test_a_nan_latency_is_rejected_for_being_nan(value: float, said: str) -> None:
+    out = decode_events(_event_body("msgpack", latency=value), "msgpack")
+    (r,) = out.rejected
+    assert (r.index, r.path, r.reason) == (1, "events[1].latency", said)
+    assert len(out.events) == 2
+
+
+def test_a_single_event_with_a_nan_latency_is_named_too() -> None:
+    body = msgspec.msgpack.encode({"component": "a", "kind": "processed", "latency": float("nan")})
+    (r,) = decode_events(body, "msgpack").rejected
+    assert (r.path, r.reason) == (
+        "event.latency",
+        "latency is NaN; it must be seconds from 0 to 86400",
+    )

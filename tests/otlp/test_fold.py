@@ -82,3 +82,21 @@ def test_gunzip_is_bounded_by_what_it_unpacks_to() -> None:
         gunzip(gzip.compress(b"x" * 100)[:-8], 1000)
     with pytest.raises(ValueError, match="not valid gzip"):
         gunzip(b"plain", 1000)
+
+
+def test_service_and_span_names_keep_the_name_rule() -> None:
+    """A service.name or span name with a control character would become a component
+    label raw: its spans are rejected with the reason, the other services still fold."""
+    agg = Aggregator()
+    intake = OtlpIntake(agg, OtlpConfig())
+    result = intake.fold(request({"api": [span()], "api\x1b[2J": [span(), span()]}))
+    assert (result.accepted, result.rejected) == (1, 2)
+    assert result.message == (
+        "2 spans: service.name: a name must be printable characters only; character 3 is "
+        "U+001B (a control character)"
+    )
+    assert set(agg.figures().detailed_components) == {"api"}
+    by_span = OtlpIntake(Aggregator(), OtlpConfig(group_by="service_and_span"))
+    result = by_span.fold(request({"api": [span(name="GET\x00/"), span(name="ok")]}))
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert "service and span name: a name must be printable characters only" in (result.message)

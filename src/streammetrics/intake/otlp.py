@@ -41,7 +41,7 @@ from ..errors import EventError
 from ..model.events import Delta
 from ..model.nesting import MAX_DEPTH, json_too_deep
 from ..model.spans import SpanDelta
-from ..model.types import MAX_NAME
+from ..model.types import MAX_NAME, name_problem
 from .otlp_config import OtlpConfig
 
 if TYPE_CHECKING:
@@ -286,10 +286,14 @@ class OtlpIntake:
         items = self._items
         for rs in request.resource_spans:
             service = _service_name(rs.resource)
-            if len(service) > MAX_NAME:
+            # the name rule, checked once per resource (as for events, once per name)
+            problem = name_problem(service)
+            if problem is not None:
                 n = sum(len(ss.spans) for ss in rs.scope_spans)
                 if n:
-                    reasons[f"service.name is longer than {MAX_NAME} characters"] += n
+                    long = len(service) > MAX_NAME
+                    why = f"service.name is longer than {MAX_NAME} characters"
+                    reasons[why if long else f"service.name: {problem}"] += n
                 continue
             if not self._by_span:
                 g = groups.get(service)
@@ -308,6 +312,10 @@ class OtlpIntake:
                     reasons[f"service and span name longer than {MAX_NAME} characters"] += len(
                         spans
                     )
+                    continue
+                problem = name_problem(name)
+                if problem is not None:
+                    reasons[f"service and span name: {problem}"] += len(spans)
                     continue
                 g = groups.get(name)
                 if g is None:

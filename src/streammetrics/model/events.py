@@ -8,6 +8,7 @@ returned as a ``Rejection`` naming its index and field, and the rest still fold.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, Literal, NamedTuple, TypeAlias, TypeVar
 
@@ -15,7 +16,7 @@ import msgspec
 
 from ..errors import EventError
 from .nesting import MAX_DEPTH, json_too_deep, msgpack_too_deep
-from .types import Count, Name, Seconds
+from .types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, Count, Name, Seconds, Timestamp
 from .validation import UNREADABLE, located
 
 __all__ = (
@@ -52,8 +53,9 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=F
     """The reporting component; registered on its first event."""
     kind: EventKind
     """What happened."""
-    timestamp: float | None = None
-    """Unix seconds when it happened; arrival time when omitted (windows use arrival)."""
+    timestamp: Timestamp | None = None
+    """Unix seconds when it happened, between 2000 and 2200 (``types.Timestamp``); arrival
+    time when omitted (windows use arrival)."""
     count: Count = 1
     """How many of the same (a processed event with count=100 is 100 items)."""
     latency: Seconds | None = None
@@ -127,6 +129,7 @@ class _Decoders(NamedTuple):
     one: _Decoder[Event]
     items: _Decoder[list[msgspec.Raw]]
     fields: _Decoder[dict[str, msgspec.Raw]]
+    number: _Decoder[float]
 
     @classmethod
     def of(
@@ -140,6 +143,7 @@ class _Decoders(NamedTuple):
             decoder(Event),
             decoder(list[msgspec.Raw]),
             decoder(dict[str, msgspec.Raw]),
+            decoder(float),
         )
 
 
@@ -164,6 +168,40 @@ def _located(exc: Exception, prefix: str) -> tuple[str, str]:
     if isinstance(exc, UnicodeDecodeError):  # what msgspec before 0.23 raised for bad UTF-8
         return prefix, f"a string is not valid UTF-8 ({exc.reason})"
     return located(exc, prefix)
+
+
+#: The float fields of an event, and what msgspec's bound of each means.
+_FLOAT_RULES: Final = {
+    "latency": "seconds from 0 to 86400",
+    "timestamp": f"Unix seconds from {EARLIEST_TIMESTAMP:.0f} (2000-01-01) "
+    f"to {LATEST_TIMESTAMP:.0f} (2200-01-01)",
+}
+
+
+def _rejection(raw: bytes, d: _Decoders, index: int, exc: Exception, prefix: str) -> Rejection:
+    """The ``Rejection`` of the event ``raw`` that did not decode: where and why.
+
+    msgspec refuses a NaN latency as ``Expected `float` >= 0.0`` (NaN fails every
+    comparison) and an infinite timestamp as out of range: true but misleading, so for a
+    float field the value itself is read again and a NaN or infinity is called that.
+    Only rejected events pay for it; valid ones never come here.
+    """
+    path, reason = _located(exc, prefix)
+    field = path.rpartition(".")[2]
+    rule = _FLOAT_RULES.get(field)
+    if rule is None or path != f"{prefix}.{field}":
+        return Rejection(index, path, reason)
+    try:
+        value = d.number.decode(d.fields.decode(raw)[field])
+    except (*UNREADABLE, KeyError):
+        return Rejection(index, path, reason)
+    if math.isnan(value):
+        reason = f"{field} is NaN; it must be {rule}"
+    elif math.isinf(value):
+        reason = f"{field} is infinite; it must be {rule}"
+    elif field == "timestamp":
+        reason = f"timestamp {value!r} is out of range; it must be {rule}"
+    return Rejection(index, path, reason)
 
 
 def _is_array(data: bytes, fmt: Format) -> bool:
@@ -219,8 +257,7 @@ def decode_events(data: bytes, fmt: Format = "json") -> Decoded:
     try:
         return Decoded([d.one.decode(data)], [])
     except UNREADABLE as exc:
-        path, reason = _located(exc, "event")
-        return Decoded([], [Rejection(0, path, reason)])
+        return Decoded([], [_rejection(data, d, 0, exc, "event")])
 
 
 def _one_by_one(data: bytes, d: _Decoders, name: str) -> Decoded:
@@ -237,8 +274,7 @@ def _one_by_one(data: bytes, d: _Decoders, name: str) -> Decoded:
         try:
             good.append(d.one.decode(raw))
         except UNREADABLE as exc:
-            path, reason = _located(exc, f"{name}[{i}]")
-            bad.append(Rejection(i, path, reason))
+            bad.append(_rejection(raw, d, i, exc, f"{name}[{i}]"))
     return Decoded(good, bad)
 
 

@@ -7,11 +7,14 @@ port or a duration means the same in every config section.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Final
 
 import msgspec
 
 __all__ = (
+    "EARLIEST_TIMESTAMP",
+    "LATEST_TIMESTAMP",
     "MAX_NAME",
     "Count",
     "DeclaredName",
@@ -21,14 +24,18 @@ __all__ = (
     "Port",
     "RoutePath",
     "Seconds",
+    "Timestamp",
     "describe_exception",
+    "name_problem",
     "parse_duration",
 )
 
 #: Longest accepted name (component, stream, ids): longer ones would blow up label storage.
 MAX_NAME: Final = 200
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
-"""A component, stream or id name, as events report it."""
+"""A component, stream or id name, as events report it. Its length is checked when it is
+decoded; that it is printable (``name_problem``) where it is first registered, because a
+``pattern=`` here would triple the cost of decoding every event."""
 DeclaredName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
@@ -42,6 +49,14 @@ characters only, so the path is served literally (no ``{parameter}``, query or t
 slash for Litestar to read into it)."""
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 """The name of an environment variable (where a config section reads its secrets from)."""
+#: Earliest and latest Unix time an event may carry: 2000-01-01 and 2200-01-01, 00:00 UTC.
+#: Outside them a timestamp is a bug (milliseconds sent as seconds, a zeroed clock), and it
+#: would be shown as a component's last activity.
+EARLIEST_TIMESTAMP: Final = 946_684_800.0
+LATEST_TIMESTAMP: Final = 7_258_118_400.0
+Timestamp = Annotated[float, msgspec.Meta(ge=EARLIEST_TIMESTAMP, le=LATEST_TIMESTAMP)]
+"""Unix seconds between ``EARLIEST_TIMESTAMP`` and ``LATEST_TIMESTAMP`` (so never NaN or
+infinite)."""
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=86_400.0)]
 
@@ -82,6 +97,35 @@ def parse_duration(
     if at_most is not None and seconds > at_most:
         raise DurationError(f"{at}a duration must be at most {at_most:g} s; got {value!r}")
     return seconds
+
+
+#: How a message names a character of a category that has no character names.
+_CATEGORIES: Final = {"Cc": "a control character", "Cs": "a surrogate", "Cn": "unassigned"}
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a component or stream, or None when it can.
+
+    The one name rule, for every name that may become a label or a log word, whatever
+    brought it (a blueprint, an event over HTTP or Redis): 1 to ``MAX_NAME`` characters,
+    all printable (``str.isprintable``: no control characters such as NUL or ESC, no
+    format characters such as a zero-width space or a bidirectional override, no line
+    separators, no space but the ASCII one). The Prometheus text format escapes only
+    backslash, quote and newline in a label, so anything else would reach ``/metrics``
+    and a terminal raw. A blueprint's ``DeclaredName`` is a stricter subset of it.
+    """
+    if not name:
+        return "a name must not be empty"
+    if len(name) > MAX_NAME:
+        return f"a name must be at most {MAX_NAME} characters; this one has {len(name)}"
+    if name.isprintable():
+        return None
+    at, char = next((i, c) for i, c in enumerate(name) if not c.isprintable())
+    category = unicodedata.category(char)
+    label = _CATEGORIES.get(category) or unicodedata.name(char, category)
+    return (
+        f"a name must be printable characters only; character {at} is U+{ord(char):04X} ({label})"
+    )
 
 
 def describe_exception(exc: BaseException) -> str:
