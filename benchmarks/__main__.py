@@ -103,7 +103,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[], CaseResult]]:
             tool=args.load,
             fixed_rate=args.rate or None,
         ),
-        "scale": lambda: scale.run_case((100, 1_000) if q else (100, 1_000, 10_000)),
+        "scale": lambda: scale.run_case((100, 1_000, 10_000), quick=q),
         "footprint": lambda: footprint.run_case(10_000, quick=q),
         "memory": lambda: memory.run_case(
             (1_000_000, 5_000_000) if q else (1_000_000, 10_000_000, 50_000_000),

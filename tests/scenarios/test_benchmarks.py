@@ -73,6 +73,10 @@ def test_scale_case_runs() -> None:
     assert all(row["series"] > 0 and row["json_kb"] > 0 for row in r.rows)
     assert r.params["flat_in_events"]["events"] == [100, 200]
     assert r.targets[0].verdict == "n/a"  # 1,000 components was not among the sizes
+    # The direct writer beside generate_latest (their bodies are checked identical).
+    assert all(row["gl_x"] > 0 and row["gl_om_x"] > 0 for row in r.rows)
+    assert all(row["metrics_warm_ms"] > 0 and row["om_ms"] > 0 for row in r.rows)
+    assert {t.verdict for t in r.targets[1:]} == {"n/a"}  # 10,000 was not among them
 
 
 def test_footprint_case_runs() -> None:

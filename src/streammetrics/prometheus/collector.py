@@ -42,7 +42,18 @@ if TYPE_CHECKING:
 
     from ..snapshot import Snapshot
 
-__all__ = ("SnapshotCollector",)
+__all__ = ("SECTIONS", "SnapshotCollector", "le_labels")
+
+#: The exposition's parts, in order: each is a method ``_<section>`` giving its families.
+SECTIONS: Final = (
+    "system",
+    "components",
+    "latency",
+    "breakers",
+    "streams",
+    "process",
+    "bookkeeping",
+)
 
 
 _QUANTILES: Final = ("p50", "p95", "p99")
@@ -52,16 +63,29 @@ _MIB: Final = 2**20
 
 
 @lru_cache(maxsize=8)
-def _le(bounds: Sequence[float]) -> tuple[str, ...]:
-    """The ``le`` label values of ``bounds``, as prometheus-client spells them."""
+def le_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` label values of a histogram over ``bounds`` (upper bounds, ascending),
+    +Inf last, spelled as prometheus-client spells them."""
     return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
 
 
 class SnapshotCollector(Collector):
-    """Exposes whatever ``get_snapshot()`` returns; nothing when it returns None."""
+    """Exposes whatever ``get_snapshot()`` returns; nothing when it returns None.
 
-    def __init__(self, get_snapshot: Callable[[], Snapshot | None]) -> None:
+    ``buckets`` are the latency histogram's upper bounds for a snapshot that does not
+    carry its own (``histogram_buckets``): ``component_histograms`` holds one count per
+    bound plus one for +Inf, not cumulative. It is the reference of
+    ``/metrics``: ``exposition.ExpositionWriter`` writes the same text faster, and the
+    tests compare the two sample by sample.
+    """
+
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Snapshot | None],
+        buckets: Sequence[float] = LATENCY_BOUNDS,
+    ) -> None:
         self._get_snapshot = get_snapshot
+        self._buckets = tuple(buckets)
 
     def describe(self) -> Iterable[Metric]:
         """Every family this collector may expose, so a registry catches name clashes
@@ -84,14 +108,17 @@ class SnapshotCollector(Collector):
     def _c(self, name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
         return CounterMetricFamily(name, doc, labels=list(labels))
 
+    def section(self, name: str, snap: Snapshot | None) -> list[Metric]:
+        """The families of one of ``SECTIONS`` for ``snap`` (empty ones included; their
+        names, help and types alone when ``snap`` is None)."""
+        if name not in SECTIONS:
+            raise ValueError(f"no section {name!r}; the sections are {', '.join(SECTIONS)}")
+        families: Iterator[Metric] = getattr(self, f"_{name}")(snap)
+        return list(families)
+
     def _families(self, snap: Snapshot | None) -> Iterator[Metric]:
-        yield from self._system(snap)
-        yield from self._components(snap)
-        yield from self._latency(snap)
-        yield from self._breakers(snap)
-        yield from self._streams(snap)
-        yield from self._process(snap)
-        yield from self._bookkeeping(snap)
+        for name in SECTIONS:
+            yield from self.section(name, snap)
 
     def _system(self, snap: Snapshot | None) -> Iterator[Metric]:
         score = self._g("system_health_score", "System health score (0.0 to 1.0)")
@@ -181,7 +208,7 @@ class SnapshotCollector(Collector):
                         value = getattr(spans, attr)
                         if value is not None:
                             family.add_metric([name, window], value)
-            les = _le(snap.histogram_buckets or LATENCY_BOUNDS)
+            les = le_labels(snap.histogram_buckets or self._buckets)
             for name, counts in snap.component_histograms.items():
                 if not any(counts):
                     continue  # never timed: 42 zero buckets would only cost cardinality

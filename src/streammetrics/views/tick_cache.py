@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 import msgspec
-from prometheus_client.exposition import generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as _om_generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..errors import HarnessUnavailableError
 from ..judge.health import HealthJudge
 from ..model.types import describe_exception
-from ..prometheus.collector import SnapshotCollector
 from ..prometheus.custom import (
     EMPTY,
     CollectionView,
@@ -31,6 +29,7 @@ from ..prometheus.custom import (
     CustomCollectors,
     exposed_names,
 )
+from ..prometheus.exposition import ExpositionStatistics, ExpositionWriter
 from .live import LiveFeed
 
 if TYPE_CHECKING:
@@ -54,11 +53,6 @@ class TickCacheStatistics(msgspec.Struct, frozen=True):
     render_cache_hits: int
     sampler_failures: int
     available: bool
-
-
-def _render_openmetrics(registry: CollectorRegistry) -> bytes:
-    out: bytes = _om_generate_latest(registry)  # type: ignore[no-untyped-call]
-    return out
 
 
 class TickCache:
@@ -105,13 +99,14 @@ class TickCache:
         self._snapshot_done = anyio.Event()
         self._render_done = anyio.Event()
         self._rendered: dict[bool, tuple[Snapshot, bytes]] = {}
-        self._rendering: Snapshot | None = None
+        # The snapshot's families are written directly, their per-component text reused
+        # across ticks (prometheus/exposition.py); the registry holds every other
+        # collector, which prometheus-client's writer renders after them.
+        self._writer = ExpositionWriter()
         self._registry = CollectorRegistry(auto_describe=False)
-        builtin = SnapshotCollector(lambda: self._rendering)
-        self._registry.register(builtin)
         # Custom collectors are called once per tick, isolated (prometheus/custom.py); the
         # registry only replays what they gave.
-        self._custom = CustomCollectors(reserved=exposed_names(builtin.describe()))
+        self._custom = CustomCollectors(reserved=exposed_names(self._writer.reference.describe()))
         self._figures: dict[str, FigureSource] = {}
         self._collected: tuple[float, CustomCollection] | None = None
         self._registry.register(CollectionView(self._custom, self.custom))
@@ -329,14 +324,8 @@ class TickCache:
         body = self._fresh_render(snap, openmetrics)  # rendered while we waited?
         if body is not None:
             return body
-        render = _render_openmetrics if openmetrics else generate_latest
-        # The collector reads _rendering from the worker thread; the lock keeps it
-        # fixed for the whole render.
-        self._rendering = snap
-        try:
-            body = await anyio.to_thread.run_sync(render, self._registry)
-        finally:
-            self._rendering = None
+        render = partial(self._writer.render, snap, openmetrics=openmetrics, extra=self._registry)
+        body = await anyio.to_thread.run_sync(render)
         self._rendered[openmetrics] = (snap, body)
         self._renders += 1
         return body
@@ -347,6 +336,10 @@ class TickCache:
             self._render_hits += 1
             return cached[1]
         return None
+
+    def exposition_statistics(self) -> ExpositionStatistics:
+        """The direct writer's counters: blocks written and reused across renders."""
+        return self._writer.statistics()
 
     def statistics(self) -> TickCacheStatistics:
         return TickCacheStatistics(
