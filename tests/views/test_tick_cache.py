@@ -118,6 +118,51 @@ async def test_requests_waiting_for_a_build_are_woken_together(clock: FakeClock)
     assert service.statistics().snapshots_built == 1
 
 
+async def test_while_a_build_runs_requests_get_the_snapshot_before_it(clock: FakeClock) -> None:
+    """A slow build (10,000 components take a good part of a second) holds up no request
+    once a snapshot exists: they get the previous one at once, and the next once built."""
+    gate = threading.Event()
+    gate.set()
+
+    class GatedSampler:
+        def sample(self) -> ProcessStats:
+            gate.wait(5)
+            return ProcessStats(1.0, 1.0)
+
+    service = service_for(seed(clock), clock, sampler=GatedSampler())
+    try:
+        first = await service.snapshot()
+        clock.advance(service.tick_s)  # stale: the next request builds
+        gate.clear()
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                built: list[Any] = []
+                tg.start_soon(_append, built, service.snapshot())
+                await anyio.sleep(0.05)  # held in the sampler
+                t0 = time.perf_counter()
+                during = [await service.snapshot() for _ in range(20)]
+                assert time.perf_counter() - t0 < 0.5
+                assert all(s is first for s in during)
+                assert service.statistics().stale_snapshot_hits == 20
+                gate.set()
+        assert built[0] is not first
+        assert await service.snapshot() is built[0]
+        # Too old to excuse: past the bound, a request waits for the build after all.
+        clock.advance(100 * service.tick_s)
+        gate.clear()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_append, built, service.snapshot())
+            await anyio.sleep(0.05)
+            waiting: list[Any] = []
+            tg.start_soon(_append, waiting, service.snapshot())
+            await anyio.sleep(0.05)
+            assert not waiting
+            gate.set()
+        assert waiting[0] is built[-1]
+    finally:
+        gate.set()
+
+
 async def test_render_is_cached_per_tick(service: TickCache, clock: FakeClock) -> None:
     async with running(create_app(service)) as client:
         first = await client.get("/metrics")

@@ -49,6 +49,8 @@ class TickCacheStatistics(msgspec.Struct, frozen=True):
 
     snapshots_built: int
     snapshot_cache_hits: int
+    stale_snapshot_hits: int
+    """Requests answered from the previous snapshot while the next one was being built."""
     renders: int
     render_cache_hits: int
     sampler_failures: int
@@ -111,6 +113,9 @@ class TickCache:
         self._collected: tuple[float, CustomCollection] | None = None
         self._registry.register(CollectionView(self._custom, self.custom))
         self._built = self._snap_hits = self._renders = self._render_hits = 0
+        self._stale_hits = 0
+        #: How old a snapshot may be and still be served while the next one is built.
+        self._stale_s = max(10 * tick_s, 2.0)
         self._sampler_failures = 0
         #: When the sample in flight began (clock), until its thread returns: a sample
         #: abandoned past its deadline still holds its thread, and no other is started.
@@ -176,7 +181,9 @@ class TickCache:
     # -- snapshots ------------------------------------------------------------------------
 
     async def snapshot(self, view: ViewSeconds | None = None) -> Snapshot:
-        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old.
+        """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old,
+        or, while the next one is being built, the one before it (up to ``10 * tick_s``
+        old, at least 2 s): a request never waits for a build another one started.
 
         Raises ``HarnessUnavailableError`` when no harness feeds the service.
         """
@@ -188,6 +195,13 @@ class TickCache:
                 return hit
             if not self._snapshot_lock.locked():
                 break
+            # A build is under way: the snapshot before it is what every request gets
+            # meanwhile (a 10,000-component build takes a good part of a second, and
+            # /health must not wait for it), unless it is older than the build may excuse.
+            stale = self._snapshots.get(view)
+            if stale is not None and self.clock() - stale[0] < self._stale_s:
+                self._stale_hits += 1
+                return stale[1]
             await self._snapshot_done.wait()
         async with self._snapshot_lock:
             try:
@@ -345,6 +359,7 @@ class TickCache:
         return TickCacheStatistics(
             snapshots_built=self._built,
             snapshot_cache_hits=self._snap_hits,
+            stale_snapshot_hits=self._stale_hits,
             renders=self._renders,
             render_cache_hits=self._render_hits,
             sampler_failures=self._sampler_failures,
