@@ -233,6 +233,10 @@ class Alerting(Protocol):
         """Step every rule's lifecycle on ``snap`` and report the outcome."""
         ...
 
+    def evaluate_steps(self, snap: Snapshot, *, chunk: int) -> Steps[AlertReport]:
+        """``evaluate()`` as steps that let the event loop run every ``chunk`` instances."""
+        ...
+
     def current(self) -> AlertReport:
         """The outcome of the last evaluation, stepping nothing."""
         ...
@@ -410,7 +414,11 @@ class HealthJudge:
         if self.alerts is None:
             report = NO_ALERTS
         else:
-            report = self.alerts.evaluate(scored) if step_alerts else self.alerts.current()
+            report = (
+                (yield from self.alerts.evaluate_steps(scored, chunk=chunk))
+                if step_alerts
+                else self.alerts.current()
+            )
         critical = [a for a in report.alerts if a.level == "critical"]
         if critical:
             reasons = [

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from ...snapshot import NO_ALERTS, Alert, AlertReport, Recommendation, Snapshot
+from ...steps import Steps, finish
 from ..health import HealthConfig
 from .expressions import NamedFigures, simple_comparison
 from .figures import FigureReader
@@ -99,9 +100,14 @@ class AlertEngine:
         """Steps every lifecycle on ``snap`` and reports the alerts and recommendations.
         Call once per snapshot of the default view, with its health scored (the rules
         read the scores); what the alerts do to the status is the health judgement's."""
+        return finish(self.evaluate_steps(snap, chunk=0))
+
+    def evaluate_steps(self, snap: Snapshot, *, chunk: int = 256) -> Steps[AlertReport]:
+        """``evaluate()``, yielding every ``chunk`` components read anew and after each
+        rule (never when 0), as the judgement that calls it does."""
         now_m = snap.uptime_seconds
         wall = snap.timestamp
-        figs = self._reader.read(snap)
+        figs = yield from self._reader.read_steps(snap, chunk=chunk)
         changed = self._reader.changed
         firing: list[Alert] = []
         pending: list[Alert] = []
@@ -110,6 +116,8 @@ class AlertEngine:
         for r in self._rules:
             table = figs[r.scope]
             self._step(r, table, now_m, wall, changed if r.scope == "component" else None)
+            if chunk:
+                yield
             rule = r.rule
             for inst, st in r.states.items():
                 by_state[st.state].append(

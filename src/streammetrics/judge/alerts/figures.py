@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from ...breaker import BREAKER_CODES
 from ...snapshot import BreakerStatus, ComponentStatus, Snapshot
+from ...steps import Steps, finish
 from ..health import HealthConfig, down
 from .expressions import NamedFigures
 
@@ -121,6 +122,13 @@ class FigureReader:
         Steps the breaker-flap history, so call it once per evaluated snapshot. Built
         as dict literals: for a thousand components that is a fraction of a millisecond,
         less than picking out the figures the rules happen to read would cost."""
+        return finish(self.read_steps(snap, chunk=0))
+
+    def read_steps(
+        self, snap: Snapshot, *, chunk: int
+    ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
+        """``read()``, yielding every ``chunk`` components that had to be read anew
+        (never when 0): 10,000 changed components take long enough to stall the loop."""
         now = snap.uptime_seconds
         perf = snap.performance
         mem, cpu = perf.memory_usage_mb, perf.cpu_usage_percent
@@ -160,6 +168,8 @@ class FigureReader:
                 comps[name] = f
                 continue
             changed.add(name)
+            if chunk and len(changed) % chunk == 0:
+                yield
             b = breakers.get(name, _CLOSED)
             bs = b.state
             hb = c.heartbeat_age_s
