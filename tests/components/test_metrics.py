@@ -299,7 +299,7 @@ system:
   name: traced
   components:
     - {name: worker, type: Source, config: {rate: 1}}
-    - {name: metrics, type: MetricsEndpoint, config: {port: 0, tick_s: 0.05, span_timeout_s: 0.3}}
+    - {name: metrics, type: MetricsEndpoint, config: {port: 0, tick_s: 0.05, span_timeout_s: 1.0}}
 """
 
 
@@ -318,7 +318,9 @@ async def test_a_real_endpoint_expires_a_span_after_its_configured_timeout() -> 
         await tg.start(harness.run)
         metrics = harness.components["metrics"]
         assert isinstance(metrics, MetricsEndpoint)
-        assert metrics.aggregator.span_timeout_s == 0.3
+        # 1 s: long enough that the quick span's end (50 ms in) is folded before it
+        # expires even on a busy machine, short enough to see the lost one expire.
+        assert metrics.aggregator.span_timeout_s == 1.0
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics.port}") as client:
                 body: dict[str, Any] = {}
