@@ -104,8 +104,9 @@ class Ladder:
     def exporter(self, exported: Sequence[float]) -> Callable[[Sequence[int]], list[int]]:
         """A function from a ladder histogram to its counts in the ``exported`` buckets
         (one per boundary, then ``+Inf``; not cumulative). ``exported`` must be covered."""
-        if not self.covers(exported):
-            missing = [b for b in exported if float(b) not in set(self.bounds)]
+        have = set(self.bounds)
+        missing = [b for b in exported if float(b) not in have]
+        if missing:
             raise ValueError(f"boundaries {missing} are not in this ladder")
         ends = [self.bounds.index(float(b)) + 1 for b in exported]
         spans = list(zip([0, *ends], [*ends, self.nbuckets], strict=True))

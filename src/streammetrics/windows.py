@@ -366,14 +366,24 @@ class RollingWindow:
         self._v10, self._v60, self._v300, self._cc = _vec(), _vec(), _vec(), _vec()
         self._v10h = self._v60h = self._v300h = self._cch = None
 
-    def _slot(
-        self, ring: array[int], sums: array[float], hists: array[int], i: int
-    ) -> tuple[_Vec, array[int]]:
-        """Slot ``i`` of a ring as a vector like ``_cur``, and its histogram."""
+    def _take_out(
+        self,
+        flag: int,
+        counts: array[int],
+        sums: array[float],
+        hists: array[int],
+        i: int,
+        view: _Vec,
+        hsum: array[int] | None,
+    ) -> array[int] | None:
+        """Subtract slot ``i`` of a ring (its ``flag`` set) from a view's running
+        ``view`` sums; returns the view's histogram sum, less the slot's if it was timed."""
         at = i * _NCOUNTS
-        p, e, m, b, lc = ring[at : at + _NCOUNTS]
+        _sub(view, [*counts[at : at + _NCOUNTS], sums[i]])
+        if flag != _TIMED:
+            return hsum
         nb = self._nb
-        return [p, e, m, b, lc, sums[i]], hists[i * nb : (i + 1) * nb]
+        return _sum_sub(hsum, hists[i * nb : (i + 1) * nb])
 
     def _rotate(self) -> None:
         """Complete the slot in progress and open the next one."""
@@ -406,18 +416,13 @@ class RollingWindow:
             self._curh = None
         else:
             fo[i] = _EMPTY
+        fn, fs, fh = self._fn, self._fs, self._fh
         j = (t1 - 10) % _FINE
         if fo[j]:  # leaves the 10 s view
-            vec, h = self._slot(self._fn, self._fs, self._fh, j)
-            _sub(self._v10, vec)
-            if fo[j] == _TIMED:
-                self._v10h = _sum_sub(self._v10h, h)
+            self._v10h = self._take_out(fo[j], fn, fs, fh, j, self._v10, self._v10h)
         j = t1 % _FINE
         if fo[j]:  # leaves the 60 s view, and the ring
-            vec, h = self._slot(self._fn, self._fs, self._fh, j)
-            _sub(self._v60, vec)
-            if fo[j] == _TIMED:
-                self._v60h = _sum_sub(self._v60h, h)
+            self._v60h = self._take_out(fo[j], fn, fs, fh, j, self._v60, self._v60h)
             fo[j] = _EMPTY
         if t1 % _PER_COARSE == 0:
             self._close_coarse(t1 // _PER_COARSE)
@@ -428,10 +433,9 @@ class RollingWindow:
         co = self._co
         j = period % _COARSE
         if co[j]:
-            vec, h = self._slot(self._cn, self._cs, self._ch, j)
-            _sub(self._v300, vec)
-            if co[j] == _TIMED:
-                self._v300h = _sum_sub(self._v300h, h)
+            self._v300h = self._take_out(
+                co[j], self._cn, self._cs, self._ch, j, self._v300, self._v300h
+            )
             co[j] = _EMPTY
         cc, cch = self._cc, self._cch
         if cch is not None or any(cc):

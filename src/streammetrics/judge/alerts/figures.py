@@ -113,8 +113,7 @@ class FigureReader:
         self._flaps: dict[str, deque[tuple[float, int]]] = {}
         self._evicted = 0
         self._kept: dict[str, tuple[ComponentStatus, dict[str, float | None]]] = {}
-        self._reads = 0
-        self.changed: set[str] | None = None
+        self.changed: set[str] = set()
 
     def read(self, snap: Snapshot) -> dict[Scope, dict[str, NamedFigures]]:
         """Every instance's named figures, by scope (``FIGURE_HELP`` says what each is).
@@ -208,10 +207,9 @@ class FigureReader:
                 del kept[gone]
                 changed.add(gone)
         #: The component instances whose figures differ from the previous read (their
-        #: process figures aside), or None before the first: a rule that reads no process
+        #: process figures aside; at the first read, all): a rule that reads no process
         #: figure need test only these again.
-        self.changed = changed if self._reads else None
-        self._reads += 1
+        self.changed = changed
         if snap.components_evicted != self._evicted:  # forget the evicted ones' flaps
             self._evicted = snap.components_evicted
             for name in [n for n in flaps if n not in snap.detailed_components]:
