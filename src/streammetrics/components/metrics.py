@@ -450,11 +450,14 @@ class MetricsEndpoint(Component):
                         trusted_proxies=cfg.trusted_proxies,
                     )
                 )
-                tg.start_soon(self._tick)
                 if self.alertmanager is not None:
                     await tg.start(self.alertmanager.run, self._generator_url())
                 if self.redis is not None:  # unreachable Redis stops the start
                     await tg.start(partial(self.redis.run, port=self.port))
+                # Ticks (and so the rules) begin once the sources read: a first tick
+                # before the Redis source connected judged it down and fired
+                # EventSourceDown at every start.
+                tg.start_soon(self._tick)
                 if self._standalone:  # no harness flushes the probes: the endpoint does
                     tg.start_soon(self._flush)
                 task_status.started((cfg.host, self.port))
