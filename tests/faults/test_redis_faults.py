@@ -6,8 +6,7 @@ counted), consumers that left the group long ago (claimed, then removed)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.model.events import encode_events
 from streammetrics.transports.redis_publisher import EventPublisher
+from tests.support.endpoints import redis_source, running
 from tests.support.exposition import by_label, families
 from tests.support.servers import RedisServer
 from tests.support.waiting import until
@@ -28,25 +28,11 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.anyio
 
 
-@asynccontextmanager
-async def consumer(server: RedisServer, stream: str, **kw: Any) -> AsyncIterator[MetricsEndpoint]:
-    source = {
-        "redis": {
-            "url": server.url,
-            "stream": stream,
-            "group": "g",
-            "consumer": "c1",
-            "block_ms": 50,
-            "lag_interval_s": 0.05,
-            "reconnect_max_s": 0.1,
-            **kw,
-        }
-    }
-    ep = MetricsEndpoint(name="metrics", port=0, tick_s=0.05, source=source)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        yield ep
-        tg.cancel_scope.cancel()
+def consumer(
+    server: RedisServer, stream: str, **kw: Any
+) -> AbstractAsyncContextManager[MetricsEndpoint]:
+    kw.setdefault("reconnect_max_s", 0.1)
+    return running(tick_s=0.05, source=redis_source(server.url, stream, **kw))
 
 
 def _folded(ep: MetricsEndpoint) -> int:
