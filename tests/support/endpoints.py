@@ -1,5 +1,5 @@
-"""A MetricsEndpoint running in the test's own event loop, on a loopback port, and the
-Redis source config the consumer tests give one.
+"""A MetricsEndpoint running in the test's own event loop, on a loopback port; the Redis
+source config the consumer tests give one; the blueprint of a consumer process.
 
 Many test modules start an endpoint the same way (``port=0``, run in a task group until
 the block ends) and talk to it over HTTP; this module holds that once, so a change in how
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import yaml
 
 from streammetrics.components.metrics import MetricsEndpoint
 
@@ -51,3 +53,14 @@ def redis_source(url: str, stream: str, **options: Any) -> dict[str, Any]:
             **options,
         }
     }
+
+
+def consumer_blueprint(path: Path, source: dict[str, Any]) -> Path:
+    """Write, at ``path``, the blueprint of a ``streammetrics run`` process that is one
+    MetricsEndpoint (any free port, 0.1 s ticks) reading ``source``; returns ``path``."""
+    endpoint = {"port": 0, "tick_s": 0.1, "source": source}
+    system = {"name": "redis_consumer", "components": [
+        {"name": "metrics", "type": "MetricsEndpoint", "config": endpoint}
+    ]}  # fmt: skip
+    path.write_text(yaml.safe_dump({"system": system}, sort_keys=False))
+    return path
