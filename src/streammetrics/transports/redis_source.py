@@ -331,9 +331,7 @@ class RedisSource:
                 if delays is None:
                     delays = chain(backoff.delays(), repeat(backoff.max_backoff_s))
                 delay = next(delays)
-                _log.error(
-                    "%s: %s; retrying in %.2fs", self.where, describe_exception(exc), delay
-                )
+                _log.error("%s: %s; retrying in %.2fs", self.where, describe_exception(exc), delay)
                 await anyio.sleep(delay)
                 recover = True
             except CONNECTION_ERRORS as exc:
