@@ -121,7 +121,7 @@ def test_close_unfreezes() -> None:
 def test_the_config_is_checked_when_read() -> None:
     with pytest.raises(msgspec.ValidationError, match="thaw_s"):
         msgspec.convert({"thaw_s": 0}, CollectorConfig)
-    with pytest.raises(ConfigError, match="config.gc.frezee"):
+    with pytest.raises(ConfigError, match=r"config\.gc\.frezee"):
         MetricsEndpoint(name="m", port=0, gc={"frezee": True})
 
 
@@ -142,7 +142,7 @@ async def test_an_endpoint_pins_a_bounded_heap_under_connection_churn() -> None:
                 for path in ("/health", "/metrics", "/metrics/json"):
                     assert (await c.get(path)).status_code in (200, 503)
             done = ep.collector.statistics().full_collections
-            await until(lambda: ep.collector.statistics().full_collections > done)
+            await until(lambda done=done: ep.collector.statistics().full_collections > done)
             sizes.append(gc.get_freeze_count() + len(gc.get_objects()))
         # 135 requests, each on its own connection, between the first and the last
         # reading: pinned for good, some 60 objects each would stay (~8,000); a few

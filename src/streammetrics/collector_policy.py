@@ -4,7 +4,7 @@ thaw now and then.
 CPython's cycle collector walks every object it tracks in its oldest generation on a full
 (generation 2) pass. At 10,000 components that is some 200,000 long-lived objects (the
 windows' arrays and lists, the kept figures and judgements), and a pass over them holds
-the event loop for 100–250 ms, whenever one comes due, mid-tick or mid-request. Those
+the event loop for 100 to 250 ms, whenever one comes due, mid-tick or mid-request. Those
 objects are not garbage and hold no reference cycles: they are freed by reference
 counting when their component goes, so walking them finds nothing.
 

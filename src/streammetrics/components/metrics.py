@@ -23,8 +23,8 @@ from anyio.abc import TaskStatus
 
 from ..aggregator import Aggregator
 from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
-from ..collector_policy import CollectorConfig, CollectorPolicy
 from ..bus import EventBus
+from ..collector_policy import CollectorConfig, CollectorPolicy
 from ..errors import ConfigError, HarnessUnavailableError
 from ..http.limits import ConnectionGuard, ConnectionLimits
 from ..http.settings import (
