@@ -94,6 +94,7 @@ async def serve(
     """
     guard = connections if connections is not None else ConnectionGuard()
     guard.fit_to_fd_limit(component)
+    guard.trust_proxies(trusted_proxies)
     sock = bind_socket(host, port, component)
     try:
         bound_port: int = sock.getsockname()[1]
