@@ -18,10 +18,13 @@ too, 503 at once. Every refusal is counted (``ConnectionCollector``).
 
 How a client that ignores ``Retry-After`` is kept from costing the loop: after a 429
 (a rate limit's refusal) on a route other than the health routes, the connection's next
-such request is *held* (parsed, not started, the connection not read further) until the
-429's ``Retry-After`` has passed, then worked on as usual. Each held connection owns one
-loop timer, cancelled when it closes; while held it counts as idle, so it is the first
-evicted at the connection cap. A health request is never held: the health routes have
+such request is *held* (parsed, not started) until the 429's ``Retry-After`` has passed,
+then worked on as usual. The connection is still read, so that a client that goes away
+is noticed at once, but nothing more is parsed from it: a client that waits for its
+answer sends nothing, and a pipelined request waits behind the held one, its connection
+unread (uvicorn's flow control). Each held connection owns one loop timer, cancelled when
+it closes; while held it counts as idle, so it is the first evicted at the connection
+cap. A health request is never held: the health routes have
 their own rate limit, and another route's refusal must never delay a probe.
 
 A refusal is written, then the connection is half-closed and what the client still sends
@@ -126,7 +129,7 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     progress delays every other, so a flood of other requests would delay them too."""
     rate_limited_hold_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
     """After a 429 with ``Retry-After`` (the rate limit's refusal), the connection's next
-    request other than a health route's is held, its connection not read, until that
+    request other than a health route's is held, unanswered, until that
     ``Retry-After`` has passed (at most this many seconds), then worked on as usual: a
     client that ignores ``Retry-After`` costs the event loop one read per refusal and no
     answer, while new connections and other clients are served. 0: never held."""
@@ -518,8 +521,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
 
     def _hold(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
-        """Keep the request unstarted, and the connection unread, until ``_hold_until``."""
-        self.flow.pause_reading()
+        """Keep the request unstarted until ``_hold_until``. The connection is not paused:
+        a closed one must be seen closed (and its timer cancelled) at once."""
         self._held = (cycle, app)
         self.guard.hold(self)
         self._hold_timer = self.loop.call_at(self._hold_until, self._release_held)
@@ -655,7 +658,7 @@ class ConnectionCollector(Collector):
             closed.add_metric([reason], n)
         held = GaugeMetricFamily(
             "streammetrics_http_connections_held",
-            "HTTP connections whose next request is held, unread, until the Retry-After of "
+            "HTTP connections whose next request is held, unanswered, until the Retry-After of "
             "the 429 they were answered (config.limits.rate_limited_hold_s)",
             value=st.held,
         )
