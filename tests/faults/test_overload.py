@@ -186,3 +186,22 @@ async def test_the_listener_takes_every_queued_connection_at_one_wake_up() -> No
         for c in clients:
             c.close()
         server.close()
+
+
+def test_rate_limited_hold_s_is_validated_when_the_blueprint_is_read() -> None:
+    from streammetrics.blueprint import parse_blueprint
+    from streammetrics.errors import BlueprintError, ConfigError
+
+    assert MetricsEndpoint(name="m", port=0).config.limits.rate_limited_hold_s == 60.0
+    for bad in (-1, 3601, "soon"):
+        with pytest.raises(ConfigError) as info:
+            MetricsEndpoint(name="m", port=0, limits={"rate_limited_hold_s": bad})
+        assert info.value.path == "config.limits.rate_limited_hold_s"
+        text = (
+            "system:\n  name: s\n  components:\n    - name: m\n      type: MetricsEndpoint\n"
+            f"      config:\n        port: 0\n        limits: {{rate_limited_hold_s: {bad}}}\n"
+        )
+        with pytest.raises(BlueprintError) as binfo:
+            parse_blueprint(text)
+        assert binfo.value.path.startswith("system.components[0].config.limits")
+        assert "rate_limited_hold_s" in f"{binfo.value.path}: {binfo.value}"
