@@ -205,3 +205,40 @@ def test_rate_limited_hold_s_is_validated_when_the_blueprint_is_read() -> None:
             parse_blueprint(text)
         assert binfo.value.path.startswith("system.components[0].config.limits")
         assert "rate_limited_hold_s" in f"{binfo.value.path}: {binfo.value}"
+
+
+async def test_a_connection_that_cannot_be_set_up_does_not_stop_the_listener(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    made: list[asyncio.BaseTransport] = []
+    calls = 0
+
+    class Fussy(asyncio.Protocol):
+        def __init__(self) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("the first connection's protocol fails")
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    listener = BatchListener(server, Fussy)
+    clients: list[socket.socket] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.run)
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            await until(lambda: calls == 1, within=5)
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            await until(lambda: len(made) == 1, within=5)
+            listener.close()
+        assert "could not be set up" in caplog.text
+    finally:
+        for t in made:
+            t.close()
+        for c in clients:
+            c.close()
+        server.close()

@@ -100,6 +100,9 @@ class BatchListener:
         except OSError as exc:  # the peer went away while it was set up
             _log.debug("an accepted connection failed before it was served: %s", exc)
             conn.close()
+        except Exception:  # a fault in the protocol: this connection's, not the server's
+            _log.exception("an accepted connection could not be set up")
+            conn.close()
 
     # -- uvicorn's view: its servers are closed, then waited for, at shutdown -----------
 
