@@ -20,12 +20,12 @@ How a client that ignores ``Retry-After`` is kept from costing the loop: after a
 (a rate limit's refusal) on a route other than the health routes, the connection's next
 such request is *held* (parsed, not started) until the 429's ``Retry-After`` has passed,
 then worked on as usual. The connection is still read, so that a client that goes away
-is noticed at once, but nothing more is parsed from it: a client that waits for its
-answer sends nothing, and a pipelined request waits behind the held one, its connection
-unread (uvicorn's flow control). Each held connection owns one loop timer, cancelled when
-it closes; while held it counts as idle, so it is the first evicted at the connection
-cap. A health request is never held: the health routes have
-their own rate limit, and another route's refusal must never delay a probe.
+is noticed at once; a client waiting for its answer sends nothing meanwhile, and a
+pipelined request waits behind the held one with its connection unread (uvicorn's flow
+control). Each held connection owns one loop timer, cancelled when it closes; while held
+it counts as idle, so it is the first evicted at the connection cap. A health request is
+never held: the health routes have their own rate limit, and another route's refusal
+must never delay a probe.
 
 A refusal is written, then the connection is half-closed and what the client still sends
 is read and dropped for a moment (``_LINGER_S``) before the socket is closed: closing a
