@@ -149,22 +149,19 @@ def test_otlp_client_fails_loudly_on_an_error_answer(tmp_path: Path) -> None:
     the status, not with a figure."""
     import anyio
 
-    from streammetrics.components.metrics import MetricsEndpoint
+    from tests.support.endpoints import running
 
     file = tmp_path / "bodies"
     otlp._write_bodies([b"\xff\xff\xff"], file)
     out: list[tuple[int, str]] = []
 
     async def main() -> None:
-        ep = MetricsEndpoint(name="metrics", port=0, otlp={}, rate_limit=None)
-        async with anyio.create_task_group() as tg:
-            await tg.start(ep.run)
+        async with running(otlp={}, rate_limit=None) as ep:
             cmd = [sys.executable, "-m", "benchmarks.otlp", "--post"]
             cmd += [f"{ep.url}/v1/traces", str(file), "1"]
             with anyio.fail_after(30):
                 proc = await anyio.run_process(cmd, check=False, cwd=otlp._ROOT)
             out.append((proc.returncode, proc.stdout.decode()))
-            tg.cancel_scope.cancel()
 
     anyio.run(main)
     assert out[0][0] == 1
