@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
-from operator import add
+from operator import add, length_hint
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -35,7 +34,7 @@ from .aggregates import (
     latency_figures,
 )
 from .breaker import BREAKER_CODES
-from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder
+from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder, bucket_latencies
 from .model.events import Delta, Event, Rejection
 from .model.spans import SpanDelta
 from .model.types import describe_exception
@@ -259,10 +258,14 @@ class Aggregator:
     def fold_events(self, events: Sequence[Event]) -> list[Rejection]:
         """Fold events; returns the ones that could not be (and counts them by reason).
 
-        Every event of one call shares one arrival time (one clock read), so the counts and
-        latencies of ``processed`` and ``error`` events are summed per component first and
-        folded into the windows once per component at the end: per event that is a few
-        adds and one ``bisect``, not two window updates.
+        Every event of one call shares one arrival time (one clock read), so what the
+        ``processed`` and ``error`` events carry is summed per component first and folded
+        into the windows once per component at the end, latencies bucketed there in bulk
+        (``buckets.bucket_latencies``). The common event (processed, or an error without
+        detail, with no stream, from a component already met in this call) takes a loop
+        of its own that does only that summing: a few adds and one append, no bisect.
+        Every other event leaves that loop for the full handling below it, then the loop
+        goes on from the next event, so the order of the events is kept.
         """
         now = self.clock()
         wall = self.wall()
@@ -270,14 +273,35 @@ class Aggregator:
         system = self._system
         observe = self._observe
         components = self._components
-        # per component: [processed, errors, bytes, latency_sum, first bucket, histogram, c]
+        # per component: [processed, errors, bytes, latencies, state, its last timestamp]
         acc: dict[str, list[Any]] = {}
-        sys_lsum = 0.0
         sys_msgs = 0
         skipped = 0
-        bisect, bounds = bisect_left, self.ladder.bounds
-        nbuckets = self.ladder.nbuckets
-        for i, ev in enumerate(events):
+        seq = events if isinstance(events, list | tuple) else list(events)
+        n = len(seq)
+        it = iter(seq)
+        while True:
+            for ev in it:
+                a = acc.get(ev.component)
+                if a is None or ev.stream is not None:
+                    break
+                kind = ev.kind
+                if kind == "processed":
+                    a[0] += ev.count
+                elif kind == "error" and ev.detail is None:
+                    a[1] += ev.count
+                else:
+                    break
+                a[5] = ev.timestamp
+                if ev.bytes:
+                    a[2] += ev.bytes
+                latency = ev.latency
+                if latency is not None:
+                    a[3].append(latency)
+            else:
+                break
+            # ev could not be summed above: it is handled in full, at its index i
+            i = n - length_hint(it) - 1
             name = ev.component
             if observe is not None and name not in observe:
                 skipped += 1
@@ -285,7 +309,7 @@ class Aggregator:
             kind = ev.kind
             a = acc.get(name)
             if a is not None:
-                c = a[6]
+                c = a[4]
             else:
                 c = components.get(name)
                 if c is None:
@@ -306,9 +330,11 @@ class Aggregator:
                 c.cached = None
             ts = ev.timestamp
             c.last_activity = ts if ts is not None else wall
+            if a is not None:
+                a[5] = ts  # what the component's last_activity is set from at the end
             if kind == "processed" or kind == "error":
                 if a is None:
-                    a = acc[name] = [0, 0, 0, 0.0, None, None, c]
+                    a = acc[name] = [0, 0, 0, [], c, ts]
                     # Only a first processed/error moves a component out of "registered"
                     # (nothing moves one back), so once per component and batch is enough.
                     if c.status == "registered":
@@ -321,20 +347,16 @@ class Aggregator:
                         c.last_error = ev.detail
                 if ev.bytes:
                     a[2] += ev.bytes
-                latency = ev.latency
-                if latency is not None:
-                    k = bisect(bounds, latency)
-                    sys_lsum += latency
-                    a[3] += latency
-                    h = a[5]
-                    if h is not None:
-                        h[k] += 1
-                    elif a[4] is None:
-                        a[4] = k  # one latency so far: no histogram yet
+                if ev.latency is not None:
+                    a[3].append(ev.latency)
+                if ev.stream is not None:
+                    s = self._stream(ev.stream, now)
+                    if s is None:
+                        self.reject("cardinality")
                     else:
-                        h = a[5] = [0] * nbuckets
-                        h[a[4]] += 1
-                        h[k] += 1
+                        s.seen = now
+                        s.window.add(now, 0, 0, ev.count, ev.bytes)
+                    sys_msgs += ev.count  # as fold_deltas does for probe messages
             elif kind == "started":
                 c.status = "running"
             elif kind == "stopped":
@@ -363,35 +385,30 @@ class Aggregator:
                 self._spans.start(ev, now)
             else:  # span_end
                 self._span_end(c, ev, now)
-            if ev.stream is not None and kind in ("processed", "error"):
-                s = self._stream(ev.stream, now)
-                if s is None:
-                    self.reject("cardinality")
-                else:
-                    s.seen = now
-                    s.window.add(now, 0, 0, ev.count, ev.bytes)
-                sys_msgs += ev.count  # as fold_deltas does for probe messages
-        self._events += len(events) - skipped
+        self._events += n - skipped
         if acc or sys_msgs:
+            bounds = self.ladder.bounds
             processed = errors = nbytes = 0
             sys_hist: list[int] | None = None
-            for p, e, b, lsum, first, h, c in acc.values():
+            sys_lsum = 0.0
+            for p, e, nb, lats, c, ts in acc.values():
+                c.last_activity = ts if ts is not None else wall
                 processed += p
                 errors += e
-                nbytes += b
+                nbytes += nb
                 w = c.window
-                w.add(now, p, e, 0, b)
-                if h is not None:
-                    w.add_histogram(now, h, lsum)
-                    sys_hist = list(map(add, sys_hist, h)) if sys_hist is not None else list(h)
-                elif first is not None:
-                    w.add_bucket(now, first, lsum)
+                w.add(now, p, e, 0, nb)
+                if lats:
+                    first, counts, lsum = bucket_latencies(lats, bounds)
+                    w.add_counts(now, first, counts, lsum)
+                    sys_lsum += lsum
                     if sys_hist is None:
-                        sys_hist = [0] * nbuckets
-                    sys_hist[first] += 1
+                        sys_hist = [0] * self.ladder.nbuckets
+                    last = first + len(counts)
+                    sys_hist[first:last] = map(add, sys_hist[first:last], counts)
             system.add(now, processed, errors, sys_msgs, nbytes)
             if sys_hist is not None:
-                system.add_histogram(now, sys_hist, sys_lsum)
+                system.add_counts(now, 0, sys_hist, sys_lsum)
         return rejected
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:
