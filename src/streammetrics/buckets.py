@@ -22,14 +22,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import sub
-from typing import Final, NamedTuple
+from typing import Final
 
 __all__ = (
     "DEFAULT_HISTOGRAM_BUCKETS",
     "DEFAULT_LADDER",
     "LATENCY_BOUNDS",
     "MAX_HISTOGRAM_BUCKETS",
-    "Bucketed",
     "Ladder",
     "bucket_latencies",
     "check_histogram_buckets",
@@ -81,27 +80,22 @@ def check_histogram_buckets(bounds: Sequence[float]) -> None:
             )
 
 
-class Bucketed(NamedTuple):
-    """Latencies counted in buckets: ``counts[j]`` of them fall in bucket ``first + j``
-    (``bisect_left(bounds, latency) == first + j``); buckets past the last count are empty."""
-
-    first: int
-    counts: list[int]
-    total: float
-    """Their sum, added in the order given."""
-
-
 #: From how many latencies ``bucket_latencies`` sorts them rather than bisect each one.
 _SORT_FROM: Final = 16
 
 
-def bucket_latencies(latencies: list[float], bounds: Sequence[float]) -> Bucketed:
-    """The bucket counts and the sum of ``latencies`` over the upper ``bounds``; sorts
-    ``latencies`` in place (the caller's own list, which it no longer needs in order).
+def bucket_latencies(
+    latencies: list[float], bounds: Sequence[float]
+) -> tuple[int, list[int], float]:
+    """``(first, counts, total)`` of ``latencies`` over the upper ``bounds``: ``counts[j]``
+    of them fall in bucket ``first + j`` (``bisect_left(bounds, latency) == first + j``;
+    the buckets past the last count are empty), and ``total`` is their sum, added in the
+    order given. Sorts ``latencies`` in place (the caller's own list, which it no longer
+    needs in order).
 
     Why not ``bisect_left`` per latency, as each arrives: that is six compares of boxed
-    floats through the generic comparison, and on the hot paths it cost more than
-    decoding the event that carried the latency. Sorting a list of floats uses the
+    floats through the generic comparison, about half the cost of decoding the event
+    that carried the latency, and the largest part of folding it. Sorting a list of floats uses the
     sort's float-only comparison, and then each bound in the range the latencies span
     is bisected once into the sorted list, so a batch costs a sort and one bisect per
     bound, not one per latency. Few latencies, or a NaN among them (which sorts
@@ -112,20 +106,20 @@ def bucket_latencies(latencies: list[float], bounds: Sequence[float]) -> Buckete
     total = sum(latencies, 0.0)
     if n < _SORT_FROM or total != total:  # few, or a NaN (or +inf with -inf): one by one
         if not n:
-            return Bucketed(0, [], total)
+            return (0, [], total)
         ks = [bisect_left(bounds, x) for x in latencies]
         first = min(ks)
         counts = [0] * (max(ks) - first + 1)
         for k in ks:
             counts[k - first] += 1
-        return Bucketed(first, counts, total)
+        return (first, counts, total)
     latencies.sort()
     first = bisect_left(bounds, latencies[0])
     last = bisect_left(bounds, latencies[-1])
     # at_most[j]: how many are <= bounds[first + j], so in buckets first .. first + j
     at_most = list(map(bisect_right, repeat(latencies, last - first), bounds[first:last]))
     at_most.append(n)
-    return Bucketed(first, list(map(sub, at_most, [0, *at_most[:-1]])), total)
+    return (first, list(map(sub, at_most, [0, *at_most[:-1]])), total)
 
 
 class Ladder:

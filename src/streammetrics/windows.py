@@ -326,20 +326,12 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        n = 0
-        h = self._curh
-        if h is None:
-            h = self._curh = [0] * self._nb
-        for i, c in enumerate(counts):
-            if c:
-                h[i] += c
-                n += c
-        self._cur[_LC] += n
+        h = self._curh  # summed in C (map), not bucket by bucket: a flush folds many
+        self._curh = list(counts) if h is None else list(map(add, h, counts))
+        self._cur[_LC] += sum(counts)
         self._cur[_LS] += latency_sum
 
-    def add_counts(
-        self, now: float, first: int, counts: Sequence[int], latency_sum: float
-    ) -> None:
+    def add_counts(self, now: float, first: int, counts: Sequence[int], latency_sum: float) -> None:
         """Fold latencies already bucketed from bucket ``first`` on (``counts[j]`` in
         bucket ``first + j``, as ``buckets.bucket_latencies`` gives them): a batch's
         latencies in one slice addition, however many they are."""
