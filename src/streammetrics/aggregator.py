@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
 from operator import add, length_hint
 from typing import Any, Protocol, TypeVar
@@ -259,13 +260,14 @@ class Aggregator:
         """Fold events; returns the ones that could not be (and counts them by reason).
 
         Every event of one call shares one arrival time (one clock read), so what the
-        ``processed`` and ``error`` events carry is summed per component first and folded
-        into the windows once per component at the end, latencies bucketed there in bulk
-        (``buckets.bucket_latencies``). The common event (processed, or an error without
-        detail, with no stream, from a component already met in this call) takes a loop
-        of its own that does only that summing: a few adds and one append, no bisect.
-        Every other event leaves that loop for the full handling below it, then the loop
-        goes on from the next event, so the order of the events is kept.
+        ``processed`` and ``error`` events carry is summed per component (and per stream)
+        first and folded into the windows once per component at the end, latencies
+        bucketed there in bulk (``buckets.bucket_latencies``). The common event
+        (processed, or an error without detail, from a component and on a stream already
+        met in this call) takes a loop of its own that does only that summing: a few adds
+        and one append, no bisect. Every other event leaves that loop for the full
+        handling below it, then the loop goes on from the next event, so the order of
+        the events is kept.
         """
         now = self.clock()
         wall = self.wall()
@@ -275,7 +277,8 @@ class Aggregator:
         components = self._components
         # per component: [processed, errors, bytes, latencies, state, its last timestamp]
         acc: dict[str, list[Any]] = {}
-        sys_msgs = 0
+        # per stream: [messages, bytes, state]
+        sacc: dict[str, list[Any]] = {}
         skipped = 0
         seq = events if isinstance(events, list | tuple) else list(events)
         n = len(seq)
@@ -283,7 +286,7 @@ class Aggregator:
         while True:
             for ev in it:
                 a = acc.get(ev.component)
-                if a is None or ev.stream is not None:
+                if a is None:
                     break
                 kind = ev.kind
                 if kind == "processed":
@@ -298,25 +301,35 @@ class Aggregator:
                 latency = ev.latency
                 if latency is not None:
                     a[3].append(latency)
+                if ev.stream is not None:
+                    sa = sacc.get(ev.stream)
+                    if sa is None:
+                        break  # counted above; the stream is made known below
+                    sa[0] += ev.count
+                    sa[1] += ev.bytes
             else:
                 break
-            # ev could not be summed above: it is handled in full, at its index i
-            i = n - length_hint(it) - 1
+            # ev was not (or, from a stream not met yet, not all) summed above: handled
+            # in full, at index n - length_hint(it) - 1 (the iterator stops right after it)
             name = ev.component
-            if observe is not None and name not in observe:
-                skipped += 1
-                continue
-            kind = ev.kind
-            a = acc.get(name)
             if a is not None:
                 c = a[4]
+                kind = ev.kind
+                if kind == "processed" or (kind == "error" and ev.detail is None):
+                    # the loop above summed all of it but its stream, not met yet
+                    self._sum_stream(sacc, ev, now)
+                    continue
             else:
+                if observe is not None and name not in observe:
+                    skipped += 1
+                    continue
                 c = components.get(name)
                 if c is None:
                     c = self._component(name, now)
                 if c is None:
                     skipped += 1
                     self.reject("cardinality")
+                    i = n - length_hint(it) - 1
                     rejected.append(
                         Rejection(
                             i,
@@ -328,6 +341,7 @@ class Aggregator:
                     continue
                 c.seen = now  # once per component and batch for processed/error events
                 c.cached = None
+                kind = ev.kind
             ts = ev.timestamp
             c.last_activity = ts if ts is not None else wall
             if a is not None:
@@ -350,13 +364,7 @@ class Aggregator:
                 if ev.latency is not None:
                     a[3].append(ev.latency)
                 if ev.stream is not None:
-                    s = self._stream(ev.stream, now)
-                    if s is None:
-                        self.reject("cardinality")
-                    else:
-                        s.seen = now
-                        s.window.add(now, 0, 0, ev.count, ev.bytes)
-                    sys_msgs += ev.count  # as fold_deltas does for probe messages
+                    self._sum_stream(sacc, ev, now)
             elif kind == "started":
                 c.status = "running"
             elif kind == "stopped":
@@ -368,6 +376,7 @@ class Aggregator:
             elif kind == "breaker":
                 if ev.detail not in BREAKER_CODES:
                     self.reject("malformed")
+                    i = n - length_hint(it) - 1
                     rejected.append(
                         Rejection(
                             i,
@@ -386,6 +395,10 @@ class Aggregator:
             else:  # span_end
                 self._span_end(c, ev, now)
         self._events += n - skipped
+        sys_msgs = 0
+        for msgs, nb, st in sacc.values():
+            st.window.add(now, 0, 0, msgs, nb)
+            sys_msgs += msgs  # as fold_deltas does for probe messages
         if acc or sys_msgs:
             bounds = self.ladder.bounds
             processed = errors = nbytes = 0
@@ -398,18 +411,44 @@ class Aggregator:
                 nbytes += nb
                 w = c.window
                 w.add(now, p, e, 0, nb)
-                if lats:
+                if not lats:
+                    continue
+                if sys_hist is None:
+                    sys_hist = [0] * self.ladder.nbuckets
+                if len(lats) == 1:  # one latency (a component that reports rarely)
+                    lsum = lats[0]
+                    k = bisect_left(bounds, lsum)
+                    w.add_bucket(now, k, lsum)
+                    sys_hist[k] += 1
+                else:
                     first, counts, lsum = bucket_latencies(lats, bounds)
                     w.add_counts(now, first, counts, lsum)
-                    sys_lsum += lsum
-                    if sys_hist is None:
-                        sys_hist = [0] * self.ladder.nbuckets
                     last = first + len(counts)
                     sys_hist[first:last] = map(add, sys_hist[first:last], counts)
+                sys_lsum += lsum
             system.add(now, processed, errors, sys_msgs, nbytes)
             if sys_hist is not None:
                 system.add_counts(now, 0, sys_hist, sys_lsum)
         return rejected
+
+    def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> None:
+        """Sum a processed or error event's messages into its stream's ``sacc`` entry,
+        made (with the stream) at its first event of the call; an event whose stream is
+        past ``max_streams`` counts as a ``cardinality`` rejection (its component's
+        counts still fold)."""
+        key = ev.stream
+        if key is None:  # pragma: no cover - called for events with a stream only
+            return
+        sa = sacc.get(key)
+        if sa is None:
+            s = self._stream(key, now)
+            if s is None:
+                self.reject("cardinality")
+                return
+            s.seen = now
+            sa = sacc[key] = [0, 0, s]
+        sa[0] += ev.count
+        sa[1] += ev.bytes
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:
         """Fold probe deltas: per delta O(histogram buckets), whatever it counted."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import sub
 from typing import Final
 
@@ -119,7 +119,7 @@ def bucket_latencies(
     # at_most[j]: how many are <= bounds[first + j], so in buckets first .. first + j
     at_most = list(map(bisect_right, repeat(latencies, last - first), bounds[first:last]))
     at_most.append(n)
-    return (first, list(map(sub, at_most, [0, *at_most[:-1]])), total)
+    return (first, list(map(sub, at_most, chain((0,), at_most))), total)
 
 
 class Ladder:
