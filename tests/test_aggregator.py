@@ -406,6 +406,21 @@ def test_stream_cardinality_limit(clock: Clock) -> None:
     snap = snapshot(agg)
     assert set(snap.streaming.streams) == {"s1"}
     assert snap.rejected == {"cardinality": 1}
+    # the refused stream's messages still count in the system's, as a probe's do (1 + 1
+    # above, 2 + 1 + 3 here, in one 1 s slot); each event on it is a rejection of its own
+    agg.fold_events(
+        [
+            Event("a", "processed", stream="s2", count=2),
+            Event("a", "processed", stream="s1"),
+            Event("a", "error", stream="s2", count=3),
+        ]
+    )
+    snap = snapshot(agg)
+    assert snap.rejected == {"cardinality": 3}
+    assert snap.streaming.streams["s1"].total_messages == 2
+    assert agg.figures(view=10).performance.message_rate == 8 / 1.0
+    a = snap.detailed_components["a"]
+    assert (a.items_processed, a.errors_encountered) == (5, 3)
 
 
 def test_observe_subset_ignores_other_components(clock: Clock) -> None:

@@ -279,6 +279,7 @@ class Aggregator:
         acc: dict[str, list[Any]] = {}
         # per stream: [messages, bytes, state]
         sacc: dict[str, list[Any]] = {}
+        refused_msgs = 0  # of events whose stream is past max_streams
         skipped = 0
         seq = events if isinstance(events, list | tuple) else list(events)
         n = len(seq)
@@ -317,7 +318,7 @@ class Aggregator:
                 kind = ev.kind
                 if kind == "processed" or (kind == "error" and ev.detail is None):
                     # the loop above summed all of it but its stream, not met yet
-                    self._sum_stream(sacc, ev, now)
+                    refused_msgs += self._sum_stream(sacc, ev, now)
                     continue
             else:
                 if observe is not None and name not in observe:
@@ -364,7 +365,7 @@ class Aggregator:
                 if ev.latency is not None:
                     a[3].append(ev.latency)
                 if ev.stream is not None:
-                    self._sum_stream(sacc, ev, now)
+                    refused_msgs += self._sum_stream(sacc, ev, now)
             elif kind == "started":
                 c.status = "running"
             elif kind == "stopped":
@@ -395,10 +396,10 @@ class Aggregator:
             else:  # span_end
                 self._span_end(c, ev, now)
         self._events += n - skipped
-        sys_msgs = 0
-        for msgs, nb, st in sacc.values():
+        sys_msgs = refused_msgs  # a refused stream's messages count in the system's, as
+        for msgs, nb, st in sacc.values():  # fold_deltas counts a probe's
             st.window.add(now, 0, 0, msgs, nb)
-            sys_msgs += msgs  # as fold_deltas does for probe messages
+            sys_msgs += msgs
         if acc or sys_msgs:
             bounds = self.ladder.bounds
             processed = errors = nbytes = 0
@@ -431,24 +432,25 @@ class Aggregator:
                 system.add_counts(now, 0, sys_hist, sys_lsum)
         return rejected
 
-    def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> None:
+    def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> int:
         """Sum a processed or error event's messages into its stream's ``sacc`` entry,
-        made (with the stream) at its first event of the call; an event whose stream is
-        past ``max_streams`` counts as a ``cardinality`` rejection (its component's
-        counts still fold)."""
+        made (with the stream) at its first event of the call. An event whose stream is
+        past ``max_streams`` counts as a ``cardinality`` rejection (its component's counts
+        still fold); returns its messages then (0 otherwise), for the system's count."""
         key = ev.stream
         if key is None:  # pragma: no cover - called for events with a stream only
-            return
+            return 0
         sa = sacc.get(key)
         if sa is None:
             s = self._stream(key, now)
             if s is None:
                 self.reject("cardinality")
-                return
+                return ev.count
             s.seen = now
             sa = sacc[key] = [0, 0, s]
         sa[0] += ev.count
         sa[1] += ev.bytes
+        return 0
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:
         """Fold probe deltas: per delta O(histogram buckets), whatever it counted."""

@@ -95,12 +95,11 @@ def bucket_latencies(
 
     Why not ``bisect_left`` per latency, as each arrives: that is six compares of boxed
     floats through the generic comparison, about half the cost of decoding the event
-    that carried the latency, and the largest part of folding it. Sorting a list of floats uses the
-    sort's float-only comparison, and then each bound in the range the latencies span
-    is bisected once into the sorted list, so a batch costs a sort and one bisect per
-    bound, not one per latency. Few latencies, or a NaN among them (which sorts
-    nowhere), are bisected one by one, as ``bisect_left`` places them; the counts are
-    the same either way.
+    that carried the latency. Sorting a list of floats uses the sort's float-only
+    comparison, and then each bound in the range the latencies span is bisected once
+    into the sorted list, so a batch costs a sort and one bisect per bound, not one per
+    latency. Few latencies, or a NaN among them (which sorts nowhere), are bisected one
+    by one, as ``bisect_left`` places them; the counts are the same either way.
     """
     n = len(latencies)
     total = sum(latencies, 0.0)
