@@ -71,11 +71,12 @@ __all__ = (
 
 _log = logging.getLogger("streammetrics.http")
 
-Rejection = Literal["header_too_large", "header_timeout", "connection_limit"]
+Rejection = Literal["header_too_large", "header_timeout", "body_timeout", "connection_limit"]
 Closure = Literal["idle_timeout", "evicted"]
 REJECTIONS: Final[tuple[Rejection, ...]] = (
     "header_too_large",
     "header_timeout",
+    "body_timeout",
     "connection_limit",
 )
 CLOSURES: Final[tuple[Closure, ...]] = ("idle_timeout", "evicted")
@@ -117,6 +118,10 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds a request head may take to arrive, from the connection's start (or from
     the first byte of the next request on a keep-alive connection); past them the
     connection is closed (with a 408 if part of a head came)."""
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """Seconds a request body may take to arrive, from when the request is started (after
+    any wait for ``max_concurrent_requests``); past them the request is answered 408 and
+    the connection closed. The body's size is bounded apart (``max_body_bytes``)."""
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     """Seconds a keep-alive connection may wait for its next request before it is
     closed."""
@@ -147,7 +152,8 @@ class ConnectionStatistics(msgspec.Struct, frozen=True):
     health_reserve: int
     rejected: dict[str, int]
     """By reason: ``header_too_large`` (431), ``header_timeout`` (no head in time),
-    ``connection_limit`` (503)."""
+    ``body_timeout`` (408: a body not in within ``body_timeout_s``), ``connection_limit``
+    (503)."""
     closed: dict[str, int]
     """Closed by the endpoint, by reason: ``idle_timeout``, ``evicted`` (idle at the cap)."""
     held: int = 0
@@ -424,6 +430,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._hold_until = 0.0
         self._held: tuple[RequestResponseCycle, ASGIApp] | None = None
         self._hold_timer: TimerHandle | None = None
+        #: Ends a request whose body is not all in by ``body_timeout_s`` after it started.
+        self._body_timer: TimerHandle | None = None
         self._holdable = True
 
     # -- connection ----------------------------------------------------------------------
@@ -449,10 +457,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self)
-        for timer in (self._head_timer, self._linger_timer, self._hold_timer):
+        for timer in (self._head_timer, self._linger_timer, self._hold_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        self._hold_timer = None
+        self._hold_timer = self._body_timer = None
         if self._held is not None:
             self._held = None
             self.guard.held -= 1
@@ -494,7 +502,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self._pool == "reserve" or cycle.scope["path"] in HEALTH_PATHS:
-            super()._start_asgi_task(cycle, app)
+            self.start_now(cycle, app)
         elif self._hold_until and self.loop.time() < self._hold_until:
             self._hold(cycle, app)
         else:
@@ -537,6 +545,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.start(self, *held)
 
     def start_now(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+        """Start the request's ASGI task; a request still sending its body has
+        ``body_timeout_s`` from now to finish it (its wait for a start is not counted,
+        since its connection is not read meanwhile)."""
+        if cycle.more_body and _has_body(self.headers):
+            self._body_timer = self.loop.call_later(
+                self.guard.limits.body_timeout_s, self._body_timeout
+            )
         super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
@@ -558,6 +573,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # one answer per reserve connection
 
     def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
@@ -594,6 +612,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.release(self)
             self.transport.close()
 
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_complete:
+            # Answered before its body was in (a 413 says so at once): nothing to add.
+            self.guard.rejected["body_timeout"] += 1
+            self.guard.release(self)
+            self.transport.close()
+            return
+        self._refuse(
+            "body_timeout",
+            _plain(408, "request body not complete in time (config.limits.body_timeout_s)"),
+        )
+
     def _refuse(self, reason: Rejection, response: bytes) -> None:
         """Count, answer, half-close, and drop what still comes for ``_LINGER_S``."""
         guard = self.guard
@@ -604,10 +637,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         transport = self.transport
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A response is being written (a stream): an answer now would corrupt it.
-            transport.close()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                # A response is being written (a stream): an answer now would corrupt it.
+                transport.close()
+                return
+            # A request in progress with no answer yet: its app sees the client gone (and
+            # whatever it still sends is dropped), and the refusal is the answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
         transport.write(response)
         if guard.lingering >= _MAX_LINGERING or not transport.can_write_eof():
             transport.close()
@@ -615,6 +654,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport.write_eof()
         guard.lingering += 1
         self._linger_timer = self.loop.call_later(_LINGER_S, transport.close)
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request head announces a body (uvicorn lower-cases the names)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 class ConnectionCollector(Collector):
@@ -643,7 +690,7 @@ class ConnectionCollector(Collector):
         rejected = CounterMetricFamily(
             "streammetrics_http_connections_rejected",
             "HTTP connections refused by config.limits, by reason "
-            "(header_too_large: 431, header_timeout, connection_limit: 503)",
+            "(header_too_large: 431, header_timeout, body_timeout: 408, connection_limit: 503)",
             labels=["reason"],
         )
         for reason, n in st.rejected.items():
