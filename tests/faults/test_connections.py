@@ -22,6 +22,7 @@ import streammetrics
 from streammetrics import MetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import BlueprintError, ConfigError
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -222,12 +223,6 @@ async def test_a_body_that_trickles_is_answered_408_after_the_body_deadline() ->
         await health_answers(ep)
 
 
-async def until_folded(ep: MetricsEndpoint) -> None:
-    with anyio.fail_after(2):
-        while ep.aggregator.figures().detailed_components.get("api") is None:
-            await anyio.sleep(0.02)
-
-
 async def test_a_body_sent_in_pieces_within_the_deadline_is_served() -> None:
     body = b'{"events": [{"component": "api", "kind": "processed"}]}'
     async with endpoint(body_timeout_s=2.0) as ep:
@@ -242,7 +237,7 @@ async def test_a_body_sent_in_pieces_within_the_deadline_is_served() -> None:
         status, _headers = await read_response(stream)
         await stream.aclose()
         assert status == 200
-        await until_folded(ep)
+        await until(lambda: "api" in ep.aggregator.figures().detailed_components, within=2)
         assert ep.connections.statistics().rejected["body_timeout"] == 0
         await anyio.sleep(1.5)  # past the deadline: the timer was let go with the request
         assert ep.connections.statistics().rejected["body_timeout"] == 0
