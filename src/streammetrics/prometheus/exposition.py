@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
+from time import perf_counter
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import msgspec
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from ..snapshot import BreakerStatus, ComponentStatus, Snapshot, StreamStatus
 
 __all__ = (
-    "RENDER_CHUNK",
+    "RENDER_STEP_S",
     "Exposition",
     "ExpositionStatistics",
     "ExpositionWriter",
@@ -93,9 +94,9 @@ _INT_FAST: Final = 1_000_000
 _INT_FAST_NEG: Final = -(10**15)
 _INF: Final = float("inf")
 
-RENDER_CHUNK: Final = 128
-"""Components (or streams, breakers, histograms) written between two yields of
-``render_steps``: about 2-4 ms of a cold render here, much less of a warm one."""
+RENDER_STEP_S: Final = 0.002
+"""Seconds of work between two yields of ``render_steps``: what a render may hold the event
+loop for at a time (a garbage collection that falls in a step comes on top)."""
 #: Float spellings a writer keeps from one render to the next (a few MB at most).
 _SPELLINGS_KEPT: Final = 1 << 16
 #: The size a piece of the body is aimed at: large enough that sending the pieces costs
@@ -185,6 +186,20 @@ class ExpositionStatistics(msgspec.Struct, frozen=True):
 S = TypeVar("S")
 
 
+class _Pace:
+    """When a render yields: once ``step_s`` seconds of work have passed since it began or
+    last yielded (after every item when 0, never when None)."""
+
+    def __init__(self, step_s: float | None) -> None:
+        self._step_s = step_s
+        self.until = _INF
+        self.restart()
+
+    def restart(self) -> None:
+        if self._step_s is not None:
+            self.until = perf_counter() + self._step_s
+
+
 class _Blocks(Generic[S]):
     """One text per family for each name, kept while the name's source stays equal."""
 
@@ -207,18 +222,19 @@ class _Blocks(Generic[S]):
     def clear(self) -> None:
         self._entries = {}
 
-    def steps(self, items: Iterable[tuple[str, S]], chunk: int) -> Steps[list[tuple[str, ...]]]:
-        """The blocks of ``items`` in their order, yielding every ``chunk`` items (never
-        when 0); entries of names not among them go. The cache changes only at the end: a
+    def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[str, ...]]]:
+        """The blocks of ``items`` in their order, yielding as ``pace`` says; entries of
+        names not among them go. The cache changes only at the end: a
         render abandoned halfway leaves it as it was."""
         old = self._entries
         new: dict[str, tuple[S, tuple[str, ...]]] = {}
         out: list[tuple[str, ...]] = []
         render, keep = self._render, self._keep
         rendered = 0
-        for i, (name, source) in enumerate(items):
-            if chunk and i and i % chunk == 0:
+        for name, source in items:
+            if perf_counter() >= pace.until:
                 yield
+                pace.restart()
             entry = old.get(name)
             if entry is None or (entry[0] is not source and entry[0] != source):
                 entry = (source if keep is None else keep(source), render(name, source))
@@ -305,7 +321,7 @@ class ExpositionWriter:
         """The exposition of ``snap``, then ``extra``'s families (other collectors, written
         by prometheus-client), as one body; blocking (tests, benchmarks, a worker thread)."""
         with self._lock:
-            return finish(self._steps(snap, openmetrics, extra, 0)).body()
+            return finish(self._steps(snap, openmetrics, extra, _Pace(None))).body()
 
     def render_steps(
         self,
@@ -313,22 +329,23 @@ class ExpositionWriter:
         *,
         openmetrics: bool = False,
         extra: Collector | None = None,
-        chunk: int = RENDER_CHUNK,
+        step_s: float | None = RENDER_STEP_S,
     ) -> Steps[Exposition]:
         """``render`` as steps (``steps.finish_async`` runs them on the event loop),
-        yielding every ``chunk`` components and after each piece of the body; the same
+        yielding after ``step_s`` seconds of work at most (a component, a piece of the
+        body is not split; never when None, after every one of them when 0); the same
         bytes, in pieces. ``snap`` must not change meanwhile (snapshots do not).
 
         Raises ``RuntimeError`` when another render of this writer is under way."""
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("another render of this exposition writer is under way")
         try:
-            return (yield from self._steps(snap, openmetrics, extra, chunk))
+            return (yield from self._steps(snap, openmetrics, extra, _Pace(step_s)))
         finally:
             self._lock.release()
 
     def _steps(
-        self, snap: Snapshot, om: bool, extra: Collector | None, chunk: int
+        self, snap: Snapshot, om: bool, extra: Collector | None, pace: _Pace
     ) -> Steps[Exposition]:
         self._renders += 1
         if len(self._spelled) > _SPELLINGS_KEPT:
@@ -342,21 +359,21 @@ class ExpositionWriter:
             self._window = window
             self._window_label = escape_label_value(window)
         self._use_bounds(snap.histogram_buckets or self._buckets)
-        comps = yield from self._components.steps(snap.detailed_components.items(), chunk)
-        yield from self._families(body, _COMPONENT_FAMILIES, comps, om, chunk)
+        comps = yield from self._components.steps(snap.detailed_components.items(), pace)
+        yield from self._families(body, _COMPONENT_FAMILIES, comps, om, pace)
         sums = snap.latency_sums
         hists = yield from self._histograms.steps(
             (
                 (name, (counts, sums.get(name, 0.0)))
                 for name, counts in snap.component_histograms.items()
             ),
-            chunk,
+            pace,
         )
-        yield from self._families(body, (_HISTOGRAM,), hists, om, chunk)
-        breakers = yield from self._breakers.steps(snap.circuit_breakers.items(), chunk)
-        yield from self._families(body, _BREAKER_FAMILIES, breakers, om, chunk)
-        streams = yield from self._streams.steps(snap.streaming.streams.items(), chunk)
-        yield from self._families(body, _STREAM_FAMILIES, streams, om, chunk)
+        yield from self._families(body, (_HISTOGRAM,), hists, om, pace)
+        breakers = yield from self._breakers.steps(snap.circuit_breakers.items(), pace)
+        yield from self._families(body, _BREAKER_FAMILIES, breakers, om, pace)
+        streams = yield from self._streams.steps(snap.streaming.streams.items(), pace)
+        yield from self._families(body, _STREAM_FAMILIES, streams, om, pace)
         tail: list[Metric] = [
             f
             for section in ("process", "bookkeeping")
@@ -393,11 +410,11 @@ class ExpositionWriter:
         names: Sequence[str],
         blocks: list[tuple[str, ...]],
         openmetrics: bool,
-        chunk: int,
+        pace: _Pace,
     ) -> Steps[None]:
         """Add each family of ``names``: its header, then its block of every name (a
         family's samples must be contiguous), in pieces near ``_PIECE_BYTES``, yielding
-        after each (never when ``chunk`` is 0); a family without samples is left out."""
+        as ``pace`` says between them; a family without samples is left out."""
         columns = zip(*blocks, strict=True) if blocks else ()
         for name, column in zip(names, columns, strict=False):
             header: bytes | None = self._headers[name][openmetrics]
@@ -416,8 +433,9 @@ class ExpositionWriter:
                     step = max(16, min(4 * step, step * _PIECE_BYTES // len(piece)))
                 else:
                     step *= 4  # blocks without this family's samples: cheap to pass over
-                if chunk:
+                if perf_counter() >= pace.until:
                     yield
+                    pace.restart()
 
     # -- blocks: one text per family, "" where the family has no sample for it -----------
 
@@ -503,9 +521,8 @@ class ExpositionWriter:
             text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
         if self._with_sum:
             c = f'{{component="{e}"}} '
-            text += (
-                f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{self._spell(total_s)}\n"
-            )
+            total = self._spell(total_s)
+            text += f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{total}\n"
         return (text,)
 
     def _breaker(self, name: str, b: BreakerStatus) -> tuple[str, ...]:

@@ -29,7 +29,12 @@ from ..prometheus.custom import (
     CustomCollectors,
     exposed_names,
 )
-from ..prometheus.exposition import Exposition, ExpositionStatistics, ExpositionWriter
+from ..prometheus.exposition import (
+    RENDER_STEP_S,
+    Exposition,
+    ExpositionStatistics,
+    ExpositionWriter,
+)
 from ..steps import finish_async
 from .live import LiveFeed
 
@@ -62,7 +67,9 @@ class TickCache:
     """Snapshots and renders of one MetricsEndpoint, cached per tick.
 
     ``clock`` is monotonic seconds and only decides cache age; ``wall`` (unix seconds) is
-    what responses without a snapshot (``GET /``) show as ``timestamp``.
+    what responses without a snapshot (``GET /``) show as ``timestamp``. ``render_step_s``
+    is how long a Prometheus render may hold the event loop at a time (0: it yields after
+    every component, as tests use to interleave a render with other requests).
     """
 
     def __init__(
@@ -77,12 +84,15 @@ class TickCache:
         sample_timeout_s: float = 2.0,
         judge: HealthJudge | None = None,
         live: LiveFeed | None = None,
+        render_step_s: float = RENDER_STEP_S,
     ) -> None:
         if tick_s < 0:
             raise ValueError(f"tick_s must be >= 0, got {tick_s!r}")
         self.name = name
         self.sample_timeout_s = sample_timeout_s
         self.tick_s = tick_s
+        #: Seconds of work a render does between two yields to the event loop.
+        self.render_step_s = render_step_s
         self.clock = clock
         self.wall = wall
         self._aggregator = aggregator
@@ -349,10 +359,12 @@ class TickCache:
         is finished and kept even when the request that began it is cancelled (a client
         gone, a deadline), since every other request of the tick waits for it.
         """
-        body = self._fresh_render(snap, openmetrics)  # rendered while we waited?
-        if body is not None:
-            return body
-        steps = self._writer.render_steps(snap, openmetrics=openmetrics, extra=self._registry)
+        cached = self._fresh_render(snap, openmetrics)  # rendered while we waited?
+        if cached is not None:
+            return cached
+        steps = self._writer.render_steps(
+            snap, openmetrics=openmetrics, extra=self._registry, step_s=self.render_step_s
+        )
         with anyio.CancelScope(shield=True):
             try:
                 body = await finish_async(steps)
