@@ -512,7 +512,7 @@ def _run_counting(steps: Steps[Exposition]) -> tuple[Exposition, int]:
 
 @pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
 def test_a_render_in_steps_gives_the_same_bytes_in_pieces(openmetrics: bool) -> None:
-    """Yielding after every component (step_s=0), every 2 ms, or never: the pieces join to
+    """Yielding as often as it can (step_s=0), every 2 ms, or never: the pieces join to
     the one-shot render's bytes (the reference's), and the cache counts the same."""
     snap = _snapshot(600)
     extra = _extra()
@@ -530,8 +530,8 @@ def test_a_render_in_steps_gives_the_same_bytes_in_pieces(openmetrics: bool) -> 
         # Pieces near 256 KiB: a few for this body, none far over it.
         assert len(exposition.pieces) >= len(reference) // (512 * 1024)
         assert max(map(len, exposition.pieces)) < 1024 * 1024
-        if step_s == 0.0:  # a yield per component at least: none is written in one go
-            assert yields > len(snap.detailed_components)
+        if step_s == 0.0:  # the clock is read every 8 components: a yield there each time
+            assert yields > len(snap.detailed_components) // 8
         if step_s is None:
             assert yields == 0
         assert writer.statistics() == one_shot.statistics()
@@ -556,7 +556,7 @@ def test_a_render_abandoned_halfway_leaves_the_cache_as_it_was() -> None:
         },
     )
     steps = writer.render_steps(changed, step_s=0.0)
-    for _ in range(10):
+    for _ in range(3):
         next(steps)
     with pytest.raises(RuntimeError, match="another render"):
         next(writer.render_steps(changed))

@@ -68,8 +68,8 @@ class TickCache:
 
     ``clock`` is monotonic seconds and only decides cache age; ``wall`` (unix seconds) is
     what responses without a snapshot (``GET /``) show as ``timestamp``. ``render_step_s``
-    is how long a Prometheus render may hold the event loop at a time (0: it yields after
-    every component, as tests use to interleave a render with other requests).
+    is how long a Prometheus render may hold the event loop at a time (0: it yields every
+    8 components, as tests use to interleave a render with other requests).
     """
 
     def __init__(
