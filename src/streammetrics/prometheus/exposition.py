@@ -201,48 +201,52 @@ class _Pace:
 
 
 class _Blocks(Generic[S]):
-    """One text per family for each name, kept while the name's source stays equal."""
+    """One text per family for each name, kept while the name's source stays equal.
 
-    def __init__(
-        self,
-        render: Callable[[str, S], tuple[str, ...]],
-        keep: Callable[[S], S] | None = None,
-    ) -> None:
-        """``keep`` makes what is stored of a source that was written anew (a copy of what
-        the snapshot may share with the next one)."""
+    Sources and texts are two dicts, not one of pairs: a pair per name would be one more
+    object for the garbage collector to count, and a cold render's new objects are what
+    sets off its collections (each a walk of the whole heap)."""
+
+    def __init__(self, render: Callable[[str, S], tuple[str, ...]]) -> None:
         self._render = render
-        self._keep = keep
-        self._entries: dict[str, tuple[S, tuple[str, ...]]] = {}
+        self._sources: dict[str, S] = {}
+        self._texts: dict[str, tuple[str, ...]] = {}
         self.rendered = 0
         self.reused = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._texts)
 
     def clear(self) -> None:
-        self._entries = {}
+        self._sources = {}
+        self._texts = {}
 
     def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[str, ...]]]:
         """The blocks of ``items`` in their order, yielding as ``pace`` says; entries of
-        names not among them go. The cache changes only at the end: a
-        render abandoned halfway leaves it as it was."""
-        old = self._entries
-        new: dict[str, tuple[S, tuple[str, ...]]] = {}
+        names not among them go. The cache changes only at the end: a render abandoned
+        halfway leaves it as it was."""
+        old_sources, old_texts = self._sources, self._texts
+        sources: dict[str, S] = {}
+        texts: dict[str, tuple[str, ...]] = {}
         out: list[tuple[str, ...]] = []
-        render, keep = self._render, self._keep
+        render = self._render
         rendered = 0
         for i, (name, source) in enumerate(items):
             # The clock is read every 8 items (a read costs as much as reusing a block).
             if not i & 7 and perf_counter() >= pace.until:
                 yield
                 pace.restart()
-            entry = old.get(name)
-            if entry is None or (entry[0] is not source and entry[0] != source):
-                entry = (source if keep is None else keep(source), render(name, source))
+            kept = old_sources.get(name)
+            if kept is None or (kept is not source and kept != source):
+                text = render(name, source)
                 rendered += 1
-            new[name] = entry
-            out.append(entry[1])
-        self._entries = new
+            else:
+                text = old_texts[name]
+                source = kept
+            sources[name] = source
+            texts[name] = text
+            out.append(text)
+        self._sources, self._texts = sources, texts
         self.rendered += rendered
         self.reused += len(out) - rendered
         return out
@@ -296,9 +300,7 @@ class ExpositionWriter:
         self._with_sum = True
         self._window = self._window_label = ""
         self._components: _Blocks[ComponentStatus] = _Blocks(self._component)
-        self._histograms: _Blocks[tuple[list[int], float]] = _Blocks(
-            self._histogram, keep=lambda source: (source[0][:], source[1])
-        )
+        self._histograms: _Blocks[tuple[float, ...]] = _Blocks(self._histogram)
         self._breakers: _Blocks[BreakerStatus] = _Blocks(self._breaker)
         self._streams: _Blocks[StreamStatus] = _Blocks(self._stream)
         self._lock = threading.Lock()
@@ -363,9 +365,11 @@ class ExpositionWriter:
         comps = yield from self._components.steps(snap.detailed_components.items(), pace)
         yield from self._families(body, _COMPONENT_FAMILIES, comps, om, pace)
         sums = snap.latency_sums
+        # A histogram's source is its counts and its sum in one tuple (of numbers only,
+        # which the garbage collector stops tracking), compared with the kept one.
         hists = yield from self._histograms.steps(
             (
-                (name, (counts, sums.get(name, 0.0)))
+                (name, (*counts, sums.get(name, 0.0)))
                 for name, counts in snap.component_histograms.items()
             ),
             pace,
@@ -494,8 +498,8 @@ class ExpositionWriter:
             ],
         )
 
-    def _histogram(self, name: str, source: tuple[list[int], float]) -> tuple[str, ...]:
-        counts, total_s = source
+    def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[str, ...]:
+        counts, total_s = source[:-1], source[-1]
         if not any(counts):
             return ("",)  # never timed: zero buckets would only cost cardinality
         e = escape_label_value(name)
