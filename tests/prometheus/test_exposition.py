@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import random
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -35,7 +37,7 @@ from prometheus_client.utils import floatToGoString
 
 from streammetrics.http.app import create_app
 from streammetrics.prometheus.collector import SnapshotCollector
-from streammetrics.prometheus.exposition import Exposition, ExpositionWriter, go_float
+from streammetrics.prometheus.exposition import Exposition, ExpositionWriter, _Pace, go_float
 from streammetrics.snapshot import (
     Alert,
     BreakerStatus,
@@ -597,3 +599,21 @@ def test_floats_spelled_once_are_spelled_alike_again() -> None:
         text = writer.render(zero)
         assert text == _reference(zero, None, False)
     assert "-0.0\n" in text.decode() and "} 0.0\n" in text.decode()
+
+
+def test_a_render_step_lasts_as_long_as_the_work_it_waited_for() -> None:
+    """2 ms beside short work; after waiting 30 ms for others, about as long; never more than
+    50 ms; and at every reading of the clock when the step is 0."""
+    pace = _Pace(0.002)
+    assert pace.until - perf_counter() <= 0.002
+    for waited, at_least, at_most in ((0.0, 0.0, 0.02), (0.03, 0.025, 0.05), (0.2, 0.045, 0.05)):
+        pace.pause()
+        time.sleep(waited)
+        pace.restart()
+        left = pace.until - perf_counter()
+        assert at_least <= left <= at_most, (waited, left)
+    never = _Pace(0.0)
+    never.pause()
+    time.sleep(0.01)
+    never.restart()
+    assert never.until <= perf_counter()

@@ -95,8 +95,11 @@ _INT_FAST_NEG: Final = -(10**15)
 _INF: Final = float("inf")
 
 RENDER_STEP_S: Final = 0.002
-"""Seconds of work between two yields of ``render_steps``: what a render may hold the event
-loop for at a time (a garbage collection that falls in a step comes on top)."""
+"""Seconds of work between two yields of ``render_steps``: what a render holds the event loop
+for at a time beside short work (beside long steps of other work, as long as they took, up to
+50 ms; a garbage collection that falls in a step comes on top)."""
+#: The longest step a render takes to match the other work of the loop (``_Pace``).
+_SHARE_CAP_S: Final = 0.05
 #: Float spellings a writer keeps from one render to the next (a few MB at most).
 _SPELLINGS_KEPT: Final = 1 << 16
 #: The size a piece of the body is aimed at: large enough that sending the pieces costs
@@ -188,16 +191,32 @@ S = TypeVar("S")
 
 class _Pace:
     """When a render yields: once ``step_s`` seconds of work have passed since it began or
-    last yielded (at every reading of the clock when 0, never when None)."""
+    last resumed (at every reading of the clock when 0, never when None).
+
+    A step lasts as long as the loop's other work took while the render was waiting, up to
+    ``_SHARE_CAP_S``: beside other work in long steps (a snapshot build of big chunks on a
+    busy machine) a render of 2 ms steps would get a few percent of the loop and take many
+    seconds, a scrape's whole timeout; beside short requests its steps stay short."""
 
     def __init__(self, step_s: float | None) -> None:
         self._step_s = step_s
+        self._paused: float | None = None
         self.until = _INF
         self.restart()
 
+    def pause(self) -> None:
+        """Called as the render yields."""
+        self._paused = perf_counter()
+
     def restart(self) -> None:
-        if self._step_s is not None:
-            self.until = perf_counter() + self._step_s
+        """Called as the render resumes."""
+        step = self._step_s
+        if step is None:
+            return
+        now = perf_counter()
+        if step and self._paused is not None:
+            step = max(step, min(now - self._paused, _SHARE_CAP_S))
+        self.until = now + step
 
 
 class _Blocks(Generic[S]):
@@ -234,6 +253,7 @@ class _Blocks(Generic[S]):
         for i, (name, source) in enumerate(items):
             # The clock is read every 8 items (a read costs as much as reusing a block).
             if not i & 7 and perf_counter() >= pace.until:
+                pace.pause()
                 yield
                 pace.restart()
             kept = old_sources.get(name)
@@ -439,6 +459,7 @@ class ExpositionWriter:
                 else:
                     step *= 4  # blocks without this family's samples: cheap to pass over
                 if perf_counter() >= pace.until:
+                    pace.pause()
                     yield
                     pace.restart()
 
