@@ -85,7 +85,7 @@ _SORT_FROM: Final = 16
 
 
 def bucket_latencies(
-    latencies: list[float], bounds: Sequence[float]
+    latencies: list[float] | list[int], bounds: Sequence[float]
 ) -> tuple[int, list[int], float]:
     """``(first, counts, total)`` of ``latencies`` over the upper ``bounds``: ``counts[j]``
     of them fall in bucket ``first + j`` (``bisect_left(bounds, latency) == first + j``;

@@ -22,7 +22,7 @@ not decode at all is an error (``EventError``).
 from __future__ import annotations
 
 import base64
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from itertools import compress
@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from ..buckets import bucket_latencies
 from ..errors import EventError
 from ..model.events import Delta
 from ..model.nesting import MAX_DEPTH, json_too_deep
@@ -394,19 +395,11 @@ def _add(
 
 
 def _bucket(hist: list[int], durations: list[int], bounds: list[int]) -> None:
-    """Add ``durations`` to ``hist``, bucketed as ``bisect_left(bounds, d)`` does (``d``
-    in bucket ``k`` when ``bounds[k-1] < d <= bounds[k]``, +Inf last): sorted, the spans at
-    most each bound are one bisection away, and a bucket is the difference of two."""
-    durations.sort()
-    n = len(durations)
-    below = 0
-    for k, bound in enumerate(bounds):
-        upto = bisect_right(durations, bound, below)
-        hist[k] += upto - below
-        below = upto
-        if below == n:
-            return
-    hist[-1] += n - below
+    """Add ``durations`` to ``hist`` as ``bisect_left(bounds, d)`` places each (+Inf last),
+    in bulk (``bucket_latencies``: a sort, then one bisection per bound spanned)."""
+    first, counts, _total = bucket_latencies(durations, bounds)
+    for k, n in enumerate(counts, first):
+        hist[k] += n
 
 
 def _add_each(
