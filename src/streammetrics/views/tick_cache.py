@@ -30,6 +30,7 @@ from ..prometheus.custom import (
     exposed_names,
 )
 from ..prometheus.exposition import ExpositionStatistics, ExpositionWriter
+from ..steps import BUDGET_S, Pace
 from .live import LiveFeed
 
 if TYPE_CHECKING:
@@ -221,9 +222,14 @@ class TickCache:
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
         errors = [error] if error else []
-        figures = await agg.figures_async(process=process, errors=errors + custom.errors, view=view)
+        # One pace for the read and the judgement: the loop waits at most its budget
+        # across the hand-over between the two.
+        pace = Pace(256, BUDGET_S)
+        figures = await agg.figures_async(
+            process=process, errors=errors + custom.errors, view=view, pace=pace
+        )
         # Rules step on the default view only, so one lifecycle serves every view.
-        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view)
+        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view, pace=pace)
         self._snapshots[view] = (self.clock(), snap)
         self._built += 1
         if view == agg.view:

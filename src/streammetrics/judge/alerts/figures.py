@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 from ...breaker import BREAKER_CODES
 from ...snapshot import BreakerStatus, ComponentStatus, Snapshot
-from ...steps import Steps, finish
+from ...steps import NEVER, Pace, Steps, finish
 from ..health import HealthConfig, down
 from .expressions import NamedFigures
 
@@ -121,13 +121,11 @@ class FigureReader:
         Steps the breaker-flap history, so call it once per evaluated snapshot. Built
         as dict literals: for a thousand components that is a fraction of a millisecond,
         less than picking out the figures the rules happen to read would cost."""
-        return finish(self.read_steps(snap, chunk=0))
+        return finish(self.read_steps(snap, NEVER))
 
-    def read_steps(
-        self, snap: Snapshot, *, chunk: int
-    ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
-        """``read()``, yielding every ``chunk`` components that had to be read anew
-        (never when 0): 10,000 changed components take long enough to stall the loop."""
+    def read_steps(self, snap: Snapshot, pace: Pace) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
+        """``read()``, yielding where ``pace`` says: 10,000 components take long enough
+        to stall the loop, changed or not."""
         now = snap.uptime_seconds
         perf = snap.performance
         mem, cpu = perf.memory_usage_mb, perf.cpu_usage_percent
@@ -156,7 +154,9 @@ class FigureReader:
         comps: dict[str, NamedFigures] = {}
         kept = self._kept
         changed: set[str] = set()
-        for name, c in snap.detailed_components.items():
+        for i, (name, c) in enumerate(snap.detailed_components.items()):
+            if pace.due(i):
+                yield
             k = kept.get(name)
             if k is not None and k[0] is c and name not in breakers and name not in flaps:
                 # The same status object (an idle component's, kept by the aggregator and
@@ -167,8 +167,6 @@ class FigureReader:
                 comps[name] = f
                 continue
             changed.add(name)
-            if chunk and len(changed) % chunk == 0:
-                yield
             b = breakers.get(name, _CLOSED)
             bs = b.state
             hb = c.heartbeat_age_s
