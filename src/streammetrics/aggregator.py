@@ -20,6 +20,7 @@ import heapq
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
+from itertools import islice
 from operator import add
 from typing import Any, Protocol, TypeVar
 
@@ -603,26 +604,35 @@ class Aggregator:
         default = view == self.view
         last = self._last if default else None
         order: list[tuple[str, ComponentState]]
-        details: dict[str, ComponentFigures]
-        histograms: dict[str, list[int]]
-        sums: dict[str, float]
+        details: dict[str, ComponentFigures] = {}
+        histograms: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
         if last is not None:
-            details, histograms, sums = dict(last[0]), dict(last[1]), dict(last[2])
+            self._last = None
             order = list(self._dirty.items())
         else:
-            details, histograms, sums = {}, {}, {}
             order = list(self._components.items())
-        reading = _Read(self, now, view, dict(order))
+        reading = _Read(self, now, view, {name for name, _c in order})
         previous, self._reading = self._reading, reading
         try:
+            if last is not None:
+                # Copied in steps (ten thousand entries fault in pages of their own), and
+                # the last read's dicts let go of here: what a changed component's new
+                # figures replace is then freed as each is read, not all at once.
+                yield from _copy_into(details, last[0], pace)
+                yield from _copy_into(histograms, last[1], pace)
+                yield from _copy_into(sums, last[2], pace)
+                del last
             todo, early = reading.todo, reading.early
             dirty = self._dirty
             for i, (name, c) in enumerate(order):
                 if pace.due(i):
                     yield
-                got = early.pop(name, None)
-                if got is None:
-                    del todo[name]
+                kept = early.pop(name, None)
+                if kept is not None and kept[0] is c:
+                    got = kept[1]
+                else:
+                    todo.discard(name)
                     got = reading.read(c)
                     if default and c.cached is None and c.idle(now):
                         c.cached = got  # quiet: the same until its next report
@@ -664,30 +674,48 @@ class Aggregator:
         )
 
 
+#: Entries copied from the last read between two looks at the pace's clock.
+_COPY = 2048
+
+_V = TypeVar("_V")
+
+
+def _copy_into(dst: dict[str, _V], src: dict[str, _V], pace: Pace) -> Steps[None]:
+    """``dst.update(src)`` in slices of ``_COPY``, yielding where ``pace`` says."""
+    items = iter(src.items())
+    while True:
+        had = len(dst)
+        dst.update(islice(items, _COPY))
+        if len(dst) - had < _COPY:
+            return
+        if pace.spent():
+            yield
+
+
 _Got = tuple[ComponentFigures, list[int], float]
 """One component's figures, exported lifetime histogram and latency sum."""
 
 
 class _Read:
-    """One figures read under way: its instant and view, the components it has still
-    to read (``todo``), and those a fold had it read early, before changing them."""
+    """One figures read under way: its instant and view, the names it has still to read
+    (``todo``), and the components a fold had it read early, before changing them."""
 
     __slots__ = ("agg", "early", "now", "todo", "view")
 
-    def __init__(
-        self, agg: Aggregator, now: float, view: ViewSeconds, todo: dict[str, ComponentState]
-    ) -> None:
+    def __init__(self, agg: Aggregator, now: float, view: ViewSeconds, todo: set[str]) -> None:
         self.agg = agg
         self.now = now
         self.view = view
         self.todo = todo
-        self.early: dict[str, _Got] = {}
+        self.early: dict[str, tuple[ComponentState, _Got]] = {}
 
     def before_change(self, c: ComponentState) -> None:
-        """``c`` is about to change: read it now if it is still to be read."""
-        if self.todo.get(c.name) is c:
-            del self.todo[c.name]
-            self.early[c.name] = self.read(c)
+        """``c`` is about to change: read it now if it is still to be read. (A name
+        evicted and made anew meanwhile is read early for nothing: the read finds that
+        the component it has is not this one.)"""
+        if c.name in self.todo:
+            self.todo.discard(c.name)
+            self.early[c.name] = (c, self.read(c))
 
     def read(self, c: ComponentState) -> _Got:
         """``c``'s figures at the read's instant (its kept ones if it has them)."""

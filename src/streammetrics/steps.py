@@ -30,7 +30,7 @@ Steps = Generator[None, None, T]
 
 #: How long a walk holds the event loop before it lets it in, by default: a few
 #: milliseconds, well under the 10 ms a request may wait behind a tick.
-BUDGET_S: Final = 0.004
+BUDGET_S: Final = 0.003
 
 
 class Pace:
