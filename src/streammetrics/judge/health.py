@@ -340,49 +340,50 @@ class HealthJudge:
         scores: list[float] = []
         healthy = running = 0
         judged = self._judged
-        for i, (name, c) in enumerate(f.detailed_components.items()):
-            if pace.due(i):
+        for due, part in pace.parts(list(f.detailed_components.items())):
+            if due:
                 yield
-            b = breakers.get(name)
-            kept = judged.get(name)
-            if kept is not None and kept[0] is c and b is None and name not in stalls:
-                # The same figures (an idle component's, kept by the aggregator): the
-                # same judgement, without building it again.
-                _c, score, ded, status = kept
-            else:
-                score, ded = component_health(
-                    name,
-                    status=c.status,
-                    error_rate=c.error_rate,
-                    breaker=b.state if b is not None else "closed",
-                    heartbeat_age=c.heartbeat_age_s,
-                    config=hc,
-                    extra=stalls.get(name, ()),
-                )
-                status = ComponentStatus(
-                    is_healthy=score >= hc.healthy_threshold,
-                    items_processed=c.items_processed,
-                    errors_encountered=c.errors_encountered,
-                    status=c.status,
-                    last_activity=c.last_activity,
-                    type=c.type,
-                    health=score,
-                    items_per_second=c.items_per_second,
-                    error_rate=c.error_rate,
-                    latency=c.latency,
-                    last_error=c.last_error,
-                    windows=c.windows,
-                    span_latency=c.span_latency,
-                    heartbeat_age_s=c.heartbeat_age_s,
-                    client_errors=c.client_errors,
-                )
-                judged[name] = (c, score, ded, status)
-            healthy += status.is_healthy
-            running += c.status == "running"
-            scores.append(score)
-            if ded:
-                reasons += ded
-            details[name] = status
+            for name, c in part:
+                b = breakers.get(name)
+                kept = judged.get(name)
+                if kept is not None and kept[0] is c and b is None and name not in stalls:
+                    # The same figures (an idle component's, kept by the aggregator): the
+                    # same judgement, without building it again.
+                    _c, score, ded, status = kept
+                else:
+                    score, ded = component_health(
+                        name,
+                        status=c.status,
+                        error_rate=c.error_rate,
+                        breaker=b.state if b is not None else "closed",
+                        heartbeat_age=c.heartbeat_age_s,
+                        config=hc,
+                        extra=stalls.get(name, ()),
+                    )
+                    status = ComponentStatus(
+                        is_healthy=score >= hc.healthy_threshold,
+                        items_processed=c.items_processed,
+                        errors_encountered=c.errors_encountered,
+                        status=c.status,
+                        last_activity=c.last_activity,
+                        type=c.type,
+                        health=score,
+                        items_per_second=c.items_per_second,
+                        error_rate=c.error_rate,
+                        latency=c.latency,
+                        last_error=c.last_error,
+                        windows=c.windows,
+                        span_latency=c.span_latency,
+                        heartbeat_age_s=c.heartbeat_age_s,
+                        client_errors=c.client_errors,
+                    )
+                    judged[name] = (c, score, ded, status)
+                healthy += status.is_healthy
+                running += c.status == "running"
+                scores.append(score)
+                if ded:
+                    reasons += ded
+                details[name] = status
         if len(judged) > len(details):  # components no longer in the figures (evicted)
             for gone in [n for n in judged if n not in details]:
                 del judged[gone]

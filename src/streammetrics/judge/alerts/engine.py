@@ -143,24 +143,25 @@ class AlertEngine:
             if pace.active:
                 yield
             rule = r.rule
-            for j, (inst, st) in enumerate(r.states.items()):
-                if pace.due(j):
+            for due, part in pace.parts(list(r.states.items())):
+                if due:
                     yield
-                by_state[st.state].append(
-                    Alert(
-                        level=rule.level,
-                        message=self._text(
-                            rule.message or f"{rule.name}: {rule.expr}", rule, inst, st.value
-                        ),
-                        component=None if r.scope == "system" else inst,
-                        timestamp=st.fired_at if st.fired_at is not None else st.since,
-                        name=rule.name,
-                        state=st.state,
-                        since=st.since,
-                        value=st.value,
-                        resolved_at=st.resolved_at,
+                for inst, st in part:
+                    by_state[st.state].append(
+                        Alert(
+                            level=rule.level,
+                            message=self._text(
+                                rule.message or f"{rule.name}: {rule.expr}", rule, inst, st.value
+                            ),
+                            component=None if r.scope == "system" else inst,
+                            timestamp=st.fired_at if st.fired_at is not None else st.since,
+                            name=rule.name,
+                            state=st.state,
+                            since=st.since,
+                            value=st.value,
+                            resolved_at=st.resolved_at,
+                        )
                     )
-                )
         recs: list[Recommendation] = []
         for adv, r in self._advice:
             table = figs[r.scope]
@@ -218,31 +219,32 @@ class AlertEngine:
         ):
             active = r.active
             simple = r.simple
-            for j, inst in enumerate(changed):
-                if pace.due(j):
+            for due, part in pace.parts(list(changed)):
+                if due:
                     yield
-                f = table.get(inst)
-                if f is None:
-                    active.pop(inst, None)
-                    continue
-                if simple is not None:
-                    v = f.get(simple[0])
-                    holds = v is not None and simple[1](v, simple[2])
-                else:
-                    holds = bool(fn(f))
-                if holds:
-                    active[inst] = f
-                else:
-                    active.pop(inst, None)
+                for inst in part:
+                    f = table.get(inst)
+                    if f is None:
+                        active.pop(inst, None)
+                        continue
+                    if simple is not None:
+                        v = f.get(simple[0])
+                        holds = v is not None and simple[1](v, simple[2])
+                    else:
+                        holds = bool(fn(f))
+                    if holds:
+                        active[inst] = f
+                    else:
+                        active.pop(inst, None)
         elif only is None and r.simple is not None:
             # ``figure > 0.05``, tested inline: no call per instance but the comparison.
             name, cmp, const = r.simple
             active = {}
-            for part in _slices(table, pace):
+            for piece in _slices(table, pace):
                 active.update(
                     {
                         inst: f
-                        for inst, f in part
+                        for inst, f in piece
                         if (v := f.get(name)) is not None and cmp(v, const)
                     }
                 )
@@ -251,40 +253,42 @@ class AlertEngine:
         elif only is None:
             # One closure call per instance; everything else is per active instance.
             active = {}
-            for part in _slices(table, pace):
-                active.update({inst: f for inst, f in part if fn(f)})
+            for piece in _slices(table, pace):
+                active.update({inst: f for inst, f in piece if fn(f)})
                 if pace.spent():
                     yield
         else:
             f1 = table.get(only)
             active = {only: f1} if f1 is not None and fn(f1) else {}
         r.active = active
-        for j, (inst, f) in enumerate(active.items()):
-            if pace.due(j):
+        for due, hits in pace.parts(list(active.items())):
+            if due:
                 yield
-            value = next((float(v) for u in used if (v := f.get(u)) is not None), None)
-            st = states.get(inst)
-            if st is None or st.state == "resolved":
-                st = states[inst] = _State(wall, now_m, value)
-            st.value = value
-            if st.state == "pending" and now_m - st.since_m >= hold:
-                st.state = "firing"
-                st.fired_at = wall
+            for inst, f in hits:
+                value = next((float(v) for u in used if (v := f.get(u)) is not None), None)
+                st = states.get(inst)
+                if st is None or st.state == "resolved":
+                    st = states[inst] = _State(wall, now_m, value)
+                st.value = value
+                if st.state == "pending" and now_m - st.since_m >= hold:
+                    st.state = "firing"
+                    st.fired_at = wall
         if len(states) == len(active):
             return  # every state is an active instance: nothing to resolve or expire
-        for j, (inst, st) in enumerate(list(states.items())):
-            if pace.due(j):
+        for due, held in pace.parts(list(states.items())):
+            if due:
                 yield
-            if inst in active:
-                continue
-            if st.state == "pending":  # false again (or gone) before it fired: forgotten
-                del states[inst]
-                continue
-            if st.state == "firing":  # false again, or the instance went away
-                st.state = "resolved"
-                st.resolved_at, st.resolved_m = wall, now_m
-            if now_m - st.resolved_m > self._retention:
-                del states[inst]
+            for inst, st in held:
+                if inst in active:
+                    continue
+                if st.state == "pending":  # false again (or gone) before it fired: forgotten
+                    del states[inst]
+                    continue
+                if st.state == "firing":  # false again, or the instance went away
+                    st.state = "resolved"
+                    st.resolved_at, st.resolved_m = wall, now_m
+                if now_m - st.resolved_m > self._retention:
+                    del states[inst]
 
     @staticmethod
     def _text(template: str, rule: AlertRule, inst: str, value: float | None) -> str:
