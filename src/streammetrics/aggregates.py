@@ -101,6 +101,7 @@ class ComponentState:
         "client_errors",
         "declared",
         "exported",
+        "exported_at",
         "heartbeat",
         "last_activity",
         "last_error",
@@ -130,9 +131,11 @@ class ComponentState:
         #: Its figures of the default view while they cannot change: what the last read
         #: gave (exported histogram included) once it was idle; every fold clears it.
         self.cached: tuple[ComponentFigures, list[int], float] | None = None
-        #: Its lifetime histogram in the exported buckets, with the latency count it was
-        #: made at: exported again only once that count moved.
-        self.exported: tuple[int, list[int]] | None = None
+        #: Its lifetime histogram in the exported buckets, and the latency count it was
+        #: made at: exported again only once that count moved (two slots, not a tuple:
+        #: one object fewer per component for the garbage collector to walk).
+        self.exported: list[int] | None = None
+        self.exported_at = -1
 
     def idle(self, now: float) -> bool:
         """Whether its figures read the same until its next report: nothing in any view

@@ -704,6 +704,7 @@ class _Read:
             return c.cached
         figs, lcount, lsum = c.read(self.now, self.view)
         exported = c.exported
-        if exported is None or exported[0] != lcount:
-            exported = c.exported = (lcount, self.agg._export(c.window.total_histogram()))
-        return figs, exported[1], lsum
+        if exported is None or c.exported_at != lcount:
+            exported = c.exported = self.agg._export(c.window.total_histogram())
+            c.exported_at = lcount
+        return figs, exported, lsum
