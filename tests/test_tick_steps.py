@@ -182,3 +182,21 @@ async def test_a_snapshot_built_while_events_pour_in_is_of_one_instant() -> None
     assert sum(c.items_processed for c in nxt.detailed_components.values()) == (
         folded_before + poured
     )
+
+
+def test_a_read_made_in_the_middle_of_another_leaves_the_next_one_right() -> None:
+    """A read in one piece between two steps of another (which it does not disturb): the
+    reads after both are still what reading everything gives."""
+    clock = FakeClock()
+    kept, full = _agg(clock, view=60), _agg(clock, view=10)
+    for agg in (kept, full):
+        agg.fold_events([Event(f"c{i}", "processed", latency=0.01) for i in range(300)])
+    clock.advance(30)  # in every view still: each is read anew
+    want = full.figures(view=60)
+    steps = kept._figures_steps(None, (), None, Pace(every=20))
+    next(steps)
+    clock.advance(300)  # past every view: all quiet, kept by the read in between
+    assert _enc(kept.figures()) == _enc(full.figures(view=60))
+    assert _enc(finish(steps)) == _enc(want)
+    clock.advance(1)
+    assert _enc(kept.figures()) == _enc(full.figures(view=60))

@@ -172,6 +172,7 @@ class Aggregator:
         self._breakered: dict[str, ComponentState] | None = None
         # The read under way (between its steps), which a fold must let read first.
         self._reading: _Read | None = None
+        self._reads = 0  # reads begun
 
     # -- registration ----------------------------------------------------------------------
 
@@ -614,6 +615,8 @@ class Aggregator:
             order = list(self._components.items())
         reading = _Read(self, now, view, {name for name, _c in order})
         previous, self._reading = self._reading, reading
+        self._reads += 1
+        started = self._reads
         try:
             if last is not None:
                 # Copies (dict's own copy: a fraction of a millisecond for 10,000), and
@@ -631,6 +634,8 @@ class Aggregator:
                     if kept is not None and kept[0] is c:
                         got = kept[1]
                     else:
+                        if previous is not None:  # reading moves a window on: the read
+                            previous.before_change(c)  # this one interrupts reads it first
                         todo.discard(name)
                         got = reading.read(c)
                         if default and c.cached is None and c.idle(now):
@@ -639,7 +644,9 @@ class Aggregator:
                     details[name], histograms[name], sums[name] = got
         finally:
             self._reading = previous
-        if default and self._components_evicted == evicted:
+        # Kept for the next read unless the table changed under it, or another read (a
+        # figures() between two of these steps) began after it and knows better.
+        if default and self._components_evicted == evicted and self._reads == started:
             self._last = (details, histograms, sums)
         return Figures(
             timestamp=wall,
