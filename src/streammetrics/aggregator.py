@@ -20,7 +20,7 @@ import heapq
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
-from operator import add
+from operator import add, length_hint
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -35,7 +35,7 @@ from .aggregates import (
     latency_figures,
 )
 from .breaker import BREAKER_CODES
-from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder
+from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder, bucket_latencies
 from .model.events import Delta, Event, Rejection
 from .model.spans import SpanDelta
 from .model.types import describe_exception
@@ -291,10 +291,15 @@ class Aggregator:
     def fold_events(self, events: Sequence[Event]) -> list[Rejection]:
         """Fold events; returns the ones that could not be (and counts them by reason).
 
-        Every event of one call shares one arrival time (one clock read), so the counts and
-        latencies of ``processed`` and ``error`` events are summed per component first and
-        folded into the windows once per component at the end: per event that is a few
-        adds and one ``bisect``, not two window updates.
+        Every event of one call shares one arrival time (one clock read), so what the
+        ``processed`` and ``error`` events carry is summed per component (and per stream)
+        first and folded into the windows once per component at the end, latencies
+        bucketed there in bulk (``buckets.bucket_latencies``). The common event
+        (processed, or an error without detail, from a component and on a stream already
+        met in this call) takes a loop of its own that does only that summing: a few adds
+        and one append, no bisect. Every other event leaves that loop for the full
+        handling below it, then the loop goes on from the next event, so the order of
+        the events is kept.
         """
         now = self.clock()
         wall = self.wall()
@@ -304,29 +309,62 @@ class Aggregator:
         components = self._components
         dirty = self._dirty
         reading = self._reading
-        # per component: [processed, errors, bytes, latency_sum, first bucket, histogram, c]
+        # per component: [processed, errors, bytes, latencies, state, its last timestamp]
         acc: dict[str, list[Any]] = {}
-        sys_lsum = 0.0
-        sys_msgs = 0
+        # per stream: [messages, bytes, state]
+        sacc: dict[str, list[Any]] = {}
+        refused_msgs = 0  # of events whose stream is past max_streams
         skipped = 0
-        bisect, bounds = bisect_left, self.ladder.bounds
-        nbuckets = self.ladder.nbuckets
-        for i, ev in enumerate(events):
-            name = ev.component
-            if observe is not None and name not in observe:
-                skipped += 1
-                continue
-            kind = ev.kind
-            a = acc.get(name)
-            if a is not None:
-                c = a[6]
+        seq = events if isinstance(events, list | tuple) else list(events)
+        n = len(seq)
+        it = iter(seq)
+        while True:
+            for ev in it:
+                a = acc.get(ev.component)
+                if a is None:
+                    break
+                kind = ev.kind
+                if kind == "processed":
+                    a[0] += ev.count
+                elif kind == "error" and ev.detail is None:
+                    a[1] += ev.count
+                else:
+                    break
+                a[5] = ev.timestamp
+                if ev.bytes:
+                    a[2] += ev.bytes
+                latency = ev.latency
+                if latency is not None:
+                    a[3].append(latency)
+                if ev.stream is not None:
+                    sa = sacc.get(ev.stream)
+                    if sa is None:
+                        break  # counted above; the stream is made known below
+                    sa[0] += ev.count
+                    sa[1] += ev.bytes
             else:
+                break
+            # ev was not (or, from a stream not met yet, not all) summed above: handled
+            # in full, at index n - length_hint(it) - 1 (the iterator stops right after it)
+            name = ev.component
+            if a is not None:
+                c = a[4]
+                kind = ev.kind
+                if kind == "processed" or (kind == "error" and ev.detail is None):
+                    # the loop above summed all of it but its stream, not met yet
+                    refused_msgs += self._sum_stream(sacc, ev, now)
+                    continue
+            else:
+                if observe is not None and name not in observe:
+                    skipped += 1
+                    continue
                 c = components.get(name)
                 if c is None:
                     c = self._component(name, now)
                 if c is None:
                     skipped += 1
                     self.reject("cardinality")
+                    i = n - length_hint(it) - 1
                     rejected.append(
                         Rejection(
                             i,
@@ -341,11 +379,14 @@ class Aggregator:
                     reading.before_change(c)
                 c.cached = None
                 dirty[name] = c
+                kind = ev.kind
             ts = ev.timestamp
             c.last_activity = ts if ts is not None else wall
+            if a is not None:
+                a[5] = ts  # what the component's last_activity is set from at the end
             if kind == "processed" or kind == "error":
                 if a is None:
-                    a = acc[name] = [0, 0, 0, 0.0, None, None, c]
+                    a = acc[name] = [0, 0, 0, [], c, ts]
                     # Only a first processed/error moves a component out of "registered"
                     # (nothing moves one back), so once per component and batch is enough.
                     if c.status == "registered":
@@ -358,20 +399,10 @@ class Aggregator:
                         c.last_error = ev.detail
                 if ev.bytes:
                     a[2] += ev.bytes
-                latency = ev.latency
-                if latency is not None:
-                    k = bisect(bounds, latency)
-                    sys_lsum += latency
-                    a[3] += latency
-                    h = a[5]
-                    if h is not None:
-                        h[k] += 1
-                    elif a[4] is None:
-                        a[4] = k  # one latency so far: no histogram yet
-                    else:
-                        h = a[5] = [0] * nbuckets
-                        h[a[4]] += 1
-                        h[k] += 1
+                if ev.latency is not None:
+                    a[3].append(ev.latency)
+                if ev.stream is not None:
+                    refused_msgs += self._sum_stream(sacc, ev, now)
             elif kind == "started":
                 c.status = "running"
             elif kind == "stopped":
@@ -383,6 +414,7 @@ class Aggregator:
             elif kind == "breaker":
                 if ev.detail not in BREAKER_CODES:
                     self.reject("malformed")
+                    i = n - length_hint(it) - 1
                     rejected.append(
                         Rejection(
                             i,
@@ -401,36 +433,62 @@ class Aggregator:
                 self._spans.start(ev, now)
             else:  # span_end
                 self._span_end(c, ev, now)
-            if ev.stream is not None and kind in ("processed", "error"):
-                s = self._stream(ev.stream, now)
-                if s is None:
-                    self.reject("cardinality")
-                else:
-                    s.seen = now
-                    s.window.add(now, 0, 0, ev.count, ev.bytes)
-                sys_msgs += ev.count  # as fold_deltas does for probe messages
-        self._events += len(events) - skipped
+        self._events += n - skipped
+        sys_msgs = refused_msgs  # a refused stream's messages count in the system's, as
+        for msgs, nb, st in sacc.values():  # fold_deltas counts a probe's
+            st.window.add(now, 0, 0, msgs, nb)
+            sys_msgs += msgs
         if acc or sys_msgs:
+            bounds = self.ladder.bounds
             processed = errors = nbytes = 0
             sys_hist: list[int] | None = None
-            for p, e, b, lsum, first, h, c in acc.values():
+            sys_lsum = 0.0
+            for p, e, nb, lats, c, ts in acc.values():
+                c.last_activity = ts if ts is not None else wall
                 processed += p
                 errors += e
-                nbytes += b
+                nbytes += nb
                 w = c.window
-                w.add(now, p, e, 0, b)
-                if h is not None:
-                    w.add_histogram(now, h, lsum)
-                    sys_hist = list(map(add, sys_hist, h)) if sys_hist is not None else list(h)
-                elif first is not None:
-                    w.add_bucket(now, first, lsum)
-                    if sys_hist is None:
-                        sys_hist = [0] * nbuckets
-                    sys_hist[first] += 1
+                w.add(now, p, e, 0, nb)
+                if not lats:
+                    continue
+                if sys_hist is None:
+                    sys_hist = [0] * self.ladder.nbuckets
+                if len(lats) == 1:  # one latency (a component that reports rarely)
+                    lsum = lats[0]
+                    k = bisect_left(bounds, lsum)
+                    w.add_bucket(now, k, lsum)
+                    sys_hist[k] += 1
+                else:
+                    first, counts, lsum = bucket_latencies(lats, bounds)
+                    w.add_counts(now, first, counts, lsum)
+                    last = first + len(counts)
+                    sys_hist[first:last] = map(add, sys_hist[first:last], counts)
+                sys_lsum += lsum
             system.add(now, processed, errors, sys_msgs, nbytes)
             if sys_hist is not None:
-                system.add_histogram(now, sys_hist, sys_lsum)
+                system.add_counts(now, 0, sys_hist, sys_lsum)
         return rejected
+
+    def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> int:
+        """Sum a processed or error event's messages into its stream's ``sacc`` entry,
+        made (with the stream) at its first event of the call. An event whose stream is
+        past ``max_streams`` counts as a ``cardinality`` rejection (its component's counts
+        still fold); returns its messages then (0 otherwise), for the system's count."""
+        key = ev.stream
+        if key is None:  # pragma: no cover - called for events with a stream only
+            return 0
+        sa = sacc.get(key)
+        if sa is None:
+            s = self._stream(key, now)
+            if s is None:
+                self.reject("cardinality")
+                return ev.count
+            s.seen = now
+            sa = sacc[key] = [0, 0, s]
+        sa[0] += ev.count
+        sa[1] += ev.bytes
+        return 0
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:
         """Fold probe deltas: per delta O(histogram buckets), whatever it counted."""

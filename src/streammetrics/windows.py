@@ -328,15 +328,26 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        n = 0
+        h = self._curh  # summed in C (map), not bucket by bucket: a flush folds many
+        self._curh = list(counts) if h is None else list(map(add, h, counts))
+        self._cur[_LC] += sum(counts)
+        self._cur[_LS] += latency_sum
+
+    def add_counts(self, now: float, first: int, counts: Sequence[int], latency_sum: float) -> None:
+        """Fold latencies already bucketed from bucket ``first`` on (``counts[j]`` in
+        bucket ``first + j``, as ``buckets.bucket_latencies`` gives them): a batch's
+        latencies in one slice addition, however many they are."""
+        end = first + len(counts)
+        if first < 0 or end > self._nb:
+            raise ValueError(f"buckets {first}..{end - 1} are not within 0..{self._nb - 1}")
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
         h = self._curh
         if h is None:
             h = self._curh = [0] * self._nb
-        for i, c in enumerate(counts):
-            if c:
-                h[i] += c
-                n += c
-        self._cur[_LC] += n
+        h[first:end] = map(add, h[first:end], counts)
+        self._cur[_LC] += sum(counts)
         self._cur[_LS] += latency_sum
 
     def add_bucket(self, now: float, index: int, latency_sum: float) -> None:
