@@ -23,7 +23,7 @@ from .snapshot import (
     StreamStatus,
     Traces,
 )
-from .windows import VIEWS, RollingWindow, ViewSeconds, WindowStats
+from .windows import RollingWindow, ViewSeconds, WindowStats
 
 __all__ = (
     "BufferStats",
@@ -101,6 +101,8 @@ class ComponentState:
         "cached",
         "client_errors",
         "declared",
+        "exported",
+        "exported_at",
         "heartbeat",
         "last_activity",
         "last_error",
@@ -130,6 +132,11 @@ class ComponentState:
         #: Its figures of the default view while they cannot change: what the last read
         #: gave (exported histogram included) once it was idle; every fold clears it.
         self.cached: tuple[ComponentFigures, list[int], float] | None = None
+        #: Its lifetime histogram in the exported buckets, and the latency count it was
+        #: made at: exported again only once that count moved (two slots, not a tuple:
+        #: one object fewer per component for the garbage collector to walk).
+        self.exported: list[int] | None = None
+        self.exported_at = -1
 
     def idle(self, now: float) -> bool:
         """Whether its figures read the same until its next report: nothing in any view
@@ -140,12 +147,14 @@ class ComponentState:
             and (self.spans is None or self.spans.idle(now))
         )
 
-    def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, list[int], float]:
-        """Its figures over ``view``, and its lifetime latency histogram and sum."""
+    def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, int, float]:
+        """Its figures over ``view``, and its lifetime latency count and sum (the count
+        tells whether its lifetime histogram moved: it only grows)."""
         w = self.window
-        views = {f"{s}s": w.view(now, s) for s in VIEWS}
-        v = views[f"{view}s"]
-        processed, errors, _m, _b, _lc, lsum = w.totals()
+        v10, v60, v300 = w.views(now)
+        views = {"10s": v10, "60s": v60, "300s": v300}
+        v = v60 if view == 60 else v10 if view == 10 else v300
+        processed, errors, _m, _b, lcount, lsum = w.totals()
         figures = ComponentFigures(
             items_processed=processed,
             errors_encountered=errors,
@@ -163,7 +172,7 @@ class ComponentState:
             heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
             client_errors=self.client_errors,
         )
-        return figures, w.total_histogram(), lsum
+        return figures, lcount, lsum
 
 
 class StreamState:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from itertools import chain, repeat
-from operator import sub
+from itertools import accumulate, chain, repeat
+from operator import itemgetter, sub
 from typing import Final
 
 __all__ = (
@@ -154,10 +154,19 @@ class Ladder:
         if missing:
             raise ValueError(f"boundaries {missing} are not in this ladder")
         ends = [self.bounds.index(float(b)) + 1 for b in exported]
-        spans = list(zip([0, *ends], [*ends, self.nbuckets], strict=True))
+        # Each exported bucket is a difference of two running counts: one running sum
+        # and two picks, in C, instead of a slice sum per bucket (a tick exports the
+        # histogram of every component that timed something).
+        if not ends:
+            return lambda counts: [sum(counts)]  # +Inf alone
+        # cum[k] is the count of the first k ladder buckets; there are at least two
+        # picks each, so itemgetter gives a tuple.
+        upper = itemgetter(*ends, self.nbuckets)
+        lower = itemgetter(0, *ends)
 
         def export(counts: Sequence[int]) -> list[int]:
-            return [sum(counts[a:b]) for a, b in spans]
+            cum = [0, *accumulate(counts)]
+            return list(map(sub, upper(cum), lower(cum)))
 
         return export
 

@@ -35,7 +35,7 @@ from ..prometheus.exposition import (
     ExpositionStatistics,
     ExpositionWriter,
 )
-from ..steps import finish_async
+from ..steps import BUDGET_S, Pace, finish_async
 from .live import LiveFeed
 
 if TYPE_CHECKING:
@@ -232,9 +232,14 @@ class TickCache:
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
         errors = [error] if error else []
-        figures = await agg.figures_async(process=process, errors=errors + custom.errors, view=view)
+        # One pace for the read and the judgement: the loop waits at most its budget
+        # across the hand-over between the two.
+        pace = Pace(256, BUDGET_S)
+        figures = await agg.figures_async(
+            process=process, errors=errors + custom.errors, view=view, pace=pace
+        )
         # Rules step on the default view only, so one lifecycle serves every view.
-        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view)
+        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view, pace=pace)
         self._snapshots[view] = (self.clock(), snap)
         self._built += 1
         if view == agg.view:
@@ -366,10 +371,7 @@ class TickCache:
             snap, openmetrics=openmetrics, extra=self._registry, step_s=self.render_step_s
         )
         with anyio.CancelScope(shield=True):
-            try:
-                body = await finish_async(steps)
-            finally:
-                steps.close()
+            body = await finish_async(steps)
             self._rendered[openmetrics] = (snap, body)
             self._renders += 1
         return body
