@@ -104,6 +104,8 @@ def _quantiles3(
         cum = list(accumulate(present[0]))
     elif len(present) == 2:
         cum = list(accumulate(map(add, present[0], present[1])))
+    elif len(present) == 3:
+        cum = list(accumulate(map(add, map(add, present[0], present[1]), present[2])))
     else:
         cum = list(accumulate(map(sum, zip(*present, strict=True))))
     total = cum[-1]
@@ -338,15 +340,26 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        n = 0
+        h = self._curh  # summed in C (map), not bucket by bucket: a flush folds many
+        self._curh = list(counts) if h is None else list(map(add, h, counts))
+        self._cur[_LC] += sum(counts)
+        self._cur[_LS] += latency_sum
+
+    def add_counts(self, now: float, first: int, counts: Sequence[int], latency_sum: float) -> None:
+        """Fold latencies already bucketed from bucket ``first`` on (``counts[j]`` in
+        bucket ``first + j``, as ``buckets.bucket_latencies`` gives them): a batch's
+        latencies in one slice addition, however many they are."""
+        end = first + len(counts)
+        if first < 0 or end > self._nb:
+            raise ValueError(f"buckets {first}..{end - 1} are not within 0..{self._nb - 1}")
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
         h = self._curh
         if h is None:
             h = self._curh = [0] * self._nb
-        for i, c in enumerate(counts):
-            if c:
-                h[i] += c
-                n += c
-        self._cur[_LC] += n
+        h[first:end] = map(add, h[first:end], counts)
+        self._cur[_LC] += sum(counts)
         self._cur[_LS] += latency_sum
 
     def add_bucket(self, now: float, index: int, latency_sum: float) -> None:
@@ -474,6 +487,26 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
+        return self._view(now, seconds, None)
+
+    def views(self, now: float) -> tuple[WindowStats, WindowStats, WindowStats]:
+        """The 10 s, 60 s and 300 s views as of ``now``, as ``view`` reads each.
+
+        The quantiles of a view are worked out once for views that hold the same
+        latencies: each view's slots include the shorter one's, and counts are never
+        negative, so a longer view with the same latency count has the same histogram
+        (a component whose latencies are all recent, or that timed nothing, costs one
+        quantile computation instead of three)."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        v10 = self._view(now, 10, None)
+        v60 = self._view(now, 60, v10)
+        return v10, v60, self._view(now, 300, v60)
+
+    def _view(self, now: float, seconds: ViewSeconds, shorter: WindowStats | None) -> WindowStats:
+        """``view`` once the window is advanced to ``now``; ``shorter``: the view just
+        shorter than this one, whose quantiles are this one's if its latency count is."""
         hists: tuple[Sequence[int] | None, ...]
         if seconds == 10:
             vec = list(map(add, self._cur, self._v10))
@@ -496,7 +529,10 @@ class RollingWindow:
             span = float(seconds)
         processed, errors = int(vec[_P]), int(vec[_E])
         done = processed + errors
-        p50, p95, p99 = _quantiles3(hists, self._bounds)
+        if shorter is not None and shorter.latency_count == vec[_LC]:
+            p50, p95, p99 = shorter.p50, shorter.p95, shorter.p99
+        else:
+            p50, p95, p99 = _quantiles3(hists, self._bounds)
         return WindowStats(
             window_seconds=seconds,
             span_seconds=span,
