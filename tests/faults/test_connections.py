@@ -80,6 +80,34 @@ async def health_answers(ep: MetricsEndpoint) -> None:
     assert r.status_code == 200, r.text
 
 
+async def trickle(
+    ep: MetricsEndpoint, stream: SocketStream, data: bytes, t0: float
+) -> tuple[bytes, bool]:
+    """Send ``data`` a byte every 0.1 s (for at most 4 s) until the server answers or
+    closes, checking that ``/health`` answers on a fresh connection meanwhile; then read
+    until it closes (2 s more at most). What came, and whether it closed."""
+    got = b""
+    closed = False
+    with anyio.move_on_after(4.0):
+        for byte in data:
+            try:
+                await stream.send(bytes([byte]))
+            except (anyio.BrokenResourceError, ConnectionResetError, OSError):
+                break
+            with anyio.move_on_after(0.1):
+                try:
+                    got += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+                    closed = True
+                    break
+            if time.monotonic() - t0 > 0.5 and not got:
+                await health_answers(ep)
+    if not closed:
+        more, closed = await read_until_closed(stream, 2.0)
+        got += more
+    return got, closed
+
+
 async def families(ep: MetricsEndpoint) -> dict[str, dict[str, float]]:
     """The connection families of ``/metrics``: sample name -> label value -> value."""
     async with httpx.AsyncClient(timeout=2.0) as client:
@@ -150,26 +178,8 @@ async def test_a_slowloris_is_closed_after_the_header_deadline() -> None:
         stream = await connect(ep)
         t0 = time.monotonic()
         await stream.send(b"GET /health HTTP/1.1\r\n")
-        got = b""
-        closed = False
         # One byte every 0.1 s, a header that never ends; /health answers meanwhile.
-        with anyio.move_on_after(4.0):
-            for byte in b"X-Slow: " + b"z" * 100:
-                try:
-                    await stream.send(bytes([byte]))
-                except (anyio.BrokenResourceError, ConnectionResetError, OSError):
-                    break
-                with anyio.move_on_after(0.1):
-                    try:
-                        got += await stream.receive()
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
-                        closed = True
-                        break
-                if time.monotonic() - t0 > 0.5 and not got:
-                    await health_answers(ep)
-        if not closed:
-            more, closed = await read_until_closed(stream, 2.0)
-            got += more
+        got, closed = await trickle(ep, stream, b"X-Slow: " + b"z" * 100, t0)
         elapsed = time.monotonic() - t0
         await stream.aclose()
         assert closed
@@ -190,25 +200,7 @@ async def test_a_body_that_trickles_is_answered_408_after_the_body_deadline() ->
             b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 200\r\n\r\n"
         )
-        got = b""
-        closed = False
-        with anyio.move_on_after(4.0):
-            for byte in b'{"events": [' + b" " * 180:
-                try:
-                    await stream.send(bytes([byte]))
-                except (anyio.BrokenResourceError, ConnectionResetError, OSError):
-                    break
-                with anyio.move_on_after(0.1):
-                    try:
-                        got += await stream.receive()
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
-                        closed = True
-                        break
-                if time.monotonic() - t0 > 0.5 and not got:
-                    await health_answers(ep)
-        if not closed:
-            more, closed = await read_until_closed(stream, 2.0)
-            got += more
+        got, closed = await trickle(ep, stream, b'{"events": [' + b" " * 180, t0)
         elapsed = time.monotonic() - t0
         await stream.aclose()
         assert closed
