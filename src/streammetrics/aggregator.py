@@ -17,6 +17,7 @@ for that long is evicted on the next figures read, and counted (``_sweep``).
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
@@ -270,7 +271,8 @@ class Aggregator:
         system = self._system
         observe = self._observe
         components = self._components
-        # per component: [processed, errors, bytes, latency_sum, first bucket, histogram, c]
+        # per component: [processed, errors, bytes, latency_sum, first bucket, histogram, c,
+        # smallest latency, largest latency] (the extremes the quantiles are clamped to)
         acc: dict[str, list[Any]] = {}
         sys_lsum = 0.0
         sys_msgs = 0
@@ -308,7 +310,7 @@ class Aggregator:
             c.last_activity = ts if ts is not None else wall
             if kind == "processed" or kind == "error":
                 if a is None:
-                    a = acc[name] = [0, 0, 0, 0.0, None, None, c]
+                    a = acc[name] = [0, 0, 0, 0.0, None, None, c, math.inf, -math.inf]
                     # Only a first processed/error moves a component out of "registered"
                     # (nothing moves one back), so once per component and batch is enough.
                     if c.status == "registered":
@@ -326,6 +328,10 @@ class Aggregator:
                     k = bisect(bounds, latency)
                     sys_lsum += latency
                     a[3] += latency
+                    if latency < a[7]:
+                        a[7] = latency
+                    if latency > a[8]:
+                        a[8] = latency
                     h = a[5]
                     if h is not None:
                         h[k] += 1
@@ -375,14 +381,19 @@ class Aggregator:
         if acc or sys_msgs:
             processed = errors = nbytes = 0
             sys_hist: list[int] | None = None
-            for p, e, b, lsum, first, h, c in acc.values():
+            sys_lo, sys_hi = math.inf, -math.inf
+            for p, e, b, lsum, first, h, c, lo, hi in acc.values():
                 processed += p
                 errors += e
                 nbytes += b
                 w = c.window
                 w.add(now, p, e, 0, b)
+                if lo < sys_lo:
+                    sys_lo = lo
+                if hi > sys_hi:
+                    sys_hi = hi
                 if h is not None:
-                    w.add_histogram(now, h, lsum)
+                    w.add_histogram(now, h, lsum, lo, hi)
                     sys_hist = list(map(add, sys_hist, h)) if sys_hist is not None else list(h)
                 elif first is not None:
                     w.add_bucket(now, first, lsum)
@@ -391,7 +402,7 @@ class Aggregator:
                     sys_hist[first] += 1
             system.add(now, processed, errors, sys_msgs, nbytes)
             if sys_hist is not None:
-                system.add_histogram(now, sys_hist, sys_lsum)
+                system.add_histogram(now, sys_hist, sys_lsum, sys_lo, sys_hi)
         return rejected
 
     def fold_deltas(self, deltas: Sequence[Delta]) -> None:
