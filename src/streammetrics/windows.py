@@ -266,6 +266,28 @@ def _f32_toward(x: float, up: bool) -> float:
     return y
 
 
+def _widen(vx: list[float | None] | None, k: int, lo: float, hi: float) -> None:
+    """A slot with extremes ``lo``, ``hi`` joins the view whose running extremes are at
+    ``vx[k]``, ``vx[k + 1]`` (one that is None is found by a scan, which sees the slot)."""
+    if vx is not None:
+        v = vx[k]
+        if v is not None and lo < v:
+            vx[k] = lo
+        v = vx[k + 1]
+        if v is not None and hi > v:
+            vx[k + 1] = hi
+
+
+def _forget(vx: list[float | None] | None, k: int, lo: float, hi: float) -> None:
+    """A slot with extremes ``lo``, ``hi`` leaves that view: an extreme it held is no
+    longer known without a scan."""
+    if vx is not None:
+        if vx[k] == lo:
+            vx[k] = None
+        if vx[k + 1] == hi:
+            vx[k + 1] = None
+
+
 def _sum_add(into: array[int] | None, h: Sequence[int]) -> array[int]:
     """``into + h`` (a running histogram sum, None while nothing was timed)."""
     if into is None:
@@ -329,6 +351,7 @@ class RollingWindow:
         "_v60h",
         "_v300",
         "_v300h",
+        "_vx",
     )
 
     def __init__(
@@ -361,6 +384,10 @@ class RollingWindow:
         # progress (exact: only completed slots are rounded to float32).
         self._curlo, self._curhi = _NONE_LO, _NONE_HI
         self._cclo, self._cchi = _NONE_LO, _NONE_HI
+        # The views' extremes over their completed slots (10 s lo, hi, 60 s, 300 s), kept
+        # as a slot completes, None once the slot that held one left (found again by a
+        # scan of the ring at the next read): a read then rarely walks ninety slots.
+        self._vx: list[float | None] | None = None
         self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
         self._cc, self._tot = _vec(), _vec()  # coarse slot in progress; lifetime totals
         self._v10h: array[int] | None = None
@@ -476,6 +503,7 @@ class RollingWindow:
         self._v10h = self._v60h = self._v300h = self._cch = None
         self._fx = self._cx = _EMPTY_SUMS
         self._cclo, self._cchi = _NONE_LO, _NONE_HI
+        self._vx = None
 
     def _take_out(
         self,
@@ -526,8 +554,11 @@ class RollingWindow:
                 lo, hi = self._curlo, self._curhi
                 if not self._fx:
                     self._fx = _extremes_ring(_FINE)
-                self._fx[i] = _f32_toward(lo, False)
-                self._fx[_FINE + i] = _f32_toward(hi, True)
+                    self._vx = [_NONE_LO, _NONE_HI] * 3
+                slo, shi = _f32_toward(lo, False), _f32_toward(hi, True)
+                self._fx[i], self._fx[_FINE + i] = slo, shi
+                _widen(self._vx, 0, slo, shi)
+                _widen(self._vx, 2, slo, shi)
                 if lo < self._cclo:
                     self._cclo = lo
                 if hi > self._cchi:
@@ -541,10 +572,13 @@ class RollingWindow:
         j = (t1 - 10) % _FINE
         if fo[j]:  # leaves the 10 s view
             self._v10h = self._take_out(fo[j], fn, fs, fh, j, self._v10, self._v10h)
+            if fo[j] == _TIMED:
+                _forget(self._vx, 0, self._fx[j], self._fx[_FINE + j])
         j = t1 % _FINE
         if fo[j]:  # leaves the 60 s view, and the ring
             self._v60h = self._take_out(fo[j], fn, fs, fh, j, self._v60, self._v60h)
-            if fo[j] == _TIMED:  # its extremes go with it (the views read every slot's)
+            if fo[j] == _TIMED:  # its extremes go with it (a scan reads the whole ring)
+                _forget(self._vx, 2, self._fx[j], self._fx[_FINE + j])
                 self._fx[j], self._fx[_FINE + j] = _NONE_LO, _NONE_HI
             fo[j] = _EMPTY
         if t1 % _PER_COARSE == 0:
@@ -560,6 +594,7 @@ class RollingWindow:
                 co[j], self._cn, self._cs, self._ch, j, self._v300, self._v300h
             )
             if co[j] == _TIMED:
+                _forget(self._vx, 4, self._cx[j], self._cx[_COARSE + j])
                 self._cx[j], self._cx[_COARSE + j] = _NONE_LO, _NONE_HI
             co[j] = _EMPTY
         cc, cch = self._cc, self._cch
@@ -579,8 +614,9 @@ class RollingWindow:
                 co[i] = _TIMED
                 if not self._cx:
                     self._cx = _extremes_ring(_COARSE)
-                self._cx[i] = _f32_toward(self._cclo, False)
-                self._cx[_COARSE + i] = _f32_toward(self._cchi, True)
+                slo, shi = _f32_toward(self._cclo, False), _f32_toward(self._cchi, True)
+                self._cx[i], self._cx[_COARSE + i] = slo, shi
+                _widen(self._vx, 4, slo, shi)
                 self._cclo, self._cchi = _NONE_LO, _NONE_HI
             self._cc, self._cch = _vec(), None
 
@@ -637,28 +673,36 @@ class RollingWindow:
         )
 
     def _extremes(self, seconds: ViewSeconds) -> tuple[float, float]:
-        """The smallest and largest latency of a view (advanced to now): the slots in
-        progress and every completed timed slot it spans. A slot that left a view of a
-        ring's whole length was reset to neutral when it left, so those views read the
-        whole ring; the 10 s view reads its nine completed slots."""
+        """The smallest and largest latency of a view (advanced to now): its slots in
+        progress and its completed timed slots."""
         lo, hi = self._curlo, self._curhi
         if seconds == 300:
             lo, hi = min(lo, self._cclo), max(hi, self._cchi)
+        vx = self._vx
+        if vx is None:
+            return lo, hi
+        k = 0 if seconds == 10 else 2 if seconds == 60 else 4
+        slo, shi = vx[k], vx[k + 1]
+        if slo is None or shi is None:
+            slo, shi = vx[k], vx[k + 1] = self._scan(seconds)
+        return min(lo, slo), max(hi, shi)
+
+    def _scan(self, seconds: ViewSeconds) -> tuple[float, float]:
+        """The extremes of a view's completed slots, read from its ring. A slot that
+        left a view of a ring's whole length was reset to neutral when it left, so those
+        views read the whole ring; the 10 s view reads its nine completed slots."""
+        if seconds == 300:
             x, n = self._cx, _COARSE
-            if x:
-                lo, hi = min(lo, min(x[:n])), max(hi, max(x[n:]))
-            return lo, hi
+            return (min(x[:n]), max(x[n:])) if x else (_NONE_LO, _NONE_HI)
         x = self._fx
-        if not x:
-            return lo, hi
         if seconds == 60:
-            return min(lo, min(x[:_FINE])), max(hi, max(x[_FINE:]))
+            return min(x[:_FINE]), max(x[_FINE:])
         a, b = (self._tick - 9) % _FINE, self._tick % _FINE  # slots a .. b - 1, wrapping
         if a < b:
-            return min(lo, min(x[a:b])), max(hi, max(x[_FINE + a : _FINE + b]))
+            return min(x[a:b]), max(x[_FINE + a : _FINE + b])
         return (
-            min(lo, min(x[a:_FINE]), min(x[:b], default=lo)),
-            max(hi, max(x[_FINE + a :]), max(x[_FINE : _FINE + b], default=hi)),
+            min(min(x[a:_FINE]), min(x[:b], default=_NONE_LO)),
+            max(max(x[_FINE + a :]), max(x[_FINE : _FINE + b], default=_NONE_HI)),
         )
 
     def idle(self, now: float) -> bool:
