@@ -7,31 +7,18 @@ eviction is counted."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from streammetrics.components.metrics import MetricsEndpoint
+from tests.support.endpoints import serving as endpoint
 from tests.support.exposition import families, value
 
 pytestmark = pytest.mark.anyio
 
 #: A producer trusted to say when it stops (HTTP ingest refuses lifecycle events by default).
 ACCEPT = {"lifecycle": "accept"}
-
-
-@asynccontextmanager
-async def endpoint(**config: Any) -> AsyncIterator[tuple[MetricsEndpoint, httpx.AsyncClient]]:
-    ep = MetricsEndpoint(name="metrics", port=0, **config)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        async with httpx.AsyncClient(base_url=ep.url, timeout=5) as client:
-            yield ep, client
-        tg.cancel_scope.cancel()
 
 
 async def _health_until(client: httpx.AsyncClient, code: int, within: float) -> float:

@@ -5,8 +5,7 @@ escapes only backslash, quote and newline in a label)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import httpx
@@ -15,6 +14,7 @@ import pytest
 from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.model.events import encode_events
+from tests.support.endpoints import serving
 from tests.support.exposition import by_label, families
 
 pytestmark = pytest.mark.anyio
@@ -25,14 +25,8 @@ MSGPACK = {"content-type": "application/msgpack"}
 HOSTILE = ("\x00", "\x1b[2J", "\x07", "\x7f", "\x9b", "\u202e", "\u200b")
 
 
-@asynccontextmanager
-async def endpoint() -> AsyncIterator[tuple[MetricsEndpoint, httpx.AsyncClient]]:
-    ep = MetricsEndpoint(name="metrics", port=0, tick_s=0.05)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        async with httpx.AsyncClient(base_url=ep.url, timeout=5) as client:
-            yield ep, client
-        tg.cancel_scope.cancel()
+def endpoint() -> AbstractAsyncContextManager[tuple[MetricsEndpoint, httpx.AsyncClient]]:
+    return serving(tick_s=0.05)
 
 
 @pytest.mark.parametrize("fmt", ["json", "msgpack"])

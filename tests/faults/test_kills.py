@@ -17,35 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streammetrics import Event
 from streammetrics.model.events import encode_events
+from tests.support.endpoints import consumer_blueprint, redis_source
 from tests.support.servers import RedisServer, Run
 from tests.support.waiting import wait_until
 
 
 def _blueprint(tmp: Path, url: str, stream: str, **source: Any) -> Path:
-    extra = "".join(f"\n            {k}: {v}" for k, v in source.items())
-    path = tmp / "consumer.yaml"
-    path.write_text(
-        f"""
-system:
-  name: redis_consumer
-  components:
-    - name: metrics
-      type: MetricsEndpoint
-      config:
-        port: 0
-        tick_s: 0.1
-        source:
-          redis:
-            url: {url}
-            stream: {stream}
-            group: g
-            consumer: c1
-            block_ms: 100
-            lag_interval_s: 0.1
-            reconnect_max_s: 0.2{extra}
-"""
-    )
-    return path
+    options = {"block_ms": 100, "lag_interval_s": 0.1, "reconnect_max_s": 0.2, **source}
+    return consumer_blueprint(tmp / "consumer.yaml", redis_source(url, stream, **options))
 
 
 def _entry(k: int, per_entry: int) -> dict[str, bytes]:

@@ -6,8 +6,7 @@ counted), consumers that left the group long ago (claimed, then removed)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from streammetrics import Event
 from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.model.events import encode_events
 from streammetrics.transports.redis_publisher import EventPublisher
+from tests.support.endpoints import redis_source, running
 from tests.support.exposition import by_label, families
 from tests.support.servers import RedisServer
 from tests.support.waiting import until
@@ -28,25 +28,11 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.anyio
 
 
-@asynccontextmanager
-async def consumer(server: RedisServer, stream: str, **kw: Any) -> AsyncIterator[MetricsEndpoint]:
-    source = {
-        "redis": {
-            "url": server.url,
-            "stream": stream,
-            "group": "g",
-            "consumer": "c1",
-            "block_ms": 50,
-            "lag_interval_s": 0.05,
-            "reconnect_max_s": 0.1,
-            **kw,
-        }
-    }
-    ep = MetricsEndpoint(name="metrics", port=0, tick_s=0.05, source=source)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        yield ep
-        tg.cancel_scope.cancel()
+def consumer(
+    server: RedisServer, stream: str, **kw: Any
+) -> AbstractAsyncContextManager[MetricsEndpoint]:
+    kw.setdefault("reconnect_max_s", 0.1)
+    return running(tick_s=0.05, source=redis_source(server.url, stream, **kw))
 
 
 def _folded(ep: MetricsEndpoint) -> int:
@@ -129,6 +115,66 @@ async def test_redis_away_is_a_reason_and_an_alert_that_clear_when_it_reads_agai
         if srv.proc.poll() is None:
             srv.proc.send_signal(signal.SIGCONT)
         srv.stop()
+
+
+async def test_a_stream_deleted_under_a_blocked_read_is_made_again(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    """Deleting the key answers the consumer's blocked read with UNBLOCKED: the group (and
+    its stream) is made again, no error is counted, and what is published next is read."""
+    async with consumer(server, stream, block_ms=2000) as ep:
+        with EventPublisher(server.url, stream, batch_size=10) as pub:
+            pub.publish_many(Event("svc", "processed", id=f"a{i}") for i in range(5))
+        await until(lambda: _folded(ep) == 5)
+        await anyio.sleep(0.2)  # blocked in the next read
+        r.delete(stream)
+        await until(lambda: r.exists(stream) == 1)
+        with EventPublisher(server.url, stream, batch_size=10) as pub:
+            pub.publish_many(Event("svc", "processed", id=f"b{i}") for i in range(5))
+        await until(lambda: _folded(ep) == 10)
+        assert ep.redis is not None
+        assert ep.redis.statistics().server_errors == 0
+
+
+async def test_an_error_answer_from_redis_is_a_reason_and_heals_when_the_cause_is_gone(
+    server: RedisServer, stream: str, r: redis.Redis
+) -> None:
+    """The stream's key replaced by a string: Redis answers every read with WRONGTYPE.
+    The endpoint keeps serving, says why in ``/health``, fires ``EventSourceDown`` and
+    counts the errors; once the key is gone the group is made again, and the events
+    published after that are folded."""
+    async with (
+        consumer(server, stream) as ep,
+        httpx.AsyncClient(base_url=ep.url, timeout=5) as client,
+    ):
+        with EventPublisher(server.url, stream, batch_size=10) as pub:
+            pub.publish_many(Event("svc", "processed", id=f"a{i}") for i in range(5))
+        await until(lambda: _folded(ep) == 5)
+        await _health(client, 200)
+        r.delete(stream)
+        r.set(stream, "not a stream")
+        reasons: list[str] = []
+        body = await _health(client, 503)
+        assert body["status"] == "degraded"
+        prefix = f"event source redis:{stream} cannot read"
+        with anyio.fail_after(10):  # the delete, then the new key's first refused read
+            while not any(x.startswith(prefix) and "WRONGTYPE" in x for x in reasons):
+                await anyio.sleep(0.05)
+                reasons, alerts = await _state(client)
+        assert alerts == {f"redis:{stream}": "firing"}
+        fams = families((await client.get("/metrics")).text)
+        assert fams["streammetrics_redis_server_errors"].samples[0].value >= 1
+        assert fams["streammetrics_redis_up"].samples[0].value == 0
+        r.delete(stream)
+        await until(lambda: r.exists(stream) == 1)  # the group made again, with its stream
+        with EventPublisher(server.url, stream, batch_size=10) as pub:
+            pub.publish_many(Event("svc", "processed", id=f"b{i}") for i in range(5))
+        await until(lambda: _folded(ep) == 10)
+        body = await _health(client, 200)
+        await anyio.sleep(0.1)  # the next tick
+        reasons, alerts = await _state(client)
+        assert not any("event source" in x for x in reasons), reasons
+        assert alerts == {f"redis:{stream}": "resolved"}
 
 
 async def test_undecodable_entries_are_dead_lettered_acknowledged_counted_and_capped(

@@ -7,8 +7,7 @@ answered clearly, counted in ``/metrics``, and leaves ``/health`` answering."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +23,7 @@ from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.errors import BlueprintError, ConfigError
 from streammetrics.intake.config import is_loopback_host
 from streammetrics.transports.redis_publisher import EventPublisher
+from tests.support.endpoints import redis_source, serving
 from tests.support.exposition import by_label, families
 from tests.support.guards import BLUEPRINT, bearer
 from tests.support.servers import RedisServer
@@ -44,14 +44,10 @@ def token_envs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(INGEST_ENV, INGEST_TOKEN)
 
 
-@asynccontextmanager
-async def endpoint(**config: Any) -> AsyncIterator[tuple[MetricsEndpoint, httpx.AsyncClient]]:
-    ep = MetricsEndpoint(name="metrics", port=0, tick_s=0.05, **config)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        async with httpx.AsyncClient(base_url=ep.url, timeout=5) as client:
-            yield ep, client
-        tg.cancel_scope.cancel()
+def endpoint(
+    **config: Any,
+) -> AbstractAsyncContextManager[tuple[MetricsEndpoint, httpx.AsyncClient]]:
+    return serving(tick_s=0.05, **config)
 
 
 def _components(ep: MetricsEndpoint) -> set[str]:
@@ -287,15 +283,7 @@ async def test_redis_entries_have_their_lifecycle_events_refused(
         pub.publish(Event("billing", "processed"))
         pub.publish(Event("ghost", "stopped"))
         pub.publish(Event("billing", "started"))
-    source = {
-        "redis": {
-            "url": server.url,
-            "stream": stream,
-            "group": "g",
-            "consumer": "c1",
-            "block_ms": 50,
-        }
-    }
+    source = redis_source(server.url, stream)
     async with endpoint(source=source) as (ep, client):
         await until(lambda: ep.intake.statistics().bodies == 1)
         assert _components(ep) == {"billing"}

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
-import httpx
 import msgspec
 import pytest
 
@@ -17,6 +13,7 @@ from streammetrics.components.metrics import MetricsEndpoint
 from streammetrics.model.events import encode_events
 from streammetrics.model.nesting import MAX_DEPTH
 from streammetrics.transports.http_client import AsyncEventClient
+from tests.support.endpoints import serving as endpoint
 from tests.support.exposition import by_label, families
 
 pytestmark = pytest.mark.anyio
@@ -24,16 +21,6 @@ pytestmark = pytest.mark.anyio
 MSGPACK = {"content-type": "application/msgpack"}
 JSON = {"content-type": "application/json"}
 JSON_LD = "application/ld+json; charset=utf-8"
-
-
-@asynccontextmanager
-async def endpoint(**config: Any) -> AsyncIterator[tuple[MetricsEndpoint, httpx.AsyncClient]]:
-    ep = MetricsEndpoint(name="metrics", port=0, **config)
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        async with httpx.AsyncClient(base_url=ep.url, timeout=5) as client:
-            yield ep, client
-        tg.cancel_scope.cancel()
 
 
 def _processed(ep: MetricsEndpoint) -> dict[str, int]:

@@ -16,6 +16,7 @@ import redis
 import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.endpoints import consumer_blueprint, redis_source
 from tests.support.paths import SUPPORT
 from tests.support.process import cli
 from tests.support.servers import RedisServer, Run, free_port
@@ -24,27 +25,8 @@ from tests.support.waiting import wait_until
 
 def _blueprint(tmp: Path, server: RedisServer, stream: str, consumer: str) -> Path:
     path = tmp / f"consumer-{consumer.replace('{', '').replace('}', '')}.yaml"
-    path.write_text(
-        f"""
-system:
-  name: redis_consumer
-  components:
-    - name: metrics
-      type: MetricsEndpoint
-      config:
-        port: 0
-        tick_s: 0.1
-        source:
-          redis:
-            url: {server.url}
-            stream: {stream}
-            group: g
-            consumer: "{consumer}"
-            block_ms: 100
-            lag_interval_s: 0.1
-"""
-    )
-    return path
+    options = {"consumer": consumer, "block_ms": 100, "lag_interval_s": 0.1}
+    return consumer_blueprint(path, redis_source(server.url, stream, **options))
 
 
 def _publish(server: RedisServer, stream: str, *args: str) -> subprocess.Popen[str]:

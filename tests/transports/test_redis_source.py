@@ -5,8 +5,7 @@ Fails (not skips) without redis-server: CI installs it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from streammetrics.errors import TransportError
 from streammetrics.judge.alerts.figures import FigureReader
 from streammetrics.model.events import encode_events
 from streammetrics.transports.redis_publisher import AsyncEventPublisher, EventPublisher
+from tests.support.endpoints import redis_source, running
 from tests.support.exposition import by_label, families
 from tests.support.servers import RedisServer, free_port
 from tests.support.tools import need
@@ -29,26 +29,13 @@ from tests.support.waiting import until
 
 
 def _source(server: RedisServer, stream: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "redis": {
-            "url": server.url,
-            "stream": stream,
-            "group": "g",
-            "consumer": "c1",
-            "block_ms": 50,
-            "lag_interval_s": 0.05,
-            **kw,
-        }
-    }
+    return redis_source(server.url, stream, **kw)
 
 
-@asynccontextmanager
-async def consumer(server: RedisServer, stream: str, **kw: Any) -> AsyncIterator[MetricsEndpoint]:
-    ep = MetricsEndpoint(name="metrics", port=0, tick_s=0.05, source=_source(server, stream, **kw))
-    async with anyio.create_task_group() as tg:
-        await tg.start(ep.run)
-        yield ep
-        tg.cancel_scope.cancel()
+def consumer(
+    server: RedisServer, stream: str, **kw: Any
+) -> AbstractAsyncContextManager[MetricsEndpoint]:
+    return running(tick_s=0.05, source=_source(server, stream, **kw))
 
 
 def _totals(ep: MetricsEndpoint) -> dict[str, tuple[int, int]]:
@@ -269,9 +256,11 @@ async def test_a_deeply_nested_entry_is_counted_acknowledged_and_never_read_agai
         assert rejected == {"malformed": 3}
     r.xadd(stream, {"msgpack": encode_events([Event("later", "processed")], "msgpack")})
     async with consumer(server, stream) as ep:
-        await until(lambda: _folded(ep) == 1)
         assert ep.redis is not None
-        st = ep.redis.statistics()
+        source = ep.redis
+        # an entry is folded before it is acknowledged and counted: wait for the count
+        await until(lambda: _folded(ep) == 1 and source.statistics().entries >= 1)
+        st = source.statistics()
         assert (st.recovered, st.entries) == (0, 1)
         assert _totals(ep) == {"later": (1, 0)}
         assert ep.aggregator.statistics().rejected == {}

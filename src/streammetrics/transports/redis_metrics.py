@@ -70,6 +70,11 @@ class RedisCollector(Collector):
         reconnects = CounterMetricFamily(
             "streammetrics_redis_reconnects", "Connection losses to Redis", labels=labels
         )
+        server_errors = CounterMetricFamily(
+            "streammetrics_redis_server_errors",
+            "Reads Redis answered with an error other than a missing group, each retried",
+            labels=labels,
+        )
         dead = CounterMetricFamily(
             "streammetrics_redis_dead_letters",
             "Entries that could not be decoded: acknowledged and copied to <stream>:dead",
@@ -81,7 +86,7 @@ class RedisCollector(Collector):
             labels=labels,
         )
         fams: list[Metric] = [up, lag, pending, entries, events, claimed, recovered, reconnects]
-        fams += [dead, removed]
+        fams += [server_errors, dead, removed]
         if st is not None:
             v = [st.stream, st.group]
             up.add_metric(v, 1.0 if st.connected else 0.0)
@@ -94,6 +99,7 @@ class RedisCollector(Collector):
             claimed.add_metric(v, st.claimed)
             recovered.add_metric(v, st.recovered)
             reconnects.add_metric(v, st.reconnects)
+            server_errors.add_metric(v, st.server_errors)
             dead.add_metric(v, st.dead_letters)
             removed.add_metric(v, st.removed_consumers)
         return fams

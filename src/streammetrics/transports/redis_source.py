@@ -114,6 +114,13 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _gone(exc: ResponseError) -> bool:
+    """Whether Redis says the stream or its group no longer exists: ``NOGROUP`` on a read,
+    ``UNBLOCKED`` to a read that was blocked on the key when it was deleted."""
+    text = str(exc)
+    return "NOGROUP" in text or text.startswith("UNBLOCKED")
+
+
 def _entries(resp: Any) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
     """The entries of an XREADGROUP reply, in either of redis-py's shapes."""
     if not resp:
@@ -142,6 +149,10 @@ class RedisSourceStatistics(msgspec.Struct, frozen=True):
     trimmed: int
     """Entries that were trimmed from the stream before they could be read."""
     reconnects: int
+    server_errors: int
+    """Reads Redis answered with an error other than a missing group (a key of another
+    type, a permission taken away, out of memory): each one retried after a backoff,
+    the source reported down meanwhile."""
     dead_letters: int
     """Entries that could not be decoded, copied to ``<stream>:dead`` and acknowledged."""
     removed_consumers: int
@@ -172,7 +183,7 @@ class RedisSource:
         self.key = f"redis:{config.stream}"
         self._connected = False
         self._entries = self._events = self._recovered = self._claimed = 0
-        self._trimmed = self._reconnects = 0
+        self._trimmed = self._reconnects = self._server_errors = 0
         self._dead = self._removed = 0
         self._reason = "not started"
         self._lag: int | None = None
@@ -196,6 +207,7 @@ class RedisSource:
             claimed=self._claimed,
             trimmed=self._trimmed,
             reconnects=self._reconnects,
+            server_errors=self._server_errors,
             dead_letters=self._dead,
             removed_consumers=self._removed,
             lag=self._lag,
@@ -218,6 +230,11 @@ class RedisSource:
     def _lost(self, exc: BaseException) -> None:
         self._connected = False
         self._reason = f"connection lost: {describe_exception(exc)}"
+
+    def _refused(self, exc: ResponseError) -> None:
+        self._connected = False
+        self._reason = f"Redis answered an error: {describe_exception(exc)}"
+        self._server_errors += 1
 
     async def run(
         self, *, port: Port | None = None, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -295,13 +312,27 @@ class RedisSource:
                 if entries:
                     await self._handle(client, entries)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream or group was deleted under us: make them again and go on.
-                _log.warning(
-                    "%s: %s; creating the group again", self.where, describe_exception(exc)
-                )
-                await self._ensure_group(client)
+                if _gone(exc):
+                    # The stream or group was deleted under us: make them again and go on.
+                    _log.warning(
+                        "%s: %s; creating the group again", self.where, describe_exception(exc)
+                    )
+                    try:
+                        await self._ensure_group(client)
+                        recover = True
+                        continue
+                    except ResponseError as again:  # e.g. the key is now of another type
+                        exc = again
+                # Any other error answer (the key holds another type, the user lost a
+                # permission, the server is out of memory) is the operator's to mend: the
+                # source is down with Redis' own words as its reason, and tries again, so
+                # that the endpoint keeps serving and heals when the cause is gone.
+                self._refused(exc)
+                if delays is None:
+                    delays = chain(backoff.delays(), repeat(backoff.max_backoff_s))
+                delay = next(delays)
+                _log.error("%s: %s; retrying in %.2fs", self.where, describe_exception(exc), delay)
+                await anyio.sleep(delay)
                 recover = True
             except CONNECTION_ERRORS as exc:
                 self._lost(exc)
