@@ -695,7 +695,7 @@ def test_a_window_that_never_times_anything_keeps_no_extremes() -> None:
     w = RollingWindow(0.0)
     for t in range(400):
         w.add(t + 0.5, processed=2, messages=3, nbytes=10)
-    assert (len(w._fx), len(w._cx), w._vx) == (0, 0, None)
+    assert (len(w._fx), len(w._cx), len(w._vx)) == (0, 0, 0)
     w.add(400.5, processed=1, latency=0.001)
     w.view(402.0, 60)
     assert (len(w._fx), w._fx.typecode, len(w._cx)) == (120, "f", 0)  # 60 slots, lo and hi

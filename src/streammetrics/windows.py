@@ -266,26 +266,23 @@ def _f32_toward(x: float, up: bool) -> float:
     return y
 
 
-def _widen(vx: list[float | None] | None, k: int, lo: float, hi: float) -> None:
+def _widen(vx: array[float], k: int, lo: float, hi: float) -> None:
     """A slot with extremes ``lo``, ``hi`` joins the view whose running extremes are at
-    ``vx[k]``, ``vx[k + 1]`` (one that is None is found by a scan, which sees the slot)."""
-    if vx is not None:
-        v = vx[k]
-        if v is not None and lo < v:
-            vx[k] = lo
-        v = vx[k + 1]
-        if v is not None and hi > v:
-            vx[k + 1] = hi
+    ``vx[k]``, ``vx[k + 1]`` (one that is NaN stays so: the scan that finds it sees the
+    slot; NaN compares false)."""
+    if lo < vx[k]:
+        vx[k] = lo
+    if hi > vx[k + 1]:
+        vx[k + 1] = hi
 
 
-def _forget(vx: list[float | None] | None, k: int, lo: float, hi: float) -> None:
+def _forget(vx: array[float], k: int, lo: float, hi: float) -> None:
     """A slot with extremes ``lo``, ``hi`` leaves that view: an extreme it held is no
-    longer known without a scan."""
-    if vx is not None:
-        if vx[k] == lo:
-            vx[k] = None
-        if vx[k + 1] == hi:
-            vx[k + 1] = None
+    longer known without a scan (NaN until then)."""
+    if vx[k] == lo:
+        vx[k] = math.nan
+    if vx[k + 1] == hi:
+        vx[k + 1] = math.nan
 
 
 def _sum_add(into: array[int] | None, h: Sequence[int]) -> array[int]:
@@ -385,9 +382,10 @@ class RollingWindow:
         self._curlo, self._curhi = _NONE_LO, _NONE_HI
         self._cclo, self._cchi = _NONE_LO, _NONE_HI
         # The views' extremes over their completed slots (10 s lo, hi, 60 s, 300 s), kept
-        # as a slot completes, None once the slot that held one left (found again by a
+        # as a slot completes, NaN once the slot that held one left (found again by a
         # scan of the ring at the next read): a read then rarely walks ninety slots.
-        self._vx: list[float | None] | None = None
+        # Float32 like the rings they come from, so they hold those values exactly.
+        self._vx: array[float] = _EMPTY_SUMS
         self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
         self._cc, self._tot = _vec(), _vec()  # coarse slot in progress; lifetime totals
         self._v10h: array[int] | None = None
@@ -503,7 +501,7 @@ class RollingWindow:
         self._v10h = self._v60h = self._v300h = self._cch = None
         self._fx = self._cx = _EMPTY_SUMS
         self._cclo, self._cchi = _NONE_LO, _NONE_HI
-        self._vx = None
+        self._vx = _EMPTY_SUMS
 
     def _take_out(
         self,
@@ -554,7 +552,7 @@ class RollingWindow:
                 lo, hi = self._curlo, self._curhi
                 if not self._fx:
                     self._fx = _extremes_ring(_FINE)
-                    self._vx = [_NONE_LO, _NONE_HI] * 3
+                    self._vx = array("f", (_NONE_LO, _NONE_HI) * 3)
                 slo, shi = _f32_toward(lo, False), _f32_toward(hi, True)
                 self._fx[i], self._fx[_FINE + i] = slo, shi
                 _widen(self._vx, 0, slo, shi)
@@ -679,11 +677,11 @@ class RollingWindow:
         if seconds == 300:
             lo, hi = min(lo, self._cclo), max(hi, self._cchi)
         vx = self._vx
-        if vx is None:
+        if not vx:
             return lo, hi
         k = 0 if seconds == 10 else 2 if seconds == 60 else 4
         slo, shi = vx[k], vx[k + 1]
-        if slo is None or shi is None:
+        if slo != slo or shi != shi:  # NaN: the slot that held one left
             slo, shi = vx[k], vx[k + 1] = self._scan(seconds)
         return min(lo, slo), max(hi, shi)
 
