@@ -157,7 +157,12 @@ def _at_rank(
         lower, before = bounds[i - 1], cum[i - 1]
     else:
         lower, before = 0.0, 0
-    lower, upper = _clamp(lower, bounds[i], lowest, highest)
+    upper = bounds[i]
+    # _clamp, written out: three of these a view, for every component, every tick
+    lo = lowest if lowest > lower else lower
+    hi = highest if highest < upper else upper
+    if lo <= hi:
+        lower, upper = lo, hi
     return lower + (upper - lower) * ((rank - before) / (cum[i] - before))
 
 
@@ -253,17 +258,21 @@ def _f32_toward(x: float, up: bool) -> float:
     bucket and, intersected with the bucket, never leaves it; widening by at most two
     float32 steps (~1.2e-7 relative) costs nothing a bucket of ~41 % width would show.
     """
-    y = array("f", (x,))[0]  # nearest; beyond float32's range it is an infinity
+    return _put_toward(array("f", (0.0,)), 0, x, up)
+
+
+def _put_toward(ring: array[float], at: int, x: float, up: bool) -> float:
+    """Write ``x`` at ``ring[at]`` (float32) rounded as ``_f32_toward`` rounds it; returns
+    what was stored. The ring's own assignment rounds to nearest, read back to see which
+    way it went: a slot completing costs no temporary array."""
+    ring[at] = x  # nearest; beyond float32's range it is an infinity
+    y = ring[at]
     if up:
         if y < x:
-            y = (
-                -_F32_MAX
-                if y == -math.inf
-                else array("f", (y + max(abs(y) * 2.0**-23, _F32_TINY),))[0]
-            )
+            ring[at] = -_F32_MAX if y == -math.inf else y + max(abs(y) * 2.0**-23, _F32_TINY)
     elif y > x:
-        y = _F32_MAX if y == math.inf else array("f", (y - max(abs(y) * 2.0**-23, _F32_TINY),))[0]
-    return y
+        ring[at] = _F32_MAX if y == math.inf else y - max(abs(y) * 2.0**-23, _F32_TINY)
+    return ring[at]
 
 
 def _widen(vx: array[float], k: int, lo: float, hi: float) -> None:
@@ -553,8 +562,8 @@ class RollingWindow:
                 if not self._fx:
                     self._fx = _extremes_ring(_FINE)
                     self._vx = array("f", (_NONE_LO, _NONE_HI) * 3)
-                slo, shi = _f32_toward(lo, False), _f32_toward(hi, True)
-                self._fx[i], self._fx[_FINE + i] = slo, shi
+                slo = _put_toward(self._fx, i, lo, False)
+                shi = _put_toward(self._fx, _FINE + i, hi, True)
                 _widen(self._vx, 0, slo, shi)
                 _widen(self._vx, 2, slo, shi)
                 if lo < self._cclo:
@@ -612,8 +621,8 @@ class RollingWindow:
                 co[i] = _TIMED
                 if not self._cx:
                     self._cx = _extremes_ring(_COARSE)
-                slo, shi = _f32_toward(self._cclo, False), _f32_toward(self._cchi, True)
-                self._cx[i], self._cx[_COARSE + i] = slo, shi
+                slo = _put_toward(self._cx, i, self._cclo, False)
+                shi = _put_toward(self._cx, _COARSE + i, self._cchi, True)
                 _widen(self._vx, 4, slo, shi)
                 self._cclo, self._cchi = _NONE_LO, _NONE_HI
             self._cc, self._cch = _vec(), None
