@@ -3,18 +3,22 @@ snapshot is worked out by hand from what was folded and when."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import random
+from collections.abc import Sequence
+from typing import Any, overload
 
 import msgspec
 import pytest
 
 from streammetrics.aggregator import Aggregator, AggregatorStatistics
+from streammetrics.buckets import LATENCY_BOUNDS
 from streammetrics.judge.health import (
     HealthConfig,
     HealthJudge,
 )
-from streammetrics.model.events import Delta, Event
-from streammetrics.snapshot import BreakerStatus, Deduction, ProcessStats, Snapshot
+from streammetrics.model.events import KINDS, Delta, Event, Rejection
+from streammetrics.snapshot import BreakerStatus, Deduction, Figures, ProcessStats, Snapshot
 from tests.support.histograms import exported_histogram, exported_index, histogram
 from tests.support.loop import with_turns
 
@@ -403,6 +407,21 @@ def test_stream_cardinality_limit(clock: Clock) -> None:
     snap = snapshot(agg)
     assert set(snap.streaming.streams) == {"s1"}
     assert snap.rejected == {"cardinality": 1}
+    # the refused stream's messages still count in the system's, as a probe's do (1 + 1
+    # above, 2 + 1 + 3 here, in one 1 s slot); each event on it is a rejection of its own
+    agg.fold_events(
+        [
+            Event("a", "processed", stream="s2", count=2),
+            Event("a", "processed", stream="s1"),
+            Event("a", "error", stream="s2", count=3),
+        ]
+    )
+    snap = snapshot(agg)
+    assert snap.rejected == {"cardinality": 3}
+    assert snap.streaming.streams["s1"].total_messages == 2
+    assert agg.figures(view=10).performance.message_rate == 8 / 1.0
+    a = snap.detailed_components["a"]
+    assert (a.items_processed, a.errors_encountered) == (5, 3)
 
 
 def test_observe_subset_ignores_other_components(clock: Clock) -> None:
@@ -508,3 +527,142 @@ async def test_figures_async_matches_figures_and_lets_the_loop_run(clock: Clock)
     assert msgspec.json.encode(got) == msgspec.json.encode(expected)
     # 1,000 components in chunks of 100: the other task ran between the chunks
     assert turns >= 9
+
+
+# -- one batch, or its events one by one --------------------------------------------------
+
+_NAMES = [f"c{i}" for i in range(8)]
+_STREAMS = ["s0", "s1", "s2"]
+
+
+def _random_event(rng: random.Random, names: list[str]) -> Event:
+    """One event of any kind, with the fields a producer (or code, which skips
+    validation) may set: counts of 0 and more, exact bucket bounds, +Inf latencies,
+    timestamps out of order, streams, bytes, bad breaker details."""
+    kind = rng.choices(
+        KINDS,  # processed, error, started, stopped, heartbeat, breaker, span_start, span_end
+        weights=[60, 15, 3, 3, 4, 5, 5, 5],
+    )[0]
+    r = rng.random()
+    latency = (
+        None
+        if r < 0.15
+        else rng.choice(LATENCY_BOUNDS)
+        if r < 0.25
+        else 500.0
+        if r < 0.27
+        else math.nan
+        if r < 0.28
+        else rng.lognormvariate(math.log(0.005), 1.5)
+    )
+    detail = None
+    if kind == "breaker":
+        detail = rng.choice(["open", "closed", "half_open", "ajar"])
+    elif kind in ("error", "stopped") and rng.random() < 0.5:
+        detail = rng.choice(["boom", "failed", "late"])
+    return Event(
+        component=rng.choice(names),
+        kind=kind,  # type: ignore[arg-type]
+        timestamp=W0 + rng.uniform(-100.0, 100.0) if rng.random() < 0.3 else None,
+        count=rng.choice([0, 1, 1, 1, 1, 2, 7]),
+        latency=latency,
+        stream=rng.choice(_STREAMS) if rng.random() < 0.15 else None,
+        detail=detail,
+        bytes=rng.choice([0, 0, 0, 10, 1500]),
+        trace_id=rng.choice(["t1", "t2"]) if kind.startswith("span") else None,
+        span_id=rng.choice(["a", "b", "c"]) if kind.startswith("span") else None,
+    )
+
+
+def _comparable(f: Figures) -> Any:
+    """The figures as builtins, latency sums to 1e-9 s: a batch sums a component's
+    latencies before adding them to its window, one by one adds them in turn, so the
+    running sums (which slots leaving a view are subtracted from) may differ in the last
+    bits. Nothing else may differ."""
+
+    def walk(x: Any, key: str = "") -> Any:
+        if isinstance(x, float) and key == "latency_sum":
+            return "nan" if math.isnan(x) else round(x, 9) + 0.0
+        if isinstance(x, dict):
+            sums = key == "latency_sums"
+            return {k: walk(v, "latency_sum" if sums else k) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v, key) for v in x]
+        if isinstance(x, float) and math.isnan(x):
+            return "nan"
+        return x
+
+    return walk(msgspec.to_builtins(msgspec.structs.replace(f, uptime_seconds=0.0)))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"max_components": 5, "max_streams": 2},
+        {"observe": ["c0", "c1", "c2", "c7"]},
+        {"max_components": 4, "component_ttl_s": 3.0},
+    ],
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_random_batches_fold_as_their_events_one_by_one(
+    clock: Clock, settings: dict[str, Any], seed: int
+) -> None:
+    """The batched fold (the common event summed in a loop of its own, latencies
+    bucketed in bulk per component) must end with the figures, the statistics and the
+    rejections of folding each event alone, whatever the mix: every kind, rejections
+    (the component and stream limits, bad breaker details), components never
+    registered, timestamps out of order, and batches from 1 event to 400 (a component
+    with 16 latencies or more in one batch has them sorted, fewer bisected one by one)."""
+    rng = random.Random(seed)
+    together, apart = make(clock, **settings), make(clock, **settings)
+    together.register_component("c3", "Source")
+    apart.register_component("c3", "Source")
+    for round_ in range(40):
+        clock.t += rng.choice([0.0, 0.3, 1.0, 2.5, 11.0])
+        n = rng.choice([1, 2, 5, 30, 120, 400])
+        names = _NAMES if rng.random() < 0.7 else _NAMES[:2]  # few names: long runs
+        batch = [_random_event(rng, names) for _ in range(n)]
+        got = together.fold_events(batch)
+        want = []
+        for i, ev in enumerate(batch):
+            for r in apart.fold_events([ev]):
+                assert r.index == 0
+                want.append(Rejection(i, r.path.replace("events[0]", f"events[{i}]"), r.reason))
+        assert got == want, f"round {round_}"
+        assert together.statistics() == apart.statistics()
+        for view in (10, 60, 300):
+            assert _comparable(together.figures(view=view)) == _comparable(
+                apart.figures(view=view)
+            ), f"round {round_}, view {view}"
+    assert together.statistics().events_folded > 0
+
+
+def test_a_tuple_or_any_sequence_folds_like_a_list(clock: Clock) -> None:
+    batch = [Event("a", "processed", latency=0.001 * i) for i in range(1, 40)]
+    batch.append(Event("a", "breaker", detail="ajar"))
+    figures = []
+    for seq in (batch, tuple(batch), _Seq(batch)):
+        clock.t = 0.0
+        agg = make(clock)
+        rejected = agg.fold_events(seq)
+        assert [(r.index, r.path) for r in rejected] == [(39, "events[39].detail")]
+        figures.append(_comparable(agg.figures()))
+    assert figures[0] == figures[1] == figures[2]
+
+
+class _Seq(Sequence[Event]):
+    """A Sequence that is neither a list nor a tuple."""
+
+    def __init__(self, items: list[Event]) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Event: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Event]: ...
+    def __getitem__(self, i: int | slice) -> Event | Sequence[Event]:
+        return self._items[i]

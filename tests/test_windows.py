@@ -329,6 +329,40 @@ def test_add_histogram_rejects_wrong_length() -> None:
         w.add_histogram(0.0, [1, 2, 3], 0.1)
 
 
+def test_add_counts_equals_per_event_add() -> None:
+    """A run of bucket counts from ``first`` on folds as its latencies one by one."""
+    rng = random.Random(11)
+    per_event = RollingWindow(0.0)
+    batched = RollingWindow(0.0)
+    t = 0.0
+    for _ in range(80):
+        t += rng.uniform(0.0, 4.0)
+        lat = [rng.lognormvariate(-4, 2) for _ in range(rng.randint(1, 20))]
+        for x in lat:
+            per_event.add(t, latency=x)
+        ks = [bucket_index(x) for x in lat]
+        first = min(ks)
+        counts = [0] * (max(ks) - first + 1)
+        for k in ks:
+            counts[k - first] += 1
+        batched.add_counts(t, first, counts, sum(lat), min(lat), max(lat))
+        for s in VIEWS:
+            a, b = per_event.view(t + 0.1, s), batched.view(t + 0.1, s)
+            assert a.latency_count == b.latency_count
+            assert (a.p50, a.p95, a.p99) == (b.p50, b.p95, b.p99)
+            assert a.latency_sum == pytest.approx(b.latency_sum)
+    assert per_event.total_histogram() == batched.total_histogram()
+    assert per_event.totals()[4] == batched.totals()[4]
+
+
+@pytest.mark.parametrize(("first", "counts"), [(-1, [1]), (N_BUCKETS - 1, [1, 1]), (0, [0] * 43)])
+def test_add_counts_rejects_buckets_outside_the_histogram(first: int, counts: list[int]) -> None:
+    w = RollingWindow(0.0)
+    with pytest.raises(ValueError, match=f"not within 0..{N_BUCKETS - 1}"):
+        w.add_counts(0.0, first, counts, 0.1)
+    assert w.totals()[4] == 0 and w.total_histogram() == [0] * N_BUCKETS
+
+
 # -- bounded memory, young windows, argument checks ------------------------------------------
 
 

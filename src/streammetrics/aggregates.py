@@ -8,8 +8,9 @@ entries, dropping (and counting) the oldest.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from itertools import filterfalse
 
 from .buckets import LATENCY_BOUNDS
 from .model.events import Event
@@ -22,7 +23,7 @@ from .snapshot import (
     StreamStatus,
     Traces,
 )
-from .windows import VIEWS, RollingWindow, ViewSeconds, WindowStats
+from .windows import RollingWindow, ViewSeconds, WindowStats
 
 __all__ = (
     "BufferStats",
@@ -100,6 +101,8 @@ class ComponentState:
         "cached",
         "client_errors",
         "declared",
+        "exported",
+        "exported_at",
         "heartbeat",
         "last_activity",
         "last_error",
@@ -129,6 +132,11 @@ class ComponentState:
         #: Its figures of the default view while they cannot change: what the last read
         #: gave (exported histogram included) once it was idle; every fold clears it.
         self.cached: tuple[ComponentFigures, list[int], float] | None = None
+        #: Its lifetime histogram in the exported buckets, and the latency count it was
+        #: made at: exported again only once that count moved (two slots, not a tuple:
+        #: one object fewer per component for the garbage collector to walk).
+        self.exported: list[int] | None = None
+        self.exported_at = -1
 
     def idle(self, now: float) -> bool:
         """Whether its figures read the same until its next report: nothing in any view
@@ -139,12 +147,14 @@ class ComponentState:
             and (self.spans is None or self.spans.idle(now))
         )
 
-    def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, list[int], float]:
-        """Its figures over ``view``, and its lifetime latency histogram and sum."""
+    def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, int, float]:
+        """Its figures over ``view``, and its lifetime latency count and sum (the count
+        tells whether its lifetime histogram moved: it only grows)."""
         w = self.window
-        views = {f"{s}s": w.view(now, s) for s in VIEWS}
-        v = views[f"{view}s"]
-        processed, errors, _m, _b, _lc, lsum = w.totals()
+        v10, v60, v300 = w.views(now)
+        views = {"10s": v10, "60s": v60, "300s": v300}
+        v = v60 if view == 60 else v10 if view == 10 else v300
+        processed, errors, _m, _b, lcount, lsum = w.totals()
         figures = ComponentFigures(
             items_processed=processed,
             errors_encountered=errors,
@@ -162,7 +172,7 @@ class ComponentState:
             heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
             client_errors=self.client_errors,
         )
-        return figures, w.total_histogram(), lsum
+        return figures, lcount, lsum
 
 
 class StreamState:
@@ -235,22 +245,30 @@ class SpanTable:
     """Spans started and not yet ended (bounded, oldest first) and the distinct trace
     ids seen (bounded the same way), with the counts ``Traces`` shows."""
 
-    __slots__ = ("completed", "expired", "max_spans", "spans", "total_traces", "traces")
+    __slots__ = (
+        "completed",
+        "expired",
+        "max_spans",
+        "spans",
+        "total_traces",
+        "trace_order",
+        "traces",
+    )
 
     def __init__(self, max_spans: int) -> None:
         self.max_spans = max_spans
         self.spans: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self.traces: OrderedDict[str, None] = OrderedDict()
+        # The trace ids held, and the order they came in (oldest first): a set and a
+        # deque take a batch of ids in C calls, at half an OrderedDict's cost per id.
+        self.traces: set[str] = set()
+        self.trace_order: deque[str] = deque()
         self.total_traces = 0
         self.completed = 0
         self.expired = 0
 
     def start(self, ev: Event, now: float) -> None:
         if ev.trace_id is not None and ev.trace_id not in self.traces:
-            self.total_traces += 1
-            self.traces[ev.trace_id] = None
-            if len(self.traces) > self.max_spans:
-                self.traces.popitem(last=False)
+            self._add_traces([ev.trace_id])
         if ev.span_id is not None:
             key = (ev.component, ev.span_id)
             self.spans.pop(key, None)  # a restarted span moves to the back: oldest stays first
@@ -265,15 +283,21 @@ class SpanTable:
         return self.spans.pop((ev.component, ev.span_id), None) if ev.span_id else None
 
     def ended(self, n: int, trace_ids: list[str]) -> None:
-        """Counts ``n`` spans reported complete (an OTLP export) and their traces."""
+        """Counts ``n`` spans reported complete (an OTLP export) and their traces
+        (distinct ids)."""
         self.completed += n
-        traces = self.traces
-        for t in trace_ids:
-            if t not in traces:
-                self.total_traces += 1
-                traces[t] = None
-                if len(traces) > self.max_spans:
-                    traces.popitem(last=False)
+        self._add_traces(list(filterfalse(self.traces.__contains__, trace_ids)))
+
+    def _add_traces(self, fresh: list[str]) -> None:
+        """Hold the trace ids ``fresh`` (distinct, none held), dropping the oldest held
+        beyond the bound: what adding them one at a time would leave."""
+        self.total_traces += len(fresh)
+        self.traces.update(fresh)
+        order = self.trace_order
+        order.extend(fresh)
+        drop = self.traces.discard
+        while len(order) > self.max_spans:
+            drop(order.popleft())
 
     def expire(self, limit: float) -> None:
         """Gives up on the spans started before ``limit`` (monotonic)."""

@@ -18,7 +18,10 @@ bounds. Probes bucket into the bus's ladder, so the ladder is fixed when the bus
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate, chain, repeat
+from operator import itemgetter, sub
 from typing import Final
 
 __all__ = (
@@ -27,6 +30,7 @@ __all__ = (
     "LATENCY_BOUNDS",
     "MAX_HISTOGRAM_BUCKETS",
     "Ladder",
+    "bucket_latencies",
     "check_histogram_buckets",
 )
 
@@ -76,6 +80,47 @@ def check_histogram_buckets(bounds: Sequence[float]) -> None:
             )
 
 
+#: From how many latencies ``bucket_latencies`` sorts them rather than bisect each one.
+_SORT_FROM: Final = 16
+
+
+def bucket_latencies(
+    latencies: list[float] | list[int], bounds: Sequence[float]
+) -> tuple[int, list[int], float]:
+    """``(first, counts, total)`` of ``latencies`` over the upper ``bounds``: ``counts[j]``
+    of them fall in bucket ``first + j`` (``bisect_left(bounds, latency) == first + j``;
+    the buckets past the last count are empty), and ``total`` is their sum, added in the
+    order given. Sorts ``latencies`` in place (the caller's own list, which it no longer
+    needs in order).
+
+    Why not ``bisect_left`` per latency, as each arrives: that is six compares of boxed
+    floats through the generic comparison, about half the cost of decoding the event
+    that carried the latency. Sorting a list of floats uses the sort's float-only
+    comparison, and then each bound in the range the latencies span is bisected once
+    into the sorted list, so a batch costs a sort and one bisect per bound, not one per
+    latency. Few latencies, or a NaN among them (which sorts nowhere), are bisected one
+    by one, as ``bisect_left`` places them; the counts are the same either way.
+    """
+    n = len(latencies)
+    total = sum(latencies, 0.0)
+    if n < _SORT_FROM or total != total:  # few, or a NaN (or +inf with -inf): one by one
+        if not n:
+            return (0, [], total)
+        ks = [bisect_left(bounds, x) for x in latencies]
+        first = min(ks)
+        counts = [0] * (max(ks) - first + 1)
+        for k in ks:
+            counts[k - first] += 1
+        return (first, counts, total)
+    latencies.sort()
+    first = bisect_left(bounds, latencies[0])
+    last = bisect_left(bounds, latencies[-1])
+    # at_most[j]: how many are <= bounds[first + j], so in buckets first .. first + j
+    at_most = list(map(bisect_right, repeat(latencies, last - first), bounds[first:last]))
+    at_most.append(n)
+    return (first, list(map(sub, at_most, chain((0,), at_most))), total)
+
+
 class Ladder:
     """The bucket bounds one bus, its probes and its aggregators count latencies in.
 
@@ -109,10 +154,19 @@ class Ladder:
         if missing:
             raise ValueError(f"boundaries {missing} are not in this ladder")
         ends = [self.bounds.index(float(b)) + 1 for b in exported]
-        spans = list(zip([0, *ends], [*ends, self.nbuckets], strict=True))
+        # Each exported bucket is a difference of two running counts: one running sum
+        # and two picks, in C, instead of a slice sum per bucket (a tick exports the
+        # histogram of every component that timed something).
+        if not ends:
+            return lambda counts: [sum(counts)]  # +Inf alone
+        # cum[k] is the count of the first k ladder buckets; there are at least two
+        # picks each, so itemgetter gives a tuple.
+        upper = itemgetter(*ends, self.nbuckets)
+        lower = itemgetter(0, *ends)
 
         def export(counts: Sequence[int]) -> list[int]:
-            return [sum(counts[a:b]) for a, b in spans]
+            cum = [0, *accumulate(counts)]
+            return list(map(sub, upper(cum), lower(cum)))
 
         return export
 

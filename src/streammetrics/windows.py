@@ -134,6 +134,8 @@ def _quantiles3(
         cum = list(accumulate(present[0]))
     elif len(present) == 2:
         cum = list(accumulate(map(add, present[0], present[1])))
+    elif len(present) == 3:
+        cum = list(accumulate(map(add, map(add, present[0], present[1]), present[2])))
     else:
         cum = list(accumulate(map(sum, zip(*present, strict=True))))
     total = cum[-1]
@@ -386,8 +388,8 @@ class RollingWindow:
         self._cx: array[float] = _EMPTY_SUMS
         self._cur: _Vec = _vec()
         self._curh: _Hist | None = None
-        # Smallest and largest latency of the slot in progress and of the coarse slot in
-        # progress (exact: only completed slots are rounded to float32).
+        # Smallest and largest latency of the slot in progress (exact) and of the coarse
+        # slot in progress (of its completed seconds, as stored: float32).
         self._curlo, self._curhi = _NONE_LO, _NONE_HI
         self._cclo, self._cchi = _NONE_LO, _NONE_HI
         # The views' extremes over their completed slots (10 s lo, hi, 60 s, 300 s), kept
@@ -457,23 +459,52 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        n = 0
-        h = self._curh
-        if h is None:
-            h = self._curh = [0] * self._nb
-        for i, c in enumerate(counts):
-            if c:
-                h[i] += c
-                n += c
+        h = self._curh  # summed in C (map), not bucket by bucket: a flush folds many
+        self._curh = list(counts) if h is None else list(map(add, h, counts))
+        n = sum(counts)
         self._cur[_LC] += n
         self._cur[_LS] += latency_sum
         if n:
-            lo = -math.inf if lowest is None else lowest
-            hi = math.inf if highest is None else highest
-            if lo < self._curlo:
-                self._curlo = lo
-            if hi > self._curhi:
-                self._curhi = hi
+            self._extend(lowest, highest)
+
+    def add_counts(
+        self,
+        now: float,
+        first: int,
+        counts: Sequence[int],
+        latency_sum: float,
+        lowest: float | None = None,
+        highest: float | None = None,
+    ) -> None:
+        """Fold latencies already bucketed from bucket ``first`` on (``counts[j]`` in
+        bucket ``first + j``, as ``buckets.bucket_latencies`` gives them): a batch's
+        latencies in one slice addition, however many they are. ``lowest``/``highest``
+        as for ``add_histogram``."""
+        end = first + len(counts)
+        if first < 0 or end > self._nb:
+            raise ValueError(f"buckets {first}..{end - 1} are not within 0..{self._nb - 1}")
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        h = self._curh
+        if h is None:
+            h = self._curh = [0] * self._nb
+        h[first:end] = map(add, h[first:end], counts)
+        n = sum(counts)
+        self._cur[_LC] += n
+        self._cur[_LS] += latency_sum
+        if n:
+            self._extend(lowest, highest)
+
+    def _extend(self, lowest: float | None, highest: float | None) -> None:
+        """The slot in progress holds latencies from ``lowest`` to ``highest`` too (None:
+        not known, which leaves the views holding this slot unclamped on that side)."""
+        lo = -math.inf if lowest is None else lowest
+        hi = math.inf if highest is None else highest
+        if lo < self._curlo:
+            self._curlo = lo
+        if hi > self._curhi:
+            self._curhi = hi
 
     def add_bucket(self, now: float, index: int, latency_sum: float) -> None:
         """Fold one latency already placed in bucket ``index`` (``bucket_index``):
@@ -566,10 +597,12 @@ class RollingWindow:
                 shi = _put_toward(self._fx, _FINE + i, hi, True)
                 _widen(self._vx, 0, slo, shi)
                 _widen(self._vx, 2, slo, shi)
-                if lo < self._cclo:
-                    self._cclo = lo
-                if hi > self._cchi:
-                    self._cchi = hi
+                # the stored (float32) extremes, as the 10 s and 60 s views read them: a
+                # 300 s view with the latencies of a shorter one has its extremes too
+                if slo < self._cclo:
+                    self._cclo = slo
+                if shi > self._cchi:
+                    self._cchi = shi
                 self._curlo, self._curhi = _NONE_LO, _NONE_HI
             self._cur = _vec()
             self._curh = None
@@ -634,6 +667,26 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
+        return self._view(now, seconds, None)
+
+    def views(self, now: float) -> tuple[WindowStats, WindowStats, WindowStats]:
+        """The 10 s, 60 s and 300 s views as of ``now``, as ``view`` reads each.
+
+        The quantiles of a view are worked out once for views that hold the same
+        latencies: each view's slots include the shorter one's, and counts are never
+        negative, so a longer view with the same latency count has the same histogram
+        (a component whose latencies are all recent, or that timed nothing, costs one
+        quantile computation instead of three)."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        v10 = self._view(now, 10, None)
+        v60 = self._view(now, 60, v10)
+        return v10, v60, self._view(now, 300, v60)
+
+    def _view(self, now: float, seconds: ViewSeconds, shorter: WindowStats | None) -> WindowStats:
+        """``view`` once the window is advanced to ``now``; ``shorter``: the view just
+        shorter than this one, whose quantiles are this one's if its latency count is."""
         hists: tuple[Sequence[int] | None, ...]
         if seconds == 10:
             vec = list(map(add, self._cur, self._v10))
@@ -656,7 +709,10 @@ class RollingWindow:
             span = float(seconds)
         processed, errors = int(vec[_P]), int(vec[_E])
         done = processed + errors
-        if vec[_LC]:
+        if shorter is not None and shorter.latency_count == vec[_LC]:
+            # the same latencies, so the same extremes too: the extra slots are untimed
+            p50, p95, p99 = shorter.p50, shorter.p95, shorter.p99
+        elif vec[_LC]:
             lo, hi = self._extremes(seconds)
             p50, p95, p99 = _quantiles3(hists, self._bounds, lo, hi)
         else:

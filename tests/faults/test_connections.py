@@ -22,6 +22,7 @@ import streammetrics
 from streammetrics import MetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import BlueprintError, ConfigError
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -176,6 +177,70 @@ async def test_a_slowloris_is_closed_after_the_header_deadline() -> None:
         assert parse_head(got)[0] == 408
         assert ep.connections.statistics().rejected["header_timeout"] == 1
         await health_answers(ep)
+
+
+async def test_a_body_that_trickles_is_answered_408_after_the_body_deadline() -> None:
+    """A head announcing 200 bytes, then a byte every 0.1 s: past ``body_timeout_s`` the
+    request is answered 408 and its connection closed, counted, and nothing of it is
+    folded; ``/health`` answers meanwhile."""
+    async with endpoint(body_timeout_s=1.0) as ep:
+        stream = await connect(ep)
+        t0 = time.monotonic()
+        await stream.send(
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200\r\n\r\n"
+        )
+        got = b""
+        closed = False
+        with anyio.move_on_after(4.0):
+            for byte in b'{"events": [' + b" " * 180:
+                try:
+                    await stream.send(bytes([byte]))
+                except (anyio.BrokenResourceError, ConnectionResetError, OSError):
+                    break
+                with anyio.move_on_after(0.1):
+                    try:
+                        got += await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+                        closed = True
+                        break
+                if time.monotonic() - t0 > 0.5 and not got:
+                    await health_answers(ep)
+        if not closed:
+            more, closed = await read_until_closed(stream, 2.0)
+            got += more
+        elapsed = time.monotonic() - t0
+        await stream.aclose()
+        assert closed
+        assert 0.9 < elapsed < 2.5
+        assert parse_head(got)[0] == 408
+        assert b"body_timeout_s" in got
+        assert ep.connections.statistics().rejected["body_timeout"] == 1
+        assert (await families(ep))["streammetrics_http_connections_rejected_total"][
+            "body_timeout"
+        ] == 1
+        assert ep.intake.statistics().bodies == 0
+        await health_answers(ep)
+
+
+async def test_a_body_sent_in_pieces_within_the_deadline_is_served() -> None:
+    body = b'{"events": [{"component": "api", "kind": "processed"}]}'
+    async with endpoint(body_timeout_s=2.0) as ep:
+        stream = await connect(ep)
+        await stream.send(
+            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for k in range(0, len(body), 20):
+            await stream.send(body[k : k + 20])
+            await anyio.sleep(0.2)
+        status, _headers = await read_response(stream)
+        await stream.aclose()
+        assert status == 200
+        await until(lambda: "api" in ep.aggregator.figures().detailed_components, within=2)
+        assert ep.connections.statistics().rejected["body_timeout"] == 0
+        await anyio.sleep(1.5)  # past the deadline: the timer was let go with the request
+        assert ep.connections.statistics().rejected["body_timeout"] == 0
 
 
 async def test_a_silent_connection_is_closed_after_the_header_deadline() -> None:
@@ -356,6 +421,7 @@ def test_the_soft_fd_limit_is_raised_to_the_hard_one() -> None:
         ({"health_reserve": -1}, "health_reserve"),
         ({"max_header_bytes": 100}, "max_header_bytes"),
         ({"header_timeout_s": 0}, "header_timeout_s"),
+        ({"body_timeout_s": 0}, "body_timeout_s"),
         ({"idle_timeout_s": -1.0}, "idle_timeout_s"),
         ({"retry_after_s": 0}, "retry_after_s"),
         ({"max_concurrent_requests": 0}, "max_concurrent_requests"),
@@ -395,3 +461,4 @@ def test_the_defaults() -> None:
         limits.retry_after_s,
         limits.max_concurrent_requests,
     ) == (10_000, 8, 32_768, 5.0, 5.0, 1, 64)
+    assert limits.body_timeout_s == 30.0

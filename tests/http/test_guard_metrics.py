@@ -83,7 +83,10 @@ async def test_what_the_guards_refuse_is_counted_in_the_exposition(
         await c.get("/metrics", headers=bearer(TOKEN))
         await c.get("/metrics", headers=bearer(TOKEN))  # 429 default
         clock.advance(3600)
-        text = (await c.get("/metrics", headers=bearer(TOKEN))).text
+        # On a new connection: the one just answered 429 holds its next request until the
+        # 429's Retry-After (20 minutes here) has passed in real time (limits.rate_limited_hold_s).
+        async with httpx.AsyncClient(base_url=c.base_url, timeout=5.0) as fresh:
+            text = (await fresh.get("/metrics", headers=bearer(TOKEN))).text
     families = {f.name: f for f in parse_text(text)}
     limited = by_label(families["streammetrics_http_rate_limited"], "limit", "_total")
     refused = by_label(families["streammetrics_http_auth_refused"], "reason", "_total")

@@ -10,8 +10,8 @@ from streammetrics import MetricsEndpoint
 from streammetrics.blueprint import parse_blueprint
 from streammetrics.errors import BlueprintError
 from streammetrics.http.ratelimit import TokenBucketLimiter
-from streammetrics.http.settings import AuthSettings, RateLimitSettings
-from tests.support.guards import BLUEPRINT, TOKEN, bearer, served
+from streammetrics.http.settings import AuthSettings, CorsSettings, RateLimitSettings
+from tests.support.guards import BLUEPRINT, ORIGIN, TOKEN, bearer, served
 from tests.support.http_app import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -168,3 +168,18 @@ def test_blueprint_rate_limit_section() -> None:
         BlueprintError, match=r"`allow_origin` - at `system.components\[0\].config.cors`"
     ):
         parse_blueprint(BLUEPRINT.format(extra="cors: {allow_origin: [x]}"))
+
+
+async def test_a_429_carries_the_cors_and_security_headers(clock: FakeClock) -> None:
+    """The refusal is sent through the ASGI send inside Litestar's CORS layer and its
+    before_send hook: a browser can read it, and it is never sniffed or cached."""
+    cors = CorsSettings(allow_origins=[ORIGIN])
+    async with served(clock, cors=cors, rate_limit=RateLimitSettings(requests=1, per="1h")) as c:
+        assert (await c.get("/components", headers={"Origin": ORIGIN})).status_code == 200
+        refused = await c.get("/alerts", headers={"Origin": ORIGIN})
+    assert refused.status_code == 429
+    assert refused.headers["access-control-allow-origin"] == ORIGIN
+    assert refused.headers["x-content-type-options"] == "nosniff"
+    assert refused.headers["cache-control"] == "no-store"
+    assert refused.headers["content-type"] == "application/json"
+    assert refused.json()["error"] == "too many requests"

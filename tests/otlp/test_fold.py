@@ -100,3 +100,40 @@ def test_service_and_span_names_keep_the_name_rule() -> None:
     result = by_span.fold(request({"api": [span(name="GET\x00/"), span(name="ok")]}))
     assert (result.accepted, result.rejected) == (1, 1)
     assert "service and span name: a name must be printable characters only" in (result.message)
+
+
+def test_the_trace_id_table_is_bounded_oldest_out() -> None:
+    agg = Aggregator(max_spans=2)
+    intake = OtlpIntake(agg, OtlpConfig())
+    t1, t2, t3 = (bytes([i]) * 16 for i in (1, 2, 3))
+    totals = []
+    for trace in (t1, t2, t3, t2, t1):  # t3 drops t1; t2 is still held; t1 is new again
+        intake.fold(request({"a": [span(trace=trace), span(trace=trace)]}))
+        totals.append(agg.figures().traces.total_traces)
+    assert totals == [1, 2, 3, 3, 4]
+    assert agg.figures().traces.completed_spans == 10
+
+
+def test_a_batch_with_one_unfoldable_span_folds_the_rest_exactly() -> None:
+    """A batch with a span that cannot be folded is summed span by span; its other spans
+    count exactly as in a batch without it."""
+    clean = [span(0.003), span(0.004, error=True), span(0.2, kind=3), span(0.02, kind=5)]
+    bad = span(0.001)
+    bad.trace_id = b"\x01" * 8
+    figures = []
+    for spans in (clean, [*clean[:2], bad, *clean[2:]]):
+        agg = Aggregator()
+        result = OtlpIntake(agg, OtlpConfig()).fold(request({"api": spans}))
+        snap = agg.figures()
+        c = snap.detailed_components["api"]
+        figures.append(
+            (
+                (c.items_processed, c.errors_encountered, c.last_error),
+                snap.component_histograms["api"],
+                snap.latency_sums["api"],
+                c.span_latency,
+                snap.traces.completed_spans,
+            )
+        )
+        assert result.accepted == 4
+    assert figures[0] == figures[1]

@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import random
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -35,7 +37,7 @@ from prometheus_client.utils import floatToGoString
 
 from streammetrics.http.app import create_app
 from streammetrics.prometheus.collector import SnapshotCollector
-from streammetrics.prometheus.exposition import ExpositionWriter, go_float
+from streammetrics.prometheus.exposition import Exposition, ExpositionWriter, _Pace, go_float
 from streammetrics.snapshot import (
     Alert,
     BreakerStatus,
@@ -48,6 +50,7 @@ from streammetrics.snapshot import (
     StreamStatus,
     Traces,
 )
+from streammetrics.steps import Steps
 from streammetrics.windows import LATENCY_BOUNDS, N_BUCKETS, WindowStats
 from tests.support.exposition import OPENMETRICS
 from tests.support.http_app import FakeClock, running, seed, service_for
@@ -496,3 +499,121 @@ async def test_endpoint_serves_the_direct_text_with_custom_collectors(accept: st
         om,
     )
     assert service.exposition_statistics().renders == 1
+
+
+def _run_counting(steps: Steps[Exposition]) -> tuple[Exposition, int]:
+    """Run ``steps`` to the end; what they return and how often they yielded."""
+    yields = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value, yields
+        yields += 1
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_a_render_in_steps_gives_the_same_bytes_in_pieces(openmetrics: bool) -> None:
+    """Yielding as often as it can (step_s=0), every 2 ms, or never: the pieces join to
+    the one-shot render's bytes (the reference's), and the cache counts the same."""
+    snap = _snapshot(600)
+    extra = _extra()
+    reference = _reference(snap, extra, openmetrics)
+    bare = _reference(snap, None, openmetrics)
+    one_shot = ExpositionWriter()
+    assert one_shot.render(snap, openmetrics=openmetrics, extra=extra) == reference
+    for step_s in (0.0, 0.002, None):
+        writer = ExpositionWriter()
+        steps = writer.render_steps(snap, openmetrics=openmetrics, extra=extra, step_s=step_s)
+        exposition, yields = _run_counting(steps)
+        assert exposition.body() == reference
+        assert exposition.size == len(reference) == sum(map(len, exposition.pieces))
+        assert all(exposition.pieces)
+        # Pieces near 256 KiB: a few for this body, none far over it.
+        assert len(exposition.pieces) >= len(reference) // (512 * 1024)
+        assert max(map(len, exposition.pieces)) < 1024 * 1024
+        if step_s == 0.0:  # the clock is read every 8 components: a yield there each time
+            assert yields > len(snap.detailed_components) // 8
+        if step_s is None:
+            assert yields == 0
+        assert writer.statistics() == one_shot.statistics()
+        # Warm, in steps too: every block reused, the same bytes.
+        again, _ = _run_counting(writer.render_steps(snap, openmetrics=openmetrics, step_s=0.0))
+        assert again.body() == bare
+        assert writer.statistics().blocks_reused == writer.statistics().blocks_rendered
+
+
+def test_a_render_abandoned_halfway_leaves_the_cache_as_it_was() -> None:
+    """A render closed between two steps neither caches half a snapshot nor holds the
+    writer; while one is under way another is refused, not waited for."""
+    base = _snapshot(40)
+    writer = ExpositionWriter()
+    writer.render(base)
+    before = writer.statistics()
+    changed = _comps(
+        base,
+        **{
+            name: msgspec.structs.replace(st, items_processed=st.items_processed + 1)
+            for name, st in base.detailed_components.items()
+        },
+    )
+    steps = writer.render_steps(changed, step_s=0.0)
+    for _ in range(3):
+        next(steps)
+    with pytest.raises(RuntimeError, match="another render"):
+        next(writer.render_steps(changed))
+    steps.close()
+    after = writer.statistics()
+    assert (after.blocks_rendered, after.blocks_reused, after.cached) == (
+        before.blocks_rendered,
+        before.blocks_reused,
+        before.cached,
+    )
+    assert writer.render(base) == _reference(base, None, False)  # all of it reused
+    assert writer.statistics().blocks_rendered == before.blocks_rendered
+    assert writer.render(changed) == _reference(changed, None, False)
+
+
+def test_floats_spelled_once_are_spelled_alike_again() -> None:
+    """Spellings remembered from one render serve the next (components changed, their
+    floats not), and keep 0.0 and -0.0 apart (equal keys of a dict)."""
+    snap = _snapshot(24)
+    writer = ExpositionWriter()
+    writer.render(snap)
+    bumped = _comps(
+        snap,
+        **{
+            name: msgspec.structs.replace(st, items_processed=st.items_processed + 1)
+            for name, st in snap.detailed_components.items()
+        },
+    )
+    assert writer.render(bumped) == _reference(bumped, None, False)
+    zero = _comps(
+        snap,
+        **{
+            name: msgspec.structs.replace(st, health=-0.0 if i % 2 else 0.0)
+            for i, (name, st) in enumerate(snap.detailed_components.items())
+        },
+    )
+    for _ in range(2):
+        text = writer.render(zero)
+        assert text == _reference(zero, None, False)
+    assert "-0.0\n" in text.decode() and "} 0.0\n" in text.decode()
+
+
+def test_a_render_step_lasts_as_long_as_the_work_it_waited_for() -> None:
+    """2 ms beside short work; after waiting 30 ms for others, about as long; never more than
+    50 ms; and at every reading of the clock when the step is 0."""
+    pace = _Pace(0.002)
+    assert pace.until - perf_counter() <= 0.002
+    for waited, at_least, at_most in ((0.0, 0.0, 0.02), (0.03, 0.025, 0.05), (0.2, 0.045, 0.05)):
+        pace.pause()
+        time.sleep(waited)
+        pace.restart()
+        left = pace.until - perf_counter()
+        assert at_least <= left <= at_most, (waited, left)
+    never = _Pace(0.0)
+    never.pause()
+    time.sleep(0.01)
+    never.restart()
+    assert never.until <= perf_counter()

@@ -4,6 +4,9 @@ asserted here."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from benchmarks import (
     _servers,
@@ -138,6 +141,31 @@ def test_otlp_case_folds_every_span_on_each_path() -> None:
 def test_otlp_totals_check_fails_loudly() -> None:
     with pytest.raises(BenchmarkError, match="receiver ended with"):
         otlp._check("receiver", {"service-0": (1, 0)}, {"service-0": (2, 0)})
+
+
+def test_otlp_client_fails_loudly_on_an_error_answer(tmp_path: Path) -> None:
+    """The HTTP client of the case posts pre-built requests over raw sockets: an answer
+    that is not an empty 200 (here the 400 of a body that does not decode) ends it with
+    the status, not with a figure."""
+    import anyio
+
+    from tests.support.endpoints import running
+
+    file = tmp_path / "bodies"
+    otlp._write_bodies([b"\xff\xff\xff"], file)
+    out: list[tuple[int, str]] = []
+
+    async def main() -> None:
+        async with running(otlp={}, rate_limit=None) as ep:
+            cmd = [sys.executable, "-m", "benchmarks.otlp", "--post"]
+            cmd += [f"{ep.url}/v1/traces", str(file), "1"]
+            with anyio.fail_after(30):
+                proc = await anyio.run_process(cmd, check=False, cwd=otlp._ROOT)
+            out.append((proc.returncode, proc.stdout.decode()))
+
+    anyio.run(main)
+    assert out[0][0] == 1
+    assert out[0][1].startswith("FAILED 400 ")
 
 
 def test_parse_wrk() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import httpx
 import pytest
 from prometheus_client import Counter
 from prometheus_client.metrics_core import Metric
@@ -19,7 +20,10 @@ from prometheus_client.registry import Collector
 from streammetrics import (
     MetricsEndpoint,
 )
+from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
+from streammetrics.model.events import Event
+from streammetrics.prometheus.exposition import ExpositionWriter
 from streammetrics.snapshot import ProcessStats
 from streammetrics.views.tick_cache import TickCache
 from tests.support.exposition import OPENMETRICS, families, value
@@ -30,6 +34,8 @@ from tests.support.http_app import (
     seed,
     service_for,
 )
+from tests.support.loop import with_turns
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -211,3 +217,102 @@ async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock)
     assert "system_health_score" in fams
     # No sampler: the process gauges are left out rather than exposed as made-up zeros.
     assert "streammetrics_process_resident_memory_bytes" not in fams
+
+
+def _many(clock: FakeClock, n: int) -> Aggregator:
+    """An aggregator of ``n`` components, each with a timed count of its own."""
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall, max_components=n)
+    events = [Event(f"c{i:04d}", "processed", count=i + 1, latency=0.01) for i in range(n)]
+    assert agg.fold_events(events) == []
+    clock.advance(1.0)
+    return agg
+
+
+def _processed(text: str, component: str) -> float:
+    """The component's processed count in an exposition (a line search: parsing a body of
+    thousands of components takes seconds)."""
+    prefix = f'component_items_processed_total{{component="{component}"}} '
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+    return float(line.removeprefix(prefix))
+
+
+async def test_a_scrape_is_served_while_a_new_snapshot_arrives(clock: FakeClock) -> None:
+    """The render runs on the event loop in steps: while it is under way a new snapshot is
+    built and /health answers from it; the scrape gets the whole body of the snapshot it
+    began with (its Content-Length, not chunked), the next scrape the new one."""
+    agg = _many(clock, 1500)
+    service = TickCache(agg, clock=clock.monotonic, wall=clock.wall, render_step_s=0.0)
+    first = await service.snapshot()
+    got: list[httpx.Response] = []
+    async with running(create_app(service)) as client, anyio.create_task_group() as tg:
+
+        async def scrape() -> None:
+            got.append(await client.get("/metrics"))
+
+        tg.start_soon(scrape)
+        await until(lambda: service.exposition_statistics().renders)  # the render has begun
+        agg.fold_events([Event("c0000", "processed", count=1000)])
+        clock.advance(1.0)
+        second = await service.snapshot()
+        health = await client.get("/health")
+        assert second is not first and second.uptime_seconds == health.json()["uptime_seconds"]
+        assert service.statistics().renders == 0  # all of that while the render went on
+    (r,) = got
+    assert r.status_code == 200
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert "transfer-encoding" not in r.headers
+    assert _processed(r.text, "c0000") == 1
+    # The snapshot's part of the body is the one-shot render of the first snapshot.
+    snapshot_part = ExpositionWriter().render(first)
+    cut = snapshot_part.index(b"# HELP streammetrics_events_rejected")
+    assert r.content[:cut] == snapshot_part[:cut]
+    assert r.text.count("component_health{") == 1500
+    assert _processed((await service.prometheus()).decode(), "c0000") == 1001
+    assert service.statistics().renders == 2
+
+
+async def test_a_render_outlives_the_request_that_began_it(clock: FakeClock) -> None:
+    """A request cancelled mid-render (a client gone, a deadline): the render is finished
+    and kept for the requests after it, not begun again."""
+    service = TickCache(_many(clock, 1500), clock=clock.monotonic, render_step_s=0.0)
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def scrape() -> None:
+            with scope:
+                await service.exposition()
+
+        tg.start_soon(scrape)
+        await until(lambda: service.exposition_statistics().renders)
+        scope.cancel()
+    assert service.statistics().renders == 1
+    body = await service.exposition()
+    assert body.size == len(body.body()) and b"c1499" in body.body()
+    stats = service.statistics()
+    assert (stats.renders, stats.render_cache_hits) == (1, 1)
+
+
+async def test_metrics_goes_out_with_its_length_and_head_without_its_body(
+    service: TickCache,
+) -> None:
+    async with running(create_app(service)) as client:
+        for accept in (None, OPENMETRICS):
+            headers = {"accept": accept} if accept else {}
+            r = await client.get("/metrics", headers=headers)
+            body = await service.prometheus(openmetrics=accept is not None)
+            assert r.content == body
+            assert r.headers["content-length"] == str(len(body))
+            assert "transfer-encoding" not in r.headers
+            head = await client.head("/metrics", headers=headers)
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == str(len(body))
+
+
+async def test_a_large_render_lets_the_event_loop_run(clock: FakeClock) -> None:
+    """At the default step (2 ms of work at a time) a 1,500-component render, cold, is many
+    turns of the loop, not one."""
+    service = TickCache(_many(clock, 1500), clock=clock.monotonic)
+    await service.snapshot()
+    body, turns = await with_turns(service.exposition())
+    assert body.size > 1_000_000
+    assert turns >= 3

@@ -16,6 +16,17 @@ taken into a small reserve (``health_reserve``) that serves the health routes on
 then closes; anything else there is answered 503 with ``Retry-After``. Past the reserve
 too, 503 at once. Every refusal is counted (``ConnectionCollector``).
 
+How a client that ignores ``Retry-After`` is kept from costing the loop: after a 429
+(a rate limit's refusal) on a route other than the health routes, the connection's next
+such request is *held* (parsed, not started) until the 429's ``Retry-After`` has passed,
+then worked on as usual. The connection is still read, so that a client that goes away
+is noticed at once; a client waiting for its answer sends nothing meanwhile, and a
+pipelined request waits behind the held one with its connection unread (uvicorn's flow
+control). Each held connection owns one loop timer, cancelled when it closes; while held
+it counts as idle, so it is the first evicted at the connection cap. A health request is
+never held: the health routes have their own rate limit, and another route's refusal
+must never delay a probe.
+
 A refusal is written, then the connection is half-closed and what the client still sends
 is read and dropped for a moment (``_LINGER_S``) before the socket is closed: closing a
 socket with unread data makes the kernel send a reset, which can destroy the answer
@@ -25,7 +36,9 @@ before the client reads it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import math
 import resource
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -58,11 +71,12 @@ __all__ = (
 
 _log = logging.getLogger("streammetrics.http")
 
-Rejection = Literal["header_too_large", "header_timeout", "connection_limit"]
+Rejection = Literal["header_too_large", "header_timeout", "body_timeout", "connection_limit"]
 Closure = Literal["idle_timeout", "evicted"]
 REJECTIONS: Final[tuple[Rejection, ...]] = (
     "header_too_large",
     "header_timeout",
+    "body_timeout",
     "connection_limit",
 )
 CLOSURES: Final[tuple[Closure, ...]] = ("idle_timeout", "evicted")
@@ -104,6 +118,10 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds a request head may take to arrive, from the connection's start (or from
     the first byte of the next request on a keep-alive connection); past them the
     connection is closed (with a 408 if part of a head came)."""
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """Seconds a request body may take to arrive, from when the request is started (after
+    any wait for ``max_concurrent_requests``); past them the request is answered 408 and
+    the connection closed. The body's size is bounded apart (``max_body_bytes``)."""
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     """Seconds a keep-alive connection may wait for its next request before it is
     closed."""
@@ -114,6 +132,12 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     holds one only while it starts). More wait in arrival order, their connections not
     read meanwhile. The health routes never wait: on one event loop every request in
     progress delays every other, so a flood of other requests would delay them too."""
+    rate_limited_hold_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    """After a 429 with ``Retry-After`` (the rate limit's refusal), the connection's next
+    request other than a health route's is held, unanswered, until that
+    ``Retry-After`` has passed (at most this many seconds), then worked on as usual: a
+    client that ignores ``Retry-After`` costs the event loop one read per refusal and no
+    answer, while new connections and other clients are served. 0: never held."""
 
 
 class ConnectionStatistics(msgspec.Struct, frozen=True):
@@ -128,9 +152,15 @@ class ConnectionStatistics(msgspec.Struct, frozen=True):
     health_reserve: int
     rejected: dict[str, int]
     """By reason: ``header_too_large`` (431), ``header_timeout`` (no head in time),
-    ``connection_limit`` (503)."""
+    ``body_timeout`` (408: a body not in within ``body_timeout_s``), ``connection_limit``
+    (503)."""
     closed: dict[str, int]
     """Closed by the endpoint, by reason: ``idle_timeout``, ``evicted`` (idle at the cap)."""
+    held: int = 0
+    """Connections whose next request is held now, until the ``Retry-After`` of the 429
+    they were answered (``rate_limited_hold_s``)."""
+    held_requests: int = 0
+    """Requests held so far after a 429 on their connection."""
 
 
 def raise_fd_limit() -> int:
@@ -171,6 +201,25 @@ class ConnectionGuard:
         )
         self.rejected: dict[Rejection, int] = dict.fromkeys(REJECTIONS, 0)
         self.closed: dict[Closure, int] = dict.fromkeys(CLOSURES, 0)
+        #: Connections holding a request after a 429 now, and requests held so far.
+        self.held = 0
+        self.held_requests = 0
+        self._proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def trust_proxies(self, proxies: Iterable[str]) -> None:
+        """The peers whose ``X-Forwarded-For`` the server believes (``serve``'s
+        ``trusted_proxies``): their connections carry many clients' requests, so one
+        client's 429 never holds the next request there."""
+        self._proxies = tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+    def is_proxy(self, host: str | None) -> bool:
+        if not self._proxies or host is None:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._proxies)
 
     def fit_to_fd_limit(self, component: str) -> None:
         """Raise the process's soft file-descriptor limit, then clip ``max_connections``
@@ -213,6 +262,8 @@ class ConnectionGuard:
             health_reserve=self.limits.health_reserve,
             rejected={k: v for k, v in self.rejected.items()},
             closed={k: v for k, v in self.closed.items()},
+            held=self.held,
+            held_requests=self.held_requests,
         )
 
     # -- the protocol's side ------------------------------------------------------------
@@ -246,6 +297,16 @@ class ConnectionGuard:
         self._reserve.discard(conn)
         self._idle.pop(conn, None)
 
+    def hold(self, conn: GuardedHttpToolsProtocol) -> None:
+        """``conn`` holds a request after a 429: counted, and evictable as an idle one."""
+        self.held += 1
+        self.held_requests += 1
+        self.idle(conn)
+
+    def unhold(self, conn: GuardedHttpToolsProtocol) -> None:
+        self.held -= 1
+        self.busy(conn)
+
     def start(
         self, conn: GuardedHttpToolsProtocol, cycle: RequestResponseCycle, app: ASGIApp
     ) -> None:
@@ -253,14 +314,15 @@ class ConnectionGuard:
         on, else queue it (its connection not read until it starts)."""
         if self.working < self.limits.max_concurrent_requests:
             self.working += 1
-            conn.start_now(cycle, self._answering(app))
+            conn.start_now(cycle, self._answering(app, conn))
         else:
             conn.flow.pause_reading()
             conn.waiting = True
             self._waiting.append((conn, cycle, app))
 
-    def _answering(self, app: ASGIApp) -> ASGIApp:
-        """``app``, giving its place back once its response starts (or it ends)."""
+    def _answering(self, app: ASGIApp, conn: GuardedHttpToolsProtocol) -> ASGIApp:
+        """``app``, giving its place back once its response starts (or it ends), and
+        telling ``conn`` of a 429 (``GuardedHttpToolsProtocol.rate_limited``)."""
         guard = self
 
         async def counted(
@@ -279,6 +341,8 @@ class ConnectionGuard:
             async def sending(message: Any) -> None:
                 if message["type"] == "http.response.start":
                     give_back()
+                    if message["status"] == 429:
+                        conn.rate_limited(message.get("headers", ()))
                 await send(message)
 
             try:
@@ -296,7 +360,7 @@ class ConnectionGuard:
             if conn.transport.is_closing():
                 continue
             self.working += 1
-            conn.start_now(cycle, self._answering(app))
+            conn.start_now(cycle, self._answering(app, conn))
 
 
 def _plain(status: int, message: str, *headers: tuple[bytes, bytes]) -> bytes:
@@ -361,6 +425,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._lingered = 0
         self._pool: Literal["main", "reserve", "refused"] = "main"
         self.waiting = False
+        #: Loop time until which a request other than a health route's is held (a 429's
+        #: Retry-After), the request held and the timer that starts it.
+        self._hold_until = 0.0
+        self._held: tuple[RequestResponseCycle, ASGIApp] | None = None
+        self._hold_timer: TimerHandle | None = None
+        #: Ends a request whose body is not all in by ``body_timeout_s`` after it started.
+        self._body_timer: TimerHandle | None = None
+        self._holdable = True
 
     # -- connection ----------------------------------------------------------------------
 
@@ -380,13 +452,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._pool == "reserve":
             self.app = _health_only(self.app, str(guard.limits.retry_after_s).encode(), guard)
+        self._holdable = not guard.is_proxy(self.client[0] if self.client else None)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.release(self)
-        for timer in (self._head_timer, self._linger_timer):
+        for timer in (self._head_timer, self._linger_timer, self._hold_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
+        self._hold_timer = self._body_timer = None
+        if self._held is not None:
+            self._held = None
+            self.guard.held -= 1
         if self._linger_timer is not None:
             self._linger_timer = None
             self.guard.lingering -= 1
@@ -425,15 +502,60 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self._pool == "reserve" or cycle.scope["path"] in HEALTH_PATHS:
-            super()._start_asgi_task(cycle, app)
+            self.start_now(cycle, app)
+        elif self._hold_until and self.loop.time() < self._hold_until:
+            self._hold(cycle, app)
         else:
             self.guard.start(self, cycle, app)
 
+    # -- holding after a 429 -------------------------------------------------------------
+
+    def rate_limited(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """This connection is being answered 429: hold its next request (other than a
+        health route's) until the answer's ``Retry-After`` (whole seconds, as the rate
+        limit writes it) has passed, at most ``rate_limited_hold_s``; never on a trusted
+        proxy's connection (the 429 was one of its clients')."""
+        most = self.guard.limits.rate_limited_hold_s
+        if most <= 0 or not self._holdable:
+            return
+        for name, value in headers:
+            if name.lower() == b"retry-after":
+                try:
+                    seconds = float(value)
+                except ValueError:  # an HTTP date: not the rate limit's; nothing held
+                    return
+                if math.isfinite(seconds) and seconds > 0:
+                    self._hold_until = self.loop.time() + min(seconds, most)
+                return
+
+    def _hold(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+        """Keep the request unstarted until ``_hold_until``. The connection is not paused:
+        a closed one must be seen closed (and its timer cancelled) at once."""
+        self._held = (cycle, app)
+        self.guard.hold(self)
+        self._hold_timer = self.loop.call_at(self._hold_until, self._release_held)
+
+    def _release_held(self) -> None:
+        self._hold_timer = None
+        held, self._held = self._held, None
+        if held is None:
+            return
+        self.guard.unhold(self)
+        if not self.transport.is_closing():
+            self.guard.start(self, *held)
+
     def start_now(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+        """Start the request's ASGI task; a request still sending its body has
+        ``body_timeout_s`` from now to finish it (its wait for a start is not counted,
+        since its connection is not read meanwhile)."""
+        if cycle.more_body and _has_body(self.headers):
+            self._body_timer = self.loop.call_later(
+                self.guard.limits.body_timeout_s, self._body_timeout
+            )
         super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
-        if self.waiting:  # never started: nothing of it to finish
+        if self.waiting or self._held is not None:  # never started: nothing to finish
             self.transport.close()
         else:
             super().shutdown()
@@ -451,6 +573,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # one answer per reserve connection
 
     def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
@@ -487,6 +612,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.release(self)
             self.transport.close()
 
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_complete:
+            # Answered before its body was in (a 413 says so at once): nothing to add.
+            self.guard.rejected["body_timeout"] += 1
+            self.guard.release(self)
+            self.transport.close()
+            return
+        self._refuse(
+            "body_timeout",
+            _plain(408, "request body not complete in time (config.limits.body_timeout_s)"),
+        )
+
     def _refuse(self, reason: Rejection, response: bytes) -> None:
         """Count, answer, half-close, and drop what still comes for ``_LINGER_S``."""
         guard = self.guard
@@ -497,10 +637,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         transport = self.transport
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A response is being written (a stream): an answer now would corrupt it.
-            transport.close()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                # A response is being written (a stream): an answer now would corrupt it.
+                transport.close()
+                return
+            # A request in progress with no answer yet: its app sees the client gone (and
+            # whatever it still sends is dropped), and the refusal is the answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
         transport.write(response)
         if guard.lingering >= _MAX_LINGERING or not transport.can_write_eof():
             transport.close()
@@ -508,6 +654,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport.write_eof()
         guard.lingering += 1
         self._linger_timer = self.loop.call_later(_LINGER_S, transport.close)
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request head announces a body (uvicorn lower-cases the names)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 class ConnectionCollector(Collector):
@@ -536,7 +690,7 @@ class ConnectionCollector(Collector):
         rejected = CounterMetricFamily(
             "streammetrics_http_connections_rejected",
             "HTTP connections refused by config.limits, by reason "
-            "(header_too_large: 431, header_timeout, connection_limit: 503)",
+            "(header_too_large: 431, header_timeout, body_timeout: 408, connection_limit: 503)",
             labels=["reason"],
         )
         for reason, n in st.rejected.items():
@@ -549,4 +703,15 @@ class ConnectionCollector(Collector):
         )
         for reason, n in st.closed.items():
             closed.add_metric([reason], n)
-        return [opened, cap, rejected, closed]
+        held = GaugeMetricFamily(
+            "streammetrics_http_connections_held",
+            "HTTP connections whose next request is held, unanswered, until the Retry-After of "
+            "the 429 they were answered (config.limits.rate_limited_hold_s)",
+            value=st.held,
+        )
+        held_requests = CounterMetricFamily(
+            "streammetrics_http_requests_held",
+            "Requests held after a 429 on their connection until its Retry-After passed",
+            value=st.held_requests,
+        )
+        return [opened, cap, rejected, closed, held, held_requests]

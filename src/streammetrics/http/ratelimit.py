@@ -10,6 +10,12 @@ its sustained rate, and knows exactly when the next token comes.
 
 The limiters live outside the middleware: Litestar builds one middleware instance per
 route, and a client's budget must be shared by every route in its class.
+
+A refusal is the cheapest answer the app makes: its status line and headers are encoded
+once per limiter, its body is one small msgspec encode, and it is sent straight through
+the ASGI ``send`` (so CORS and the security headers still apply), not raised through
+Litestar's exception handling: under a flood most requests are refusals, and every
+microsecond spent on one is taken from the requests that are served.
 """
 
 from __future__ import annotations
@@ -21,10 +27,18 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 from litestar.enums import ScopeType
-from litestar.exceptions import TooManyRequestsException
+
+from .responses import ErrorResponse
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Receive, Scope, Send
+    from litestar.types import (
+        ASGIApp,
+        HTTPResponseBodyEvent,
+        HTTPResponseStartEvent,
+        Receive,
+        Scope,
+        Send,
+    )
 
 __all__ = (
     "HEALTH_PATHS",
@@ -36,6 +50,7 @@ __all__ = (
 
 #: A client with no address (a Unix socket, a test transport) shares this key.
 _NO_ADDRESS: Final = "-"
+_ENCODER: Final = msgspec.json.Encoder()
 
 
 class TokenBucketStatistics(msgspec.Struct, frozen=True):
@@ -126,6 +141,44 @@ def _describe(limiter: TokenBucketLimiter) -> str:
     return f"{limiter.capacity} requests per {limiter.per_s:g}s"
 
 
+def _body(body: bytes) -> HTTPResponseBodyEvent:
+    return {"type": "http.response.body", "body": body, "more_body": False}
+
+
+class _Refusal:
+    """A limiter's 429, its fixed parts encoded once: the headers and body the app's
+    error handler gives any ``HTTPException`` (``{"error", "detail", "status_code"}``)."""
+
+    def __init__(self, limiter: TokenBucketLimiter) -> None:
+        self.description = _describe(limiter)
+        self.policy = f"{limiter.capacity};w={limiter.per_s:g}".encode()
+
+    async def send(self, send: Send, wait: float) -> None:
+        # Retry-After is whole seconds (RFC 9110): round up, so a client that obeys it
+        # finds a token waiting.
+        retry = max(1, math.ceil(wait))
+        body = _ENCODER.encode(
+            ErrorResponse(
+                "too many requests",
+                f"rate limit of {self.description} per client exceeded; retry in {wait:.3f}s",
+                429,
+            )
+        )
+        headers = [
+            (b"retry-after", str(retry).encode()),
+            (b"ratelimit-policy", self.policy),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": headers,
+        }
+        await send(start)
+        await send(_body(body))
+
+
 class RateLimitMiddleware:
     """Refuses a client's request with 429 once its bucket is empty.
 
@@ -138,6 +191,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, *, limits: RateLimits) -> None:
         self.app = app
         self.limits = limits
+        self._refusals = {lim: _Refusal(lim) for lim in (limits.default, limits.health)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
@@ -146,15 +200,6 @@ class RateLimitMiddleware:
             limiter = self.limits.for_path(scope["path"])
             wait = limiter.take(key)
             if wait > 0.0:
-                # Retry-After is whole seconds (RFC 9110): round up, so a client that
-                # obeys it finds a token waiting.
-                retry = max(1, math.ceil(wait))
-                raise TooManyRequestsException(
-                    detail=f"rate limit of {_describe(limiter)} per client exceeded; "
-                    f"retry in {wait:.3f}s",
-                    headers={
-                        "Retry-After": str(retry),
-                        "RateLimit-Policy": f"{limiter.capacity};w={limiter.per_s:g}",
-                    },
-                )
+                await self._refusals[limiter].send(send, wait)
+                return
         await self.app(scope, receive, send)

@@ -4,23 +4,29 @@ Why bind the socket here rather than let uvicorn do it: uvicorn reports a busy p
 logging and calling ``sys.exit``, which would tear down the whole harness; binding
 first turns it into a ``PortInUseError`` naming the component, host and port, raised
 before anything has started. Why no signal handlers: the harness owns the process's
-signals, and uvicorn's would swallow its Ctrl+C.
+signals, and uvicorn's would swallow its Ctrl+C. Why not the loop's own server to accept:
+it takes one connection per loop turn under uvloop, so under a flood a newcomer waits
+seconds in the kernel's queue; ``BatchListener`` takes all that are queued (``accept``).
 
 Uvicorn drives asyncio directly, so ``serve`` needs anyio's asyncio backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
+import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from ..errors import PortInUseError, StreamMetricsError
+from .accept import BatchListener
 from .limits import ConnectionGuard
 
 if TYPE_CHECKING:
@@ -35,11 +41,35 @@ _POLL_S: Final = 0.01
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers alone."""
+    """A uvicorn server that leaves the process's signal handlers alone and accepts
+    through a ``BatchListener`` on ``sock`` (which ``serve`` runs and closes)."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
+        super().__init__(config)
+        self.sock = sock
+        self.listener: BatchListener | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup (the lifespan's, then the protocol factory) with its
+        listener replaced by a ``BatchListener``; uvicorn closes and awaits it at shutdown
+        as it would its own."""
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        self.listener = BatchListener(self.sock, create_protocol)
+        self.servers = [cast(Any, self.listener)]
+        self.started = True
 
 
 def bind_socket(host: str, port: int, component: str, backlog: int = 2048) -> socket.socket:
@@ -94,6 +124,7 @@ async def serve(
     """
     guard = connections if connections is not None else ConnectionGuard()
     guard.fit_to_fd_limit(component)
+    guard.trust_proxies(trusted_proxies)
     sock = bind_socket(host, port, component)
     try:
         bound_port: int = sock.getsockname()[1]
@@ -113,7 +144,7 @@ async def serve(
             # Typed int, but only ever handed to asyncio.wait_for, which takes seconds as float.
             timeout_graceful_shutdown=max(shutdown_timeout_s, 0.0),  # type: ignore[arg-type]
         )
-        server = _Server(config)
+        server = _Server(config, sock)
         run_scope = anyio.CancelScope(shield=True)
         finished = anyio.Event()
         failure: list[BaseException] = []
@@ -123,11 +154,14 @@ async def serve(
                 # uvicorn only says it started through a flag: poll it.
                 while not server.started and not finished.is_set():  # noqa: ASYNC110
                     await anyio.sleep(_POLL_S)
-                if server.started:
+                if server.started and server.listener is not None:
+                    tg.start_soon(server.listener.run)
                     task_status.started(bound_port)
                 await finished.wait()
             finally:
                 server.should_exit = True
+                if server.listener is not None:
+                    server.listener.close()  # uvicorn closes it too, unless it failed first
                 with anyio.move_on_after(shutdown_timeout_s + _SHUTDOWN_MARGIN_S, shield=True):
                     await finished.wait()
                 run_scope.cancel()
@@ -161,7 +195,7 @@ async def _run(
     waits; only past the deadline is ``scope`` cancelled."""
     try:
         with scope:
-            await server.serve(sockets=[sock])
+            await server.serve()
     except (SystemExit, Exception) as exc:  # SystemExit: uvicorn's answer to a failed startup
         failure.append(exc)
     finally:

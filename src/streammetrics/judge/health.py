@@ -69,7 +69,7 @@ from ..snapshot import (
     Streaming,
     StreamStatus,
 )
-from ..steps import Steps, finish, finish_async
+from ..steps import BUDGET_S, NEVER, Pace, Steps, finish, finish_async
 
 __all__ = (
     "PENALTIES",
@@ -233,8 +233,11 @@ class Alerting(Protocol):
         """Step every rule's lifecycle on ``snap`` and report the outcome."""
         ...
 
-    def evaluate_steps(self, snap: Snapshot, *, chunk: int) -> Steps[AlertReport]:
-        """``evaluate()`` as steps that let the event loop run every ``chunk`` instances."""
+    def evaluate_steps(
+        self, snap: Snapshot, *, chunk: int = 256, pace: Pace | None = None
+    ) -> Steps[AlertReport]:
+        """``evaluate()`` as steps that let the event loop run every ``chunk`` instances
+        (``pace``: the judgement's, which then decides instead)."""
         ...
 
     def current(self) -> AlertReport:
@@ -309,16 +312,24 @@ class HealthJudge:
         """The snapshot of ``figures``. ``step_alerts``: evaluate the rules on it (the
         default view, once per tick) rather than show their last outcome (other views),
         so that one lifecycle serves every view."""
-        return finish(self._steps(figures, step_alerts, chunk=0))
+        return finish(self._steps(figures, step_alerts, NEVER))
 
     async def judge_async(
-        self, figures: Figures, *, step_alerts: bool = True, chunk: int = 256
+        self,
+        figures: Figures,
+        *,
+        step_alerts: bool = True,
+        chunk: int = 256,
+        budget_s: float | None = BUDGET_S,
+        pace: Pace | None = None,
     ) -> Snapshot:
-        """``judge()`` that lets the event loop run every ``chunk`` components, as
-        ``Aggregator.figures_async`` does while it reads them."""
-        return await finish_async(self._steps(figures, step_alerts, chunk=chunk))
+        """``judge()`` that lets the event loop run every ``chunk`` components, and sooner
+        once it has held the loop ``budget_s``, as ``Aggregator.figures_async`` does while
+        it reads them (``pace``: the one that read shared, instead of these two)."""
+        pace = pace or Pace(chunk, budget_s)
+        return await finish_async(self._steps(figures, step_alerts, pace), pace)
 
-    def _steps(self, f: Figures, step_alerts: bool, *, chunk: int) -> Steps[Snapshot]:
+    def _steps(self, f: Figures, step_alerts: bool, pace: Pace) -> Steps[Snapshot]:
         hc = self.health
         stalls: dict[str, list[Deduction]] = {}
         streams = self._stalls(f, stalls)
@@ -329,49 +340,50 @@ class HealthJudge:
         scores: list[float] = []
         healthy = running = 0
         judged = self._judged
-        for i, (name, c) in enumerate(f.detailed_components.items()):
-            if chunk and i and i % chunk == 0:
+        for due, part in pace.parts(list(f.detailed_components.items())):
+            if due:
                 yield
-            b = breakers.get(name)
-            kept = judged.get(name)
-            if kept is not None and kept[0] is c and b is None and name not in stalls:
-                # The same figures (an idle component's, kept by the aggregator): the
-                # same judgement, without building it again.
-                _c, score, ded, status = kept
-            else:
-                score, ded = component_health(
-                    name,
-                    status=c.status,
-                    error_rate=c.error_rate,
-                    breaker=b.state if b is not None else "closed",
-                    heartbeat_age=c.heartbeat_age_s,
-                    config=hc,
-                    extra=stalls.get(name, ()),
-                )
-                status = ComponentStatus(
-                    is_healthy=score >= hc.healthy_threshold,
-                    items_processed=c.items_processed,
-                    errors_encountered=c.errors_encountered,
-                    status=c.status,
-                    last_activity=c.last_activity,
-                    type=c.type,
-                    health=score,
-                    items_per_second=c.items_per_second,
-                    error_rate=c.error_rate,
-                    latency=c.latency,
-                    last_error=c.last_error,
-                    windows=c.windows,
-                    span_latency=c.span_latency,
-                    heartbeat_age_s=c.heartbeat_age_s,
-                    client_errors=c.client_errors,
-                )
-                judged[name] = (c, score, ded, status)
-            healthy += status.is_healthy
-            running += c.status == "running"
-            scores.append(score)
-            if ded:
-                reasons += ded
-            details[name] = status
+            for name, c in part:
+                b = breakers.get(name)
+                kept = judged.get(name)
+                if kept is not None and kept[0] is c and b is None and name not in stalls:
+                    # The same figures (an idle component's, kept by the aggregator): the
+                    # same judgement, without building it again.
+                    _c, score, ded, status = kept
+                else:
+                    score, ded = component_health(
+                        name,
+                        status=c.status,
+                        error_rate=c.error_rate,
+                        breaker=b.state if b is not None else "closed",
+                        heartbeat_age=c.heartbeat_age_s,
+                        config=hc,
+                        extra=stalls.get(name, ()),
+                    )
+                    status = ComponentStatus(
+                        is_healthy=score >= hc.healthy_threshold,
+                        items_processed=c.items_processed,
+                        errors_encountered=c.errors_encountered,
+                        status=c.status,
+                        last_activity=c.last_activity,
+                        type=c.type,
+                        health=score,
+                        items_per_second=c.items_per_second,
+                        error_rate=c.error_rate,
+                        latency=c.latency,
+                        last_error=c.last_error,
+                        windows=c.windows,
+                        span_latency=c.span_latency,
+                        heartbeat_age_s=c.heartbeat_age_s,
+                        client_errors=c.client_errors,
+                    )
+                    judged[name] = (c, score, ded, status)
+                healthy += status.is_healthy
+                running += c.status == "running"
+                scores.append(score)
+                if ded:
+                    reasons += ded
+                details[name] = status
         if len(judged) > len(details):  # components no longer in the figures (evicted)
             for gone in [n for n in judged if n not in details]:
                 del judged[gone]
@@ -410,7 +422,7 @@ class HealthJudge:
             report = NO_ALERTS
         else:
             report = (
-                (yield from self.alerts.evaluate_steps(scored, chunk=chunk))
+                (yield from self.alerts.evaluate_steps(scored, pace=pace))
                 if step_alerts
                 else self.alerts.current()
             )

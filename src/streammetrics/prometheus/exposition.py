@@ -17,14 +17,21 @@ GIL the whole time. ``ExpositionWriter`` writes the same text itself:
 
 ``SnapshotCollector`` stays the reference: its families, in its order, under its names,
 help texts and types; the tests parse both outputs and compare them sample by sample.
+
+A render is also written as steps (``render_steps``, ``steps.py``) so that it can run on the
+event loop, a few milliseconds at a time: in a worker thread it held the GIL for hundreds of
+milliseconds, and the loop waited for the GIL at every switch. Its body is an
+``Exposition``, a sequence of pieces of at most ~256 KiB rather than one bytes object: one
+join of a 10,000-component body (23 MB) is tens of milliseconds in a single C call, most of
+it page faults on fresh memory, and nothing on the loop may take that long.
 """
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
+from time import perf_counter
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import msgspec
@@ -35,6 +42,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..breaker import BREAKER_CODES
 from ..buckets import LATENCY_BOUNDS
+from ..steps import Steps, finish
 from ..windows import VIEWS
 from .collector import SECTIONS, SnapshotCollector, le_labels
 
@@ -43,7 +51,14 @@ if TYPE_CHECKING:
 
     from ..snapshot import BreakerStatus, ComponentStatus, Snapshot, StreamStatus
 
-__all__ = ("ExpositionStatistics", "ExpositionWriter", "escape_label_value", "go_float")
+__all__ = (
+    "RENDER_STEP_S",
+    "Exposition",
+    "ExpositionStatistics",
+    "ExpositionWriter",
+    "escape_label_value",
+    "go_float",
+)
 
 _WINDOWS: Final = tuple(f"{s}s" for s in VIEWS)
 _EOF: Final = b"# EOF\n"
@@ -60,6 +75,8 @@ _COMPONENT_FAMILIES: Final = (
     *(f"component_latency_{q}_seconds" for q in ("p50", "p95", "p99")),
     *(f"component_span_latency_{q}_seconds" for q in ("p50", "p95", "p99")),
 )
+#: The sample names of the six quantile families, in their order.
+_QUANTILE_NAMES: Final = _COMPONENT_FAMILIES[7:]
 _HISTOGRAM: Final = "component_latency_seconds"
 _BREAKER_FAMILIES: Final = ("circuit_breaker_state", "circuit_breaker_failures")
 _STREAM_FAMILIES: Final = (
@@ -77,6 +94,20 @@ _INT_FAST: Final = 1_000_000
 _INT_FAST_NEG: Final = -(10**15)
 _INF: Final = float("inf")
 
+RENDER_STEP_S: Final = 0.002
+"""Seconds of work between two yields of ``render_steps``: what a render holds the event loop
+for at a time beside short work (beside long steps of other work, as long as they took, up to
+50 ms; a garbage collection that falls in a step comes on top)."""
+#: The longest step a render takes to match the other work of the loop (``_Pace``).
+_SHARE_CAP_S: Final = 0.05
+#: Float spellings a writer keeps from one render to the next (a few MB at most).
+_SPELLINGS_KEPT: Final = 1 << 16
+#: The size a piece of the body is aimed at: large enough that sending the pieces costs
+#: few writes, small enough that each join is well under a millisecond.
+_PIECE_BYTES: Final = 256 * 1024
+#: Pieces smaller than this (headers, the global families) are merged into the next one.
+_SMALL_BYTES: Final = 16 * 1024
+
 
 def go_float(value: float) -> str:
     """``value`` as prometheus-client's ``floatToGoString`` spells it, faster for the ints
@@ -91,6 +122,51 @@ def go_float(value: float) -> str:
             return f"{value}.0"
     out: str = floatToGoString(value)  # type: ignore[no-untyped-call]
     return out
+
+
+class Exposition(msgspec.Struct, frozen=True, gc=False):
+    """A rendered body: its pieces, in order, and their total length.
+
+    Served piece by piece (with ``size`` as its Content-Length), never joined on the
+    event loop; ``body()`` joins them for whoever wants one bytes object."""
+
+    pieces: tuple[bytes, ...]
+    size: int
+    """``sum(len(p) for p in pieces)``: the Content-Length."""
+
+    def body(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+class _Body:
+    """Collects the pieces of a body: small ones (headers, short families) are merged
+    until they weigh ``_SMALL_BYTES``, so that it is sent in few writes."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self.size += len(piece)
+        self._pending.append(piece)
+        self._pending_size += len(piece)
+        if self._pending_size >= _SMALL_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self.pieces.append(pending[0] if len(pending) == 1 else b"".join(pending))
+            self._pending = []
+            self._pending_size = 0
+
+    def exposition(self) -> Exposition:
+        self._flush()
+        return Exposition(tuple(self.pieces), self.size)
 
 
 def escape_label_value(value: str) -> str:
@@ -113,35 +189,84 @@ class ExpositionStatistics(msgspec.Struct, frozen=True):
 S = TypeVar("S")
 
 
-class _Blocks(Generic[S]):
-    """One text per family for each name, kept while the name's source stays equal."""
+class _Pace:
+    """When a render yields: once ``step_s`` seconds of work have passed since it began or
+    last resumed (at every reading of the clock when 0, never when None).
 
-    def __init__(self, render: Callable[[str, S], tuple[bytes, ...]]) -> None:
+    A step lasts as long as the loop's other work took while the render was waiting, up to
+    ``_SHARE_CAP_S``: beside other work in long steps (a snapshot build of big chunks on a
+    busy machine) a render of 2 ms steps would get a few percent of the loop and take many
+    seconds, a scrape's whole timeout; beside short requests its steps stay short."""
+
+    def __init__(self, step_s: float | None) -> None:
+        self._step_s = step_s
+        self._paused: float | None = None
+        self.until = _INF
+        self.restart()
+
+    def pause(self) -> None:
+        """Called as the render yields."""
+        self._paused = perf_counter()
+
+    def restart(self) -> None:
+        """Called as the render resumes."""
+        step = self._step_s
+        if step is None:
+            return
+        now = perf_counter()
+        if step and self._paused is not None:
+            step = max(step, min(now - self._paused, _SHARE_CAP_S))
+        self.until = now + step
+
+
+class _Blocks(Generic[S]):
+    """One text per family for each name, kept while the name's source stays equal.
+
+    Sources and texts are two dicts, not one of pairs: a pair per name would be one more
+    object for the garbage collector to count, and a cold render's new objects are what
+    sets off its collections (each a walk of the whole heap)."""
+
+    def __init__(self, render: Callable[[str, S], tuple[str, ...]]) -> None:
         self._render = render
-        self._entries: dict[str, tuple[S, tuple[bytes, ...]]] = {}
+        self._sources: dict[str, S] = {}
+        self._texts: dict[str, tuple[str, ...]] = {}
         self.rendered = 0
         self.reused = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._texts)
 
     def clear(self) -> None:
-        self._entries = {}
+        self._sources = {}
+        self._texts = {}
 
-    def blocks(self, items: Iterable[tuple[str, S]]) -> list[tuple[bytes, ...]]:
-        """The blocks of ``items`` in their order; entries of names not among them go."""
-        old = self._entries
-        new: dict[str, tuple[S, tuple[bytes, ...]]] = {}
-        out: list[tuple[bytes, ...]] = []
+    def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[str, ...]]]:
+        """The blocks of ``items`` in their order, yielding as ``pace`` says; entries of
+        names not among them go. The cache changes only at the end: a render abandoned
+        halfway leaves it as it was."""
+        old_sources, old_texts = self._sources, self._texts
+        sources: dict[str, S] = {}
+        texts: dict[str, tuple[str, ...]] = {}
+        out: list[tuple[str, ...]] = []
+        render = self._render
         rendered = 0
-        for name, source in items:
-            entry = old.get(name)
-            if entry is None or (entry[0] is not source and entry[0] != source):
-                entry = (source, self._render(name, source))
+        for i, (name, source) in enumerate(items):
+            # The clock is read every 8 items (a read costs as much as reusing a block).
+            if not i & 7 and perf_counter() >= pace.until:
+                pace.pause()
+                yield
+                pace.restart()
+            kept = old_sources.get(name)
+            if kept is None or (kept is not source and kept != source):
+                text = render(name, source)
                 rendered += 1
-            new[name] = entry
-            out.append(entry[1])
-        self._entries = new
+            else:
+                text = old_texts[name]
+                source = kept
+            sources[name] = source
+            texts[name] = text
+            out.append(text)
+        self._sources, self._texts = sources, texts
         self.rendered += rendered
         self.reused += len(out) - rendered
         return out
@@ -170,9 +295,10 @@ class ExpositionWriter:
 
     ``buckets`` are the latency histogram's upper bounds for snapshots that do not carry
     their own ``histogram_buckets`` (``component_histograms`` holds one count per bound
-    and one for +Inf). One writer serves one endpoint: its cache is
-    the previous render's blocks, so calls are serialized (a lock; renders run in a
-    worker thread).
+    and one for +Inf). One writer serves one endpoint: its cache is the previous render's
+    blocks, so renders are serialized (``render`` waits for a lock; ``render_steps``
+    refuses to start while another render holds it, as waiting on the event loop would
+    stall it).
     """
 
     def __init__(self, buckets: Sequence[float] = LATENCY_BOUNDS) -> None:
@@ -189,15 +315,19 @@ class ExpositionWriter:
         self._headers = {m.name: (_text([m], False), _text([m], True)) for m in described}
         self._buckets = tuple(buckets)
         self._bounds: tuple[float, ...] | None = None
+        self._bucket_lines = ""
         self._le_ends: tuple[str, ...] = ()
         self._with_sum = True
         self._window = self._window_label = ""
         self._components: _Blocks[ComponentStatus] = _Blocks(self._component)
-        self._histograms: _Blocks[tuple[list[int], float]] = _Blocks(self._histogram)
+        self._histograms: _Blocks[tuple[float, ...]] = _Blocks(self._histogram)
         self._breakers: _Blocks[BreakerStatus] = _Blocks(self._breaker)
         self._streams: _Blocks[StreamStatus] = _Blocks(self._stream)
         self._lock = threading.Lock()
         self._renders = 0
+        #: Spellings of the floats of the previous renders (``_spell``), forgotten when
+        #: a render begins with more than ``_SPELLINGS_KEPT`` of them.
+        self._spelled: dict[float, str] = {}
 
     def statistics(self) -> ExpositionStatistics:
         caches = (self._components, self._histograms, self._breakers, self._streams)
@@ -212,41 +342,75 @@ class ExpositionWriter:
         self, snap: Snapshot, *, openmetrics: bool = False, extra: Collector | None = None
     ) -> bytes:
         """The exposition of ``snap``, then ``extra``'s families (other collectors, written
-        by prometheus-client), as one body; blocking: run it in a worker thread."""
+        by prometheus-client), as one body; blocking (tests, benchmarks, a worker thread)."""
         with self._lock:
-            self._renders += 1
-            ref = self.reference
-            om = openmetrics
-            parts: list[bytes] = [_text([f for f in ref.section("system", snap) if f.samples], om)]
-            window = f"{snap.performance.window_seconds}s"
-            if window != self._window:  # in every quantile line: nothing cached holds
-                self._components.clear()
-                self._window = window
-                self._window_label = escape_label_value(window)
-            self._use_bounds(snap.histogram_buckets or self._buckets)
-            comps = self._components.blocks(snap.detailed_components.items())
-            self._families(parts, _COMPONENT_FAMILIES, comps, om)
-            hists = self._histograms.blocks(
-                (name, (counts[:], snap.latency_sums.get(name, 0.0)))
+            return finish(self._steps(snap, openmetrics, extra, _Pace(None))).body()
+
+    def render_steps(
+        self,
+        snap: Snapshot,
+        *,
+        openmetrics: bool = False,
+        extra: Collector | None = None,
+        step_s: float | None = RENDER_STEP_S,
+    ) -> Steps[Exposition]:
+        """``render`` as steps (``steps.finish_async`` runs them on the event loop),
+        yielding after ``step_s`` seconds of work (the clock is read every 8 components
+        and after each piece of the body; never when None, at every reading when 0); the same
+        bytes, in pieces. ``snap`` must not change meanwhile (snapshots do not).
+
+        Raises ``RuntimeError`` when another render of this writer is under way."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("another render of this exposition writer is under way")
+        try:
+            return (yield from self._steps(snap, openmetrics, extra, _Pace(step_s)))
+        finally:
+            self._lock.release()
+
+    def _steps(
+        self, snap: Snapshot, om: bool, extra: Collector | None, pace: _Pace
+    ) -> Steps[Exposition]:
+        self._renders += 1
+        if len(self._spelled) > _SPELLINGS_KEPT:
+            self._spelled = {}
+        ref = self.reference
+        body = _Body()
+        body.add(_text([f for f in ref.section("system", snap) if f.samples], om))
+        window = f"{snap.performance.window_seconds}s"
+        if window != self._window:  # in every quantile line: nothing cached holds
+            self._components.clear()
+            self._window = window
+            self._window_label = escape_label_value(window)
+        self._use_bounds(snap.histogram_buckets or self._buckets)
+        comps = yield from self._components.steps(snap.detailed_components.items(), pace)
+        yield from self._families(body, _COMPONENT_FAMILIES, comps, om, pace)
+        sums = snap.latency_sums
+        # A histogram's source is its counts and its sum in one tuple (of numbers only,
+        # which the garbage collector stops tracking), compared with the kept one.
+        hists = yield from self._histograms.steps(
+            (
+                (name, (*counts, sums.get(name, 0.0)))
                 for name, counts in snap.component_histograms.items()
-            )
-            self._families(parts, (_HISTOGRAM,), hists, om)
-            breakers = self._breakers.blocks(snap.circuit_breakers.items())
-            self._families(parts, _BREAKER_FAMILIES, breakers, om)
-            streams = self._streams.blocks(snap.streaming.streams.items())
-            self._families(parts, _STREAM_FAMILIES, streams, om)
-            tail: list[Metric] = [
-                f
-                for section in ("process", "bookkeeping")
-                for f in ref.section(section, snap)
-                if f.samples
-            ]
-            if extra is not None:
-                tail += extra.collect()
-            parts.append(_text(tail, om))
-            if om:
-                parts.append(_EOF)
-            return b"".join(parts)
+            ),
+            pace,
+        )
+        yield from self._families(body, (_HISTOGRAM,), hists, om, pace)
+        breakers = yield from self._breakers.steps(snap.circuit_breakers.items(), pace)
+        yield from self._families(body, _BREAKER_FAMILIES, breakers, om, pace)
+        streams = yield from self._streams.steps(snap.streaming.streams.items(), pace)
+        yield from self._families(body, _STREAM_FAMILIES, streams, om, pace)
+        tail: list[Metric] = [
+            f
+            for section in ("process", "bookkeeping")
+            for f in ref.section(section, snap)
+            if f.samples
+        ]
+        if extra is not None:
+            tail += extra.collect()
+        body.add(_text(tail, om))
+        if om:
+            body.add(_EOF)
+        return body.exposition()
 
     def _use_bounds(self, bounds: tuple[float, ...]) -> None:
         """The histogram's bounds for this render (the snapshot's own when it has them):
@@ -256,68 +420,110 @@ class ExpositionWriter:
         self._histograms.clear()
         self._bounds = bounds
         le = le_labels(bounds)
-        self._le_ends = tuple(f'{escape_label_value(b)}"}} ' for b in le)
+        # One %-template for every bucket line of a component: the name and a count per
+        # line (le spellings are digits, signs, dots and letters: never a "%").
+        self._bucket_lines = "".join(
+            f'{_HISTOGRAM}_bucket{{component="%s",le="{escape_label_value(b)}"}} %d.0\n' for b in le
+        )
         # prometheus-client leaves _count and _sum out when the first bound is negative.
         self._with_sum = float(le[0]) >= 0
+        self._le_ends = tuple(f'{escape_label_value(b)}"}} ' for b in le)
 
     def _families(
         self,
-        parts: list[bytes],
+        body: _Body,
         names: Sequence[str],
-        blocks: list[tuple[bytes, ...]],
+        blocks: list[tuple[str, ...]],
         openmetrics: bool,
-    ) -> None:
-        """Append each family of ``names``: its header, then its block of every name (a
-        family's samples must be contiguous); a family without samples is left out."""
-        for i, name in enumerate(names):
-            column = [b[i] for b in blocks if b[i]]
-            if column:
-                parts.append(self._headers[name][openmetrics])
-                parts += column
+        pace: _Pace,
+    ) -> Steps[None]:
+        """Add each family of ``names``: its header, then its block of every name (a
+        family's samples must be contiguous), in pieces near ``_PIECE_BYTES``, yielding
+        as ``pace`` says between them; a family without samples is left out."""
+        columns = zip(*blocks, strict=True) if blocks else ()
+        for name, column in zip(names, columns, strict=False):
+            header: bytes | None = self._headers[name][openmetrics]
+            n = len(column)
+            start, step = 0, 64
+            while start < n:
+                text = "".join(column[start : start + step])
+                start += step
+                if text:
+                    if header is not None:
+                        body.add(header)
+                        header = None
+                    piece = text.encode()
+                    body.add(piece)
+                    # Aim the next piece at _PIECE_BYTES, growing at most 4x a step.
+                    step = max(16, min(4 * step, step * _PIECE_BYTES // len(piece)))
+                else:
+                    step *= 4  # blocks without this family's samples: cheap to pass over
+                if perf_counter() >= pace.until:
+                    pace.pause()
+                    yield
+                    pace.restart()
 
-    # -- blocks: one text per family, b"" where the family has no sample for it ----------
+    # -- blocks: one text per family, "" where the family has no sample for it -----------
 
-    def _component(self, name: str, st: ComponentStatus) -> tuple[bytes, ...]:
-        g = go_float
+    def _spell(self, value: float) -> str:
+        """``go_float(value)``, remembered for floats: a float's shortest spelling costs a
+        microsecond or more (its digits are searched for), a lookup a fraction of that,
+        and values repeat (a steady stream's rate in every window, a quantile that did not
+        move, the same error rate in many components)."""
+        if type(value) is float and value and value == value:  # 0.0 and -0.0 are one key
+            got = self._spelled.get(value)
+            if got is None:
+                got = self._spelled[value] = go_float(value)
+            return got
+        return go_float(value)
+
+    def _component(self, name: str, st: ComponentStatus) -> tuple[str, ...]:
+        # An int is spelled inline (its digits and ".0", Go's spelling below 1e6), a float
+        # through _spell.
+        sp, g, hi, neg = self._spell, go_float, _INT_FAST, _INT_FAST_NEG
         e = escape_label_value(name)
         c = f'{{component="{e}"}} '
-        ips = erate = ""
+        cw = f'{{component="{e}",window="'
+        n, x, y = st.items_processed, st.errors_encountered, st.client_errors
+        ips: list[str] = []
+        erate: list[str] = []
         windows = st.windows
         for w in _WINDOWS:
             v = windows.get(w)
             if v is not None:
-                cw = f'{{component="{e}",window="{w}"}} '
-                ips += f"component_items_per_second{cw}{g(v.items_per_second)}\n"
-                erate += f"component_error_rate{cw}{g(v.error_rate)}\n"
-        cw = f'{{component="{e}",window="{self._window_label}"}} '
+                ips.append(f'component_items_per_second{cw}{w}"}} {sp(v.items_per_second)}\n')
+                erate.append(f'component_error_rate{cw}{w}"}} {sp(v.error_rate)}\n')
+        q = f'{cw}{self._window_label}"}} '
         lat = st.latency
-        p50, p95, p99 = lat.p50, lat.p95, lat.p99
         spans = st.span_latency
-        s50, s95, s99 = (None, None, None) if spans is None else (spans.p50, spans.p95, spans.p99)
-        lq = "component_latency_"
-        sq = "component_span_latency_"
+        quantiles = (
+            lat.p50,
+            lat.p95,
+            lat.p99,
+            *((None,) * 3 if spans is None else (spans.p50, spans.p95, spans.p99)),
+        )
         return (
-            f"component_health{c}{'1.0' if st.is_healthy else '0.0'}\n".encode(),
-            f"component_health_score{c}{g(st.health)}\n".encode(),
-            f"component_items_processed_total{c}{g(st.items_processed)}\n".encode(),
-            f"component_errors_total{c}{g(st.errors_encountered)}\n".encode(),
-            f"component_client_errors_total{c}{g(st.client_errors)}\n".encode(),
-            ips.encode(),
-            erate.encode(),
-            b"" if p50 is None else f"{lq}p50_seconds{cw}{g(p50)}\n".encode(),
-            b"" if p95 is None else f"{lq}p95_seconds{cw}{g(p95)}\n".encode(),
-            b"" if p99 is None else f"{lq}p99_seconds{cw}{g(p99)}\n".encode(),
-            b"" if s50 is None else f"{sq}p50_seconds{cw}{g(s50)}\n".encode(),
-            b"" if s95 is None else f"{sq}p95_seconds{cw}{g(s95)}\n".encode(),
-            b"" if s99 is None else f"{sq}p99_seconds{cw}{g(s99)}\n".encode(),
+            f"component_health{c}{'1.0' if st.is_healthy else '0.0'}\n",
+            f"component_health_score{c}{sp(st.health)}\n",
+            f"component_items_processed_total{c}"
+            + (f"{n}.0\n" if type(n) is int and neg < n < hi else f"{g(n)}\n"),
+            f"component_errors_total{c}"
+            + (f"{x}.0\n" if type(x) is int and neg < x < hi else f"{g(x)}\n"),
+            f"component_client_errors_total{c}"
+            + (f"{y}.0\n" if type(y) is int and neg < y < hi else f"{g(y)}\n"),
+            "".join(ips),
+            "".join(erate),
+            *[
+                "" if v is None else f"{family}{q}{sp(v)}\n"
+                for family, v in zip(_QUANTILE_NAMES, quantiles, strict=True)
+            ],
         )
 
-    def _histogram(self, name: str, source: tuple[list[int], float]) -> tuple[bytes, ...]:
-        counts, total_s = source
+    def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[str, ...]:
+        counts, total_s = source[:-1], source[-1]
         if not any(counts):
-            return (b"",)  # never timed: 42 zero buckets would only cost cardinality
+            return ("",)  # never timed: zero buckets would only cost cardinality
         e = escape_label_value(name)
-        head = f'{_HISTOGRAM}_bucket{{component="{e}",le="'
         cumulative = list(accumulate(counts))
         ends = self._le_ends
         if len(cumulative) != len(ends):
@@ -331,32 +537,33 @@ class ExpositionWriter:
             and type(last) is int  # a float, Fraction... anywhere carries on to the last
             and min(cumulative) > _INT_FAST_NEG
             and max(cumulative) < _INT_FAST
-        ):  # plain counts, the usual case: an int's digits and ".0", joined in C loops
-            text = head + (".0\n" + head).join(map(operator.add, ends, map(str, cumulative)))
-            text += ".0\n"
+        ):  # plain counts, the usual case: one %-format of the name and the counts
+            args: list[object] = [e] * (2 * len(cumulative))
+            args[1::2] = cumulative
+            text = self._bucket_lines % tuple(args)
         else:
+            head = f'{_HISTOGRAM}_bucket{{component="{e}",le="'
             pairs = zip(ends, cumulative, strict=True)
             text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
         if self._with_sum:
             c = f'{{component="{e}"}} '
-            text += (
-                f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{go_float(total_s)}\n"
-            )
-        return (text.encode(),)
+            total = self._spell(total_s)
+            text += f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{total}\n"
+        return (text,)
 
-    def _breaker(self, name: str, b: BreakerStatus) -> tuple[bytes, ...]:
+    def _breaker(self, name: str, b: BreakerStatus) -> tuple[str, ...]:
         c = f'{{component="{escape_label_value(name)}"}} '
         return (
-            f"circuit_breaker_state{c}{go_float(BREAKER_CODES[b.state])}\n".encode(),
-            f"circuit_breaker_failures_total{c}{go_float(b.failure_count)}\n".encode(),
+            f"circuit_breaker_state{c}{go_float(BREAKER_CODES[b.state])}\n",
+            f"circuit_breaker_failures_total{c}{go_float(b.failure_count)}\n",
         )
 
-    def _stream(self, name: str, st: StreamStatus) -> tuple[bytes, ...]:
+    def _stream(self, name: str, st: StreamStatus) -> tuple[str, ...]:
         s = f'{{stream="{escape_label_value(name)}"}} '
         used, size = st.buffer_used, st.buffer_size
         return (
-            f"stream_messages_total{s}{go_float(st.total_messages)}\n".encode(),
-            f"stream_message_rate{s}{go_float(st.message_rate)}\n".encode(),
-            b"" if used is None else f"stream_buffer_used{s}{go_float(used)}\n".encode(),
-            b"" if size is None else f"stream_buffer_size{s}{go_float(size)}\n".encode(),
+            f"stream_messages_total{s}{go_float(st.total_messages)}\n",
+            f"stream_message_rate{s}{go_float(st.message_rate)}\n",
+            "" if used is None else f"stream_buffer_used{s}{go_float(used)}\n",
+            "" if size is None else f"stream_buffer_size{s}{go_float(size)}\n",
         )

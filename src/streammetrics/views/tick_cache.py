@@ -4,14 +4,14 @@ once per tick and shared by every request of that tick.
 Why a service between handlers and the aggregator: a scrape storm (many dashboards,
 several Prometheus replicas) must cost one snapshot and one render per tick, not one per
 request (``generate_latest`` formats every sample in Python: milliseconds per call for a
-large registry), and both the process sample and the render must stay off the event loop.
+large registry). The process sample runs in a worker thread (a ``/proc`` read may hang);
+the render runs on the event loop in steps of a few milliseconds, as the snapshot build does.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,7 +29,13 @@ from ..prometheus.custom import (
     CustomCollectors,
     exposed_names,
 )
-from ..prometheus.exposition import ExpositionStatistics, ExpositionWriter
+from ..prometheus.exposition import (
+    RENDER_STEP_S,
+    Exposition,
+    ExpositionStatistics,
+    ExpositionWriter,
+)
+from ..steps import BUDGET_S, Pace, finish_async
 from .live import LiveFeed
 
 if TYPE_CHECKING:
@@ -61,7 +67,9 @@ class TickCache:
     """Snapshots and renders of one MetricsEndpoint, cached per tick.
 
     ``clock`` is monotonic seconds and only decides cache age; ``wall`` (unix seconds) is
-    what responses without a snapshot (``GET /``) show as ``timestamp``.
+    what responses without a snapshot (``GET /``) show as ``timestamp``. ``render_step_s``
+    is how long a Prometheus render may hold the event loop at a time (0: it yields every
+    8 components, as tests use to interleave a render with other requests).
     """
 
     def __init__(
@@ -76,12 +84,15 @@ class TickCache:
         sample_timeout_s: float = 2.0,
         judge: HealthJudge | None = None,
         live: LiveFeed | None = None,
+        render_step_s: float = RENDER_STEP_S,
     ) -> None:
         if tick_s < 0:
             raise ValueError(f"tick_s must be >= 0, got {tick_s!r}")
         self.name = name
         self.sample_timeout_s = sample_timeout_s
         self.tick_s = tick_s
+        #: Seconds of work a render does between two yields to the event loop.
+        self.render_step_s = render_step_s
         self.clock = clock
         self.wall = wall
         self._aggregator = aggregator
@@ -100,7 +111,7 @@ class TickCache:
         # per loop turn: under load hundreds of waiters left one by one, seconds apart).
         self._snapshot_done = anyio.Event()
         self._render_done = anyio.Event()
-        self._rendered: dict[bool, tuple[Snapshot, bytes]] = {}
+        self._rendered: dict[bool, tuple[Snapshot, Exposition]] = {}
         # The snapshot's families are written directly, their per-component text reused
         # across ticks (prometheus/exposition.py); the registry holds every other
         # collector, which prometheus-client's writer renders after them.
@@ -221,9 +232,14 @@ class TickCache:
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
         errors = [error] if error else []
-        figures = await agg.figures_async(process=process, errors=errors + custom.errors, view=view)
+        # One pace for the read and the judgement: the loop waits at most its budget
+        # across the hand-over between the two.
+        pace = Pace(256, BUDGET_S)
+        figures = await agg.figures_async(
+            process=process, errors=errors + custom.errors, view=view, pace=pace
+        )
         # Rules step on the default view only, so one lifecycle serves every view.
-        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view)
+        snap = await self.judge.judge_async(figures, step_alerts=view == agg.view, pace=pace)
         self._snapshots[view] = (self.clock(), snap)
         self._built += 1
         if view == agg.view:
@@ -314,6 +330,11 @@ class TickCache:
     # -- Prometheus -----------------------------------------------------------------------
 
     async def prometheus(self, openmetrics: bool = False) -> bytes:
+        """The exposition of the current snapshot as one bytes object (``exposition``
+        joined: what tests and embedders read; ``/metrics`` sends the pieces)."""
+        return (await self.exposition(openmetrics)).body()
+
+    async def exposition(self, openmetrics: bool = False) -> Exposition:
         """The exposition of the current snapshot, rendered once per snapshot and format.
 
         Concurrent requests wait for the render in progress instead of starting another.
@@ -333,18 +354,29 @@ class TickCache:
                 done, self._render_done = self._render_done, anyio.Event()
                 done.set()
 
-    async def _render(self, snap: Snapshot, openmetrics: bool) -> bytes:
-        """Render ``snap`` in a worker thread; the caller holds the render lock."""
-        body = self._fresh_render(snap, openmetrics)  # rendered while we waited?
-        if body is not None:
-            return body
-        render = partial(self._writer.render, snap, openmetrics=openmetrics, extra=self._registry)
-        body = await anyio.to_thread.run_sync(render)
-        self._rendered[openmetrics] = (snap, body)
-        self._renders += 1
+    async def _render(self, snap: Snapshot, openmetrics: bool) -> Exposition:
+        """Render ``snap`` on the event loop, a few milliseconds per step; the caller holds
+        the render lock.
+
+        Not in a worker thread: the render is pure Python, so a thread would hold the GIL
+        for most of it, and the loop would wait for the GIL at every switch (each of them
+        up to ``sys.getswitchinterval()``, several per request). Shielded: a render begun
+        is finished and kept even when the request that began it is cancelled (a client
+        gone, a deadline), since every other request of the tick waits for it.
+        """
+        cached = self._fresh_render(snap, openmetrics)  # rendered while we waited?
+        if cached is not None:
+            return cached
+        steps = self._writer.render_steps(
+            snap, openmetrics=openmetrics, extra=self._registry, step_s=self.render_step_s
+        )
+        with anyio.CancelScope(shield=True):
+            body = await finish_async(steps)
+            self._rendered[openmetrics] = (snap, body)
+            self._renders += 1
         return body
 
-    def _fresh_render(self, snap: Snapshot, openmetrics: bool) -> bytes | None:
+    def _fresh_render(self, snap: Snapshot, openmetrics: bool) -> Exposition | None:
         cached = self._rendered.get(openmetrics)
         if cached is not None and cached[0] is snap:
             self._render_hits += 1

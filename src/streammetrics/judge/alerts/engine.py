@@ -20,11 +20,11 @@ has no alert state costs nothing more (1,000 components: about 2 ms a tick).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Literal
 
 from ...snapshot import NO_ALERTS, Alert, AlertReport, Recommendation, Snapshot
-from ...steps import Steps, finish
+from ...steps import NEVER, Pace, Steps, finish
 from ..health import HealthConfig
 from .expressions import NamedFigures, simple_comparison
 from .figures import FigureReader
@@ -72,6 +72,23 @@ class _Rule:
 _PROCESS_FIGURES = frozenset({"memory_usage_mb", "cpu_usage_percent"})
 
 
+#: Instances tested between two looks at the pace's clock, in a rule's pass over all.
+_SLICE = 1024
+
+
+def _slices(
+    table: Mapping[str, NamedFigures], pace: Pace
+) -> Iterator[Iterable[tuple[str, NamedFigures]]]:
+    """``table``'s items, in slices of ``_SLICE`` when ``pace`` may yield between them
+    (at once otherwise: no copy)."""
+    if not pace.active or len(table) <= _SLICE:
+        yield table.items()
+        return
+    items = list(table.items())
+    for k in range(0, len(items), _SLICE):
+        yield items[k : k + _SLICE]
+
+
 def _num(v: float | None) -> float | None:
     return None if v is None else float(v)
 
@@ -102,12 +119,17 @@ class AlertEngine:
         read the scores); what the alerts do to the status is the health judgement's."""
         return finish(self.evaluate_steps(snap, chunk=0))
 
-    def evaluate_steps(self, snap: Snapshot, *, chunk: int = 256) -> Steps[AlertReport]:
-        """``evaluate()``, yielding every ``chunk`` components read anew and after each
-        rule (never when 0), as the judgement that calls it does."""
+    def evaluate_steps(
+        self, snap: Snapshot, *, chunk: int = 256, pace: Pace | None = None
+    ) -> Steps[AlertReport]:
+        """``evaluate()``, yielding every ``chunk`` components read and after each rule
+        (never when 0), as the judgement that calls it does; ``pace``: the judgement's,
+        which then decides instead (a rule over many instances yields inside too)."""
+        if pace is None:
+            pace = Pace(chunk) if chunk else NEVER
         now_m = snap.uptime_seconds
         wall = snap.timestamp
-        figs = yield from self._reader.read_steps(snap, chunk=chunk)
+        figs = yield from self._reader.read_steps(snap, pace)
         changed = self._reader.changed
         firing: list[Alert] = []
         pending: list[Alert] = []
@@ -115,30 +137,37 @@ class AlertEngine:
         by_state = {"firing": firing, "pending": pending, "resolved": resolved}
         for r in self._rules:
             table = figs[r.scope]
-            self._step(r, table, now_m, wall, changed if r.scope == "component" else None)
-            if chunk:
+            yield from self._step(
+                r, table, now_m, wall, pace, changed if r.scope == "component" else None
+            )
+            if pace.active:
                 yield
             rule = r.rule
-            for inst, st in r.states.items():
-                by_state[st.state].append(
-                    Alert(
-                        level=rule.level,
-                        message=self._text(
-                            rule.message or f"{rule.name}: {rule.expr}", rule, inst, st.value
-                        ),
-                        component=None if r.scope == "system" else inst,
-                        timestamp=st.fired_at if st.fired_at is not None else st.since,
-                        name=rule.name,
-                        state=st.state,
-                        since=st.since,
-                        value=st.value,
-                        resolved_at=st.resolved_at,
+            for due, part in pace.parts(list(r.states.items())):
+                if due:
+                    yield
+                for inst, st in part:
+                    by_state[st.state].append(
+                        Alert(
+                            level=rule.level,
+                            message=self._text(
+                                rule.message or f"{rule.name}: {rule.expr}", rule, inst, st.value
+                            ),
+                            component=None if r.scope == "system" else inst,
+                            timestamp=st.fired_at if st.fired_at is not None else st.since,
+                            name=rule.name,
+                            state=st.state,
+                            since=st.since,
+                            value=st.value,
+                            resolved_at=st.resolved_at,
+                        )
                     )
-                )
         recs: list[Recommendation] = []
         for adv, r in self._advice:
             table = figs[r.scope]
-            self._step(r, table, now_m, wall, changed if r.scope == "component" else None)
+            yield from self._step(
+                r, table, now_m, wall, pace, changed if r.scope == "component" else None
+            )
             for inst, st in list(r.states.items()):
                 if st.state == "resolved":
                     del r.states[inst]  # advice is for now; it keeps no history
@@ -171,11 +200,14 @@ class AlertEngine:
         table: Mapping[str, NamedFigures],
         now_m: float,
         wall: float,
+        pace: Pace,
         changed: set[str] | None = None,
-    ) -> None:
-        """Move every instance of ``r`` one evaluation on. ``changed``: the only instances
-        whose figures differ from the last evaluation's (None: any may), so the others'
-        conditions hold as they did (what keeps a tick of 10,000 quiet components cheap)."""
+    ) -> Steps[None]:
+        """Move every instance of ``r`` one evaluation on, yielding where ``pace`` says
+        (between slices of ``_SLICE`` instances, where a test is inline). ``changed``: the
+        only instances whose figures differ from the last evaluation's (None: any may), so
+        the others' conditions hold as they did (what keeps a tick of 10,000 quiet
+        components cheap)."""
         fn, used, hold, states = r.fn, r.used, r.hold, r.states
         only = r.rule.component
         if (
@@ -187,57 +219,76 @@ class AlertEngine:
         ):
             active = r.active
             simple = r.simple
-            for inst in changed:
-                f = table.get(inst)
-                if f is None:
-                    active.pop(inst, None)
-                    continue
-                if simple is not None:
-                    v = f.get(simple[0])
-                    holds = v is not None and simple[1](v, simple[2])
-                else:
-                    holds = bool(fn(f))
-                if holds:
-                    active[inst] = f
-                else:
-                    active.pop(inst, None)
+            for due, part in pace.parts(list(changed)):
+                if due:
+                    yield
+                for inst in part:
+                    f = table.get(inst)
+                    if f is None:
+                        active.pop(inst, None)
+                        continue
+                    if simple is not None:
+                        v = f.get(simple[0])
+                        holds = v is not None and simple[1](v, simple[2])
+                    else:
+                        holds = bool(fn(f))
+                    if holds:
+                        active[inst] = f
+                    else:
+                        active.pop(inst, None)
         elif only is None and r.simple is not None:
             # ``figure > 0.05``, tested inline: no call per instance but the comparison.
             name, cmp, const = r.simple
-            active = {
-                inst: f
-                for inst, f in table.items()
-                if (v := f.get(name)) is not None and cmp(v, const)
-            }
+            active = {}
+            for piece in _slices(table, pace):
+                active.update(
+                    {
+                        inst: f
+                        for inst, f in piece
+                        if (v := f.get(name)) is not None and cmp(v, const)
+                    }
+                )
+                if pace.spent():
+                    yield
         elif only is None:
             # One closure call per instance; everything else is per active instance.
-            active = {inst: f for inst, f in table.items() if fn(f)}
+            active = {}
+            for piece in _slices(table, pace):
+                active.update({inst: f for inst, f in piece if fn(f)})
+                if pace.spent():
+                    yield
         else:
             f1 = table.get(only)
             active = {only: f1} if f1 is not None and fn(f1) else {}
         r.active = active
-        for inst, f in active.items():
-            value = next((float(v) for u in used if (v := f.get(u)) is not None), None)
-            st = states.get(inst)
-            if st is None or st.state == "resolved":
-                st = states[inst] = _State(wall, now_m, value)
-            st.value = value
-            if st.state == "pending" and now_m - st.since_m >= hold:
-                st.state = "firing"
-                st.fired_at = wall
+        for due, hits in pace.parts(list(active.items())):
+            if due:
+                yield
+            for inst, f in hits:
+                value = next((float(v) for u in used if (v := f.get(u)) is not None), None)
+                st = states.get(inst)
+                if st is None or st.state == "resolved":
+                    st = states[inst] = _State(wall, now_m, value)
+                st.value = value
+                if st.state == "pending" and now_m - st.since_m >= hold:
+                    st.state = "firing"
+                    st.fired_at = wall
         if len(states) == len(active):
             return  # every state is an active instance: nothing to resolve or expire
-        for inst, st in list(states.items()):
-            if inst in active:
-                continue
-            if st.state == "pending":  # false again (or gone) before it fired: forgotten
-                del states[inst]
-                continue
-            if st.state == "firing":  # false again, or the instance went away
-                st.state = "resolved"
-                st.resolved_at, st.resolved_m = wall, now_m
-            if now_m - st.resolved_m > self._retention:
-                del states[inst]
+        for due, held in pace.parts(list(states.items())):
+            if due:
+                yield
+            for inst, st in held:
+                if inst in active:
+                    continue
+                if st.state == "pending":  # false again (or gone) before it fired: forgotten
+                    del states[inst]
+                    continue
+                if st.state == "firing":  # false again, or the instance went away
+                    st.state = "resolved"
+                    st.resolved_at, st.resolved_m = wall, now_m
+                if now_m - st.resolved_m > self._retention:
+                    del states[inst]
 
     @staticmethod
     def _text(template: str, rule: AlertRule, inst: str, value: float | None) -> str:

@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 from ...breaker import BREAKER_CODES
 from ...snapshot import BreakerStatus, ComponentStatus, Snapshot
-from ...steps import Steps, finish
+from ...steps import NEVER, Pace, Steps, finish
 from ..health import HealthConfig, down
 from .expressions import NamedFigures
 
@@ -121,13 +121,11 @@ class FigureReader:
         Steps the breaker-flap history, so call it once per evaluated snapshot. Built
         as dict literals: for a thousand components that is a fraction of a millisecond,
         less than picking out the figures the rules happen to read would cost."""
-        return finish(self.read_steps(snap, chunk=0))
+        return finish(self.read_steps(snap, NEVER))
 
-    def read_steps(
-        self, snap: Snapshot, *, chunk: int
-    ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
-        """``read()``, yielding every ``chunk`` components that had to be read anew
-        (never when 0): 10,000 changed components take long enough to stall the loop."""
+    def read_steps(self, snap: Snapshot, pace: Pace) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
+        """``read()``, yielding where ``pace`` says: 10,000 components take long enough
+        to stall the loop, changed or not."""
         now = snap.uptime_seconds
         perf = snap.performance
         mem, cpu = perf.memory_usage_mb, perf.cpu_usage_percent
@@ -156,52 +154,53 @@ class FigureReader:
         comps: dict[str, NamedFigures] = {}
         kept = self._kept
         changed: set[str] = set()
-        for name, c in snap.detailed_components.items():
-            k = kept.get(name)
-            if k is not None and k[0] is c and name not in breakers and name not in flaps:
-                # The same status object (an idle component's, kept by the aggregator and
-                # the judge): the same figures but the process's, which are everyone's.
-                f = k[1]
-                if f["memory_usage_mb"] != mem or f["cpu_usage_percent"] != cpu:
-                    f["memory_usage_mb"], f["cpu_usage_percent"] = mem, cpu
-                comps[name] = f
-                continue
-            changed.add(name)
-            if chunk and len(changed) % chunk == 0:
+        for due, part in pace.parts(list(snap.detailed_components.items())):
+            if due:
                 yield
-            b = breakers.get(name, _CLOSED)
-            bs = b.state
-            hb = c.heartbeat_age_s
-            lat = c.latency
-            w = c.windows.get(wkey)
-            built: dict[str, float | None] = {
-                "error_rate": c.error_rate,
-                "items_per_second": c.items_per_second,
-                "p50": lat.p50,
-                "p95": lat.p95,
-                "p99": lat.p99,
-                "span_p99": c.span_latency.p99 if c.span_latency is not None else None,
-                "health": c.health,
-                "is_healthy": 1.0 if c.is_healthy else 0.0,
-                "up": 0.0 if down(c.status, hb, health) is not None else 1.0,
-                "heartbeat_age_s": hb,
-                "processed": w.processed if w is not None else None,
-                "errors": w.errors if w is not None else None,
-                "items_processed": c.items_processed,
-                "errors_encountered": c.errors_encountered,
-                "breaker_state": float(BREAKER_CODES[bs]),
-                "breaker_open": 1.0 if bs == "open" else 0.0,
-                "breaker_flaps": (
-                    self._flap_count(name, b.transitions, now)
-                    if b.transitions or name in flaps
-                    else 0.0
-                ),
-                "breaker_failure_count": b.failure_count,
-                "memory_usage_mb": mem,
-                "cpu_usage_percent": cpu,
-            }
-            comps[name] = built
-            kept[name] = (c, built)
+            for name, c in part:
+                k = kept.get(name)
+                if k is not None and k[0] is c and name not in breakers and name not in flaps:
+                    # The same status object (an idle component's, kept by the aggregator and
+                    # the judge): the same figures but the process's, which are everyone's.
+                    f = k[1]
+                    if f["memory_usage_mb"] != mem or f["cpu_usage_percent"] != cpu:
+                        f["memory_usage_mb"], f["cpu_usage_percent"] = mem, cpu
+                    comps[name] = f
+                    continue
+                changed.add(name)
+                b = breakers.get(name, _CLOSED)
+                bs = b.state
+                hb = c.heartbeat_age_s
+                lat = c.latency
+                w = c.windows.get(wkey)
+                built: dict[str, float | None] = {
+                    "error_rate": c.error_rate,
+                    "items_per_second": c.items_per_second,
+                    "p50": lat.p50,
+                    "p95": lat.p95,
+                    "p99": lat.p99,
+                    "span_p99": c.span_latency.p99 if c.span_latency is not None else None,
+                    "health": c.health,
+                    "is_healthy": 1.0 if c.is_healthy else 0.0,
+                    "up": 0.0 if down(c.status, hb, health) is not None else 1.0,
+                    "heartbeat_age_s": hb,
+                    "processed": w.processed if w is not None else None,
+                    "errors": w.errors if w is not None else None,
+                    "items_processed": c.items_processed,
+                    "errors_encountered": c.errors_encountered,
+                    "breaker_state": float(BREAKER_CODES[bs]),
+                    "breaker_open": 1.0 if bs == "open" else 0.0,
+                    "breaker_flaps": (
+                        self._flap_count(name, b.transitions, now)
+                        if b.transitions or name in flaps
+                        else 0.0
+                    ),
+                    "breaker_failure_count": b.failure_count,
+                    "memory_usage_mb": mem,
+                    "cpu_usage_percent": cpu,
+                }
+                comps[name] = built
+                kept[name] = (c, built)
         if len(kept) > len(comps):  # components gone (evicted): their instances changed
             for gone in [n for n in kept if n not in comps]:
                 del kept[gone]

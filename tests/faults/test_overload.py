@@ -1,0 +1,244 @@
+"""A client that ignores ``Retry-After``, against a real endpoint on loopback: after its
+429, its connection's next request (other than a health route's) is held, unread, until
+the Retry-After has passed, so that it costs the loop one read per refusal while new
+connections are served; and the listener takes every queued connection at once."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import SocketStream
+
+import streammetrics
+from streammetrics import MetricsEndpoint
+from streammetrics.http.accept import BatchListener
+from tests.faults.test_connections import connect, health_answers, parse_head
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def endpoint(requests: int, per: str, **limits: Any) -> AsyncIterator[MetricsEndpoint]:
+    ep = MetricsEndpoint(
+        name="hammered", port=0, tick_s=0.2, rate_limit={"requests": requests, "per": per},
+        limits=limits,
+    )  # fmt: skip
+    async with streammetrics.serve(ep):
+        yield ep
+
+
+async def ask(stream: SocketStream, path: str, within: float = 5.0) -> tuple[int, dict[str, str]]:
+    """One GET on a kept-alive connection: its status and headers (the body read too)."""
+    await stream.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    got = b""
+    with anyio.fail_after(within):
+        while b"\r\n\r\n" not in got:
+            got += await stream.receive()
+        status, headers = parse_head(got)
+        body = got.split(b"\r\n\r\n", 1)[1]
+        while len(body) < int(headers["content-length"]):
+            body += await stream.receive()
+    return status, headers
+
+
+async def timed(stream: SocketStream, path: str) -> tuple[int, float]:
+    t0 = time.monotonic()
+    status, _ = await ask(stream, path)
+    return status, time.monotonic() - t0
+
+
+async def test_after_a_429_the_next_request_waits_for_the_retry_after() -> None:
+    async with endpoint(2, "1s") as ep:
+        stream = await connect(ep)
+        assert [(await ask(stream, "/components"))[0] for _ in range(2)] == [200, 200]
+        status, headers = await ask(stream, "/components")
+        assert (status, headers["retry-after"]) == (429, "1")
+        t0 = time.monotonic()
+        await stream.send(b"GET /components HTTP/1.1\r\nHost: t\r\n\r\n")
+        await until(lambda: ep.connections.statistics().held == 1, within=0.8)
+        # while it is held, a new connection is served at once
+        await health_answers(ep)
+        st = ep.connections.statistics()
+        assert (st.held, st.held_requests) == (1, 1)
+        with anyio.fail_after(3):
+            got = await stream.receive()
+        waited = time.monotonic() - t0
+        assert parse_head(got)[0] == 200  # tokens came back meanwhile
+        assert 0.9 <= waited < 2.0, waited
+        assert ep.connections.statistics().held == 0
+        await stream.aclose()
+
+
+async def test_a_client_that_ignores_retry_after_is_answered_what_its_bucket_allows() -> None:
+    """One connection asking as fast as it can for 2.5 s: without the hold it would be
+    answered hundreds of times (nearly all 429); with it, the bucket's 5 a second and
+    one refusal each time the bucket runs dry."""
+    async with endpoint(5, "1s") as ep:
+        stream = await connect(ep)
+        codes: list[int] = []
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:
+            codes.append((await ask(stream, "/alerts"))[0])
+        await stream.aclose()
+        held = ep.connections.statistics().held_requests
+    ok, refused = codes.count(200), codes.count(429)
+    assert ok + refused == len(codes)
+    assert 5 <= ok <= 5 + 3 * 5, codes  # the burst, then at most 5 per second refilled
+    assert 1 <= refused <= 3, codes  # one per hold of about a second
+    assert held == refused or held == refused - 1, (held, codes)
+
+
+async def test_health_is_never_held_by_another_routes_limit() -> None:
+    async with endpoint(1, "10s") as ep:
+        stream = await connect(ep)
+        assert (await ask(stream, "/components"))[0] == 200
+        assert (await ask(stream, "/components"))[0] == 429
+        status, took = await timed(stream, "/health")
+        assert status == 200 and took < 0.5, took  # the same connection, at once
+        assert ep.connections.statistics().held_requests == 0
+        await stream.aclose()
+
+
+async def test_a_held_connection_that_closes_frees_its_hold_and_timer() -> None:
+    async with endpoint(1, "10s") as ep:
+        stream = await connect(ep)
+        assert (await ask(stream, "/components"))[0] == 200
+        _, headers = await ask(stream, "/components")
+        assert headers["retry-after"] == "10"
+        await stream.send(b"GET /components HTTP/1.1\r\nHost: t\r\n\r\n")
+        await until(lambda: ep.connections.statistics().held == 1, within=2)
+        (conn,) = ep.connections._open
+        timer = conn._hold_timer
+        assert timer is not None and not timer.cancelled()
+        await stream.aclose()
+        await until(lambda: ep.connections.statistics().open == 0, within=2)
+        assert timer.cancelled()
+        st = ep.connections.statistics()
+        assert (st.held, st.held_requests) == (0, 1)
+        await health_answers(ep)
+
+
+async def test_rate_limited_hold_s_zero_answers_the_next_request_at_once() -> None:
+    async with endpoint(1, "10s", rate_limited_hold_s=0) as ep:
+        stream = await connect(ep)
+        assert (await ask(stream, "/components"))[0] == 200
+        assert (await ask(stream, "/components"))[0] == 429
+        status, took = await timed(stream, "/components")
+        assert status == 429 and took < 0.5, took
+        assert ep.connections.statistics().held_requests == 0
+        await stream.aclose()
+
+
+async def test_the_hold_is_exported() -> None:
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    async with endpoint(1, "10s") as ep:
+        stream = await connect(ep)
+        await ask(stream, "/components")
+        await ask(stream, "/components")  # 429
+        await stream.send(b"GET /components HTTP/1.1\r\nHost: t\r\n\r\n")
+        await until(lambda: ep.connections.statistics().held == 1, within=2)
+        text = (await ep.service.prometheus()).decode()  # /metrics: this client is limited
+        await stream.aclose()
+    families = {f.name: f for f in parse_text(text)}
+    assert families["streammetrics_http_connections_held"].samples[0].value == 1
+    (held,) = families["streammetrics_http_requests_held"].samples
+    assert (held.name, held.value) == ("streammetrics_http_requests_held_total", 1)
+
+
+async def test_the_listener_takes_every_queued_connection_at_one_wake_up() -> None:
+    """100 connections queued in the kernel before the listener runs: the first one seen
+    made means all were accepted in the same batch (the loop's own server under uvloop
+    takes one per loop turn)."""
+    made: list[asyncio.Transport] = []
+
+    class Counting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            made.append(transport)
+
+    server = socket.create_server(("127.0.0.1", 0), backlog=256)
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+    listener = BatchListener(server, Counting)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.run)
+            await until(lambda: listener.accepted > 0, within=5)
+            assert listener.accepted == 100
+            await until(lambda: len(made) == 100, within=5)
+            listener.close()
+        await listener.wait_closed()
+        assert server.fileno() == -1  # closed once the listener ended: newcomers are refused
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        for t in made:
+            t.close()
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_rate_limited_hold_s_is_validated_when_the_blueprint_is_read() -> None:
+    from streammetrics.blueprint import parse_blueprint
+    from streammetrics.errors import BlueprintError, ConfigError
+
+    assert MetricsEndpoint(name="m", port=0).config.limits.rate_limited_hold_s == 60.0
+    for bad in (-1, 3601, "soon"):
+        with pytest.raises(ConfigError) as info:
+            MetricsEndpoint(name="m", port=0, limits={"rate_limited_hold_s": bad})
+        assert info.value.path == "config.limits.rate_limited_hold_s"
+        text = (
+            "system:\n  name: s\n  components:\n    - name: m\n      type: MetricsEndpoint\n"
+            f"      config:\n        port: 0\n        limits: {{rate_limited_hold_s: {bad}}}\n"
+        )
+        with pytest.raises(BlueprintError) as binfo:
+            parse_blueprint(text)
+        assert binfo.value.path.startswith("system.components[0].config.limits")
+        assert "rate_limited_hold_s" in f"{binfo.value.path}: {binfo.value}"
+
+
+async def test_a_connection_that_cannot_be_set_up_does_not_stop_the_listener(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    made: list[asyncio.BaseTransport] = []
+    calls = 0
+
+    class Fussy(asyncio.Protocol):
+        def __init__(self) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("the first connection's protocol fails")
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            made.append(transport)
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    listener = BatchListener(server, Fussy)
+    clients: list[socket.socket] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.run)
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            await until(lambda: calls == 1, within=5)
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            await until(lambda: len(made) == 1, within=5)
+            listener.close()
+        assert "could not be set up" in caplog.text
+    finally:
+        for t in made:
+            t.close()
+        for c in clients:
+            c.close()
+        server.close()
