@@ -192,8 +192,11 @@ class WindowStats(msgspec.Struct, frozen=True, gc=False):
     p99: float | None
 
 
+_ZERO: Final = (0, 0, 0, 0, 0, 0.0)
+
+
 def _vec() -> _Vec:
-    return [0, 0, 0, 0, 0, 0.0]
+    return list(_ZERO)
 
 
 def _add(into: _Vec, v: Sequence[float]) -> None:
@@ -297,16 +300,25 @@ def _forget(vx: array[float], k: int, lo: float, hi: float) -> None:
 
 
 def _sum_add(into: array[int] | None, h: Sequence[int]) -> array[int]:
-    """``into + h`` (a running histogram sum, None while nothing was timed)."""
+    """``into + h`` (a running histogram sum, None while nothing was timed), written
+    into ``into`` itself.
+
+    In place, not a new array: these sums live as long as their window, and a new one
+    per slot and view would be five new long-lived objects a second for every busy
+    component, each one more for the garbage collector to carry into its oldest
+    generation (and a sooner, longer full collection)."""
     if into is None:
         return array("q", h)
-    return array("q", map(add, into, h))
+    into[:] = array("q", map(add, into, h))
+    return into
 
 
 def _sum_sub(into: array[int] | None, h: Sequence[int]) -> array[int] | None:
+    """``into - h``, in place as ``_sum_add``."""
     if into is None:  # pragma: no cover - a subtracted slot was always added first
         return None
-    return array("q", map(sub, into, h))
+    into[:] = array("q", map(sub, into, h))
+    return into
 
 
 class RollingWindow:
@@ -604,7 +616,7 @@ class RollingWindow:
                 if shi > self._cchi:
                     self._cchi = shi
                 self._curlo, self._curhi = _NONE_LO, _NONE_HI
-            self._cur = _vec()
+            cur[:] = _ZERO  # in place, as _sum_add: the slot's vector lives on
             self._curh = None
         else:
             fo[i] = _EMPTY
@@ -658,7 +670,8 @@ class RollingWindow:
                 shi = _put_toward(self._cx, _COARSE + i, self._cchi, True)
                 _widen(self._vx, 4, slo, shi)
                 self._cclo, self._cchi = _NONE_LO, _NONE_HI
-            self._cc, self._cch = _vec(), None
+            cc[:] = _ZERO
+            self._cch = None
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from ..aggregator import Aggregator
 from ..buckets import DEFAULT_HISTOGRAM_BUCKETS, Ladder, check_histogram_buckets
 from ..bus import EventBus
+from ..collector_policy import CollectorConfig, CollectorPolicy
 from ..errors import ConfigError, HarnessUnavailableError
 from ..http.limits import ConnectionGuard, ConnectionLimits
 from ..http.settings import (
@@ -134,6 +135,10 @@ class MetricsEndpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     unless set. Each is exact: a latency lands in the bucket a prometheus-client
     ``Histogram`` with these boundaries would put it in. Quantiles are read from a finer
     ladder whatever these are."""
+    gc: CollectorConfig = CollectorConfig()
+    """The process's garbage collector: frozen after every tick, so that full collections
+    skip the long-lived figures, and thawed with one full collection every ``thaw_s``:
+    ``{freeze: true, thaw_s: 300}``; ``freeze: false`` leaves it alone."""
 
     def __post_init__(self) -> None:
         check_histogram_buckets(self.histogram_buckets)
@@ -247,6 +252,8 @@ class MetricsEndpoint(Component):
         )
         self.port: int | None = None
         self.connections = ConnectionGuard(cfg.limits)
+        #: The process's garbage collector, as this endpoint's ticks manage it.
+        self.collector = CollectorPolicy(cfg.gc)
         self._init_transports(cfg)
 
     @property
@@ -464,6 +471,7 @@ class MetricsEndpoint(Component):
         finally:
             bus.flush()
             bus.unsubscribe(self.aggregator)
+            self.collector.close()
             # The app may outlive this run (served elsewhere): it must say so, not serve
             # figures that no longer move.
             self.service.set_unavailable(f"metrics endpoint {self.name!r} is stopped")
@@ -478,6 +486,7 @@ class MetricsEndpoint(Component):
                     await self.service.snapshot()
                     if self.alertmanager is not None:  # hands the report over; no I/O
                         self.alertmanager.observe(self.alerts.current())
+                    self.collector.after_tick()
                 await anyio.sleep(self.config.tick_s)
         finally:
             # Cancelled with the server: end the live streams now, or the server's

@@ -266,8 +266,9 @@ class EventSource(Protocol):
         ...
 
 
-_Judged = tuple[ComponentFigures, float, list[Deduction], ComponentStatus]
-"""A component's figures, and its score, deductions and status judged from them."""
+_Judged = tuple[ComponentFigures, float, tuple[Deduction, ...], ComponentStatus]
+"""A component's figures, and its score, deductions and status judged from them (a
+tuple of gc=False Structs: the collector stops tracking it, as it holds no container)."""
 
 
 class _Waiting:
@@ -302,9 +303,7 @@ class HealthJudge:
         self._waiting: dict[str, _Waiting] = {}
         # The last judgement of each component, kept with the figures it was made from:
         # figures that are the same object (an idle component's) are judged the same.
-        self._judged: dict[
-            str, tuple[ComponentFigures, float, list[Deduction], ComponentStatus]
-        ] = {}
+        self._judged: dict[str, _Judged] = {}
         #: Event sources beyond the process: one that cannot read degrades the status.
         self.sources: list[EventSource] = list(sources)
 
@@ -351,7 +350,7 @@ class HealthJudge:
                     # same judgement, without building it again.
                     _c, score, ded, status = kept
                 else:
-                    score, ded = component_health(
+                    score, found = component_health(
                         name,
                         status=c.status,
                         error_rate=c.error_rate,
@@ -377,6 +376,7 @@ class HealthJudge:
                         heartbeat_age_s=c.heartbeat_age_s,
                         client_errors=c.client_errors,
                     )
+                    ded = tuple(found)
                     judged[name] = (c, score, ded, status)
                 healthy += status.is_healthy
                 running += c.status == "running"
