@@ -23,7 +23,10 @@ exact the quantiles are.
 - **Quantile accuracy**: p50/p95/p99 relative error against the exact quantiles of a
   lognormal, a narrow uniform and a bimodal stream, for the ladder the windows count in
   now (the √2 ladder merged with the exported boundaries) beside the √2 ladder alone
-  (what they counted in before the exported buckets became configurable).
+  (what they counted in before the exported buckets became configurable), each as the
+  windows read it (interpolation clamped to the observed min and max: ``*_err_ladder``,
+  ``*_err_sqrt2``) and, as a breakdown, as the bucket histogram alone gives it (whole
+  buckets, what the windows read before the clamp: ``*_err_*_unclamped``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from streammetrics.collector_policy import CollectorPolicy
 from streammetrics.judge.alerts.engine import AlertEngine
 from streammetrics.judge.health import HealthJudge
 from streammetrics.model.events import Event
-from streammetrics.windows import RollingWindow
+from streammetrics.windows import RollingWindow, quantile
 
 from ._report import CaseResult, Target, progress
 
@@ -356,9 +359,12 @@ def _accuracy(n: int) -> list[dict[str, Any]]:
             for x in xs:
                 w.add(0.5, latency=x)
             v = w.view(0.9, 10)
+            hist = w.total_histogram()
             for q, got in (("p50", v.p50), ("p95", v.p95), ("p99", v.p99)):
                 want = exact[min(n - 1, int(float(q[1:]) / 100 * n))]
                 row[f"{q}_err_{label}"] = abs((got or 0.0) - want) / want
+                whole = quantile(hist, float(q[1:]) / 100, bounds) or 0.0
+                row[f"{q}_err_{label}_unclamped"] = abs(whole - want) / want
         rows.append(row)
     return rows
 

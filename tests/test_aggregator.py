@@ -19,7 +19,7 @@ from streammetrics.judge.health import (
 )
 from streammetrics.model.events import KINDS, Delta, Event, Rejection
 from streammetrics.snapshot import BreakerStatus, Deduction, Figures, ProcessStats, Snapshot
-from tests.support.histograms import bucket_mid, exported_histogram, exported_index, histogram
+from tests.support.histograms import exported_histogram, exported_index, histogram
 from tests.support.loop import with_turns
 
 W0 = 1_700_000_000.0  # wall time when the monotonic clock reads 0
@@ -51,8 +51,9 @@ def snapshot(agg: Aggregator, health: HealthConfig | None = None, **read: Any) -
     return HealthJudge(health).judge(agg.figures(**read))
 
 
-# bucket 14 is (0.009050967, 0.0128]: the 0.010 s latencies below land there
-P50_OF_ONE_10MS = bucket_mid(0.010)  # 0.010 s is a ladder bound: (0.00905, 0.01]
+# One latency of 0.010 s: its ladder bucket (0.00905, 0.01] is clamped to the latency
+# itself (within the float32 rounding a completed slot keeps its extremes in).
+P50_OF_ONE_10MS = 0.010
 
 
 def test_fold_events_figures_by_hand(clock: Clock) -> None:
@@ -292,8 +293,8 @@ def test_spans_traces_and_expiry(clock: Clock) -> None:
     assert snap.traces.expired_spans == 0
     lat = snap.detailed_components["a"].latency
     assert lat.count == 1
-    # 3.0 s is in the ladder bucket (2.5, 3.2768]
-    assert lat.p50 == pytest.approx(2.5 + (3.2768 - 2.5) * 0.5)
+    # 3.0 s is in the ladder bucket (2.5, 3.2768], clamped to the one latency it holds
+    assert lat.p50 == 3.0
     # a span_end with its own latency uses it
     agg.fold_events([Event("a", "span_end", span_id="unknown", latency=0.010)])
     snap = snapshot(agg)

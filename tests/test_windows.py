@@ -54,6 +54,10 @@ def test_bucket_index_is_first_bound_at_or_above(latency: float, index: int) -> 
         assert latency > LATENCY_BOUNDS[index - 1]
 
 
+#: 0.010 rounded down to a float32: how a completed slot keeps a smallest latency of 10 ms.
+_F32_BELOW_10MS = 0.009999999776482582
+
+
 def _hist(**counts: int) -> list[int]:
     h = [0] * N_BUCKETS
     for key, c in counts.items():
@@ -185,7 +189,9 @@ def test_burst_70s_ago_is_out_of_60s_rate_but_in_300s_view() -> None:
     v300 = w.view(80.0, 300)
     assert v300.processed == 50
     assert v300.items_per_second == pytest.approx(50 / 80)
-    assert v300.p50 == pytest.approx(0.4096 + (0.579261875 - 0.4096) * 0.5)
+    # one latency: its bucket (0.4096, 0.579261875] is clamped to [0.5, 0.5] (0.5 is a
+    # float32, so the stored extremes are exact)
+    assert v300.p50 == 0.5
 
 
 def test_late_event_counts_in_the_slot_in_progress() -> None:
@@ -210,20 +216,24 @@ def test_view_quantiles_against_bucket_bounds() -> None:
     assert (v.processed, v.errors, v.latency_count) == (90, 10, 100)
     assert v.latency_sum == pytest.approx(90 * 0.010 + 10 * 0.5)
     assert v.error_rate == pytest.approx(0.1)
-    assert v.p50 == pytest.approx(0.009050967 + (0.0128 - 0.009050967) * 50 / 90)
+    # The view's extremes are 0.010 (kept as the float32 at or below it) and 0.5, so
+    # bucket 14 is interpolated from 0.010 up to its bound and bucket 25 from its lower
+    # bound up to 0.5.
+    lo = _F32_BELOW_10MS
+    assert v.p50 == pytest.approx(lo + (0.0128 - lo) * 50 / 90, rel=1e-12)
     assert LATENCY_BOUNDS[13] < v.p50 <= LATENCY_BOUNDS[14]  # type: ignore[operator]
-    assert v.p95 == pytest.approx(0.4096 + 0.169661875 * 0.5)
-    assert v.p99 == pytest.approx(0.4096 + 0.169661875 * 0.9)
+    assert v.p95 == pytest.approx(0.4096 + (0.5 - 0.4096) * 0.5)
+    assert v.p99 == pytest.approx(0.4096 + (0.5 - 0.4096) * 0.9)
     assert LATENCY_BOUNDS[24] < v.p99 <= LATENCY_BOUNDS[25]  # type: ignore[operator]
-    # 10 s view at t=40: slots 31..40 -> 9 of the 0.5 s errors (t=31..39)
+    # 10 s view at t=40: slots 31..40 -> 9 of the 0.5 s errors (t=31..39), all 0.5
     v10 = w.view(40.0, 10)
     assert (v10.errors, v10.latency_count) == (9, 9)
-    assert v10.p50 == pytest.approx(0.4096 + 0.169661875 * 0.5)
+    assert v10.p50 == 0.5
     # at t=87 slots 28..87: the t=0..26.7 ones have gone, the t=30..39 ones remain
     v = w.view(87.0, 60)
     assert (v.latency_count, v.processed, v.errors) == (10, 0, 10)
     assert v.error_rate == 1.0
-    assert v.p50 == pytest.approx(0.4096 + 0.169661875 * 0.5)
+    assert v.p50 == 0.5
 
 
 def test_empty_views_give_rate_zero_and_no_quantiles() -> None:
@@ -303,7 +313,7 @@ def test_add_histogram_equals_per_event_add() -> None:
         counts = [0] * N_BUCKETS
         for x in lat:
             counts[bucket_index(x)] += 1
-        batched.add_histogram(t, counts, sum(lat))
+        batched.add_histogram(t, counts, sum(lat), min(lat), max(lat))
         for s in VIEWS:
             a, b = per_event.view(t + 0.1, s), batched.view(t + 0.1, s)
             assert a.latency_count == b.latency_count
@@ -335,7 +345,7 @@ def test_add_counts_equals_per_event_add() -> None:
         counts = [0] * (max(ks) - first + 1)
         for k in ks:
             counts[k - first] += 1
-        batched.add_counts(t, first, counts, sum(lat))
+        batched.add_counts(t, first, counts, sum(lat), min(lat), max(lat))
         for s in VIEWS:
             a, b = per_event.view(t + 0.1, s), batched.view(t + 0.1, s)
             assert a.latency_count == b.latency_count
@@ -429,17 +439,19 @@ def test_bad_arguments() -> None:
 
 def _reference(
     events: list[tuple[int, int, int, float | None]], tick: int, seconds: int
-) -> tuple[int, int, list[int]]:
+) -> tuple[int, int, list[int], list[float]]:
     first = (tick // 10 - 29) * 10 if seconds == 300 else tick - (seconds - 1)
     p = e = 0
     hist = [0] * N_BUCKETS
+    lats: list[float] = []
     for t, dp, de, lat in events:
         if first <= t <= tick:
             p += dp
             e += de
             if lat is not None:
                 hist[bucket_index(lat)] += 1
-    return p, e, hist
+                lats.append(lat)
+    return p, e, hist, lats
 
 
 def test_matches_naive_reference_over_random_traffic() -> None:
@@ -467,14 +479,16 @@ def test_matches_naive_reference_over_random_traffic() -> None:
             tick = max(tick, int(read))
             for s in VIEWS:
                 v = w.view(read, s)  # type: ignore[arg-type]
-                p, e, hist = _reference(events, tick, s)
+                p, e, hist, lats = _reference(events, tick, s)
                 assert (v.processed, v.errors) == (p, e), (step, s)
                 assert v.latency_count == sum(hist)
-                assert (v.p50, v.p95, v.p99) == (
-                    quantile(hist, 0.5),
-                    quantile(hist, 0.95),
-                    quantile(hist, 0.99),
-                )
+                # clamped to the view's extremes; the window keeps those of completed
+                # slots as float32 rounded outward, hence not to the last bit
+                lo, hi = (min(lats), max(lats)) if lats else (0.0, 0.0)
+                want = [quantile(hist, q, lowest=lo, highest=hi) for q in (0.5, 0.95, 0.99)]
+                assert [v.p50, v.p95, v.p99] == [
+                    pytest.approx(x, rel=1e-6) if x is not None else None for x in want
+                ], (step, s)
     total_p = sum(ev[1] for ev in events)
     total_e = sum(ev[2] for ev in events)
     assert w.totals()[:2] == (total_p, total_e)
@@ -561,3 +575,213 @@ def test_a_window_with_traffic_in_every_slot_stays_small() -> None:
     finally:
         tracemalloc.stop()
     assert per_window < 12_000, per_window
+
+
+# -- quantiles clamped to the observed extremes ----------------------------------------------
+
+
+def _f32(x: float) -> float:
+    from array import array
+
+    return array("f", (x,))[0]
+
+
+def test_a_constant_latency_reads_as_itself_in_every_view() -> None:
+    """10.3 ms lands in the √2 bucket (0.009050967, 0.0128]: unclamped, every quantile
+    read somewhere across that bucket; clamped to [10.3 ms, 10.3 ms] it is 10.3 ms."""
+    w = RollingWindow(0.0)
+    for i in range(50):
+        w.add(0.01 * i, processed=1, latency=0.0103)
+    for s in VIEWS:  # the slot in progress keeps its extremes exact
+        v = w.view(0.9, s)
+        assert (v.p50, v.p95, v.p99) == (0.0103, 0.0103, 0.0103)
+    # completed slots keep them as float32, rounded outward: within one float32 step
+    below, above = 0.01029999926686287, 0.010300000198185444
+    assert _f32(below) == below < 0.0103 < above == _f32(above)
+    for s in VIEWS:
+        v = w.view(25.0, s) if s != 10 else w.view(5.0, s)
+        for q in (v.p50, v.p95, v.p99):
+            assert q is not None and below <= q <= above
+    # a latency that is a float32 reads back exactly from completed slots too
+    w = RollingWindow(0.0)
+    exact = _f32(0.0103)
+    for t in range(30):
+        w.add(t + 0.5, processed=1, latency=exact)
+    for s in VIEWS:
+        v = w.view(30.5, s)
+        assert (v.p50, v.p95, v.p99) == (exact, exact, exact)
+
+
+def test_a_narrow_uniform_stream_reads_inside_what_it_had() -> None:
+    """Every value of U(10 ms, 11 ms) falls in the ladder bucket (0.01, 0.0128] (the
+    default ladder holds the exported 10 ms boundary): unclamped the median read 11.4 ms;
+    clamped to [min, max] it is within a few tenths of a percent of the true one."""
+    from streammetrics.buckets import DEFAULT_LADDER
+
+    rng = random.Random(11)
+    xs = [rng.uniform(0.010, 0.011) for _ in range(5000)]
+    w = RollingWindow(0.0, bounds=DEFAULT_LADDER.bounds)
+    for i, x in enumerate(xs):
+        w.add(i * 0.01, processed=1, latency=x)  # over 50 slots
+    v = w.view(50.0, 60)
+    exact = sorted(xs)
+    lo, hi = exact[0], exact[-1]
+    unclamped = quantile(w.total_histogram(), 0.5, DEFAULT_LADDER.bounds)
+    assert unclamped is not None and unclamped > 0.0113  # what it read before
+    for q, got in ((0.5, v.p50), (0.95, v.p95), (0.99, v.p99)):
+        want = exact[int(q * len(xs))]
+        assert got is not None and _f32(lo) - 1e-9 <= got <= hi + 1e-9
+        assert abs(got - want) / want < 0.005, (q, got, want)
+
+
+def test_extremes_leave_with_their_slot() -> None:
+    """A slot's min and max belong to the views that hold it: when it leaves a view, the
+    view's clamp is the extremes of the slots that remain."""
+    b14_lower = 0.009050967  # 10.3 ms is in the √2 bucket (0.009050967, 0.0128]
+    w = RollingWindow(0.0)
+    w.add(0.5, processed=1, latency=0.0005)  # slots 0 and 1: the smallest
+    w.add(1.5, processed=1, latency=0.0005)
+    w.add(30.5, processed=1, latency=0.0103)
+    # p99 (rank 2.97) is in bucket 14, which holds 10.3 ms only: clamped above to it,
+    # and below by nothing while the 0.5 ms ones are in the view
+    with_low = b14_lower + (0.0103 - b14_lower) * 0.97
+    assert w.view(31.0, 60).p99 == pytest.approx(with_low, rel=1e-6)
+    # t = 62: the 60 s view holds slots 3..62, so the smallest have left it
+    v = w.view(62.0, 60)
+    assert v.latency_count == 1 and v.p99 == pytest.approx(0.0103, rel=1e-6)
+    # the 300 s view still holds them in its first ten-second slot ...
+    v = w.view(62.0, 300)
+    assert v.latency_count == 3 and v.p99 == pytest.approx(with_low, rel=1e-6)
+    # ... until t = 300 (it then starts at t = 10)
+    v = w.view(301.0, 300)
+    assert v.latency_count == 1 and v.p99 == pytest.approx(0.0103, rel=1e-6)
+
+    w = RollingWindow(0.0)
+    w.add(20.5, processed=1, latency=0.5)  # slot 20: the largest
+    w.add(23.5, processed=1, latency=0.0103)
+    w.add(24.5, processed=1, latency=0.0103)
+    # p50 (rank 1.5) is in bucket 14 (two of 10.3 ms): clamped below to 10.3 ms, above
+    # by nothing while the 0.5 s one is in the view
+    with_high = 0.0103 + (0.0128 - 0.0103) * 0.75
+    assert w.view(25.0, 10).p50 == pytest.approx(with_high, rel=1e-6)
+    # t = 30: the 10 s view holds slots 21..30: the largest has left it, not the 60 s one
+    v = w.view(30.0, 10)
+    assert v.latency_count == 2 and v.p50 == pytest.approx(0.0103, rel=1e-6)
+    assert w.view(30.0, 60).p50 == pytest.approx(with_high, rel=1e-6)
+    assert w.view(81.0, 60).p50 == pytest.approx(0.0103, rel=1e-6)  # slots 22..81
+
+
+def test_a_merged_view_takes_the_extremes_of_all_its_parts() -> None:
+    """The 300 s view merges the completed ten-second slots, the ten-second slot in
+    progress and the second in progress: its min and max are those of the union."""
+    w = RollingWindow(0.0)
+    assert bucket_index(0.21) == bucket_index(0.25) == bucket_index(0.28) == 23
+    w.add(5.5, processed=1, latency=0.21)  # a completed ten-second slot (from t = 10)
+    w.add(101.5, processed=1, latency=0.25)  # the ten-second slot in progress
+    w.add(102.5, processed=1, latency=0.28)  # the second in progress
+    v = w.view(102.9, 300)
+    assert v.latency_count == 3
+    # all three in bucket 23 (0.2048, 0.2896]: clamped to [0.21, 0.28]
+    assert v.p50 == pytest.approx(0.21 + 0.07 * 0.5, rel=1e-6)
+    assert v.p99 == pytest.approx(0.21 + 0.07 * 0.99, rel=1e-6)
+    # the 60 s and 10 s views hold the last two only: [0.25, 0.28]
+    for s in (10, 60):
+        v = w.view(102.9, s)  # type: ignore[arg-type]
+        assert v.latency_count == 2
+        assert v.p50 == pytest.approx(0.25 + 0.03 * 0.5, rel=1e-6)
+
+
+def test_untimed_slots_do_not_widen_the_clamp() -> None:
+    """Slots that counted items without latencies, and empty ones, hold no extremes."""
+    w = RollingWindow(0.0)
+    for t in range(40):
+        if t % 3 == 0:
+            w.add(t + 0.5, processed=1, latency=0.0103)
+        else:
+            w.add(t + 0.5, processed=5, errors=1, nbytes=10)  # counted, not timed
+    for s in VIEWS:
+        v = w.view(40.5, s)
+        assert (v.p50, v.p99) == (pytest.approx(0.0103, rel=1e-6),) * 2
+
+
+def test_a_histogram_without_extremes_leaves_its_views_unclamped() -> None:
+    """A probe's delta carries buckets, not values: a view holding one reads whole
+    buckets (as before the clamp), and so does every view of a window with it in."""
+    counts = [0] * N_BUCKETS
+    counts[14] = 4  # (0.009050967, 0.0128]
+    w = RollingWindow(0.0)
+    w.add_histogram(0.5, counts, 4 * 0.0103)
+    w.add(1.5, processed=1, latency=0.0103)  # a timed value with its extremes
+    v = w.view(2.0, 60)
+    h = w.total_histogram()
+    assert v.p50 == quantile(h, 0.5)  # unclamped, to the last bit
+    assert v.p50 == pytest.approx(0.009050967 + (0.0128 - 0.009050967) * 2.5 / 5)
+    # given its extremes, it is clamped like values folded one by one
+    w = RollingWindow(0.0)
+    w.add_histogram(0.5, counts, 4 * 0.0103, 0.0103, 0.0103)
+    assert w.view(0.9, 60).p50 == 0.0103
+    # an all-zero histogram folds nothing, so it does not unclamp either
+    w.add_histogram(0.6, [0] * N_BUCKETS, 0.0)
+    assert w.view(0.9, 60).p50 == 0.0103
+
+
+def test_a_window_that_never_times_anything_keeps_no_extremes() -> None:
+    w = RollingWindow(0.0)
+    for t in range(400):
+        w.add(t + 0.5, processed=2, messages=3, nbytes=10)
+    assert (len(w._fx), len(w._cx), len(w._vx)) == (0, 0, 0)
+    w.add(400.5, processed=1, latency=0.001)
+    w.view(402.0, 60)
+    assert (len(w._fx), w._fx.typecode, len(w._cx)) == (120, "f", 0)  # 60 slots, lo and hi
+    w.view(420.0, 300)
+    assert (len(w._cx), w._cx.typecode) == (60, "f")
+
+
+def test_widened_counts_leave_the_extremes_alone() -> None:
+    """Counts widen their own ring; the extremes ring stays float32 and exact."""
+    w = RollingWindow(0.0)
+    big = [0] * N_BUCKETS
+    big[14] = 5_000_000_000  # past 32 bits: the histogram ring becomes 64-bit
+    w.add_histogram(0.5, big, 0.0103 * 5_000_000_000, 0.0103, 0.0103)
+    w.add(1.5, processed=1, latency=0.0103)
+    v = w.view(1.6, 10)
+    assert w._fh.typecode == "Q" and w._fx.typecode == "f" and len(w._fx) == 120
+    assert v.latency_count == 5_000_000_001
+    assert v.p50 == pytest.approx(0.0103, rel=1e-6)
+
+
+@pytest.mark.parametrize("bound", [b for b in LATENCY_BOUNDS[:-1]] + [0.01, 0.005, 0.25])
+def test_float32_extremes_never_move_a_clamp_out_of_its_bucket(bound: float) -> None:
+    """A latency on a bucket bound, and just either side of it: float32 rounding of its
+    stored extremes must keep every quantile inside the bucket the latency is in, and
+    within a float32 step of it."""
+    import math
+
+    from streammetrics.buckets import DEFAULT_LADDER
+
+    bounds = DEFAULT_LADDER.bounds
+    for x in (math.nextafter(bound, 0.0), bound, math.nextafter(bound, math.inf)):
+        w = RollingWindow(0.0, bounds=bounds)
+        w.add(0.5, processed=1, latency=x)
+        w.add(0.6, processed=1, latency=x)
+        v = w.view(1.5, 60)  # slot 0 completed: its extremes are float32 now
+        i = bucket_index(x, bounds)
+        lower, upper = (bounds[i - 1] if i else 0.0), bounds[i]
+        for q in (v.p50, v.p95, v.p99):
+            assert q is not None and lower <= q <= upper, (x, q, lower, upper)
+            assert abs(q - x) <= x * 2**-22, (x, q)
+
+
+def test_float32_rounding_is_outward() -> None:
+    from array import array
+
+    from streammetrics.windows import _f32_toward
+
+    rng = random.Random(5)
+    values = [rng.lognormvariate(-5, 3) for _ in range(2000)] + [0.0, 1e-300, 86400.0, 1e39]
+    for x in values:
+        down, up = _f32_toward(x, False), _f32_toward(x, True)
+        assert down <= x <= up
+        assert array("f", (down, up)).tolist() == [down, up]  # both float32
+        if 1e-30 < x < 1e30:
+            assert up - down <= x * 2**-21

@@ -17,6 +17,7 @@ for that long is evicted on the next figures read, and counted (``_sweep``).
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
@@ -443,6 +444,7 @@ class Aggregator:
             processed = errors = nbytes = 0
             sys_hist: list[int] | None = None
             sys_lsum = 0.0
+            sys_lo, sys_hi = math.inf, -math.inf  # the extremes the quantiles are clamped to
             for p, e, nb, lats, c, ts in acc.values():
                 c.last_activity = ts if ts is not None else wall
                 processed += p
@@ -455,19 +457,27 @@ class Aggregator:
                 if sys_hist is None:
                     sys_hist = [0] * self.ladder.nbuckets
                 if len(lats) == 1:  # one latency (a component that reports rarely)
-                    lsum = lats[0]
+                    lsum = lo = hi = lats[0]
                     k = bisect_left(bounds, lsum)
                     w.add_bucket(now, k, lsum)
                     sys_hist[k] += 1
                 else:
+                    lo, hi = min(lats), max(lats)
+                    if lo != lo or hi != hi:  # a NaN first (code skips validation): as
+                        known = [x for x in lats if x == x]  # add() does, leave it out
+                        lo, hi = min(known, default=math.inf), max(known, default=-math.inf)
                     first, counts, lsum = bucket_latencies(lats, bounds)
-                    w.add_counts(now, first, counts, lsum)
+                    w.add_counts(now, first, counts, lsum, lo, hi)
                     last = first + len(counts)
                     sys_hist[first:last] = map(add, sys_hist[first:last], counts)
                 sys_lsum += lsum
+                if lo < sys_lo:
+                    sys_lo = lo
+                if hi > sys_hi:
+                    sys_hi = hi
             system.add(now, processed, errors, sys_msgs, nbytes)
             if sys_hist is not None:
-                system.add_counts(now, 0, sys_hist, sys_lsum)
+                system.add_counts(now, 0, sys_hist, sys_lsum, sys_lo, sys_hi)
         return rejected
 
     def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> int:

@@ -15,10 +15,20 @@ from describes requests no longer counted). An empty view says so: rate 0 and qu
 
 Events are windowed by arrival time, like statsd: a late event counts in the slot
 in progress, never in one that a reader may already have seen.
+
+Quantiles are interpolated inside a bucket, clamped to what was observed: each timed
+slot keeps the smallest and the largest latency it holds, a view takes the min and max
+over the slots it spans (exact: the extremes of a union are the extremes of its parts),
+and the bucket a rank falls in is interpolated from the larger of its lower bound and
+that min to the smaller of its upper bound and that max. A narrow stream that fills
+one wide bucket then reads inside the values it had, not across the whole bucket, and
+a constant latency reads as itself. A histogram folded without its extremes (a probe's
+delta) leaves its view unclamped, as before.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -64,10 +74,17 @@ def bucket_index(latency: float, bounds: Sequence[float] = LATENCY_BOUNDS) -> in
 
 
 def quantile(
-    counts: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_BOUNDS
+    counts: Sequence[int],
+    q: float,
+    bounds: Sequence[float] = LATENCY_BOUNDS,
+    lowest: float = -math.inf,
+    highest: float = math.inf,
 ) -> float | None:
     """The q-quantile of a bucket histogram over ``bounds`` (one count per bound, then
-    ``+Inf``), interpolated like PromQL's ``histogram_quantile``.
+    ``+Inf``), interpolated like PromQL's ``histogram_quantile``, but inside
+    ``[max(lower bound, lowest), min(upper bound, highest)]`` of the bucket the rank
+    falls in: ``lowest``/``highest`` are the smallest and largest latency the histogram
+    holds, when known (unclamped by default).
 
     ``None`` for an empty histogram; the largest finite bound when the rank falls in ``+Inf``.
     """
@@ -80,15 +97,28 @@ def quantile(
         if c and cumulative + c >= rank:
             if i >= len(bounds):
                 return bounds[-1]
-            lower = bounds[i - 1] if i else 0.0
-            upper = bounds[i]
+            lower, upper = _clamp(bounds[i - 1] if i else 0.0, bounds[i], lowest, highest)
             return lower + (upper - lower) * ((rank - cumulative) / c)
         cumulative += c
     return bounds[-1]
 
 
+def _clamp(lower: float, upper: float, lowest: float, highest: float) -> tuple[float, float]:
+    """A bucket's ``(lower, upper]`` narrowed to the observed ``[lowest, highest]``.
+
+    The bucket is the one a rank fell in, so it holds values and, with true extremes,
+    the narrowed range is never empty; extremes that do not fit the histogram (a
+    caller's mistake) leave the bucket whole rather than read outside it."""
+    lo = lowest if lowest > lower else lower
+    hi = highest if highest < upper else upper
+    return (lo, hi) if lo <= hi else (lower, upper)
+
+
 def _quantiles3(
-    hists: Sequence[Sequence[int] | None], bounds: Sequence[float] = LATENCY_BOUNDS
+    hists: Sequence[Sequence[int] | None],
+    bounds: Sequence[float] = LATENCY_BOUNDS,
+    lowest: float = -math.inf,
+    highest: float = math.inf,
 ) -> tuple[float | None, float | None, float | None]:
     """``quantile`` at 0.5, 0.95 and 0.99 of the sum of ``hists`` (None ones left out).
 
@@ -112,13 +142,15 @@ def _quantiles3(
     if not total:
         return None, None, None
     return (
-        _at_rank(cum, 0.5 * total, bounds),
-        _at_rank(cum, 0.95 * total, bounds),
-        _at_rank(cum, 0.99 * total, bounds),
+        _at_rank(cum, 0.5 * total, bounds, lowest, highest),
+        _at_rank(cum, 0.95 * total, bounds, lowest, highest),
+        _at_rank(cum, 0.99 * total, bounds, lowest, highest),
     )
 
 
-def _at_rank(cum: list[int], rank: float, bounds: Sequence[float]) -> float:
+def _at_rank(
+    cum: list[int], rank: float, bounds: Sequence[float], lowest: float, highest: float
+) -> float:
     """The interpolated value at ``rank`` of a cumulative bucket histogram."""
     i = bisect_left(cum, rank)  # the first bucket whose running count reaches the rank
     if i >= len(bounds):
@@ -127,7 +159,13 @@ def _at_rank(cum: list[int], rank: float, bounds: Sequence[float]) -> float:
         lower, before = bounds[i - 1], cum[i - 1]
     else:
         lower, before = 0.0, 0
-    return lower + (bounds[i] - lower) * ((rank - before) / (cum[i] - before))
+    upper = bounds[i]
+    # _clamp, written out: three of these a view, for every component, every tick
+    lo = lowest if lowest > lower else lower
+    hi = highest if highest < upper else upper
+    if lo <= hi:
+        lower, upper = lo, hi
+    return lower + (upper - lower) * ((rank - before) / (cum[i] - before))
 
 
 class WindowStats(msgspec.Struct, frozen=True, gc=False):
@@ -201,6 +239,66 @@ _EMPTY, _COUNTS, _TIMED = 0, 1, 2
 _NCOUNTS: Final = 5  # the integer counters of a slot: processed … latency count
 
 
+# Extremes of a slot that timed nothing: neutral in a min / max over slots. A slot timed
+# without known extremes holds (-inf, +inf) instead, which leaves its views unclamped.
+_NONE_LO: Final = math.inf
+_NONE_HI: Final = -math.inf
+_F32_MAX: Final = 3.4028234663852886e38
+_F32_TINY: Final = 2.0**-149  # the smallest float32 above zero
+
+
+def _extremes_ring(n: int) -> array[float]:
+    """A ring's extremes, float32: the ``n`` slots' minimums, then their ``n`` maximums."""
+    return array("f", [_NONE_LO] * n + [_NONE_HI] * n)
+
+
+def _f32_toward(x: float, up: bool) -> float:
+    """``x`` rounded to a float32 at or above it (``up``) or at or below it.
+
+    Why directed: a slot's extremes are kept in float32 (four bytes each, ninety slots
+    per window), and nearest rounding could move a minimum just above its value and past
+    the upper bound of the bucket it is in, so that the clamp would read outside that
+    bucket. Rounded outward, a stored minimum is at or below every value of its slot and
+    a stored maximum at or above, so the clamp range holds every observed value of the
+    bucket and, intersected with the bucket, never leaves it; widening by at most two
+    float32 steps (~1.2e-7 relative) costs nothing a bucket of ~41 % width would show.
+    """
+    return _put_toward(array("f", (0.0,)), 0, x, up)
+
+
+def _put_toward(ring: array[float], at: int, x: float, up: bool) -> float:
+    """Write ``x`` at ``ring[at]`` (float32) rounded as ``_f32_toward`` rounds it; returns
+    what was stored. The ring's own assignment rounds to nearest, read back to see which
+    way it went: a slot completing costs no temporary array."""
+    ring[at] = x  # nearest; beyond float32's range it is an infinity
+    y = ring[at]
+    if up:
+        if y < x:
+            ring[at] = -_F32_MAX if y == -math.inf else y + max(abs(y) * 2.0**-23, _F32_TINY)
+    elif y > x:
+        ring[at] = _F32_MAX if y == math.inf else y - max(abs(y) * 2.0**-23, _F32_TINY)
+    return ring[at]
+
+
+def _widen(vx: array[float], k: int, lo: float, hi: float) -> None:
+    """A slot with extremes ``lo``, ``hi`` joins the view whose running extremes are at
+    ``vx[k]``, ``vx[k + 1]`` (one that is NaN stays so: the scan that finds it sees the
+    slot; NaN compares false)."""
+    if lo < vx[k]:
+        vx[k] = lo
+    if hi > vx[k + 1]:
+        vx[k + 1] = hi
+
+
+def _forget(vx: array[float], k: int, lo: float, hi: float) -> None:
+    """A slot with extremes ``lo``, ``hi`` leaves that view: an extreme it held is no
+    longer known without a scan (NaN until then)."""
+    if vx[k] == lo:
+        vx[k] = math.nan
+    if vx[k + 1] == hi:
+        vx[k + 1] = math.nan
+
+
 def _sum_add(into: array[int] | None, h: Sequence[int]) -> array[int]:
     """``into + h`` (a running histogram sum, None while nothing was timed), written
     into ``into`` itself.
@@ -236,23 +334,31 @@ class RollingWindow:
     Completed slots live in flat arrays, one per ring and kind (integer counters,
     latency sums, histograms), with a flag per slot; only the slot in progress and the
     views' running sums are Python objects. That keeps a window with traffic in every
-    slot near 10 KB where a list per slot cost 57 KB.
+    slot near 10 KB where a list per slot cost 57 KB. The extremes the quantiles are
+    clamped to take one float32 array per ring (each slot's minimum, then each slot's
+    maximum: 720 bytes a window), made when the first timed slot completes.
     """
 
     __slots__ = (
         "_bounds",
         "_cc",
         "_cch",
+        "_cchi",
+        "_cclo",
         "_ch",
         "_cn",
         "_co",
         "_cs",
         "_cur",
         "_curh",
+        "_curhi",
+        "_curlo",
+        "_cx",
         "_fh",
         "_fn",
         "_fo",
         "_fs",
+        "_fx",
         "_nb",
         "_res",
         "_start",
@@ -265,6 +371,7 @@ class RollingWindow:
         "_v60h",
         "_v300",
         "_v300h",
+        "_vx",
     )
 
     def __init__(
@@ -289,8 +396,19 @@ class RollingWindow:
         self._cn: array[int] = _EMPTY_RING
         self._cs: array[float] = _EMPTY_SUMS
         self._ch: array[int] = _EMPTY_RING
+        self._fx: array[float] = _EMPTY_SUMS  # extremes of the timed slots of each ring
+        self._cx: array[float] = _EMPTY_SUMS
         self._cur: _Vec = _vec()
         self._curh: _Hist | None = None
+        # Smallest and largest latency of the slot in progress (exact) and of the coarse
+        # slot in progress (of its completed seconds, as stored: float32).
+        self._curlo, self._curhi = _NONE_LO, _NONE_HI
+        self._cclo, self._cchi = _NONE_LO, _NONE_HI
+        # The views' extremes over their completed slots (10 s lo, hi, 60 s, 300 s), kept
+        # as a slot completes, NaN once the slot that held one left (found again by a
+        # scan of the ring at the next read): a read then rarely walks ninety slots.
+        # Float32 like the rings they come from, so they hold those values exactly.
+        self._vx: array[float] = _EMPTY_SUMS
         self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
         self._cc, self._tot = _vec(), _vec()  # coarse slot in progress; lifetime totals
         self._v10h: array[int] | None = None
@@ -331,10 +449,23 @@ class RollingWindow:
             h[bisect_left(self._bounds, latency)] += 1
             cur[_LC] += 1
             cur[_LS] += latency
+            if latency < self._curlo:
+                self._curlo = latency
+            if latency > self._curhi:
+                self._curhi = latency
 
-    def add_histogram(self, now: float, counts: Sequence[int], latency_sum: float) -> None:
+    def add_histogram(
+        self,
+        now: float,
+        counts: Sequence[int],
+        latency_sum: float,
+        lowest: float | None = None,
+        highest: float | None = None,
+    ) -> None:
         """Fold a pre-bucketed latency histogram (a probe's delta): one count per bound
-        and one for ``+Inf``."""
+        and one for ``+Inf``. ``lowest``/``highest``: its smallest and largest latency
+        if known; without them the quantiles of every view that holds this slot are
+        interpolated across whole buckets, unclamped."""
         if len(counts) != self._nb:
             raise ValueError(f"expected {self._nb} bucket counts, got {len(counts)}")
         tick = int(now // self._res)
@@ -342,13 +473,25 @@ class RollingWindow:
             self._advance(tick)
         h = self._curh  # summed in C (map), not bucket by bucket: a flush folds many
         self._curh = list(counts) if h is None else list(map(add, h, counts))
-        self._cur[_LC] += sum(counts)
+        n = sum(counts)
+        self._cur[_LC] += n
         self._cur[_LS] += latency_sum
+        if n:
+            self._extend(lowest, highest)
 
-    def add_counts(self, now: float, first: int, counts: Sequence[int], latency_sum: float) -> None:
+    def add_counts(
+        self,
+        now: float,
+        first: int,
+        counts: Sequence[int],
+        latency_sum: float,
+        lowest: float | None = None,
+        highest: float | None = None,
+    ) -> None:
         """Fold latencies already bucketed from bucket ``first`` on (``counts[j]`` in
         bucket ``first + j``, as ``buckets.bucket_latencies`` gives them): a batch's
-        latencies in one slice addition, however many they are."""
+        latencies in one slice addition, however many they are. ``lowest``/``highest``
+        as for ``add_histogram``."""
         end = first + len(counts)
         if first < 0 or end > self._nb:
             raise ValueError(f"buckets {first}..{end - 1} are not within 0..{self._nb - 1}")
@@ -359,11 +502,25 @@ class RollingWindow:
         if h is None:
             h = self._curh = [0] * self._nb
         h[first:end] = map(add, h[first:end], counts)
-        self._cur[_LC] += sum(counts)
+        n = sum(counts)
+        self._cur[_LC] += n
         self._cur[_LS] += latency_sum
+        if n:
+            self._extend(lowest, highest)
+
+    def _extend(self, lowest: float | None, highest: float | None) -> None:
+        """The slot in progress holds latencies from ``lowest`` to ``highest`` too (None:
+        not known, which leaves the views holding this slot unclamped on that side)."""
+        lo = -math.inf if lowest is None else lowest
+        hi = math.inf if highest is None else highest
+        if lo < self._curlo:
+            self._curlo = lo
+        if hi > self._curhi:
+            self._curhi = hi
 
     def add_bucket(self, now: float, index: int, latency_sum: float) -> None:
-        """Fold one latency already placed in bucket ``index`` (``bucket_index``)."""
+        """Fold one latency already placed in bucket ``index`` (``bucket_index``):
+        ``latency_sum`` is that latency."""
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
@@ -373,6 +530,10 @@ class RollingWindow:
         h[index] += 1
         self._cur[_LC] += 1
         self._cur[_LS] += latency_sum
+        if latency_sum < self._curlo:
+            self._curlo = latency_sum
+        if latency_sum > self._curhi:
+            self._curhi = latency_sum
 
     # -- time ------------------------------------------------------------------------------
 
@@ -390,6 +551,9 @@ class RollingWindow:
         self._co = bytearray(_COARSE)
         self._v10, self._v60, self._v300, self._cc = _vec(), _vec(), _vec(), _vec()
         self._v10h = self._v60h = self._v300h = self._cch = None
+        self._fx = self._cx = _EMPTY_SUMS
+        self._cclo, self._cchi = _NONE_LO, _NONE_HI
+        self._vx = _EMPTY_SUMS
 
     def _take_out(
         self,
@@ -437,6 +601,21 @@ class RollingWindow:
                     self._fh = _zeros(_FINE * nb)
                 self._fh = _put(self._fh, i * nb, curh)
                 fo[i] = _TIMED
+                lo, hi = self._curlo, self._curhi
+                if not self._fx:
+                    self._fx = _extremes_ring(_FINE)
+                    self._vx = array("f", (_NONE_LO, _NONE_HI) * 3)
+                slo = _put_toward(self._fx, i, lo, False)
+                shi = _put_toward(self._fx, _FINE + i, hi, True)
+                _widen(self._vx, 0, slo, shi)
+                _widen(self._vx, 2, slo, shi)
+                # the stored (float32) extremes, as the 10 s and 60 s views read them: a
+                # 300 s view with the latencies of a shorter one has its extremes too
+                if slo < self._cclo:
+                    self._cclo = slo
+                if shi > self._cchi:
+                    self._cchi = shi
+                self._curlo, self._curhi = _NONE_LO, _NONE_HI
             cur[:] = _ZERO  # in place, as _sum_add: the slot's vector lives on
             self._curh = None
         else:
@@ -445,9 +624,14 @@ class RollingWindow:
         j = (t1 - 10) % _FINE
         if fo[j]:  # leaves the 10 s view
             self._v10h = self._take_out(fo[j], fn, fs, fh, j, self._v10, self._v10h)
+            if fo[j] == _TIMED:
+                _forget(self._vx, 0, self._fx[j], self._fx[_FINE + j])
         j = t1 % _FINE
         if fo[j]:  # leaves the 60 s view, and the ring
             self._v60h = self._take_out(fo[j], fn, fs, fh, j, self._v60, self._v60h)
+            if fo[j] == _TIMED:  # its extremes go with it (a scan reads the whole ring)
+                _forget(self._vx, 2, self._fx[j], self._fx[_FINE + j])
+                self._fx[j], self._fx[_FINE + j] = _NONE_LO, _NONE_HI
             fo[j] = _EMPTY
         if t1 % _PER_COARSE == 0:
             self._close_coarse(t1 // _PER_COARSE)
@@ -461,6 +645,9 @@ class RollingWindow:
             self._v300h = self._take_out(
                 co[j], self._cn, self._cs, self._ch, j, self._v300, self._v300h
             )
+            if co[j] == _TIMED:
+                _forget(self._vx, 4, self._cx[j], self._cx[_COARSE + j])
+                self._cx[j], self._cx[_COARSE + j] = _NONE_LO, _NONE_HI
             co[j] = _EMPTY
         cc, cch = self._cc, self._cch
         if cch is not None or any(cc):
@@ -477,6 +664,12 @@ class RollingWindow:
                     self._ch = _zeros(_COARSE * self._nb)
                 self._ch = _put(self._ch, i * self._nb, cch)
                 co[i] = _TIMED
+                if not self._cx:
+                    self._cx = _extremes_ring(_COARSE)
+                slo = _put_toward(self._cx, i, self._cclo, False)
+                shi = _put_toward(self._cx, _COARSE + i, self._cchi, True)
+                _widen(self._vx, 4, slo, shi)
+                self._cclo, self._cchi = _NONE_LO, _NONE_HI
             cc[:] = _ZERO
             self._cch = None
 
@@ -530,9 +723,13 @@ class RollingWindow:
         processed, errors = int(vec[_P]), int(vec[_E])
         done = processed + errors
         if shorter is not None and shorter.latency_count == vec[_LC]:
+            # the same latencies, so the same extremes too: the extra slots are untimed
             p50, p95, p99 = shorter.p50, shorter.p95, shorter.p99
+        elif vec[_LC]:
+            lo, hi = self._extremes(seconds)
+            p50, p95, p99 = _quantiles3(hists, self._bounds, lo, hi)
         else:
-            p50, p95, p99 = _quantiles3(hists, self._bounds)
+            p50 = p95 = p99 = None
         return WindowStats(
             window_seconds=seconds,
             span_seconds=span,
@@ -549,6 +746,39 @@ class RollingWindow:
             p50=p50,
             p95=p95,
             p99=p99,
+        )
+
+    def _extremes(self, seconds: ViewSeconds) -> tuple[float, float]:
+        """The smallest and largest latency of a view (advanced to now): its slots in
+        progress and its completed timed slots."""
+        lo, hi = self._curlo, self._curhi
+        if seconds == 300:
+            lo, hi = min(lo, self._cclo), max(hi, self._cchi)
+        vx = self._vx
+        if not vx:
+            return lo, hi
+        k = 0 if seconds == 10 else 2 if seconds == 60 else 4
+        slo, shi = vx[k], vx[k + 1]
+        if slo != slo or shi != shi:  # NaN: the slot that held one left
+            slo, shi = vx[k], vx[k + 1] = self._scan(seconds)
+        return min(lo, slo), max(hi, shi)
+
+    def _scan(self, seconds: ViewSeconds) -> tuple[float, float]:
+        """The extremes of a view's completed slots, read from its ring. A slot that
+        left a view of a ring's whole length was reset to neutral when it left, so those
+        views read the whole ring; the 10 s view reads its nine completed slots."""
+        if seconds == 300:
+            x, n = self._cx, _COARSE
+            return (min(x[:n]), max(x[n:])) if x else (_NONE_LO, _NONE_HI)
+        x = self._fx
+        if seconds == 60:
+            return min(x[:_FINE]), max(x[_FINE:])
+        a, b = (self._tick - 9) % _FINE, self._tick % _FINE  # slots a .. b - 1, wrapping
+        if a < b:
+            return min(x[a:b]), max(x[_FINE + a : _FINE + b])
+        return (
+            min(min(x[a:_FINE]), min(x[:b], default=_NONE_LO)),
+            max(max(x[_FINE + a :]), max(x[_FINE : _FINE + b], default=_NONE_HI)),
         )
 
     def idle(self, now: float) -> bool:

@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -163,8 +164,9 @@ def _first_tick(tick: int, seconds: int) -> int:
 def test_window_views_match_a_brute_force_model(start: float, ops: list[tuple[Any, ...]]) -> None:
     now = start
     w = RollingWindow(now)
-    # every fold, with the tick it landed in: (tick, processed, errors, messages, bytes, hist)
-    folded: list[tuple[int, int, int, int, int, list[int], float]] = []
+    # every fold, with the tick it landed in: (tick, processed, errors, messages, bytes, hist,
+    # latency sum, smallest latency, largest latency)
+    folded: list[tuple[int, int, int, int, int, list[int], float, float, float]] = []
     for op in ops:
         if op[0] == "step":
             now += op[1]
@@ -174,11 +176,14 @@ def test_window_views_match_a_brute_force_model(start: float, ops: list[tuple[An
             hist = [0] * N_BUCKETS
             if lat is not None:
                 hist[bucket_index(lat)] += 1
-            folded.append((int(now // 1.0), p, e, m, b, hist, lat or 0.0))
+            lo, hi = (lat, lat) if lat is not None else (math.inf, -math.inf)
+            folded.append((int(now // 1.0), p, e, m, b, hist, lat or 0.0, lo, hi))
         elif op[0] == "hist":
             _, counts, lsum = op
             w.add_histogram(now, counts, lsum)
-            folded.append((int(now // 1.0), 0, 0, 0, 0, list(counts), lsum))
+            # folded without its extremes: every view holding it is unclamped
+            lo, hi = (-math.inf, math.inf) if any(counts) else (math.inf, -math.inf)
+            folded.append((int(now // 1.0), 0, 0, 0, 0, list(counts), lsum, lo, hi))
         else:
             _check_views(w, now, folded)
     _check_views(w, now, folded)
@@ -201,7 +206,11 @@ def _check_views(w: RollingWindow, now: float, folded: list[Any]) -> None:
             sum(f[i] for f in inside) for i in (1, 2, 3, 4)
         ), seconds
         assert v.latency_count == sum(hist)
-        assert v.p99 == quantile(hist, 0.99)
+        # clamped to the extremes of what is inside (float32 for completed slots)
+        lo = min((f[7] for f in inside), default=math.inf)
+        hi = max((f[8] for f in inside), default=-math.inf)
+        want = quantile(hist, 0.99, lowest=lo, highest=hi)
+        assert v.p99 == (pytest.approx(want, rel=1e-6) if want is not None else None)
         # a view never exceeds the lifetime totals, and rates are never negative
         assert v.processed <= totals[0] and v.errors <= totals[1] and v.messages <= totals[2]
         assert v.items_per_second >= 0 and v.message_rate >= 0
