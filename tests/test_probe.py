@@ -55,6 +55,8 @@ def test_counts_and_latency_histogram() -> None:
         bytes=100,
         latency_counts=histogram(0.010, 0.5, 0.010),
         latency_sum=pytest.approx(0.52),  # type: ignore[arg-type]
+        latency_min=0.010,
+        latency_max=0.5,
         last_error="second",
     )
     assert d.latency_counts is not None
@@ -62,6 +64,28 @@ def test_counts_and_latency_histogram() -> None:
     assert d.latency_counts[bucket_index(0.5)] == 1  # 0.4096 < 0.5 <= 0.5
     assert sum(d.latency_counts) == 3
     assert len(d.latency_counts) == N_BUCKETS
+
+
+def test_a_probe_s_extremes_clamp_the_quantiles_it_feeds() -> None:
+    """10.3 ms every time, through probe, bus and aggregator: the delta carries its
+    extremes, so every quantile reads 10.3 ms, not a point across the bucket it falls in;
+    the flush starts the extremes again."""
+    from streammetrics.aggregator import Aggregator
+
+    bus = EventBus()
+    agg = Aggregator()
+    bus.subscribe(agg)
+    p = bus.probe("worker")
+    for _ in range(50):
+        p.processed(latency=0.0103)
+    bus.flush()
+    c = agg.figures().detailed_components["worker"]
+    lat = c.latency
+    assert (lat.p50, lat.p95, lat.p99) == pytest.approx((0.0103, 0.0103, 0.0103), rel=1e-6)
+    p.processed(latency=0.2)
+    (d,) = p.flush()
+    assert (d.latency_min, d.latency_max) == (0.2, 0.2)
+    assert p.flush() == []
 
 
 def test_counts_without_latency_send_no_histogram() -> None:

@@ -531,8 +531,9 @@ class Aggregator:
             c.window.add(now, d.processed, d.errors, d.messages, d.bytes)
             system.add(now, d.processed, d.errors, d.messages, d.bytes)
             if d.latency_counts is not None:
-                c.window.add_histogram(now, d.latency_counts, d.latency_sum)
-                system.add_histogram(now, d.latency_counts, d.latency_sum)
+                lo, hi = d.latency_min, d.latency_max
+                c.window.add_histogram(now, d.latency_counts, d.latency_sum, lo, hi)
+                system.add_histogram(now, d.latency_counts, d.latency_sum, lo, hi)
             if d.last_error is not None:
                 c.last_error = d.last_error
             if d.client_errors:

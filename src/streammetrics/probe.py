@@ -11,6 +11,7 @@ costs next to nothing where no endpoint runs and loses no count if one starts la
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,7 +50,9 @@ class Probe:
         "_counter",
         "_e",
         "_h",
+        "_hi",
         "_last_error",
+        "_lo",
         "_ls",
         "_nb",
         "_p",
@@ -81,6 +84,10 @@ class Probe:
         self._c = 0
         self._ls = 0.0
         self._h: list[int] | None = None
+        # The smallest and largest latency since the flush, which clamp the quantiles'
+        # interpolation inside a bucket (two compares a call).
+        self._lo = math.inf
+        self._hi = -math.inf
         self._last_error: str | None = None
         self._streams: dict[str, list[int]] = {}
         #: A circuit breaker that sees every outcome the probe counts (set by the harness).
@@ -101,6 +108,10 @@ class Probe:
                 h = self._h = [0] * self._nb
             h[bisect_left(self._bounds, latency)] += 1
             self._ls += latency
+            if latency < self._lo:
+                self._lo = latency
+            if latency > self._hi:
+                self._hi = latency
 
     def error(self, n: int = 1, detail: str | None = None, latency: float | None = None) -> None:
         """Count ``n`` failed items; ``detail`` is kept as the component's last error."""
@@ -115,6 +126,10 @@ class Probe:
                 h = self._h = [0] * self._nb
             h[bisect_left(self._bounds, latency)] += 1
             self._ls += latency
+            if latency < self._lo:
+                self._lo = latency
+            if latency > self._hi:
+                self._hi = latency
 
     def client_error(self, n: int = 1) -> None:
         """Count ``n`` requests refused as their client's fault (a malformed body, a
@@ -184,6 +199,8 @@ class Probe:
                     bytes=self._b,
                     latency_counts=self._h,
                     latency_sum=self._ls,
+                    latency_min=self._lo if self._h is not None else None,
+                    latency_max=self._hi if self._h is not None else None,
                     last_error=self._last_error,
                     client_errors=self._c,
                 )
@@ -191,6 +208,8 @@ class Probe:
             self._p = self._e = self._b = self._c = 0
             self._ls = 0.0
             self._h = None
+            self._lo = math.inf
+            self._hi = -math.inf
             self._last_error = None
         if self._streams:
             for stream, (n, nb) in self._streams.items():

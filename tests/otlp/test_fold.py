@@ -137,3 +137,21 @@ def test_a_batch_with_one_unfoldable_span_folds_the_rest_exactly() -> None:
         )
         assert result.accepted == 4
     assert figures[0] == figures[1]
+
+
+@pytest.mark.parametrize("spans", [20, 3], ids=["in-bulk", "few"])
+def test_item_spans_extremes_clamp_the_quantiles(spans: int) -> None:
+    """Server spans of 10.3 and 10.5 ms: the item latency's quantiles stay inside what was
+    observed, not across the bucket both fall in; a span with a bad duration in the batch
+    (the span-by-span path) keeps them too. The 0.2 s CLIENT span is no item."""
+    for bad in (False, True):
+        agg = Aggregator()
+        batch = [span(0.0103) for _ in range(spans)] + [span(0.0105), span(0.2, kind=3)]
+        if bad:
+            broken = span(0.01)
+            broken.end_time_unix_nano = broken.start_time_unix_nano - 1
+            batch.append(broken)
+        OtlpIntake(agg, OtlpConfig()).fold(request({"api": batch}))
+        lat = agg.figures().detailed_components["api"].latency
+        assert lat.p50 is not None and lat.p99 is not None
+        assert 0.0103 - 1e-9 <= lat.p50 <= lat.p99 <= 0.0105 + 1e-9, (bad, lat)

@@ -209,6 +209,8 @@ class _Group:
         "errors",
         "hist",
         "last_error",
+        "lmax",
+        "lmin",
         "lsum",
         "processed",
         "shist",
@@ -220,6 +222,9 @@ class _Group:
     def __init__(self, nbuckets: int) -> None:
         self.processed = self.errors = self.spans = 0
         self.lsum = self.ssum = 0  # nanoseconds
+        # The item spans' shortest and longest duration (ns), which clamp the quantiles.
+        self.lmin: int | None = None
+        self.lmax: int | None = None
         self.hist = [0] * nbuckets
         self.shist = [0] * nbuckets
         self.last_error: str | None = None
@@ -384,6 +389,7 @@ def _add(
     if not item_spans:
         return
     g.lsum += sum(item_durations)
+    _extremes(g, min(item_durations), max(item_durations))
     _bucket(g.hist, item_durations, bounds)
     g.processed += len(codes) - errors
     g.errors += errors
@@ -434,6 +440,7 @@ def _add_each(
         if sp.kind in items:
             hist[k] += 1
             lsum += d
+            _extremes(g, d, d)
             status = sp.status
             if status.code == _ERROR:
                 errors += 1
@@ -449,6 +456,13 @@ def _add_each(
     g.last_error = last[:2000] if last is not None else None
 
 
+def _extremes(g: _Group, lo: int, hi: int) -> None:
+    if g.lmin is None or lo < g.lmin:
+        g.lmin = lo
+    if g.lmax is None or hi > g.lmax:
+        g.lmax = hi
+
+
 def _delta(name: str, g: _Group) -> SpanDelta:
     items = g.processed + g.errors
     return SpanDelta(
@@ -458,6 +472,8 @@ def _delta(name: str, g: _Group) -> SpanDelta:
             errors=g.errors,
             latency_counts=g.hist if items else None,
             latency_sum=g.lsum * 1e-9,
+            latency_min=None if g.lmin is None else g.lmin * 1e-9,
+            latency_max=None if g.lmax is None else g.lmax * 1e-9,
             last_error=g.last_error,
         ),
         spans=g.spans,

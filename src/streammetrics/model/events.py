@@ -91,6 +91,11 @@ class Delta(msgspec.Struct, gc=False):
     latency_counts: list[int] | None = None
     """Per-bucket counts over ``windows.LATENCY_BOUNDS`` (+Inf last), or None."""
     latency_sum: float = 0.0
+    latency_min: float | None = None
+    """The smallest latency of ``latency_counts`` (None: not known), so that quantiles
+    interpolate only between what was observed inside a bucket."""
+    latency_max: float | None = None
+    """The largest, likewise."""
     stream: str | None = None
     last_error: str | None = None
     client_errors: int = 0
