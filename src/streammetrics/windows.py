@@ -468,16 +468,7 @@ class RollingWindow:
         interpolated across whole buckets, unclamped."""
         if len(counts) != self._nb:
             raise ValueError(f"expected {self._nb} bucket counts, got {len(counts)}")
-        tick = int(now // self._res)
-        if tick > self._tick:
-            self._advance(tick)
-        h = self._curh  # summed in C (map), not bucket by bucket: a flush folds many
-        self._curh = list(counts) if h is None else list(map(add, h, counts))
-        n = sum(counts)
-        self._cur[_LC] += n
-        self._cur[_LS] += latency_sum
-        if n:
-            self._extend(lowest, highest)
+        self.add_counts(now, 0, counts, latency_sum, lowest, highest)
 
     def add_counts(
         self,
