@@ -6,6 +6,7 @@ completed before it), never read back from the code under test."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -300,8 +301,32 @@ def test_gap_with_unread_slot_in_progress_keeps_it_in_totals() -> None:
 # -- add_histogram --------------------------------------------------------------------------
 
 
-def test_add_histogram_equals_per_event_add() -> None:
-    rng = random.Random(7)
+def _fold_histogram(w: RollingWindow, t: float, lat: list[float]) -> None:
+    counts = [0] * N_BUCKETS
+    for x in lat:
+        counts[bucket_index(x)] += 1
+    w.add_histogram(t, counts, sum(lat), min(lat), max(lat))
+
+
+def _fold_counts(w: RollingWindow, t: float, lat: list[float]) -> None:
+    """A run of bucket counts from ``first`` on."""
+    ks = [bucket_index(x) for x in lat]
+    first = min(ks)
+    counts = [0] * (max(ks) - first + 1)
+    for k in ks:
+        counts[k - first] += 1
+    w.add_counts(t, first, counts, sum(lat), min(lat), max(lat))
+
+
+@pytest.mark.parametrize(
+    ("fold", "seed"),
+    [(_fold_histogram, 7), (_fold_counts, 11)],
+    ids=["add_histogram", "add_counts"],
+)
+def test_batched_latencies_fold_as_they_would_one_by_one(
+    fold: Callable[[RollingWindow, float, list[float]], None], seed: int
+) -> None:
+    rng = random.Random(seed)
     per_event = RollingWindow(0.0)
     batched = RollingWindow(0.0)
     t = 0.0
@@ -310,10 +335,7 @@ def test_add_histogram_equals_per_event_add() -> None:
         lat = [rng.lognormvariate(-4, 2) for _ in range(rng.randint(1, 20))]
         for x in lat:
             per_event.add(t, latency=x)
-        counts = [0] * N_BUCKETS
-        for x in lat:
-            counts[bucket_index(x)] += 1
-        batched.add_histogram(t, counts, sum(lat), min(lat), max(lat))
+        fold(batched, t, lat)
         for s in VIEWS:
             a, b = per_event.view(t + 0.1, s), batched.view(t + 0.1, s)
             assert a.latency_count == b.latency_count
@@ -327,32 +349,6 @@ def test_add_histogram_rejects_wrong_length() -> None:
     w = RollingWindow(0.0)
     with pytest.raises(ValueError, match="42"):
         w.add_histogram(0.0, [1, 2, 3], 0.1)
-
-
-def test_add_counts_equals_per_event_add() -> None:
-    """A run of bucket counts from ``first`` on folds as its latencies one by one."""
-    rng = random.Random(11)
-    per_event = RollingWindow(0.0)
-    batched = RollingWindow(0.0)
-    t = 0.0
-    for _ in range(80):
-        t += rng.uniform(0.0, 4.0)
-        lat = [rng.lognormvariate(-4, 2) for _ in range(rng.randint(1, 20))]
-        for x in lat:
-            per_event.add(t, latency=x)
-        ks = [bucket_index(x) for x in lat]
-        first = min(ks)
-        counts = [0] * (max(ks) - first + 1)
-        for k in ks:
-            counts[k - first] += 1
-        batched.add_counts(t, first, counts, sum(lat), min(lat), max(lat))
-        for s in VIEWS:
-            a, b = per_event.view(t + 0.1, s), batched.view(t + 0.1, s)
-            assert a.latency_count == b.latency_count
-            assert (a.p50, a.p95, a.p99) == (b.p50, b.p95, b.p99)
-            assert a.latency_sum == pytest.approx(b.latency_sum)
-    assert per_event.total_histogram() == batched.total_histogram()
-    assert per_event.totals()[4] == batched.totals()[4]
 
 
 @pytest.mark.parametrize(("first", "counts"), [(-1, [1]), (N_BUCKETS - 1, [1, 1]), (0, [0] * 43)])
