@@ -115,7 +115,7 @@ def test_the_trace_id_table_is_bounded_oldest_out() -> None:
 
 
 def test_a_batch_with_one_unfoldable_span_folds_the_rest_exactly() -> None:
-    """A batch with a span that cannot be folded is summed span by span; its other spans
+    """A batch with a span that cannot be folded: that span is rejected, its other spans
     count exactly as in a batch without it."""
     clean = [span(0.003), span(0.004, error=True), span(0.2, kind=3), span(0.02, kind=5)]
     bad = span(0.001)
@@ -143,7 +143,7 @@ def test_a_batch_with_one_unfoldable_span_folds_the_rest_exactly() -> None:
 def test_item_spans_extremes_clamp_the_quantiles(spans: int) -> None:
     """Server spans of 10.3 and 10.5 ms: the item latency's quantiles stay inside what was
     observed, not across the bucket both fall in; a span with a bad duration in the batch
-    (the span-by-span path) keeps them too. The 0.2 s CLIENT span is no item."""
+    (rejected, the rest folded) keeps them too. The 0.2 s CLIENT span is no item."""
     for bad in (False, True):
         agg = Aggregator()
         batch = [span(0.0103) for _ in range(spans)] + [span(0.0105), span(0.2, kind=3)]

@@ -22,7 +22,6 @@ not decode at all is an error (``EventError``).
 from __future__ import annotations
 
 import base64
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from itertools import compress
@@ -367,16 +366,18 @@ def _add(
     once (``map`` over the list), durations are bucketed by sorting them once (a C sort
     of ints, then one bisection per bucket bound, not one per span), and only the item
     spans' ``status`` is read. Spans that cannot be folded (end before start, a trace id
-    that is not 16 bytes) are rare: a batch with any of them is summed span by span by
-    ``_add_each``, which names each one's reason."""
+    that is not 16 bytes) are rare: only a batch with any of them is walked span by span
+    (``_foldable``), to count each one's reason and keep the rest."""
     spans = list(spans)  # the span objects, made once and read field by field
     if not spans:
         return
     durations = list(map(sub, map(_END, spans), map(_START, spans)))
     traces = set(map(_TRACE, spans))
     if min(durations) < 0 or set(map(len, traces)) != {_TRACE_ID_BYTES}:
-        _add_each(g, spans, items, bounds, reasons)
-        return
+        spans, durations = _foldable(spans, durations, reasons)
+        if not spans:
+            return
+        traces = set(map(_TRACE, spans))
     is_item = list(map(items.__contains__, map(_KIND, spans)))
     item_durations = list(compress(durations, is_item))  # before durations are sorted
     item_spans = list(compress(spans, is_item))
@@ -408,52 +409,22 @@ def _bucket(hist: list[int], durations: list[int], bounds: list[int]) -> None:
         hist[k] += n
 
 
-def _add_each(
-    g: _Group,
-    spans: Iterable[Span],
-    items: frozenset[int],
-    bounds: list[int],
-    reasons: Counter[str],
-) -> None:
-    """Sum ``spans`` into ``g`` one by one, rejecting each span that cannot be folded
-    with its reason: ``_add``'s way for a batch that has such spans."""
-    bisect = bisect_left
-    hist, shist = g.hist, g.shist
-    seen = g.traces.add
-    n = processed = errors = lsum = ssum = 0
-    last = g.last_error
-    for sp in spans:
-        d = sp.end_time_unix_nano - sp.start_time_unix_nano
-        trace = sp.trace_id
-        if d < 0 or len(trace) != _TRACE_ID_BYTES:
-            reasons[
-                "end_time_unix_nano before start_time_unix_nano"
-                if d < 0
-                else "trace_id is not 16 bytes"
-            ] += 1
-            continue
-        k = bisect(bounds, d)
-        n += 1
-        shist[k] += 1
-        ssum += d
-        seen(trace)
-        if sp.kind in items:
-            hist[k] += 1
-            lsum += d
-            _extremes(g, d, d)
-            status = sp.status
-            if status.code == _ERROR:
-                errors += 1
-                if status.message:
-                    last = status.message
-            else:
-                processed += 1
-    g.spans += n
-    g.processed += processed
-    g.errors += errors
-    g.lsum += lsum
-    g.ssum += ssum
-    g.last_error = last[:2000] if last is not None else None
+def _foldable(
+    spans: list[Span], durations: list[int], reasons: Counter[str]
+) -> tuple[list[Span], list[int]]:
+    """The spans that can be folded and their durations; each other one is counted in
+    ``reasons`` with why not."""
+    kept: list[Span] = []
+    kept_durations: list[int] = []
+    for sp, d in zip(spans, durations, strict=True):
+        if d < 0:
+            reasons["end_time_unix_nano before start_time_unix_nano"] += 1
+        elif len(sp.trace_id) != _TRACE_ID_BYTES:
+            reasons["trace_id is not 16 bytes"] += 1
+        else:
+            kept.append(sp)
+            kept_durations.append(d)
+    return kept, kept_durations
 
 
 def _extremes(g: _Group, lo: int, hi: int) -> None:
