@@ -70,10 +70,12 @@ E = TypeVar("E", bound=ErrorResponse)
 
 
 def error_response(body: E, headers: Mapping[str, str] | None = None) -> Response[E]:
-    """The one way an error answer is made, by the app's exception handlers, by routes
-    that answer an error themselves and by an ``APIEndpoint``: the status line is the
-    body's ``status_code`` (so the two never disagree), and the type is JSON whatever
-    the route's own type (an HTML page's or the exposition's)."""
+    """How an error answer is made, by the app's exception handlers, by routes that
+    answer an error themselves and by an ``APIEndpoint``: the status line is the body's
+    ``status_code`` (so the two never disagree), and the type is JSON whatever the
+    route's own type (an HTML page's or the exposition's). The one other maker is the
+    rate limit's 429 (``ratelimit._Refusal``), the same body sent straight through ASGI
+    before any route runs, since under a flood most answers are refusals."""
     return Response(
         body,
         status_code=body.status_code,
