@@ -608,9 +608,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 _plain(408, "request head not complete in time (config.limits.header_timeout_s)"),
             )
         else:  # nothing sent at all: a preconnect or an idle socket, closed without a word
-            self.guard.rejected["header_timeout"] += 1
-            self.guard.release(self)
-            self.transport.close()
+            self._close_unanswered("header_timeout")
 
     def _body_timeout(self) -> None:
         self._body_timer = None
@@ -618,14 +616,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.cycle is not None and self.cycle.response_complete:
             # Answered before its body was in (a 413 says so at once): nothing to add.
-            self.guard.rejected["body_timeout"] += 1
-            self.guard.release(self)
-            self.transport.close()
+            self._close_unanswered("body_timeout")
             return
         self._refuse(
             "body_timeout",
             _plain(408, "request body not complete in time (config.limits.body_timeout_s)"),
         )
+
+    def _close_unanswered(self, reason: Rejection) -> None:
+        """Count and close, with no answer to give."""
+        self.guard.rejected[reason] += 1
+        self.guard.release(self)
+        self.transport.close()
 
     def _refuse(self, reason: Rejection, response: bytes) -> None:
         """Count, answer, half-close, and drop what still comes for ``_LINGER_S``."""
