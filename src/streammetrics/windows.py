@@ -192,6 +192,45 @@ class WindowStats(msgspec.Struct, frozen=True, gc=False):
     p99: float | None
 
 
+_Quantiles = tuple[float | None, float | None, float | None]
+_NO_QUANTILES: Final[_Quantiles] = (None, None, None)
+
+
+def _stats(
+    seconds: ViewSeconds,
+    now: float,
+    res: float,
+    origin: float,
+    start: float,
+    vec: Sequence[float],
+    q: _Quantiles,
+) -> WindowStats:
+    """A view's figures from its summed counters ``vec`` and quantiles ``q``: ``start``
+    is where the view begins (not before the window's ``origin``). Positional, as the
+    struct's fields are ordered: a tick makes three of these per changed component."""
+    if start == origin or any(vec[:_LS]):
+        span = max(now - start, res)
+    else:  # an empty view of a window older than it covers its whole length
+        span = float(seconds)
+    processed, errors, lc = int(vec[_P]), int(vec[_E]), int(vec[_LC])
+    done = processed + errors
+    return WindowStats(
+        seconds,
+        span,
+        processed,
+        errors,
+        int(vec[_M]),
+        int(vec[_B]),
+        lc,
+        # running float sums leave residue (~1e-17) once everything has left the view
+        float(vec[_LS]) if lc else 0.0,
+        processed / span,
+        vec[_M] / span,
+        errors / done if done else 0.0,
+        *q,
+    )
+
+
 _ZERO: Final = (0, 0, 0, 0, 0, 0.0)
 
 
@@ -676,17 +715,40 @@ class RollingWindow:
     def views(self, now: float) -> tuple[WindowStats, WindowStats, WindowStats]:
         """The 10 s, 60 s and 300 s views as of ``now``, as ``view`` reads each.
 
-        The quantiles of a view are worked out once for views that hold the same
-        latencies: each view's slots include the shorter one's, and counts are never
-        negative, so a longer view with the same latency count has the same histogram
-        (a component whose latencies are all recent, or that timed nothing, costs one
-        quantile computation instead of three)."""
+        One pass for the three (a tick reads them for every component that changed):
+        the running sums are added once each, and the quantiles of a view are worked
+        out once for views that hold the same latencies: each view's slots include the
+        shorter one's, and counts are never negative, so a longer view with the same
+        latency count has the same histogram (and the same extremes: the extra slots are
+        untimed), so a component whose latencies are all recent, or that timed nothing,
+        costs one quantile computation instead of three."""
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        v10 = self._view(now, 10, None)
-        v60 = self._view(now, 60, v10)
-        return v10, v60, self._view(now, 300, v60)
+        cur, curh, bounds = self._cur, self._curh, self._bounds
+        v10 = list(map(add, cur, self._v10))
+        v60 = list(map(add, cur, self._v60))
+        v300 = list(map(add, map(add, cur, self._v300), self._cc))
+        lc10, lc60 = v10[_LC], v60[_LC]
+        q10: _Quantiles = _NO_QUANTILES
+        if lc10:
+            lo, hi = self._extremes(10)
+            q10 = _quantiles3((curh, self._v10h), bounds, lo, hi)
+        q60 = q10
+        if lc60 != lc10:
+            lo, hi = self._extremes(60)
+            q60 = _quantiles3((curh, self._v60h), bounds, lo, hi)
+        q300 = q60
+        if v300[_LC] != lc60:
+            lo, hi = self._extremes(300)
+            q300 = _quantiles3((curh, self._v300h, self._cch), bounds, lo, hi)
+        t, res, origin = self._tick, self._res, self._start
+        coarse = (t // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
+        return (
+            _stats(10, now, res, origin, max((t - 9) * res, origin), v10, q10),
+            _stats(60, now, res, origin, max((t - (_FINE - 1)) * res, origin), v60, q60),
+            _stats(300, now, res, origin, max(coarse * res, origin), v300, q300),
+        )
 
     def _view(self, now: float, seconds: ViewSeconds, shorter: WindowStats | None) -> WindowStats:
         """``view`` once the window is advanced to ``now``; ``shorter``: the view just
@@ -706,38 +768,17 @@ class RollingWindow:
             first = (self._tick // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
         else:
             raise ValueError(f"a window view is 10, 60 or 300 seconds, got {seconds!r}")
-        start = max(first * self._res, self._start)
-        if start == self._start or any(vec[:_LS]):
-            span = max(now - start, self._res)
-        else:  # an empty view of a window older than it covers its whole length
-            span = float(seconds)
-        processed, errors = int(vec[_P]), int(vec[_E])
-        done = processed + errors
+        q: _Quantiles
         if shorter is not None and shorter.latency_count == vec[_LC]:
             # the same latencies, so the same extremes too: the extra slots are untimed
-            p50, p95, p99 = shorter.p50, shorter.p95, shorter.p99
+            q = shorter.p50, shorter.p95, shorter.p99
         elif vec[_LC]:
             lo, hi = self._extremes(seconds)
-            p50, p95, p99 = _quantiles3(hists, self._bounds, lo, hi)
+            q = _quantiles3(hists, self._bounds, lo, hi)
         else:
-            p50 = p95 = p99 = None
-        return WindowStats(
-            window_seconds=seconds,
-            span_seconds=span,
-            processed=processed,
-            errors=errors,
-            messages=int(vec[_M]),
-            bytes=int(vec[_B]),
-            latency_count=int(vec[_LC]),
-            # running float sums leave residue (~1e-17) once everything has left the view
-            latency_sum=float(vec[_LS]) if vec[_LC] else 0.0,
-            items_per_second=processed / span,
-            message_rate=vec[_M] / span,
-            error_rate=errors / done if done else 0.0,
-            p50=p50,
-            p95=p95,
-            p99=p99,
-        )
+            q = _NO_QUANTILES
+        origin = self._start
+        return _stats(seconds, now, self._res, origin, max(first * self._res, origin), vec, q)
 
     def _extremes(self, seconds: ViewSeconds) -> tuple[float, float]:
         """The smallest and largest latency of a view (advanced to now): its slots in
