@@ -131,13 +131,12 @@ def test_quantiles_shared_between_views_are_each_views_own() -> None:
             w.add(t, processed=1, latency=rng.lognormvariate(-4, 1.5))
         v10, v60, v300 = w.views(t)
         assert [v10, v60, v300] == [w.view(t, 10), w.view(t, 60), w.view(t, 300)]
-        for v, hists in (
-            (v10, (w._curh, w._v10h)),
-            (v60, (w._curh, w._v60h)),
-            (v300, (w._curh, w._v300h, w._cch)),
-        ):
-            # clamped to the view's own extremes
-            lo, hi = w._extremes(v.window_seconds)  # type: ignore[arg-type]
+        for v in (v10, v60, v300):
+            seconds = v.window_seconds
+            # its own histograms (the slot in progress, its completed slots, for 300 s
+            # the coarse slot in progress), clamped to the view's own extremes
+            hists = w._hists(seconds)  # type: ignore[arg-type]
+            lo, hi = w._extremes(seconds)  # type: ignore[arg-type]
             assert (v.p50, v.p95, v.p99) == _quantiles3(hists, w.bounds, lo, hi)
 
 

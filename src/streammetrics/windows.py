@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from operator import add, sub
 from typing import Final, Literal
@@ -208,10 +208,8 @@ def _stats(
     """A view's figures from its summed counters ``vec`` and quantiles ``q``: ``start``
     is where the view begins (not before the window's ``origin``). Positional, as the
     struct's fields are ordered: a tick makes three of these per changed component."""
-    if start == origin or any(vec[:_LS]):
-        span = max(now - start, res)
-    else:  # an empty view of a window older than it covers its whole length
-        span = float(seconds)
+    # an empty view of a window older than it covers its whole length
+    span = max(now - start, res) if start == origin or any(vec[:_LS]) else float(seconds)
     processed, errors, lc = int(vec[_P]), int(vec[_E]), int(vec[_LC])
     done = processed + errors
     return WindowStats(
@@ -232,20 +230,26 @@ def _stats(
 
 
 _ZERO: Final = (0, 0, 0, 0, 0, 0.0)
+_W: Final = len(_ZERO)  # counters per vector
+# Where each running vector starts in a window's one list of them (``_s``): the slot in
+# progress, the 10 s, 60 s and 300 s views' completed slots, the coarse slot in
+# progress, the lifetime totals. The slot in progress comes first, so the folds index
+# it with the counters' own indexes.
+_CUR, _V10, _V60, _V300, _CC, _TOT = range(0, 6 * _W, _W)
+# Where each running histogram sum starts in ``_hs``, in histograms: the 10 s, 60 s and
+# 300 s views', the coarse slot in progress, the lifetime totals.
+_H10, _H60, _H300, _HCC, _HTOT = range(5)
 
 
-def _vec() -> _Vec:
-    return list(_ZERO)
+def _add(s: _Vec, at: int, v: Sequence[float]) -> None:
+    """Add the six counters ``v`` into the vector at ``s[at]`` (``v`` may be read from
+    ``s`` itself: the map is taken whole before the slice is written)."""
+    s[at : at + _W] = map(add, s[at : at + _W], v)
 
 
-def _add(into: _Vec, v: Sequence[float]) -> None:
-    for i in range(6):
-        into[i] += v[i]
-
-
-def _sub(into: _Vec, v: Sequence[float]) -> None:
-    for i in range(6):
-        into[i] -= v[i]
+def _sub(s: _Vec, at: int, v: Sequence[float]) -> None:
+    """Subtract the six counters ``v`` from the vector at ``s[at]``."""
+    s[at : at + _W] = map(sub, s[at : at + _W], v)
 
 
 def _zeros(n: int) -> array[int]:
@@ -273,6 +277,7 @@ _WIDER: Final = {"B": "H", "H": "I", "I": "Q"}
 # Shared, never written to: a ring is replaced by a real one before its first write.
 _EMPTY_RING: Final = array("B")
 _EMPTY_SUMS: Final = array("d")
+_EMPTY_HSUMS: Final = array("q")
 # A slot's flag in its ring: nothing in it, counts only, counts and a histogram.
 _EMPTY, _COUNTS, _TIMED = 0, 1, 2
 _NCOUNTS: Final = 5  # the integer counters of a slot: processed … latency count
@@ -338,28 +343,6 @@ def _forget(vx: array[float], k: int, lo: float, hi: float) -> None:
         vx[k + 1] = math.nan
 
 
-def _sum_add(into: array[int] | None, h: Sequence[int]) -> array[int]:
-    """``into + h`` (a running histogram sum, None while nothing was timed), written
-    into ``into`` itself.
-
-    In place, not a new array: these sums live as long as their window, and a new one
-    per slot and view would be five new long-lived objects a second for every busy
-    component, each one more for the garbage collector to carry into its oldest
-    generation (and a sooner, longer full collection)."""
-    if into is None:
-        return array("q", h)
-    into[:] = array("q", map(add, into, h))
-    return into
-
-
-def _sum_sub(into: array[int] | None, h: Sequence[int]) -> array[int] | None:
-    """``into - h``, in place as ``_sum_add``."""
-    if into is None:  # pragma: no cover - a subtracted slot was always added first
-        return None
-    into[:] = array("q", map(sub, into, h))
-    return into
-
-
 class RollingWindow:
     """Counts, errors, stream messages, bytes and latencies over rolling 10/60/300 s views.
 
@@ -376,19 +359,22 @@ class RollingWindow:
     slot near 10 KB where a list per slot cost 57 KB. The extremes the quantiles are
     clamped to take one float32 array per ring (each slot's minimum, then each slot's
     maximum: 720 bytes a window), made when the first timed slot completes.
+
+    The running vectors (the slot in progress, each view's, the coarse slot's, the
+    lifetime totals) are one list (``_s``) and the running histogram sums one array
+    (``_hs``), not one object each: a full garbage collection walks every container a
+    window holds, at every component, and while it walks the event loop waits.
     """
 
     __slots__ = (
         "_bounds",
-        "_cc",
-        "_cch",
         "_cchi",
         "_cclo",
+        "_cct",
         "_ch",
         "_cn",
         "_co",
         "_cs",
-        "_cur",
         "_curh",
         "_curhi",
         "_curlo",
@@ -398,18 +384,12 @@ class RollingWindow:
         "_fo",
         "_fs",
         "_fx",
+        "_hs",
         "_nb",
         "_res",
+        "_s",
         "_start",
         "_tick",
-        "_tot",
-        "_toth",
-        "_v10",
-        "_v10h",
-        "_v60",
-        "_v60h",
-        "_v300",
-        "_v300h",
         "_vx",
     )
 
@@ -437,7 +417,8 @@ class RollingWindow:
         self._ch: array[int] = _EMPTY_RING
         self._fx: array[float] = _EMPTY_SUMS  # extremes of the timed slots of each ring
         self._cx: array[float] = _EMPTY_SUMS
-        self._cur: _Vec = _vec()
+        # The running vectors, at _CUR, _V10, _V60, _V300, _CC and _TOT.
+        self._s: _Vec = list(_ZERO * 6)
         self._curh: _Hist | None = None
         # Smallest and largest latency of the slot in progress (exact) and of the coarse
         # slot in progress (of its completed seconds, as stored: float32).
@@ -448,13 +429,11 @@ class RollingWindow:
         # scan of the ring at the next read): a read then rarely walks ninety slots.
         # Float32 like the rings they come from, so they hold those values exactly.
         self._vx: array[float] = _EMPTY_SUMS
-        self._v10, self._v60, self._v300 = _vec(), _vec(), _vec()
-        self._cc, self._tot = _vec(), _vec()  # coarse slot in progress; lifetime totals
-        self._v10h: array[int] | None = None
-        self._v60h: array[int] | None = None
-        self._v300h: array[int] | None = None
-        self._cch: array[int] | None = None
-        self._toth: array[int] | None = None
+        # The running histogram sums, histogram _H10, _H60, _H300, _HCC and _HTOT of
+        # it; made when the first timed slot completes (all zeros reads as nothing
+        # timed). Whether the coarse slot in progress timed anything:
+        self._hs: array[int] = _EMPTY_HSUMS
+        self._cct = False
 
     @property
     def bounds(self) -> Sequence[float]:
@@ -476,7 +455,7 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        cur = self._cur
+        cur = self._s  # the slot in progress is its first vector
         cur[_P] += processed
         cur[_E] += errors
         cur[_M] += messages
@@ -533,8 +512,8 @@ class RollingWindow:
             h = self._curh = [0] * self._nb
         h[first:end] = map(add, h[first:end], counts)
         n = sum(counts)
-        self._cur[_LC] += n
-        self._cur[_LS] += latency_sum
+        self._s[_LC] += n
+        self._s[_LS] += latency_sum
         if n:
             self._extend(lowest, highest)
 
@@ -558,8 +537,8 @@ class RollingWindow:
         if h is None:
             h = self._curh = [0] * self._nb
         h[index] += 1
-        self._cur[_LC] += 1
-        self._cur[_LS] += latency_sum
+        self._s[_LC] += 1
+        self._s[_LS] += latency_sum
         if latency_sum < self._curlo:
             self._curlo = latency_sum
         if latency_sum > self._curhi:
@@ -579,8 +558,10 @@ class RollingWindow:
         self._tick = tick
         self._fo = bytearray(_FINE)
         self._co = bytearray(_COARSE)
-        self._v10, self._v60, self._v300, self._cc = _vec(), _vec(), _vec(), _vec()
-        self._v10h = self._v60h = self._v300h = self._cch = None
+        self._s[_V10:_TOT] = _ZERO * 4  # the views and the coarse slot; totals stay
+        if self._hs:
+            self._hs[: _HTOT * self._nb] = array("q", bytes(8 * _HTOT * self._nb))
+        self._cct = False
         self._fx = self._cx = _EMPTY_SUMS
         self._cclo, self._cchi = _NONE_LO, _NONE_HI
         self._vx = _EMPTY_SUMS
@@ -592,41 +573,67 @@ class RollingWindow:
         sums: array[float],
         hists: array[int],
         i: int,
-        view: _Vec,
-        hsum: array[int] | None,
-    ) -> array[int] | None:
-        """Subtract slot ``i`` of a ring (its ``flag`` set) from a view's running
-        ``view`` sums; returns the view's histogram sum, less the slot's if it was timed."""
+        view: int,
+        hview: int,
+    ) -> None:
+        """Subtract slot ``i`` of a ring (its ``flag`` set) from the running vector at
+        ``view`` and, if it was timed, from the running histogram ``hview``."""
         at = i * _NCOUNTS
-        _sub(view, [*counts[at : at + _NCOUNTS], sums[i]])
-        if flag != _TIMED:
-            return hsum
-        nb = self._nb
-        return _sum_sub(hsum, hists[i * nb : (i + 1) * nb])
+        _sub(self._s, view, [*counts[at : at + _NCOUNTS], sums[i]])
+        if flag == _TIMED:
+            nb = self._nb
+            self._hsum(hview, hists[i * nb : (i + 1) * nb], sub)
+
+    def _hsum(self, k: int, h: Sequence[int], op: Callable[[int, int], int]) -> None:
+        """Running histogram ``k`` ``op`` (add or subtract) ``h``, written in place.
+
+        In place, not a new array: these sums live as long as their window, and a new one
+        per slot and view would be new long-lived objects every second for every busy
+        component, each one more for the garbage collector to carry into its oldest
+        generation (and a sooner, longer full collection)."""
+        hs, nb = self._hs, self._nb
+        if not hs:
+            hs = self._hs = array("q", bytes(8 * (_HTOT + 1) * nb))
+        at = k * nb
+        hs[at : at + nb] = array("q", map(op, hs[at : at + nb], h))
+
+    def _hist(self, k: int) -> array[int] | None:
+        """Running histogram ``k`` (a copy), None while nothing was ever timed."""
+        hs, nb = self._hs, self._nb
+        return hs[k * nb : (k + 1) * nb] if hs else None
+
+    def _hists(self, seconds: ViewSeconds) -> tuple[Sequence[int] | None, ...]:
+        """The histograms whose sum is a view's: the slot in progress, the view's
+        completed slots and, for 300 s, the coarse slot in progress."""
+        if seconds == 300:
+            return self._curh, self._hist(_H300), self._hist(_HCC)
+        return self._curh, self._hist(_H10 if seconds == 10 else _H60)
 
     def _rotate(self) -> None:
         """Complete the slot in progress and open the next one."""
         t = self._tick
         t1 = t + 1
         nb = self._nb
-        cur, curh = self._cur, self._curh
+        s, curh = self._s, self._curh
+        cur = s[:_W]
         fo = self._fo
         i = t % _FINE
         if curh is not None or any(cur):
-            _add(self._v10, cur)
-            _add(self._v60, cur)
-            _add(self._cc, cur)
-            _add(self._tot, cur)
+            _add(s, _V10, cur)
+            _add(s, _V60, cur)
+            _add(s, _CC, cur)
+            _add(s, _TOT, cur)
             if not self._fn:
                 self._fn, self._fs = _zeros(_FINE * _NCOUNTS), array("d", bytes(8 * _FINE))
             self._fn = _put(self._fn, i * _NCOUNTS, [int(x) for x in cur[:_NCOUNTS]])
             self._fs[i] = cur[_LS]
             fo[i] = _COUNTS
             if curh is not None:
-                self._v10h = _sum_add(self._v10h, curh)
-                self._v60h = _sum_add(self._v60h, curh)
-                self._cch = _sum_add(self._cch, curh)
-                self._toth = _sum_add(self._toth, curh)
+                self._hsum(_H10, curh, add)
+                self._hsum(_H60, curh, add)
+                self._hsum(_HCC, curh, add)
+                self._hsum(_HTOT, curh, add)
+                self._cct = True
                 if not self._fh:
                     self._fh = _zeros(_FINE * nb)
                 self._fh = _put(self._fh, i * nb, curh)
@@ -646,19 +653,19 @@ class RollingWindow:
                 if shi > self._cchi:
                     self._cchi = shi
                 self._curlo, self._curhi = _NONE_LO, _NONE_HI
-            cur[:] = _ZERO  # in place, as _sum_add: the slot's vector lives on
+            s[:_W] = _ZERO  # in place, as _hsum: the slot's vector lives on
             self._curh = None
         else:
             fo[i] = _EMPTY
         fn, fs, fh = self._fn, self._fs, self._fh
         j = (t1 - 10) % _FINE
         if fo[j]:  # leaves the 10 s view
-            self._v10h = self._take_out(fo[j], fn, fs, fh, j, self._v10, self._v10h)
+            self._take_out(fo[j], fn, fs, fh, j, _V10, _H10)
             if fo[j] == _TIMED:
                 _forget(self._vx, 0, self._fx[j], self._fx[_FINE + j])
         j = t1 % _FINE
         if fo[j]:  # leaves the 60 s view, and the ring
-            self._v60h = self._take_out(fo[j], fn, fs, fh, j, self._v60, self._v60h)
+            self._take_out(fo[j], fn, fs, fh, j, _V60, _H60)
             if fo[j] == _TIMED:  # its extremes go with it (a scan reads the whole ring)
                 _forget(self._vx, 2, self._fx[j], self._fx[_FINE + j])
                 self._fx[j], self._fx[_FINE + j] = _NONE_LO, _NONE_HI
@@ -672,27 +679,28 @@ class RollingWindow:
         co = self._co
         j = period % _COARSE
         if co[j]:
-            self._v300h = self._take_out(
-                co[j], self._cn, self._cs, self._ch, j, self._v300, self._v300h
-            )
+            self._take_out(co[j], self._cn, self._cs, self._ch, j, _V300, _H300)
             if co[j] == _TIMED:
                 _forget(self._vx, 4, self._cx[j], self._cx[_COARSE + j])
                 self._cx[j], self._cx[_COARSE + j] = _NONE_LO, _NONE_HI
             co[j] = _EMPTY
-        cc, cch = self._cc, self._cch
-        if cch is not None or any(cc):
+        s = self._s
+        cc = s[_CC : _CC + _W]
+        if self._cct or any(cc):
             i = (period - 1) % _COARSE
-            _add(self._v300, cc)
+            _add(s, _V300, cc)
             if not self._cn:
                 self._cn, self._cs = _zeros(_COARSE * _NCOUNTS), array("d", bytes(8 * _COARSE))
             self._cn = _put(self._cn, i * _NCOUNTS, [int(x) for x in cc[:_NCOUNTS]])
             self._cs[i] = cc[_LS]
             co[i] = _COUNTS
-            if cch is not None:
-                self._v300h = _sum_add(self._v300h, cch)
+            cch = self._hist(_HCC)
+            if self._cct and cch is not None:
+                self._hsum(_H300, cch, add)
                 if not self._ch:
                     self._ch = _zeros(_COARSE * self._nb)
                 self._ch = _put(self._ch, i * self._nb, cch)
+                self._hsum(_HCC, cch, sub)  # zero again: the next coarse slot begins
                 co[i] = _TIMED
                 if not self._cx:
                     self._cx = _extremes_ring(_COARSE)
@@ -700,8 +708,8 @@ class RollingWindow:
                 shi = _put_toward(self._cx, _COARSE + i, self._cchi, True)
                 _widen(self._vx, 4, slo, shi)
                 self._cclo, self._cchi = _NONE_LO, _NONE_HI
-            cc[:] = _ZERO
-            self._cch = None
+            s[_CC : _CC + _W] = _ZERO
+            self._cct = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -725,23 +733,24 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
-        cur, curh, bounds = self._cur, self._curh, self._bounds
-        v10 = list(map(add, cur, self._v10))
-        v60 = list(map(add, cur, self._v60))
-        v300 = list(map(add, map(add, cur, self._v300), self._cc))
+        s, curh, bounds = self._s, self._curh, self._bounds
+        cur = s[:_W]
+        v10 = list(map(add, cur, s[_V10:_V60]))
+        v60 = list(map(add, cur, s[_V60:_V300]))
+        v300 = list(map(add, map(add, cur, s[_V300:_CC]), s[_CC:_TOT]))
         lc10, lc60 = v10[_LC], v60[_LC]
         q10: _Quantiles = _NO_QUANTILES
         if lc10:
             lo, hi = self._extremes(10)
-            q10 = _quantiles3((curh, self._v10h), bounds, lo, hi)
+            q10 = _quantiles3((curh, self._hist(_H10)), bounds, lo, hi)
         q60 = q10
         if lc60 != lc10:
             lo, hi = self._extremes(60)
-            q60 = _quantiles3((curh, self._v60h), bounds, lo, hi)
+            q60 = _quantiles3((curh, self._hist(_H60)), bounds, lo, hi)
         q300 = q60
         if v300[_LC] != lc60:
             lo, hi = self._extremes(300)
-            q300 = _quantiles3((curh, self._v300h, self._cch), bounds, lo, hi)
+            q300 = _quantiles3(self._hists(300), bounds, lo, hi)
         t, res, origin = self._tick, self._res, self._start
         coarse = (t // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
         return (
@@ -753,18 +762,16 @@ class RollingWindow:
     def _view(self, now: float, seconds: ViewSeconds, shorter: WindowStats | None) -> WindowStats:
         """``view`` once the window is advanced to ``now``; ``shorter``: the view just
         shorter than this one, whose quantiles are this one's if its latency count is."""
-        hists: tuple[Sequence[int] | None, ...]
+        s = self._s
+        cur = s[:_W]
         if seconds == 10:
-            vec = list(map(add, self._cur, self._v10))
-            hists = (self._curh, self._v10h)
+            vec = list(map(add, cur, s[_V10:_V60]))
             first = self._tick - 9
         elif seconds == 60:
-            vec = list(map(add, self._cur, self._v60))
-            hists = (self._curh, self._v60h)
+            vec = list(map(add, cur, s[_V60:_V300]))
             first = self._tick - (_FINE - 1)
         elif seconds == 300:
-            vec = list(map(add, map(add, self._cur, self._v300), self._cc))
-            hists = (self._curh, self._v300h, self._cch)
+            vec = list(map(add, map(add, cur, s[_V300:_CC]), s[_CC:_TOT]))
             first = (self._tick // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
         else:
             raise ValueError(f"a window view is 10, 60 or 300 seconds, got {seconds!r}")
@@ -774,7 +781,7 @@ class RollingWindow:
             q = shorter.p50, shorter.p95, shorter.p99
         elif vec[_LC]:
             lo, hi = self._extremes(seconds)
-            q = _quantiles3(hists, self._bounds, lo, hi)
+            q = _quantiles3(self._hists(seconds), self._bounds, lo, hi)
         else:
             q = _NO_QUANTILES
         origin = self._start
@@ -823,11 +830,13 @@ class RollingWindow:
         first = (self._tick // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
         if first * self._res <= self._start:
             return False
-        return not (any(self._cur[:_LS]) or any(self._v300[:_LS]) or any(self._cc[:_LS]))
+        s = self._s
+        return not (any(s[:_LS]) or any(s[_V300 : _V300 + _LS]) or any(s[_CC : _CC + _LS]))
 
     def totals(self) -> tuple[int, int, int, int, int, float]:
         """Lifetime (processed, errors, messages, bytes, latency_count, latency_sum)."""
-        t, c = self._tot, self._cur
+        c = self._s
+        t = c[_TOT:]
         return (
             int(t[_P] + c[_P]),
             int(t[_E] + c[_E]),
@@ -839,7 +848,7 @@ class RollingWindow:
 
     def total_histogram(self) -> list[int]:
         """Lifetime latency bucket counts (not cumulative), for Prometheus histograms."""
-        tot, cur = self._toth, self._curh
+        tot, cur = self._hist(_HTOT), self._curh
         if tot is None:
             return list(cur) if cur is not None else [0] * self._nb
         if cur is None:
