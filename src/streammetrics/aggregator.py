@@ -667,7 +667,7 @@ class Aggregator:
             }
         breakers = {n: c.breaker.status(now) for n, c in breakered.items() if c.breaker}
         sv = self._system.view(now, view)
-        total_histogram = self._export(self._system.total_histogram())
+        total_histogram = self._export(self._system.total_counts())
         traces = self._spans.figures()
         rejected = dict(self._rejected)
         evicted = self._components_evicted
@@ -781,6 +781,6 @@ class _Read:
         figs, lcount, lsum = c.read(self.now, self.view)
         exported = c.exported
         if exported is None or c.exported_at != lcount:
-            exported = c.exported = self.agg._export(c.window.total_histogram())
+            exported = c.exported = self.agg._export(c.window.total_counts())
             c.exported_at = lcount
         return figs, exported, lsum

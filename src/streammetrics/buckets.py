@@ -146,9 +146,11 @@ class Ladder:
         have = set(self.bounds)
         return all(float(b) in have for b in exported)
 
-    def exporter(self, exported: Sequence[float]) -> Callable[[Sequence[int]], list[int]]:
+    def exporter(self, exported: Sequence[float]) -> Callable[[Iterable[int]], list[int]]:
         """A function from a ladder histogram to its counts in the ``exported`` buckets
-        (one per boundary, then ``+Inf``; not cumulative). ``exported`` must be covered."""
+        (one per boundary, then ``+Inf``; not cumulative). ``exported`` must be covered.
+        The histogram may be any iterable of its counts, read once (a window's lifetime
+        counts summed on the fly: no list made only to be exported)."""
         have = set(self.bounds)
         missing = [b for b in exported if float(b) not in have]
         if missing:
@@ -164,7 +166,7 @@ class Ladder:
         upper = itemgetter(*ends, self.nbuckets)
         lower = itemgetter(0, *ends)
 
-        def export(counts: Sequence[int]) -> list[int]:
+        def export(counts: Iterable[int]) -> list[int]:
             cum = [0, *accumulate(counts)]
             return list(map(sub, upper(cum), lower(cum)))
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
-from itertools import accumulate
+from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate, repeat
 from operator import add, sub
 from typing import Final, Literal
 
@@ -845,6 +845,14 @@ class RollingWindow:
             int(t[_LC] + c[_LC]),
             float(t[_LS] + c[_LS]),
         )
+
+    def total_counts(self) -> Iterable[int]:
+        """``total_histogram``'s counts as an iterable read once: what an export sums
+        without keeping (a tick exports every changed component's)."""
+        tot, cur = self._hist(_HTOT), self._curh
+        if tot is None:
+            return cur if cur is not None else repeat(0, self._nb)
+        return tot if cur is None else map(add, tot, cur)
 
     def total_histogram(self) -> list[int]:
         """Lifetime latency bucket counts (not cumulative), for Prometheus histograms."""
