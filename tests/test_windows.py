@@ -573,6 +573,28 @@ def test_a_window_with_traffic_in_every_slot_stays_small() -> None:
     assert per_window < 12_000, per_window
 
 
+def test_a_busy_window_holds_few_containers_for_the_garbage_collector() -> None:
+    """A full collection walks every container a window holds, for every component: with
+    traffic in every slot of every view, a window holds at most its ten arrays, the one
+    list of its running vectors and the histogram of its slot in progress (the running
+    vectors and histogram sums were eleven objects of their own), and reads the same."""
+    import gc
+
+    w = RollingWindow(0.0)
+    rng = random.Random(11)
+    for t in range(400):
+        w.add(t + 0.5, 1, 0, 0, 100, rng.lognormvariate(-5, 1))
+    views = w.views(399.7)  # its slot in progress holds the event at 399.5
+    # its own containers (its class and the bucket bounds are shared by every window)
+    shared = (RollingWindow, w.bounds)
+    held = [o for o in gc.get_referents(w) if gc.is_tracked(o) and not any(o is x for x in shared)]
+    assert len(held) <= 12, sorted(type(o).__name__ for o in held)
+    assert sum(isinstance(o, list) for o in held) == 2  # running vectors; slot in progress
+    assert [v.processed for v in views] == [10, 60, 300]
+    assert w.totals()[0] == 400
+    assert w.views(399.7) == views
+
+
 # -- quantiles clamped to the observed extremes ----------------------------------------------
 
 
