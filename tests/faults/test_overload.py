@@ -19,7 +19,7 @@ from anyio.abc import SocketStream
 import streammetrics
 from streammetrics import MetricsEndpoint
 from streammetrics.http.accept import BatchListener
-from tests.faults.test_connections import connect, health_answers, parse_head
+from tests.faults.test_connections import connect, health_answers, parse_head, read_until_closed
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -151,6 +151,24 @@ class Gated(MetricsEndpoint):
             return {"slow": "done"}
 
 
+async def _back_from_their_holds(ep: Gated) -> tuple[SocketStream, list[SocketStream]]:
+    """One connection at ``ep``'s gate with the only token, then three refused (429) whose
+    next requests are held; once the holds end, the first back takes the refilled token
+    and waits at the gate too, the other two wait for its place in the lane."""
+    first = await connect(ep)
+    await first.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")  # the token; then waits
+    refused = [await connect(ep) for _ in range(3)]
+    for stream in refused:
+        status, headers = await ask(stream, "/slow")
+        assert (status, headers["retry-after"]) == (429, "1")
+    for stream in refused:
+        await stream.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    await until(lambda: ep.connections.statistics().held == 3, within=0.9)
+    await until(lambda: ep.connections.statistics().held_waiting == 2, within=3)
+    assert ep.connections.statistics().held == 0
+    return first, refused
+
+
 async def test_requests_back_from_their_hold_are_worked_on_in_a_lane_of_their_own() -> None:
     """Three connections refused together come back together once their Retry-After has
     passed: with ``held_concurrent_requests: 1`` one is worked on and the other two wait
@@ -161,19 +179,7 @@ async def test_requests_back_from_their_hold_are_worked_on_in_a_lane_of_their_ow
     )  # fmt: skip
     ep.gate = anyio.Event()
     async with streammetrics.serve(ep):
-        first = await connect(ep)
-        await first.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")  # the token; then waits
-        refused = [await connect(ep) for _ in range(3)]
-        for stream in refused:
-            status, headers = await ask(stream, "/slow")
-            assert (status, headers["retry-after"]) == (429, "1")
-        for stream in refused:
-            await stream.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
-        await until(lambda: ep.connections.statistics().held == 3, within=0.9)
-        # The holds end: the first back takes the refilled token and waits at the gate,
-        # the other two wait for its place.
-        await until(lambda: ep.connections.statistics().held_waiting == 2, within=3)
-        assert ep.connections.statistics().held == 0
+        first, refused = await _back_from_their_holds(ep)
         for stream in refused[1:]:
             with anyio.move_on_after(0.3) as quiet:
                 await stream.receive()
@@ -191,6 +197,28 @@ async def test_requests_back_from_their_hold_are_worked_on_in_a_lane_of_their_ow
             assert parse_head(got)[0] in (200, 429)
         assert ep.connections.statistics().held_waiting == 0
         for stream in [first, *refused, newcomer]:
+            await stream.aclose()
+
+
+async def test_a_request_waiting_in_the_held_lane_is_evicted_first_at_the_cap() -> None:
+    """As while it was held: a client that ignored Retry-After gives way to a newcomer."""
+    ep = Gated(
+        name="gated", port=0, tick_s=0.2, rate_limit={"requests": 1, "per": "1s"},
+        limits={"held_concurrent_requests": 1, "max_connections": 5},
+    )  # fmt: skip
+    ep.gate = anyio.Event()
+    async with streammetrics.serve(ep):
+        first, refused = await _back_from_their_holds(ep)
+        newcomers = [await connect(ep) for _ in range(2)]  # the 5th fits, the 6th evicts
+        got, closed = await read_until_closed(refused[1], within=3)
+        assert (got, closed) == (b"", True)  # the oldest waiting one, never answered
+        st = ep.connections.statistics()
+        assert (st.closed["evicted"], st.open) == (1, 5)
+        ep.gate.set()
+        for stream in (first, refused[0], refused[2]):
+            with anyio.fail_after(3):
+                assert parse_head(await stream.receive())[0] in (200, 429)
+        for stream in [first, *refused, *newcomers]:
             await stream.aclose()
 
 

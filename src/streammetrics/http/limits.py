@@ -145,9 +145,9 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     held_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2
     """Requests worked on at once among those whose hold (``rate_limited_hold_s``) is over,
     apart from ``max_concurrent_requests``; more wait in arrival order, their connections
-    not read meanwhile. However many connections keep asking through their 429s, they
-    get this share of the event loop, and a new connection's request is not queued behind
-    theirs."""
+    not read meanwhile (and evicted first at the cap, as while held). However many
+    connections keep asking through their 429s, they get this share of the event loop,
+    and a new connection's request is not queued behind theirs."""
 
 
 class ConnectionStatistics(msgspec.Struct, frozen=True):
@@ -337,6 +337,8 @@ class ConnectionGuard:
             conn.flow.pause_reading()
             conn.waiting = True
             lane.waiting.append((conn, cycle, app))
+            if held:
+                self.idle(conn)  # as while it was held: evicted first at the cap
 
     def _answering(self, app: ASGIApp, conn: GuardedHttpToolsProtocol, lane: _Lane) -> ASGIApp:
         """``app``, giving its place in ``lane`` back once its response starts (or it
@@ -377,6 +379,7 @@ class ConnectionGuard:
             conn.waiting = False
             if conn.transport.is_closing():
                 continue
+            self.busy(conn)
             lane.working += 1
             conn.start_now(cycle, self._answering(app, conn, lane))
 
