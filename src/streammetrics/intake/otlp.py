@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Sequence
 from itertools import compress
 from operator import attrgetter, sub
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -47,6 +46,8 @@ from ..model.types import MAX_NAME, name_problem
 from .otlp_config import OtlpConfig
 
 if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
     from ..aggregator import Aggregator
 
 __all__ = (
@@ -353,7 +354,7 @@ _CODE: Final = attrgetter("status.code")
 
 def _add(
     g: _Group,
-    spans: Sequence[Span],
+    spans: RepeatedCompositeFieldContainer[Span] | list[Span],
     items: frozenset[int],
     bounds: list[int],
     reasons: Counter[str],
