@@ -301,12 +301,14 @@ class Aggregator:
         Every event of one call shares one arrival time (one clock read), so what the
         ``processed`` and ``error`` events carry is summed per component (and per stream)
         first and folded into the windows once per component at the end, latencies
-        bucketed there in bulk (``buckets.bucket_latencies``). The common event
-        (processed, or an error without detail, from a component and on a stream already
-        met in this call) takes a loop of its own that does only that summing: a few adds
-        and one append, no bisect. Every other event leaves that loop for the full
-        handling below it, then the loop goes on from the next event, so the order of
-        the events is kept.
+        bucketed there in bulk (``buckets.bucket_latencies``). The plain event (processed,
+        count 1, a latency, no bytes, no stream, from a component already met in this
+        call) takes a loop of its own that keeps its latency and timestamp and nothing
+        else: its count is how many latencies that loop appended, known at the end. The
+        other common events (an error without detail; a count, bytes, a stream or no
+        latency) leave it to be summed with a few adds, then go back to it; every other
+        event takes the full handling below, then the loop goes on from the next event,
+        so the order of the events is kept.
         """
         now = self.clock()
         wall = self.wall()
