@@ -704,6 +704,24 @@ def test_mostly_plain_batches_fold_as_their_events_one_by_one(
         } == totals
 
 
+def test_a_kind_string_made_by_code_folds_like_the_decoded_one(clock: Clock) -> None:
+    """The plain event's loop knows the decoder's ``"processed"`` by identity; the same
+    word built at run time (another object) must fold the same, through the next step."""
+    built = "".join(["proc", "essed"])
+    assert built == KINDS[0] == "processed" and built is not KINDS[0]
+    rng = random.Random(5)
+    lats = [rng.lognormvariate(math.log(0.005), 1.0) for _ in range(200)]
+    figures = []
+    for kind in ("processed", built):
+        clock.t = 0.0
+        agg = make(clock)
+        batch = [Event(f"c{i % 3}", kind, latency=x) for i, x in enumerate(lats)]  # type: ignore[arg-type]
+        assert agg.fold_events(batch) == []
+        figures.append(_comparable(agg.figures()))
+        assert sum(c.items_processed for c in agg.figures().detailed_components.values()) == 200
+    assert figures[0] == figures[1]
+
+
 def test_a_tuple_or_any_sequence_folds_like_a_list(clock: Clock) -> None:
     batch = [Event("a", "processed", latency=0.001 * i) for i in range(1, 40)]
     batch.append(Event("a", "breaker", detail="ajar"))

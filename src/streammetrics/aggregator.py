@@ -22,7 +22,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
 from operator import add, length_hint
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 
@@ -58,6 +58,11 @@ from .steps import BUDGET_S, NEVER, Pace, Steps, finish, finish_async
 from .windows import RollingWindow, ViewSeconds
 
 __all__ = ("Aggregator", "AggregatorStatistics")
+
+#: The kind the plain event loop of ``fold_events`` takes, compared by identity: msgspec
+#: decodes a ``Literal`` to the very string of the annotation (interned, as this one is);
+#: an equal string that is another object (made by code) is folded the same, one step on.
+_PROCESSED: Final = "processed"
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
@@ -337,7 +342,7 @@ class Aggregator:
                 a = acc.get(ev.component)
                 if (
                     a is None
-                    or ev.kind != "processed"
+                    or ev.kind is not _PROCESSED  # the decoder's own string; else below
                     or ev.count != 1
                     or ev.bytes
                     or ev.stream is not None
