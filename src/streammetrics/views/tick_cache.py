@@ -8,9 +8,10 @@ large registry). The process sample runs in a worker thread (a ``/proc`` read ma
 the render runs on the event loop in steps of a few milliseconds, as the snapshot build does.
 
 While the service is served (``serving()``, entered by the app's lifespan) a snapshot that
-has gone stale is still answered at once and the next one is built in the background, in a
-task group the service holds: a 10,000-component build takes a good part of a second, and
-the request that happened to find the snapshot stale would otherwise wait for all of it.
+went stale less than its build took ago is still answered at once and the next one is built
+in the background, in a task group the service holds: a 10,000-component build takes a good
+part of a second, and the request that happened to find the snapshot stale would otherwise
+wait for all of it.
 """
 
 from __future__ import annotations
