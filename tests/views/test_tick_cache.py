@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+import streammetrics
 from streammetrics import (
     MetricsEndpoint,
 )
@@ -527,3 +528,35 @@ async def test_shutdown_cancels_a_background_build(clock: FakeClock) -> None:
     slow.gate = None
     assert (await service.snapshot()).uptime_seconds > first.json()["uptime_seconds"]
     assert service.statistics().snapshots_built == 2
+
+
+async def test_an_endpoint_with_a_slow_build_answers_health_at_once_each_tick() -> None:
+    """A whole MetricsEndpoint whose build takes a second (a slow figure source): /health,
+    polled across several ticks, never waits for one, and the snapshot still advances,
+    built by the ticker or in the background."""
+
+    class Slow(MetricsEndpoint):
+        async def figures(self) -> dict[str, Any]:
+            await anyio.sleep(1.0)
+            return {}
+
+    ep = Slow(name="slow", port=0, tick_s=0.2)
+    async with (
+        streammetrics.serve(ep),
+        httpx.AsyncClient(base_url=ep.url, timeout=5.0) as client,
+    ):
+        await until(lambda: ep.service.statistics().snapshots_built >= 1)
+        longest = 0.0
+        uptimes: list[float] = []
+        t_end = time.perf_counter() + 3.0
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            r = await client.get("/health")
+            longest = max(longest, time.perf_counter() - t0)
+            assert r.status_code == 200
+            uptimes.append(r.json()["uptime_seconds"])
+            await anyio.sleep(0.02)
+    assert longest < 0.5  # a build is a second: no answer waited for one
+    assert len(set(uptimes)) >= 2  # the snapshot moved on meanwhile
+    stats = ep.service.statistics()
+    assert stats.snapshots_built >= 3 and stats.stale_snapshot_hits > 0
