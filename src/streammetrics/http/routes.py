@@ -81,7 +81,7 @@ class ProbeAnswers:
     Why: the health routes are what load balancers and probes ask most, many times a tick,
     and their bodies change only with the snapshot. Made per request (the body Struct,
     Litestar's ``Response`` and its header map, the encode, the ASGI response), the answer
-    cost ``/health`` as much again as bare Litestar's whole request. An ``ASGIResponse``
+    cost ``/health`` nearly as much again as bare Litestar's whole request. An ``ASGIResponse``
     makes each request's ASGI messages and header list afresh, so whatever a hook or
     middleware adds to one answer (security headers, CORS) never reaches another's.
     Holds at most one snapshot per ``?window=`` besides the service's own.
