@@ -313,6 +313,7 @@ class _Tally:
 
     __slots__ = (
         "base",
+        "config",
         "deducted",
         "details",
         "healthy",
@@ -324,8 +325,9 @@ class _Tally:
         "units",
     )
 
-    def __init__(self, base: int) -> None:
+    def __init__(self, base: int, config: HealthConfig | None = None) -> None:
         self.base = base  # the ComponentTable.read judged (0: none to build on)
+        self.config = config  # the thresholds it was judged by
         self.token = object()  # the snapshot made (Changes.token)
         self.details: dict[str, ComponentStatus] = {}
         self.units = self.healthy = self.running = 0
@@ -444,12 +446,14 @@ class HealthJudge:
         read, changed = (
             (comps.read, comps.changed) if isinstance(comps, ComponentTable) else (0, None)
         )
-        tally = _Tally(read)
+        tally = _Tally(read, hc)
+        if prev.config is not hc:  # judgements made under other thresholds: none holds
+            self._judged.clear()
         # Judged again whatever their figures: a breaker's and a stall's figures move with
         # time, and a component that had one last time may have it no more.
         tally.marked = {*breakers, *stalls}
         changes: Changes
-        if changed is not None and prev.base and changed[0] == prev.base:
+        if changed is not None and prev.base and changed[0] == prev.base and prev.config is hc:
             # The components not in f.changed have the very figures judged last time: so
             # their judgement is the last one, and the sums start from the last ones.
             tally.carry(prev)
