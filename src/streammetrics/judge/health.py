@@ -41,8 +41,9 @@ status is not ``healthy``. So is an event source beyond the process that cannot 
 (``EventSource``: a Redis consumer whose server is away): penalty 0, status at best
 ``degraded``, and the ``EventSourceDown`` alert on its stream, until it reads again.
 
-``HealthJudge`` makes this judgement once per snapshot, in one pass over the
-aggregator's figures: stalls and scores first, then the alert rules (which read the
+``HealthJudge`` makes this judgement once per snapshot, over the components whose
+figures the read changed (the rest, and the sums over them, are carried from its last
+judgement; a full pass whenever it cannot tell): stalls and scores first, then the alert rules (which read the
 scores: ``SystemUnhealthy`` is ``health_score < healthy_threshold``), then the status,
 which needs both.
 """
