@@ -150,3 +150,35 @@ async def test_an_endpoint_pins_a_bounded_heap_under_connection_churn() -> None:
         assert sizes[-1] - sizes[0] < 2_000, sizes
         assert ep.collector.statistics().freezes >= 4
     assert gc.get_freeze_count() == 0
+
+
+def test_the_collector_stays_frozen_until_the_last_policy_that_froze_it_closes() -> None:
+    """Two endpoints in one process share its collector: the first to stop must not
+    unfreeze what the other froze."""
+    first, second = CollectorPolicy(clock=_Clock()), CollectorPolicy(clock=_Clock())
+    idle = CollectorPolicy(clock=_Clock())  # never froze: its close changes nothing
+    first.after_tick()
+    second.after_tick()
+    idle.close()
+    first.close()
+    assert gc.get_freeze_count() > 0
+    first.close()  # twice: still the other's freeze
+    assert gc.get_freeze_count() > 0
+    second.close()
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.anyio
+async def test_an_endpoint_exports_its_policy_in_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with serving(tick_s=0.05) as (ep, client):
+        await until(lambda: ep.collector.statistics().freezes >= 1)
+        body = (await client.get("/metrics")).text
+        st = ep.collector.statistics()
+    samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
+    assert samples["streammetrics_gc_freezes_total"] >= 1
+    assert samples["streammetrics_gc_freezes_total"] <= st.freezes
+    assert samples["streammetrics_gc_policy_collections_total"] >= 1
+    assert samples["streammetrics_gc_frozen_objects"] > 0
+    assert 0 < samples["streammetrics_gc_policy_last_collection_seconds"] < 10

@@ -28,16 +28,18 @@ What stays pinned at any time is what was alive at the last freezes and has sinc
 a cycle: the requests in flight at those few instants, for at most ``thaw_s``.
 
 The collector is the process's, not the endpoint's: the policy only acts from the
-endpoint's lifecycle (never at import), leaves the collector unfrozen when the endpoint
-stops, and does nothing with ``freeze: false``.
+endpoint's lifecycle (never at import), does nothing with ``freeze: false``, and leaves the
+collector unfrozen when the last endpoint that froze it stops (several endpoints in one
+process share it: the first to stop must not take the others' freeze away).
 """
 
 from __future__ import annotations
 
 import gc
 import time
+import weakref
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -79,6 +81,11 @@ class CollectorPolicy:
     """Freezes the process's collector as ``CollectorConfig`` says, from an endpoint's
     ticks; ``clock`` is monotonic seconds (tests pass their own)."""
 
+    #: The policies that froze the collector and have not been closed: the process's
+    #: collector is unfrozen when the last of them closes. Weak, so that a policy
+    #: dropped without ``close`` (an endpoint never run to its end) holds nothing.
+    _holding: ClassVar[weakref.WeakSet[CollectorPolicy]] = weakref.WeakSet()
+
     def __init__(
         self, config: CollectorConfig | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -109,13 +116,18 @@ class CollectorPolicy:
         gc.freeze()
         self._freezes += 1
         self._passes = _full_passes()
+        CollectorPolicy._holding.add(self)
 
     def close(self) -> None:
         """The endpoint stops: hand the collector back unfrozen (its next full pass
-        walks, and reclaims, everything again)."""
-        if self._freezes:
-            gc.unfreeze()
-            self._thawed_at = None
+        walks, and reclaims, everything again), unless another endpoint's policy still
+        holds it frozen: that one unfreezes when it closes."""
+        holding = CollectorPolicy._holding
+        if self in holding:
+            holding.discard(self)
+            if not holding:
+                gc.unfreeze()
+        self._thawed_at = None
 
     def statistics(self) -> CollectorStatistics:
         return CollectorStatistics(

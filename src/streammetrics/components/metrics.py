@@ -270,6 +270,7 @@ class MetricsEndpoint(Component):
         from ..http.dashboard import LIVE_ENDPOINTS, LIVE_ROUTES
         from ..http.hardening import hardening
         from ..http.limits import ConnectionCollector
+        from ..prometheus.gc_policy import GCPolicyCollector
 
         for c in [*self._transport_collectors, *self.collectors()]:
             self.service.add_collector(c)
@@ -294,6 +295,7 @@ class MetricsEndpoint(Component):
             ),
         )
         self.service.add_builtin_collector(ConnectionCollector(self.connections))
+        self.service.add_builtin_collector(GCPolicyCollector(self.collector))
         if live:
             self._app.endpoints.update(LIVE_ENDPOINTS)
         self._register_ingest()
