@@ -43,9 +43,9 @@ status is not ``healthy``. So is an event source beyond the process that cannot 
 
 ``HealthJudge`` makes this judgement once per snapshot, over the components whose
 figures the read changed (the rest, and the sums over them, are carried from its last
-judgement; a full pass whenever it cannot tell): stalls and scores first, then the alert rules (which read the
-scores: ``SystemUnhealthy`` is ``health_score < healthy_threshold``), then the status,
-which needs both.
+judgement; a full pass whenever it cannot tell): stalls and scores first, then the
+alert rules (which read the scores: ``SystemUnhealthy`` is ``health_score <
+healthy_threshold``), then the status, which needs both.
 """
 
 from __future__ import annotations
