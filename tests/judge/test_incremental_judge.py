@@ -16,7 +16,7 @@ from streammetrics.aggregator import Aggregator
 from streammetrics.judge.alerts.engine import AlertEngine
 from streammetrics.judge.alerts.rules import AlertRule
 from streammetrics.judge.health import HealthConfig, HealthJudge
-from streammetrics.snapshot import ComponentTable, Figures, Snapshot
+from streammetrics.snapshot import ComponentTable, Figures, ProcessStats, Snapshot
 from tests.support.http_app import FakeClock
 
 RULES = [
@@ -24,6 +24,8 @@ RULES = [
     AlertRule("Failing", "error_rate > 0.2", for_="15s"),
     AlertRule("Unwell", "health < 0.9"),
     AlertRule("Stuck", "stalled_seconds > 30", scope="stream"),
+    # Reads the process's figures, which every component instance shares.
+    AlertRule("Heavy", "memory_usage_mb > 150 and errors_encountered > 0", scope="component"),
 ]
 
 
@@ -99,7 +101,8 @@ def test_incremental_judgement_is_the_full_one_over_random_ticks(seed: int) -> N
         agg.fold_events(batch)
         if tick == 40:  # other thresholds: every earlier judgement is void
             kept.health = full.health = HealthConfig(error_budget=0.3, stall_timeout_s=10.0)
-        figures = agg.figures()
+        process = ProcessStats(memory_usage_mb=rng.choice([100.0, 200.0]), cpu_usage_percent=5.0)
+        figures = agg.figures(process=process)
         table = figures.detailed_components
         assert isinstance(table, ComponentTable)
         incremental += table.changed is not None
@@ -112,4 +115,4 @@ def test_incremental_judgement_is_the_full_one_over_random_ticks(seed: int) -> N
     assert incremental > 40  # most ticks were built on the one before
     assert agg.statistics().components_evicted > 0
     # What the sequence went through: rules with a ``for`` fired and resolved, and stalls.
-    assert {"Failing:firing", "Failing:resolved", "Slow:firing", "stall"} <= seen, seen
+    assert {"Failing:firing", "Failing:resolved", "Slow:firing", "Heavy:resolved", "stall"} <= seen

@@ -27,7 +27,7 @@ from ...snapshot import NO_ALERTS, Alert, AlertReport, Recommendation, Snapshot
 from ...steps import NEVER, Pace, Steps, finish
 from ..health import Changes, HealthConfig
 from .expressions import NamedFigures, simple_comparison
-from .figures import FigureReader
+from .figures import PROCESS_FIGURES, FigureReader, with_process
 from .rules import AlertRule, advice, builtin_rules
 
 __all__ = ("AlertEngine",)
@@ -77,10 +77,7 @@ class _Rule:
         self.active: dict[str, NamedFigures] | None = None
         #: Whether only the instances whose figures changed need testing again: not for a
         #: rule that reads the process's figures, which every instance shares.
-        self.incremental = not set(self.used) & _PROCESS_FIGURES
-
-
-_PROCESS_FIGURES = frozenset({"memory_usage_mb", "cpu_usage_percent"})
+        self.incremental = not set(self.used) & PROCESS_FIGURES
 
 
 #: Instances tested between two looks at the pace's clock, in a rule's pass over all.
@@ -147,14 +144,17 @@ class AlertEngine:
             pace = Pace(chunk) if chunk else NEVER
         now_m = snap.uptime_seconds
         wall = snap.timestamp
-        figs = yield from self._reader.read_steps(snap, pace, changes)
+        figs = yield from self._reader.lean_steps(snap, pace, changes)
         changed = self._reader.changed
+        merged: dict[str, NamedFigures] | None = None  # with the process's, if a rule needs
         firing: list[Alert] = []
         pending: list[Alert] = []
         resolved: list[Alert] = []
         by_state = {"firing": firing, "pending": pending, "resolved": resolved}
         for r in self._rules:
             table = figs[r.scope]
+            if r.scope == "component" and not r.incremental:
+                merged = table = merged or with_process(table, snap)
             yield from self._step(
                 r, table, now_m, wall, pace, changed if r.scope == "component" else None
             )
@@ -184,6 +184,8 @@ class AlertEngine:
         recs: list[Recommendation] = []
         for adv, r in self._advice:
             table = figs[r.scope]
+            if r.scope == "component" and not r.incremental:
+                merged = table = merged or with_process(table, snap)
             yield from self._step(
                 r, table, now_m, wall, pace, changed if r.scope == "component" else None
             )

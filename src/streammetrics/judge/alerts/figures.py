@@ -21,11 +21,13 @@ __all__ = (
     "COMPONENT_FIGURES",
     "FIGURE_HELP",
     "FLAP_WINDOW_S",
+    "PROCESS_FIGURES",
     "SCOPE_FIGURES",
     "STREAM_FIGURES",
     "SYSTEM_FIGURES",
     "FigureReader",
     "Scope",
+    "with_process",
 )
 
 Scope = Literal["system", "component", "stream"]
@@ -100,6 +102,18 @@ FLAP_WINDOW_S: Final = 300.0
 _CLOSED: Final = BreakerStatus("closed", 0, None, 0.0, 0)
 
 
+#: The component figures that are the process's, every instance's alike.
+PROCESS_FIGURES: Final = frozenset({"memory_usage_mb", "cpu_usage_percent"})
+
+
+def with_process(comps: dict[str, NamedFigures], snap: Snapshot) -> dict[str, NamedFigures]:
+    """``comps`` (as ``FigureReader.lean_steps`` reads them) with the process's figures
+    of ``snap`` in each: new dicts, one per instance."""
+    perf = snap.performance
+    process = {"memory_usage_mb": perf.memory_usage_mb, "cpu_usage_percent": perf.cpu_usage_percent}
+    return {name: {**f, **process} for name, f in comps.items()}
+
+
 class FigureReader:
     """Reads every instance's named figures from successive snapshots.
 
@@ -114,10 +128,9 @@ class FigureReader:
         self._evicted = 0
         self._kept: dict[str, tuple[ComponentStatus, dict[str, float | None]]] = {}
         self.changed: set[str] = set()
-        # The last complete read's component figures, the process figures in them, and
-        # the token of the snapshot it read (None: none to build on).
+        # The last complete read's component figures, and the token of the snapshot it
+        # read (None: none to build on).
         self._comps: dict[str, NamedFigures] | None = None
-        self._process: tuple[float | None, float | None] = (None, None)
         self._token: object = None
 
     def read(self, snap: Snapshot) -> dict[Scope, dict[str, NamedFigures]]:
@@ -131,10 +144,22 @@ class FigureReader:
     def read_steps(
         self, snap: Snapshot, pace: Pace, changes: Changes | None = None
     ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
-        """``read()``, yielding where ``pace`` says: 10,000 changed components take long
-        enough to stall the loop. ``changes``: which components' statuses are new
-        against the snapshot read last; when it names that one, only those components
-        (and those with a breaker, whose figures move with time) are read again."""
+        """``read()``, yielding where ``pace`` says (``changes``: as ``lean_steps``)."""
+        figs = yield from self.lean_steps(snap, pace, changes)
+        figs["component"] = with_process(figs["component"], snap)
+        return figs
+
+    def lean_steps(
+        self, snap: Snapshot, pace: Pace, changes: Changes | None = None
+    ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
+        """``read_steps()`` but that the component figures leave out the process's
+        (``PROCESS_FIGURES``: ``with_process`` adds them), which every instance shares and
+        which move every tick: so that a tick of quiet components leaves theirs alone.
+
+        10,000 changed components take long enough to stall the loop. ``changes``: which
+        components' statuses are new against the snapshot read last; when it names that
+        one, only those components (and those with a breaker, whose figures move with
+        time) are read again."""
         now = snap.uptime_seconds
         perf = snap.performance
         mem, cpu = perf.memory_usage_mb, perf.cpu_usage_percent
@@ -169,9 +194,6 @@ class FigureReader:
         todo: list[tuple[str, ComponentStatus | None]]
         if changes is not None and since is not None and changes.since is since and last:
             comps = dict(last)
-            if self._process != (mem, cpu):  # everyone's: every instance's figures move
-                for _c, f in kept.values():
-                    f["memory_usage_mb"], f["cpu_usage_percent"] = mem, cpu
             todo = [(n, details.get(n)) for n in dict.fromkeys((*changes.names, *breakers, *flaps))]
         else:
             comps = {}
@@ -189,11 +211,8 @@ class FigureReader:
                     continue
                 if k is not None and k[0] is c and name not in breakers and name not in flaps:
                     # The same status object (an idle component's, kept by the aggregator and
-                    # the judge): the same figures but the process's, which are everyone's.
-                    f = k[1]
-                    if f["memory_usage_mb"] != mem or f["cpu_usage_percent"] != cpu:
-                        f["memory_usage_mb"], f["cpu_usage_percent"] = mem, cpu
-                    comps[name] = f
+                    # the judge): the same figures.
+                    comps[name] = k[1]
                     continue
                 changed.add(name)
                 b = breakers.get(name, _CLOSED)
@@ -224,8 +243,6 @@ class FigureReader:
                         else 0.0
                     ),
                     "breaker_failure_count": b.failure_count,
-                    "memory_usage_mb": mem,
-                    "cpu_usage_percent": cpu,
                 }
                 comps[name] = built
                 kept[name] = (c, built)
@@ -237,7 +254,7 @@ class FigureReader:
         #: process figures aside; at the first read, all): a rule that reads no process
         #: figure need test only these again.
         self.changed = changed
-        self._comps, self._process = comps, (mem, cpu)
+        self._comps = comps
         self._token = changes.token if changes is not None else None
         if snap.components_evicted != self._evicted:  # forget the evicted ones' flaps
             self._evicted = snap.components_evicted
