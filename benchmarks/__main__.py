@@ -43,6 +43,8 @@ _COLUMNS: dict[str, tuple[str, ...] | None] = {
         "renders",
         "render_s",
         "metrics_mb",
+        "gc_full",
+        "gc_max_ms",
     ),
     "scale": None,
     "memory": None,

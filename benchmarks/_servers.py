@@ -3,20 +3,28 @@
     python -m benchmarks._servers KIND [--components N] [--lifetime S] ...
 
 KIND is ``streammetrics`` (the MetricsEndpoint app over a seeded aggregator),
+``endpoint`` (a whole MetricsEndpoint, its defaults but ``max_components``, fed the
+same seeded events through its bus: with its ticker and its garbage-collector policy),
 ``litestar`` (bare Litestar handlers: the HTTP floor, served by the same
 ``streammetrics.http.server.serve``) or ``prometheus`` (prometheus-client's own
 ``start_http_server`` with as many series as streammetrics' ``/metrics`` shows).
 
 The process prints ``READY <port>`` once it listens, and stops by itself when its
-standard input closes (the parent went away) or after ``--lifetime`` seconds.
+standard input closes (the parent went away) or after ``--lifetime`` seconds. The
+``streammetrics`` and ``endpoint`` kinds write ``GC2 <count> <longest ms> <total ms>`` to
+standard error as they stop: the full (generation 2) collections since they were ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -45,7 +53,72 @@ def _ready(port: int) -> None:
     print(f"READY {port}", flush=True)
 
 
-def _serve_asgi(app: Any, stop: threading.Event, lifetime: float) -> None:
+@contextmanager
+def _full_collections() -> Iterator[Callable[[int], None]]:
+    """Time the process's full collections (a pause of the event loop that every request
+    in flight waits through) from when the server is ready (it calls the ``ready`` given
+    here instead of ``_ready``), and report them on the way out."""
+    pauses: list[float] = []
+    began: list[float] = []
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            began[:] = [time.perf_counter()]
+        elif began:
+            pauses.append((time.perf_counter() - began.pop()) * 1e3)
+
+    def ready(port: int) -> None:
+        pauses.clear()
+        _ready(port)
+
+    gc.callbacks.append(timed)
+    try:
+        yield ready
+    finally:
+        gc.callbacks.remove(timed)
+        print(f"GC2 {len(pauses)} {max(pauses, default=0):.1f} {sum(pauses):.1f}", file=sys.stderr)
+
+
+def _serve_endpoint(
+    components: int,
+    events: int,
+    tick_s: float,
+    stop: threading.Event,
+    lifetime: float,
+    ready: Callable[[int], None],
+) -> None:
+    """A MetricsEndpoint as a user runs one, fed the seeded system once it listens (its
+    probes time only once its aggregator subscribes); ready when a snapshot shows it."""
+    import anyio
+
+    from streammetrics import MetricsEndpoint
+
+    from ._seed import seed_bus
+
+    async def main() -> None:
+        ep = MetricsEndpoint(name="benchmark", port=0, tick_s=tick_s, max_components=components + 1)
+        async with anyio.create_task_group() as tg:
+            await tg.start(ep.run)
+            seed_bus(ep.ctx.bus, components, events)
+            snap = await ep.service.snapshot(fresh=True)
+            while len(snap.detailed_components) < components:  # until a tick has them all
+                await anyio.sleep(tick_s / 4)
+                snap = await ep.service.snapshot(fresh=True)
+            assert ep.port is not None
+            ready(ep.port)
+            with anyio.move_on_after(lifetime):
+                while not stop.is_set():  # noqa: ASYNC110 - set by a thread, not a task
+                    await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
+
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+def _serve_asgi(
+    app: Any, stop: threading.Event, lifetime: float, ready: Callable[[int], None] = _ready
+) -> None:
     import anyio
 
     from streammetrics.http.server import serve
@@ -62,7 +135,7 @@ def _serve_asgi(app: Any, stop: threading.Event, lifetime: float) -> None:
                     shutdown_timeout_s=1.0,
                 )
             )
-            _ready(port)
+            ready(port)
             with anyio.move_on_after(lifetime):
                 while not stop.is_set():  # noqa: ASYNC110 - set by a thread, not a task
                     await anyio.sleep(0.1)
@@ -146,7 +219,7 @@ def prometheus_registry(components: int, series: int) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("kind", choices=("streammetrics", "litestar", "prometheus"))
+    ap.add_argument("kind", choices=("streammetrics", "endpoint", "litestar", "prometheus"))
     ap.add_argument("--components", type=int, default=100)
     ap.add_argument("--events-per-component", type=int, default=100)
     ap.add_argument("--tick", type=float, default=1.0)
@@ -170,11 +243,17 @@ def main(argv: list[str] | None = None) -> None:
             server.server_close()
             thread.join(5)
         return
-    if args.kind == "streammetrics":
+    if args.kind == "endpoint":
+        with _full_collections() as ready:
+            _serve_endpoint(
+                args.components, args.events_per_component, args.tick, stop, args.lifetime, ready
+            )
+    elif args.kind == "streammetrics":
         app = streammetrics_app(args.components, args.events_per_component, args.tick)
+        with _full_collections() as ready:
+            _serve_asgi(app, stop, args.lifetime, ready)
     else:
-        app = litestar_app(args.metrics_bytes, args.json_bytes)
-    _serve_asgi(app, stop, args.lifetime)
+        _serve_asgi(litestar_app(args.metrics_bytes, args.json_bytes), stop, args.lifetime)
 
 
 if __name__ == "__main__":

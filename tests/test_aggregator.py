@@ -638,6 +638,90 @@ def test_random_batches_fold_as_their_events_one_by_one(
     assert together.statistics().events_folded > 0
 
 
+def _mostly_plain_event(rng: random.Random, names: list[str]) -> Event:
+    """Mostly the plain event (processed, count 1, a latency, nothing else), which
+    ``fold_events`` sums in a loop of its own, interleaved with what makes it leave
+    that loop: errors with and without detail, counts other than 1, no latency, bytes,
+    streams, timestamps, other kinds."""
+    r = rng.random()
+    if r < 0.08:
+        return _random_event(rng, names)
+    latency = rng.lognormvariate(math.log(0.005), 1.0)
+    if r < 0.12:
+        return Event(rng.choice(names), "error", latency=latency)
+    if r < 0.14:
+        return Event(rng.choice(names), "error", latency=latency, detail="boom")
+    if r < 0.16:
+        return Event(rng.choice(names), "processed", count=rng.choice([0, 2, 9]), latency=latency)
+    if r < 0.18:
+        return Event(rng.choice(names), "processed")
+    if r < 0.20:
+        return Event(rng.choice(names), "processed", latency=latency, bytes=100)
+    if r < 0.22:
+        return Event(rng.choice(names), "processed", latency=latency, stream=rng.choice(_STREAMS))
+    if r < 0.26:
+        return Event(
+            rng.choice(names), "processed", latency=latency, timestamp=W0 + rng.uniform(-9, 9)
+        )
+    return Event(rng.choice(names), "processed", latency=latency)
+
+
+@pytest.mark.parametrize("settings", [{}, {"max_components": 5, "max_streams": 2}])
+@pytest.mark.parametrize("seed", range(3))
+def test_mostly_plain_batches_fold_as_their_events_one_by_one(
+    clock: Clock, settings: dict[str, Any], seed: int
+) -> None:
+    """The plain event's own loop (its count taken from how many latencies it kept)
+    must end with the figures, statistics and rejections of folding each event alone,
+    and with exactly the processed and error totals of the events, however the plain
+    events interleave with the others (a plain event after a timestamped one resets
+    last_activity to arrival time, an error between plain ones is counted apart)."""
+    rng = random.Random(seed)
+    together, apart = make(clock, **settings), make(clock, **settings)
+    totals: dict[str, list[int]] = {}
+    for round_ in range(30):
+        clock.t += rng.choice([0.0, 0.4, 1.0, 3.0])
+        n = rng.choice([1, 3, 40, 300, 1000])
+        batch = [_mostly_plain_event(rng, _NAMES) for _ in range(n)]
+        got = together.fold_events(batch)
+        want = []
+        for i, ev in enumerate(batch):
+            for r in apart.fold_events([ev]):
+                want.append(Rejection(i, r.path.replace("events[0]", f"events[{i}]"), r.reason))
+        refused = {r.index for r in got if r.path.endswith(".component")}
+        for i, ev in enumerate(batch):
+            if i not in refused and ev.kind in ("processed", "error"):
+                pe = totals.setdefault(ev.component, [0, 0])
+                pe[ev.kind == "error"] += ev.count
+        assert got == want, f"round {round_}"
+        assert together.statistics() == apart.statistics()
+        figures = together.figures()
+        assert _comparable(figures) == _comparable(apart.figures()), f"round {round_}"
+        assert {
+            name: [c.items_processed, c.errors_encountered]
+            for name, c in figures.detailed_components.items()
+            if name in totals
+        } == totals
+
+
+def test_a_kind_string_made_by_code_folds_like_the_decoded_one(clock: Clock) -> None:
+    """The plain event's loop knows the decoder's ``"processed"`` by identity; the same
+    word built at run time (another object) must fold the same, through the next step."""
+    built = "".join(["proc", "essed"])
+    assert built == KINDS[0] == "processed" and built is not KINDS[0]
+    rng = random.Random(5)
+    lats = [rng.lognormvariate(math.log(0.005), 1.0) for _ in range(200)]
+    figures = []
+    for kind in ("processed", built):
+        clock.t = 0.0
+        agg = make(clock)
+        batch = [Event(f"c{i % 3}", kind, latency=x) for i, x in enumerate(lats)]  # type: ignore[arg-type]
+        assert agg.fold_events(batch) == []
+        figures.append(_comparable(agg.figures()))
+        assert sum(c.items_processed for c in agg.figures().detailed_components.values()) == 200
+    assert figures[0] == figures[1]
+
+
 def test_a_tuple_or_any_sequence_folds_like_a_list(clock: Clock) -> None:
     batch = [Event("a", "processed", latency=0.001 * i) for i in range(1, 40)]
     batch.append(Event("a", "breaker", detail="ajar"))

@@ -279,3 +279,69 @@ def test_a_probe_nobody_listens_to_counts_but_reads_no_clock(
     assert d.last_error == "ValueError: bad"
     bus.unsubscribe(recorder)
     assert p.timing is False
+
+
+def test_latencies_gathered_and_bucketed_in_bulk_count_as_one_by_one() -> None:
+    """Thousands of timed calls, processed and failed, bucketed a gathering at a time and
+    at the flush: the histogram is the one each latency's own bucket makes, the extremes
+    and the sum are theirs, the counts are the calls'."""
+    import random
+
+    rng = random.Random(3)
+    lats = [rng.lognormvariate(-5.3, 1.0) for _ in range(5_003)]
+    p = Probe("worker")
+    for k, x in enumerate(lats):
+        if k % 7 == 3:
+            p.error(latency=x)
+        else:
+            p.processed(latency=x)
+    (d,) = p.flush()
+    assert d.latency_counts == histogram(*lats)
+    assert (d.latency_min, d.latency_max) == (min(lats), max(lats))
+    assert d.latency_sum == pytest.approx(sum(lats), rel=1e-12)
+    assert (d.processed, d.errors) == (sum(k % 7 != 3 for k in range(5_003)), 5_003 // 7 + 1)
+    assert p.flush() == []
+    p.processed(latency=0.25)  # the next flush starts from nothing
+    (d,) = p.flush()
+    assert (d.latency_counts, d.latency_min, d.latency_max) == (histogram(0.25), 0.25, 0.25)
+
+
+def test_a_nan_latency_counts_in_the_first_bucket_and_is_no_extreme() -> None:
+    """As ``bisect_left`` places it one by one: NaN falls in bucket 0, and it compares
+    with nothing, so the extremes are the other latencies'."""
+    nan = float("nan")
+    for others in ([0.004] * 3, [0.004, 0.02] * 300):  # a few, and past a gathering
+        p = Probe("c")
+        p.processed(latency=nan)
+        for x in others:
+            p.processed(latency=x)
+        (d,) = p.flush()
+        assert d.latency_counts is not None and d.latency_counts[0] == 1
+        assert sum(d.latency_counts) == len(others) + 1
+        assert (d.latency_min, d.latency_max) == (min(others), max(others))
+    p = Probe("c")
+    p.processed(latency=nan)
+    (d,) = p.flush()
+    assert d.latency_counts == [1] + [0] * (N_BUCKETS - 1)
+    assert (d.latency_min, d.latency_max) == (float("inf"), float("-inf"))
+
+
+def test_a_busy_probe_holds_a_bounded_number_of_latencies() -> None:
+    """Between flushes a probe keeps a histogram, not every latency: 200,000 timed calls
+    (fresh floats, as ``perf_counter()`` differences are) leave it holding a few KB."""
+    import tracemalloc
+
+    p = Probe("busy")
+    p.processed(latency=0.001)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for k in range(200_000):
+            p.processed(latency=(k % 1000) * 1e-5 + 1e-6)
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert held < 32 * 1024, held
+    (d,) = p.flush()
+    assert d.processed == 200_001 and d.latency_counts is not None
+    assert sum(d.latency_counts) == 200_001

@@ -37,7 +37,13 @@ from .aggregates import (
     latency_figures,
 )
 from .breaker import BREAKER_CODES
-from .buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, Ladder, bucket_latencies
+from .buckets import (
+    DEFAULT_HISTOGRAM_BUCKETS,
+    DEFAULT_LADDER,
+    SORT_FROM,
+    Ladder,
+    bucket_latencies,
+)
 from .model.events import Delta, Event, Rejection
 from .model.spans import SpanDelta
 from .model.types import describe_exception
@@ -54,6 +60,11 @@ from .steps import BUDGET_S, NEVER, Pace, Steps, finish, finish_async
 from .windows import RollingWindow, ViewSeconds
 
 __all__ = ("Aggregator", "AggregatorStatistics")
+
+#: The kind the plain event loop of ``fold_events`` takes, compared by identity: msgspec
+#: decodes a ``Literal`` to the very string of the annotation (interned, as this one is);
+#: an equal string that is another object (made by code) is folded the same, one step on.
+_PROCESSED: Final = "processed"
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
@@ -298,12 +309,14 @@ class Aggregator:
         Every event of one call shares one arrival time (one clock read), so what the
         ``processed`` and ``error`` events carry is summed per component (and per stream)
         first and folded into the windows once per component at the end, latencies
-        bucketed there in bulk (``buckets.bucket_latencies``). The common event
-        (processed, or an error without detail, from a component and on a stream already
-        met in this call) takes a loop of its own that does only that summing: a few adds
-        and one append, no bisect. Every other event leaves that loop for the full
-        handling below it, then the loop goes on from the next event, so the order of
-        the events is kept.
+        bucketed there in bulk (``buckets.bucket_latencies``). The plain event (processed,
+        count 1, a latency, no bytes, no stream, from a component already met in this
+        call) takes a loop of its own that keeps its latency and timestamp and nothing
+        else: its count is how many latencies that loop appended, known at the end. The
+        other common events (an error without detail; a count, bytes, a stream or no
+        latency) leave it to be summed with a few adds, then go back to it; every other
+        event takes the full handling below, then the loop goes on from the next event,
+        so the order of the events is kept.
         """
         now = self.clock()
         wall = self.wall()
@@ -313,7 +326,8 @@ class Aggregator:
         components = self._components
         dirty = self._dirty
         reading = self._reading
-        # per component: [processed, errors, bytes, latencies, state, its last timestamp]
+        # per component: [processed, errors, bytes, latencies, state, its last timestamp,
+        # how many of the latencies the plain loop did not append]
         acc: dict[str, list[Any]] = {}
         # per stream: [messages, bytes, state]
         sacc: dict[str, list[Any]] = {}
@@ -323,41 +337,53 @@ class Aggregator:
         n = len(seq)
         it = iter(seq)
         while True:
+            # The plain event: processed, count 1, a latency, no bytes, no stream, from a
+            # component met in this call. Only its latency is kept (and its timestamp,
+            # the component's last); its count is the number of latencies appended here,
+            # ``len(a[3]) - a[6]``, worked out once per component at the end.
             for ev in it:
                 a = acc.get(ev.component)
-                if a is None:
-                    break
-                kind = ev.kind
-                if kind == "processed":
-                    a[0] += ev.count
-                elif kind == "error" and ev.detail is None:
-                    a[1] += ev.count
-                else:
+                if (
+                    a is None
+                    or ev.kind is not _PROCESSED  # the decoder's own string; else below
+                    or ev.count != 1
+                    or ev.bytes
+                    or ev.stream is not None
+                    or (latency := ev.latency) is None
+                ):
                     break
                 a[5] = ev.timestamp
-                if ev.bytes:
-                    a[2] += ev.bytes
-                latency = ev.latency
-                if latency is not None:
-                    a[3].append(latency)
-                if ev.stream is not None:
-                    sa = sacc.get(ev.stream)
-                    if sa is None:
-                        break  # counted above; the stream is made known below
-                    sa[0] += ev.count
-                    sa[1] += ev.bytes
+                a[3].append(latency)
             else:
                 break
-            # ev was not (or, from a stream not met yet, not all) summed above: handled
-            # in full, at index n - length_hint(it) - 1 (the iterator stops right after it)
+            # ev is not plain. The common event (processed, or an error without detail,
+            # from a component met in this call) is summed here, then back to the loop;
+            # any other is handled in full, at index n - length_hint(it) - 1 (the
+            # iterator stops right after it).
             name = ev.component
             if a is not None:
-                c = a[4]
                 kind = ev.kind
                 if kind == "processed" or (kind == "error" and ev.detail is None):
-                    # the loop above summed all of it but its stream, not met yet
-                    refused_msgs += self._sum_stream(sacc, ev, now)
+                    if kind == "processed":
+                        a[0] += ev.count
+                    else:
+                        a[1] += ev.count
+                    a[5] = ev.timestamp
+                    if ev.bytes:
+                        a[2] += ev.bytes
+                    latency = ev.latency
+                    if latency is not None:
+                        a[3].append(latency)
+                        a[6] += 1
+                    if ev.stream is not None:
+                        sa = sacc.get(ev.stream)
+                        if sa is None:  # its stream is made known there
+                            refused_msgs += self._sum_stream(sacc, ev, now)
+                        else:
+                            sa[0] += ev.count
+                            sa[1] += ev.bytes
                     continue
+                c = a[4]
             else:
                 if observe is not None and name not in observe:
                     skipped += 1
@@ -390,7 +416,7 @@ class Aggregator:
                 a[5] = ts  # what the component's last_activity is set from at the end
             if kind == "processed" or kind == "error":
                 if a is None:
-                    a = acc[name] = [0, 0, 0, [], c, ts]
+                    a = acc[name] = [0, 0, 0, [], c, ts, 0]
                     # Only a first processed/error moves a component out of "registered"
                     # (nothing moves one back), so once per component and batch is enough.
                     if c.status == "registered":
@@ -405,6 +431,7 @@ class Aggregator:
                     a[2] += ev.bytes
                 if ev.latency is not None:
                     a[3].append(ev.latency)
+                    a[6] += 1
                 if ev.stream is not None:
                     refused_msgs += self._sum_stream(sacc, ev, now)
             elif kind == "started":
@@ -448,8 +475,9 @@ class Aggregator:
             sys_hist: list[int] | None = None
             sys_lsum = 0.0
             sys_lo, sys_hi = math.inf, -math.inf  # the extremes the quantiles are clamped to
-            for p, e, nb, lats, c, ts in acc.values():
+            for p, e, nb, lats, c, ts, others in acc.values():
                 c.last_activity = ts if ts is not None else wall
+                p += len(lats) - others  # the plain events'
                 processed += p
                 errors += e
                 nbytes += nb
@@ -465,11 +493,15 @@ class Aggregator:
                     w.add_bucket(now, k, lsum)
                     sys_hist[k] += 1
                 else:
-                    lo, hi = min(lats), max(lats)
-                    if lo != lo or hi != hi:  # a NaN first (code skips validation): as
-                        known = [x for x in lats if x == x]  # add() does, leave it out
-                        lo, hi = min(known, default=math.inf), max(known, default=-math.inf)
                     first, counts, lsum = bucket_latencies(lats, bounds)
+                    if lsum == lsum and len(lats) >= SORT_FROM:  # sorted: the ends
+                        lo, hi = lats[0], lats[-1]
+                    else:
+                        lo, hi = min(lats), max(lats)
+                        if lo != lo or hi != hi:  # a NaN first (code skips validation):
+                            known = [x for x in lats if x == x]  # as add() does, left out
+                            lo = min(known, default=math.inf)
+                            hi = max(known, default=-math.inf)
                     w.add_counts(now, first, counts, lsum, lo, hi)
                     last = first + len(counts)
                     sys_hist[first:last] = map(add, sys_hist[first:last], counts)

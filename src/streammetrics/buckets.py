@@ -29,6 +29,7 @@ __all__ = (
     "DEFAULT_LADDER",
     "LATENCY_BOUNDS",
     "MAX_HISTOGRAM_BUCKETS",
+    "SORT_FROM",
     "Ladder",
     "bucket_latencies",
     "check_histogram_buckets",
@@ -81,7 +82,7 @@ def check_histogram_buckets(bounds: Sequence[float]) -> None:
 
 
 #: From how many latencies ``bucket_latencies`` sorts them rather than bisect each one.
-_SORT_FROM: Final = 16
+SORT_FROM: Final = 16
 
 
 def bucket_latencies(
@@ -103,7 +104,7 @@ def bucket_latencies(
     """
     n = len(latencies)
     total = sum(latencies, 0.0)
-    if n < _SORT_FROM or total != total:  # few, or a NaN (or +inf with -inf): one by one
+    if n < SORT_FROM or total != total:  # few, or a NaN (or +inf with -inf): one by one
         if not n:
             return (0, [], total)
         ks = [bisect_left(bounds, x) for x in latencies]

@@ -1,27 +1,30 @@
 """The hot path: a component counts what it does in plain ints, and a flush hands the
 counts over as one ``Delta``.
 
-A probe never blocks and never allocates per item: ``processed()`` is an int add and,
-with a latency, one ``bisect`` into the bus's bucket ladder. Whoever listens (the event
-bus) calls ``flush()`` on its own tick, so the cost of aggregation is per flush, not per
-item. While nothing listens (``timing`` is off: the bus has no sink) ``time()`` and
-``timed`` read no clock and keep no histogram, only the counts, so instrumented code
-costs next to nothing where no endpoint runs and loses no count if one starts later.
+A probe never blocks: ``processed()`` is an int add and, with a latency, one list append.
+The latencies are bucketed in bulk (``buckets.bucket_latencies``: one sort and one bisect
+per bound, not one bisect per latency) when a few hundred have gathered and at the flush,
+so what a probe holds between flushes is bounded and a latency costs the instrumented
+code an append. Whoever listens (the event bus) calls ``flush()`` on its own tick, so the
+cost of aggregation is per flush, not per item. While nothing listens (``timing`` is off:
+the bus has no sink) ``time()`` and ``timed`` read no clock and keep no histogram, only
+the counts, so instrumented code costs next to nothing where no endpoint runs and loses
+no count if one starts later.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import wraps
 from inspect import iscoroutinefunction
+from operator import add
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar, cast
 
-from .buckets import DEFAULT_LADDER
+from .buckets import DEFAULT_LADDER, bucket_latencies
 from .model.events import Delta
 
 __all__ = ("Outcomes", "Probe")
@@ -39,6 +42,11 @@ class Outcomes(Protocol):
 
 R = TypeVar("R")
 
+#: Latencies a probe gathers before it buckets them (``Probe._bucket``): enough that the
+#: sort and one bisect per bound cost less than a bisect each, few enough that a busy
+#: probe holds a few KB between flushes, not everything timed since the last one.
+_GATHER: Final = 256
+
 
 class Probe:
     """Local counters of one component, flushed as ``Delta``s."""
@@ -52,6 +60,7 @@ class Probe:
         "_h",
         "_hi",
         "_last_error",
+        "_lat",
         "_lo",
         "_ls",
         "_nb",
@@ -84,8 +93,10 @@ class Probe:
         self._c = 0
         self._ls = 0.0
         self._h: list[int] | None = None
+        # Latencies timed since they were last bucketed into _h (at most _GATHER).
+        self._lat: list[float] = []
         # The smallest and largest latency since the flush, which clamp the quantiles'
-        # interpolation inside a bucket (two compares a call).
+        # interpolation inside a bucket (kept as each gathering is bucketed).
         self._lo = math.inf
         self._hi = -math.inf
         self._last_error: str | None = None
@@ -102,16 +113,11 @@ class Probe:
             self._b += nbytes
         if latency is not None:
             # Here and in error(), not in a helper both call: on the instrumented code's
-            # own path one more call costs about a tenth of processed(latency=).
-            h = self._h
-            if h is None:
-                h = self._h = [0] * self._nb
-            h[bisect_left(self._bounds, latency)] += 1
-            self._ls += latency
-            if latency < self._lo:
-                self._lo = latency
-            if latency > self._hi:
-                self._hi = latency
+            # own path one more call costs about as much as the rest of processed().
+            lat = self._lat
+            lat.append(latency)
+            if len(lat) >= _GATHER:
+                self._bucket()
 
     def error(self, n: int = 1, detail: str | None = None, latency: float | None = None) -> None:
         """Count ``n`` failed items; ``detail`` is kept as the component's last error."""
@@ -121,15 +127,10 @@ class Probe:
         if detail is not None:
             self._last_error = detail
         if latency is not None:
-            h = self._h
-            if h is None:
-                h = self._h = [0] * self._nb
-            h[bisect_left(self._bounds, latency)] += 1
-            self._ls += latency
-            if latency < self._lo:
-                self._lo = latency
-            if latency > self._hi:
-                self._hi = latency
+            lat = self._lat
+            lat.append(latency)
+            if len(lat) >= _GATHER:
+                self._bucket()
 
     def client_error(self, n: int = 1) -> None:
         """Count ``n`` requests refused as their client's fault (a malformed body, a
@@ -187,8 +188,39 @@ class Probe:
         latency = None if t0 is None else time.perf_counter() - t0
         self.error(detail=f"{type(exc).__name__}: {exc}", latency=latency)
 
+    def _bucket(self) -> None:
+        """Fold the gathered latencies into the histogram, the sum and the extremes.
+
+        The sum is added from the running sum in the order the latencies came. A NaN
+        (which user code may pass) falls in the first bucket, as ``bisect_left`` places
+        it, and is no extreme: it compares with nothing, as it did one by one.
+        """
+        lat = self._lat
+        self._lat = []
+        self._ls = sum(lat, self._ls)
+        # Sorted here, the extremes are its ends, and bucket_latencies' own sort of it
+        # is one pass over a sorted run.
+        lat.sort()
+        first, counts, total = bucket_latencies(lat, self._bounds)
+        h = self._h
+        if h is None:
+            h = self._h = [0] * self._nb
+        end = first + len(counts)
+        h[first:end] = map(add, h[first:end], counts)
+        if total != total:  # a NaN (or +inf with -inf): the order is no order
+            lat = [x for x in lat if x == x]
+            if not lat:
+                return
+            lat.sort()
+        if lat[0] < self._lo:
+            self._lo = lat[0]
+        if lat[-1] > self._hi:
+            self._hi = lat[-1]
+
     def flush(self) -> list[Delta]:
         """Hand over what was counted since the last flush, and start again from zero."""
+        if self._lat:
+            self._bucket()
         out: list[Delta] = []
         if self._p or self._e or self._h is not None or self._b or self._c:
             out.append(

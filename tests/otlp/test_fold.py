@@ -4,9 +4,15 @@ component, and ``gunzip``, the bound on what a compressed body unpacks to."""
 from __future__ import annotations
 
 import gzip
+import random
+import re
 from bisect import bisect_left
+from collections import Counter
 
+import msgspec
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.http.bodies import BodyTooLarge, gunzip
@@ -155,3 +161,115 @@ def test_item_spans_extremes_clamp_the_quantiles(spans: int) -> None:
         lat = agg.figures().detailed_components["api"].latency
         assert lat.p50 is not None and lat.p99 is not None
         assert 0.0103 - 1e-9 <= lat.p50 <= lat.p99 <= 0.0105 + 1e-9, (bad, lat)
+
+
+def _random_request(rng: random.Random) -> ExportTraceServiceRequest:
+    """Resources (a service seen twice, one without ``service.name``, names the name rule
+    refuses), several scopes each, spans of every kind, failed with or without a
+    message, a few with a trace id that is not 16 bytes or an end before their start."""
+    services = ["api", "db", "api", "db", None, "bad\x00name", "x" * 300, "worker", "worker"]
+    req = ExportTraceServiceRequest()
+    traces = [rng.randbytes(16) for _ in range(6)]
+    for _ in range(rng.randint(2, 6)):
+        rs = req.resource_spans.add()
+        service = rng.choice(services)
+        if service is not None:
+            rs.resource.attributes.append(
+                KeyValue(key="service.name", value=AnyValue(string_value=service))
+            )
+        for _ in range(rng.randint(1, 3)):
+            ss = rs.scope_spans.add()
+            for _ in range(rng.choice((0, 1, 3, 20, 60))):  # both sides of bulk bucketing
+                sp = span(
+                    rng.lognormvariate(-5, 2),
+                    kind=rng.randint(0, 5),
+                    error=rng.random() < 0.2,
+                    trace=rng.choice(traces),
+                    name=rng.choice(("GET /", "POST /x", "", "q\x01", "n" * 300)),
+                )
+                if sp.status.code == 2:  # which failure is the last one shows
+                    sp.status.message = "" if rng.random() < 0.3 else f"boom {len(ss.spans)}"
+                if rng.random() < 0.05:
+                    sp.end_time_unix_nano = sp.start_time_unix_nano  # zero: a valid span
+                if rng.random() < 0.03:
+                    sp.trace_id = rng.randbytes(rng.choice((0, 8, 17)))
+                if rng.random() < 0.03:
+                    sp.end_time_unix_nano = sp.start_time_unix_nano - rng.randint(1, 10**6)
+                ss.spans.append(sp)
+    return req
+
+
+def _one_by_one(req: ExportTraceServiceRequest) -> list[ExportTraceServiceRequest]:
+    """Each span of ``req`` alone in a request, with its own resource, in order."""
+    out = []
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                one = ExportTraceServiceRequest()
+                r = one.resource_spans.add()
+                r.resource.CopyFrom(rs.resource)
+                r.scope_spans.add().spans.append(sp)
+                out.append(one)
+    return out
+
+
+def _reasons(messages: list[str]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for message in messages:
+        for n, why in re.findall(r"(\d+) spans: (.*?)(?=; \d+ spans: |$)", message):
+            counts[why] += int(n)
+    return counts
+
+
+@pytest.mark.parametrize("group_by", ["service", "service_and_span"])
+@pytest.mark.parametrize("seed", range(10))
+def test_a_batch_folds_as_its_spans_one_by_one(seed: int, group_by: str) -> None:
+    """The batched sum (fields read for a whole list of spans, bucketed in bulk, the
+    unfoldable dropped) ends where folding every span in a request of its own ends:
+    items, errors, last error, histograms, sums, extremes, span latency, traces and every
+    rejection with its reason."""
+    rng = random.Random(seed)
+    kinds = rng.sample(["internal", "server", "client", "producer", "consumer"], rng.randint(1, 3))
+    config = msgspec.convert({"group_by": group_by, "item_kinds": kinds}, OtlpConfig)
+    req = _random_request(rng)
+    ends = []
+    for requests in ([req], _one_by_one(req)):
+        agg = Aggregator(clock=lambda: 1000.0)
+        intake = OtlpIntake(agg, config)
+        results = [intake.fold(r) for r in requests]
+        snap = agg.figures()
+        comps = {
+            name: (
+                c.items_processed,
+                c.errors_encountered,
+                c.last_error,
+                snap.component_histograms.get(name),
+                round(snap.latency_sums.get(name, 0.0), 9),
+                c.latency,
+                None if c.span_latency is None else c.span_latency.count,
+            )
+            for name, c in snap.detailed_components.items()
+        }
+        ends.append(
+            (
+                comps,
+                snap.traces,
+                agg.statistics().rejected,
+                sum(r.accepted for r in results),
+                sum(r.rejected for r in results),
+                _reasons([r.message for r in results]),
+            )
+        )
+    batch, single = ends
+    assert batch[3] + batch[4] == sum(
+        len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans
+    )
+    assert batch[1:] == single[1:]
+    assert batch[0].keys() == single[0].keys()
+    for name in batch[0]:
+        b, s = batch[0][name], single[0][name]
+        assert b[:5] == s[:5] and b[6] == s[6], name
+        assert (b[5] is None) == (s[5] is None), name
+        if b[5] is not None and s[5] is not None:
+            for q in ("p50", "p95", "p99"):
+                assert getattr(b[5], q) == pytest.approx(getattr(s[5], q), rel=1e-9), (name, q)

@@ -485,7 +485,8 @@ class MetricsEndpoint(Component):
             while True:
                 # Unavailable: the routes say so; rules resume when the harness is back.
                 with suppress(HarnessUnavailableError):
-                    await self.service.snapshot()
+                    # Fresh, never the previous one a request may still be answered from.
+                    await self.service.snapshot(fresh=True)
                     if self.alertmanager is not None:  # hands the report over; no I/O
                         self.alertmanager.observe(self.alerts.current())
                     self.collector.after_tick()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from copy import copy, deepcopy
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -314,10 +315,15 @@ def create_app(
     """The metrics API over ``service``; ``extra_route_handlers`` add custom routes
     (they get the ``service`` dependency and the same error handling, and ``GET /``
     lists them). A request body over ``max_body_bytes`` is refused with 413 before it is
-    read whole. Every response carries the ``headers.SECURITY_HEADERS``."""
+    read whole. Every response carries the ``headers.SECURITY_HEADERS``. The app's
+    lifespan is the service's serving lifetime (``TickCache.serving``): while served, a
+    stale snapshot is answered at once and the next one built in the background."""
 
     def provide_service() -> TickCache:
         return service
+
+    def serving(_app: Litestar) -> AbstractAsyncContextManager[None]:
+        return service.serving()
 
     return MetricsApp(
         listed=ENDPOINTS,
@@ -330,6 +336,7 @@ def create_app(
             Exception: internal_error,
         },
         state=State({"title": title}),
+        lifespan=[serving],
         cors_config=cors,
         middleware=list(middleware),
         before_send=[security_headers],

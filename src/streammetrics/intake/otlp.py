@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Iterable
 from itertools import compress
 from operator import attrgetter, sub
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -47,6 +46,8 @@ from ..model.types import MAX_NAME, name_problem
 from .otlp_config import OtlpConfig
 
 if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
     from ..aggregator import Aggregator
 
 __all__ = (
@@ -353,7 +354,7 @@ _CODE: Final = attrgetter("status.code")
 
 def _add(
     g: _Group,
-    spans: Iterable[Span],
+    spans: RepeatedCompositeFieldContainer[Span] | list[Span],
     items: frozenset[int],
     bounds: list[int],
     reasons: Counter[str],
@@ -368,7 +369,10 @@ def _add(
     spans' ``status`` is read. Spans that cannot be folded (end before start, a trace id
     that is not 16 bytes) are rare: only a batch with any of them is walked span by span
     (``_foldable``), to count each one's reason and keep the rest."""
-    spans = list(spans)  # the span objects, made once and read field by field
+    # The span objects, made once and read field by field. A slice, not ``list()``: the
+    # repeated field builds the list in one C call instead of being walked index by
+    # index through the sequence protocol.
+    spans = spans[:]
     if not spans:
         return
     durations = list(map(sub, map(_END, spans), map(_START, spans)))

@@ -6,12 +6,20 @@ several Prometheus replicas) must cost one snapshot and one render per tick, not
 request (``generate_latest`` formats every sample in Python: milliseconds per call for a
 large registry). The process sample runs in a worker thread (a ``/proc`` read may hang);
 the render runs on the event loop in steps of a few milliseconds, as the snapshot build does.
+
+While the service is served (``serving()``, entered by the app's lifespan) a snapshot that
+went stale less than its build took ago is still answered at once and the next one is built
+in the background, in a task group the service holds: a 10,000-component build takes a good
+part of a second, and the request that happened to find the snapshot stale would otherwise
+wait for all of it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,12 +47,16 @@ from ..steps import BUDGET_S, Pace, finish_async
 from .live import LiveFeed
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ..aggregator import Aggregator
     from ..process_sampler import Sampler
     from ..snapshot import ProcessStats, Snapshot
     from ..windows import ViewSeconds
 
 __all__ = ("FigureSource", "TickCache", "TickCacheStatistics")
+
+_log = logging.getLogger("streammetrics")
 
 #: Gives JSON-able figures for ``/metrics/json``'s ``extra`` (a plugin's ``figures``).
 FigureSource = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -57,6 +69,11 @@ class TickCacheStatistics(msgspec.Struct, frozen=True):
     snapshot_cache_hits: int
     stale_snapshot_hits: int
     """Requests answered from the previous snapshot while the next one was being built."""
+    background_builds: int
+    """Snapshots (of ``snapshots_built``) built in the background, begun by a request that
+    was answered from the previous one."""
+    background_failures: int
+    """Background builds that raised; the request after one builds the snapshot itself."""
     renders: int
     render_cache_hits: int
     sampler_failures: int
@@ -102,7 +119,8 @@ class TickCache:
         #: What ``GET /stream`` serves: each default-view snapshot, as it is built.
         self.live = live if live is not None else LiveFeed(name=name, tick_s=tick_s)
         self._unavailable: str | None = None
-        self._snapshots: dict[int, tuple[float, Snapshot]] = {}
+        #: view -> (when built, the snapshot, how long its build took), clock seconds.
+        self._snapshots: dict[int, tuple[float, Snapshot, float]] = {}
         self._process: tuple[float, ProcessStats | None, str | None] | None = None
         self._snapshot_lock = anyio.Lock()
         self._render_lock = anyio.Lock()
@@ -125,6 +143,14 @@ class TickCache:
         self._registry.register(CollectionView(self._custom, self.custom))
         self._built = self._snap_hits = self._renders = self._render_hits = 0
         self._stale_hits = 0
+        self._background_builds = self._background_failures = 0
+        #: While served (``serving()``): where the background builds run.
+        self._refresher: TaskGroup | None = None
+        #: A background build is scheduled and has not taken the snapshot lock yet.
+        self._refreshing = False
+        #: The last build raised: the next request builds itself (and sees the error)
+        #: instead of being answered from the snapshot before it.
+        self._failed = False
         #: How old a snapshot may be and still be served while the next one is built.
         self._stale_s = max(10 * tick_s, 2.0)
         self._sampler_failures = 0
@@ -191,10 +217,40 @@ class TickCache:
 
     # -- snapshots ------------------------------------------------------------------------
 
-    async def snapshot(self, view: ViewSeconds | None = None) -> Snapshot:
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """The service's serving lifetime (the app's lifespan enters it): meanwhile a
+        request that finds the snapshot stale by less than its build took (younger than
+        ``tick_s`` plus that build) is answered from it at once while the next one is
+        built in the background, in a task group held here; on the way out a build under
+        way is cancelled and awaited. Outside it (a bare service in a test or an
+        embedding) such a request builds and waits, as one does with no snapshot or an
+        older one.
+
+        Entered again while entered (one service served by two apps), the inner entry
+        leaves the background builds to the outer one.
+        """
+        if self._refresher is not None:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            self._refresher = tg
+            try:
+                yield
+            finally:
+                self._refresher = None
+                tg.cancel_scope.cancel()
+
+    async def snapshot(self, view: ViewSeconds | None = None, *, fresh: bool = False) -> Snapshot:
         """The snapshot of ``view`` (the aggregator's default when None), at most tick_s old,
         or, while the next one is being built, the one before it (up to ``10 * tick_s``
-        old, at least 2 s): a request never waits for a build another one started.
+        old, at least 2 s): a request never waits for a build another one started. While
+        served (``serving()``) a request that finds the snapshot stale by less than its
+        build took gets it too, and starts the next build in the background (steady
+        traffic at a slow build: no request waits for it). One build at a time.
+
+        ``fresh``: wait for a snapshot at most tick_s old instead (the endpoint's ticker,
+        whose alert rules must step every tick).
 
         Raises ``HarnessUnavailableError`` when no harness feeds the service.
         """
@@ -204,22 +260,80 @@ class TickCache:
             if hit is not None:
                 self._snap_hits += 1
                 return hit
-            if not self._snapshot_lock.locked():
+            building = self._snapshot_lock.locked() or self._refreshing
+            # The snapshot before the next one is what requests get while that is built
+            # (a 10,000-component build takes a good part of a second, and /health must
+            # not wait for it), unless it is older than the build may excuse.
+            stale = None if fresh else self._stale_snapshot(view, self._stale_s)
+            # Served, a request that finds the snapshot stale by less than its build took
+            # (steady traffic does, at the tick's turn) starts the next build in the
+            # background and is answered from it too; one after a longer pause, or after a
+            # failed build (so that it sees the error), builds and waits.
+            refresher = None if fresh or building or self._failed else self._refresher
+            if refresher is not None and self._within_a_build(view):
+                self._refreshing = building = True
+                refresher.start_soon(self._refresh, view)
+            if not building:
                 break
-            # A build is under way: the snapshot before it is what every request gets
-            # meanwhile (a 10,000-component build takes a good part of a second, and
-            # /health must not wait for it), unless it is older than the build may excuse.
-            stale = self._snapshots.get(view)
-            if stale is not None and self.clock() - stale[0] < self._stale_s:
+            if stale is not None:
                 self._stale_hits += 1
-                return stale[1]
+                return stale
             await self._snapshot_done.wait()
         async with self._snapshot_lock:
-            try:
-                return await self._build(view)
-            finally:
-                done, self._snapshot_done = self._snapshot_done, anyio.Event()
-                done.set()
+            return await self._build_and_wake(view)
+
+    def _stale_snapshot(self, view: ViewSeconds, within_s: float) -> Snapshot | None:
+        """The latest snapshot of ``view`` if it is younger than ``within_s``."""
+        stale = self._snapshots.get(view)
+        if stale is not None and self.clock() - stale[0] < within_s:
+            return stale[1]
+        return None
+
+    def _within_a_build(self, view: ViewSeconds) -> bool:
+        """Whether ``view``'s snapshot went stale less than its build took ago, so that an
+        answer from it is at most ``tick_s`` and one build old. A quick build is waited
+        for (the answer is of now, at little cost), and so is one after a longer pause (a
+        reader back after a while gets figures of now, not of its previous visit)."""
+        cached = self._snapshots.get(view)
+        return cached is not None and self.clock() - cached[0] < self.tick_s + cached[2]
+
+    async def _refresh(self, view: ViewSeconds) -> None:
+        """Build ``view``'s next snapshot in the background (a task of ``serving()``).
+
+        A failure is not raised into the task group (it would end the app's lifespan):
+        it is logged and counted, and it makes the next request build the snapshot
+        itself, which answers with the error as it would have without the background.
+        """
+        try:
+            async with self._snapshot_lock:
+                self._refreshing = False
+                built = self._built
+                await self._build_and_wake(view)
+                self._background_builds += self._built - built
+        except Exception:
+            self._background_failures += 1
+            _log.warning("%s: building a snapshot failed", self.name, exc_info=True)
+        finally:
+            if self._refreshing:  # cancelled before it began: whoever waits looks again
+                self._refreshing = False
+                self._wake_snapshot_waiters()
+
+    async def _build_and_wake(self, view: ViewSeconds) -> Snapshot:
+        """Build ``view``'s snapshot and wake whoever waits for it; the caller holds the
+        snapshot lock."""
+        try:
+            snap = await self._build(view)
+        except Exception:
+            self._failed = True
+            raise
+        finally:
+            self._wake_snapshot_waiters()
+        self._failed = False
+        return snap
+
+    def _wake_snapshot_waiters(self) -> None:
+        done, self._snapshot_done = self._snapshot_done, anyio.Event()
+        done.set()
 
     async def _build(self, view: ViewSeconds) -> Snapshot:
         """Build the snapshot of ``view``; the caller holds the snapshot lock."""
@@ -228,6 +342,7 @@ class TickCache:
         if hit is not None:
             self._snap_hits += 1
             return hit
+        began = self.clock()
         process, error = await self._sample()
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
@@ -240,7 +355,8 @@ class TickCache:
         )
         # Rules step on the default view only, so one lifecycle serves every view.
         snap = await self.judge.judge_async(figures, step_alerts=view == agg.view, pace=pace)
-        self._snapshots[view] = (self.clock(), snap)
+        now = self.clock()
+        self._snapshots[view] = (now, snap, now - began)
         self._built += 1
         if view == agg.view:
             self.live.publish(snap)  # GET /stream's clients get the default view
@@ -392,6 +508,8 @@ class TickCache:
             snapshots_built=self._built,
             snapshot_cache_hits=self._snap_hits,
             stale_snapshot_hits=self._stale_hits,
+            background_builds=self._background_builds,
+            background_failures=self._background_failures,
             renders=self._renders,
             render_cache_hits=self._render_hits,
             sampler_failures=self._sampler_failures,
