@@ -19,7 +19,7 @@ from anyio.abc import SocketStream
 import streammetrics
 from streammetrics import MetricsEndpoint
 from streammetrics.http.accept import BatchListener
-from tests.faults.test_connections import connect, health_answers, parse_head
+from tests.faults.test_connections import connect, health_answers, parse_head, read_until_closed
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -137,6 +137,92 @@ async def test_rate_limited_hold_s_zero_answers_the_next_request_at_once() -> No
         await stream.aclose()
 
 
+class Gated(MetricsEndpoint):
+    """An endpoint whose ``/slow`` answers only once ``gate`` is set."""
+
+    gate: anyio.Event
+
+    def setup_routes(self) -> None:
+        super().setup_routes()
+
+        @self.app.get("/slow")
+        async def slow() -> dict[str, str]:
+            await self.gate.wait()
+            return {"slow": "done"}
+
+
+async def _back_from_their_holds(ep: Gated) -> tuple[SocketStream, list[SocketStream]]:
+    """One connection at ``ep``'s gate with the only token, then three refused (429) whose
+    next requests are held; once the holds end, the first back takes the refilled token
+    and waits at the gate too, the other two wait for its place in the lane."""
+    first = await connect(ep)
+    await first.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")  # the token; then waits
+    refused = [await connect(ep) for _ in range(3)]
+    for stream in refused:
+        status, headers = await ask(stream, "/slow")
+        assert (status, headers["retry-after"]) == (429, "1")
+    for stream in refused:
+        await stream.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    await until(lambda: ep.connections.statistics().held == 3, within=0.9)
+    await until(lambda: ep.connections.statistics().held_waiting == 2, within=3)
+    assert ep.connections.statistics().held == 0
+    return first, refused
+
+
+async def test_requests_back_from_their_hold_are_worked_on_in_a_lane_of_their_own() -> None:
+    """Three connections refused together come back together once their Retry-After has
+    passed: with ``held_concurrent_requests: 1`` one is worked on and the other two wait
+    unanswered, while a new connection's request (and a probe) is answered at once."""
+    ep = Gated(
+        name="gated", port=0, tick_s=0.2, rate_limit={"requests": 1, "per": "1s"},
+        limits={"held_concurrent_requests": 1},
+    )  # fmt: skip
+    ep.gate = anyio.Event()
+    async with streammetrics.serve(ep):
+        first, refused = await _back_from_their_holds(ep)
+        for stream in refused[1:]:
+            with anyio.move_on_after(0.3) as quiet:
+                await stream.receive()
+            assert quiet.cancelled_caught, "answered while its lane was full"
+        newcomer = await connect(ep)
+        status, took = await timed(newcomer, "/alerts")
+        # Its own lane, not queued behind them (a token may have come back meanwhile).
+        assert status in (200, 429) and took < 1.0, took
+        await health_answers(ep)
+        ep.gate.set()
+        for stream in [first, *refused]:
+            got = b""
+            with anyio.fail_after(3):
+                while b"\r\n\r\n" not in got:
+                    got += await stream.receive()
+            assert parse_head(got)[0] in (200, 429)
+        assert ep.connections.statistics().held_waiting == 0
+        for stream in [first, *refused, newcomer]:
+            await stream.aclose()
+
+
+async def test_a_request_waiting_in_the_held_lane_is_evicted_first_at_the_cap() -> None:
+    """As while it was held: a client that ignored Retry-After gives way to a newcomer."""
+    ep = Gated(
+        name="gated", port=0, tick_s=0.2, rate_limit={"requests": 1, "per": "1s"},
+        limits={"held_concurrent_requests": 1, "max_connections": 5},
+    )  # fmt: skip
+    ep.gate = anyio.Event()
+    async with streammetrics.serve(ep):
+        first, refused = await _back_from_their_holds(ep)
+        newcomers = [await connect(ep) for _ in range(2)]  # the 5th fits, the 6th evicts
+        got, closed = await read_until_closed(refused[1], within=3)
+        assert (got, closed) == (b"", True)  # the oldest waiting one, never answered
+        st = ep.connections.statistics()
+        assert (st.closed["evicted"], st.open) == (1, 5)
+        ep.gate.set()
+        for stream in (first, refused[0], refused[2]):
+            with anyio.fail_after(3):
+                assert parse_head(await stream.receive())[0] in (200, 429)
+        for stream in [first, *refused, *newcomers]:
+            await stream.aclose()
+
+
 async def test_the_hold_is_exported() -> None:
     from prometheus_client.parser import text_string_to_metric_families as parse_text
 
@@ -188,23 +274,32 @@ async def test_the_listener_takes_every_queued_connection_at_one_wake_up() -> No
         server.close()
 
 
-def test_rate_limited_hold_s_is_validated_when_the_blueprint_is_read() -> None:
+@pytest.mark.parametrize(
+    ("name", "default", "bads"),
+    [
+        ("rate_limited_hold_s", 60.0, (-1, 3601, "soon")),
+        ("held_concurrent_requests", 2, (0, 100_001, 1.5, "few")),
+    ],
+)
+def test_the_hold_settings_are_validated_when_the_blueprint_is_read(
+    name: str, default: float, bads: tuple[Any, ...]
+) -> None:
     from streammetrics.blueprint import parse_blueprint
     from streammetrics.errors import BlueprintError, ConfigError
 
-    assert MetricsEndpoint(name="m", port=0).config.limits.rate_limited_hold_s == 60.0
-    for bad in (-1, 3601, "soon"):
+    assert getattr(MetricsEndpoint(name="m", port=0).config.limits, name) == default
+    for bad in bads:
         with pytest.raises(ConfigError) as info:
-            MetricsEndpoint(name="m", port=0, limits={"rate_limited_hold_s": bad})
-        assert info.value.path == "config.limits.rate_limited_hold_s"
+            MetricsEndpoint(name="m", port=0, limits={name: bad})
+        assert info.value.path == f"config.limits.{name}"
         text = (
             "system:\n  name: s\n  components:\n    - name: m\n      type: MetricsEndpoint\n"
-            f"      config:\n        port: 0\n        limits: {{rate_limited_hold_s: {bad}}}\n"
+            f"      config:\n        port: 0\n        limits: {{{name}: {bad}}}\n"
         )
         with pytest.raises(BlueprintError) as binfo:
             parse_blueprint(text)
         assert binfo.value.path.startswith("system.components[0].config.limits")
-        assert "rate_limited_hold_s" in f"{binfo.value.path}: {binfo.value}"
+        assert name in f"{binfo.value.path}: {binfo.value}"
 
 
 async def test_a_connection_that_cannot_be_set_up_does_not_stop_the_listener(

@@ -366,6 +366,45 @@ async def test_liveness_and_readiness_probes(service: TickCache, clock: FakeCloc
         assert bad.status_code == 400 and "'verbose'" in bad.json()["detail"]
 
 
+async def test_health_answers_are_made_once_per_snapshot_and_never_share_headers(
+    service: TickCache, clock: FakeClock
+) -> None:
+    """The health routes send an answer encoded once per snapshot: the same bytes while
+    the snapshot stands, the next one's after the tick. What a layer adds to one answer
+    (CORS for a browser's request) is not in the next, and the security headers are
+    there once each time."""
+    from litestar.config.cors import CORSConfig
+
+    agg = service._aggregator
+    assert agg is not None
+    cors = CORSConfig(allow_origins=["https://ops.example"])
+    async with running(create_app(service, cors=cors)) as client:
+        first = await client.get("/health", headers={"Origin": "https://ops.example"})
+        again = await client.get("/health")
+        ready = [await client.get("/health/ready") for _ in range(2)]
+        assert first.status_code == again.status_code == 200
+        assert first.content == again.content
+        assert first.headers["access-control-allow-origin"] == "https://ops.example"
+        for r in (again, *ready):
+            assert "access-control-allow-origin" not in r.headers
+        for r in (first, again, *ready):
+            names = [name.lower() for name, _ in r.headers.multi_items()]
+            assert names.count("x-content-type-options") == 1
+            assert names.count("content-length") == 1
+        assert [r.json() for r in ready] == [{"status": "healthy"}] * 2
+        clock.advance(1.0)  # past the tick: a new snapshot, a new answer
+        later = await client.get("/health")
+        assert later.json()["timestamp"] == first.json()["timestamp"] + 1.0
+        agg.fold_events([Event("task_store", "stopped")])
+        clock.advance(1.0)
+        degraded = await client.get("/health")
+        assert (degraded.status_code, degraded.json()["status"]) == (503, "degraded")
+        ready_now = await client.get("/health/ready")
+        assert (ready_now.status_code, ready_now.json()) == (503, {"status": "degraded"})
+        h10 = await client.get("/health", params={"window": "10s"})
+        assert h10.status_code == 503  # its own snapshot (view), its own answer
+
+
 async def test_head_on_get_routes_answers_the_same_status_without_a_body(
     service: TickCache, clock: FakeClock
 ) -> None:

@@ -37,7 +37,7 @@ from ..views.tick_cache import TickCache
 from .bodies import BoundedRequest
 from .headers import security_headers
 from .responses import ErrorResponse, error_response, internal_error
-from .routes import ENDPOINTS, ROUTES
+from .routes import ENDPOINTS, ROUTES, ProbeAnswers
 
 if TYPE_CHECKING:
     from litestar.config.cors import CORSConfig
@@ -317,10 +317,16 @@ def create_app(
     lists them). A request body over ``max_body_bytes`` is refused with 413 before it is
     read whole. Every response carries the ``headers.SECURITY_HEADERS``. The app's
     lifespan is the service's serving lifetime (``TickCache.serving``): while served, a
-    stale snapshot is answered at once and the next one built in the background."""
+    stale snapshot is answered at once and the next one built in the background. The
+    health routes take their answers from a ``ProbeAnswers`` (dependency
+    ``probe_answers``)."""
+    answers = ProbeAnswers(service)
 
     def provide_service() -> TickCache:
         return service
+
+    def provide_answers() -> ProbeAnswers:
+        return answers
 
     def serving(_app: Litestar) -> AbstractAsyncContextManager[None]:
         return service.serving()
@@ -328,7 +334,10 @@ def create_app(
     return MetricsApp(
         listed=ENDPOINTS,
         route_handlers=[*ROUTES, *extra_route_handlers],
-        dependencies={"service": Provide(provide_service, use_cache=True, sync_to_thread=False)},
+        dependencies={
+            "service": Provide(provide_service, use_cache=True, sync_to_thread=False),
+            "probe_answers": Provide(provide_answers, use_cache=True, sync_to_thread=False),
+        },
         exception_handlers={
             HarnessUnavailableError: _unavailable,
             ValidationException: _invalid,

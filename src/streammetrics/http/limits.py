@@ -25,7 +25,11 @@ pipelined request waits behind the held one with its connection unread (uvicorn'
 control). Each held connection owns one loop timer, cancelled when it closes; while held
 it counts as idle, so it is the first evicted at the connection cap. A health request is
 never held: the health routes have their own rate limit, and another route's refusal
-must never delay a probe.
+must never delay a probe. Once its hold is over, the request is worked on in a lane of
+its own, ``held_concurrent_requests`` at a time: a thousand connections refused together
+come back together, and on one event loop a request's every step waits behind every step
+of the requests worked on at once, so a new connection (a probe) and the clients that
+were never refused must not queue behind them.
 
 A refusal is written, then the connection is half-closed and what the client still sends
 is read and dropped for a moment (``_LINGER_S``) before the socket is closed: closing a
@@ -138,6 +142,12 @@ class ConnectionLimits(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ``Retry-After`` has passed (at most this many seconds), then worked on as usual: a
     client that ignores ``Retry-After`` costs the event loop one read per refusal and no
     answer, while new connections and other clients are served. 0: never held."""
+    held_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2
+    """Requests worked on at once among those whose hold (``rate_limited_hold_s``) is over,
+    apart from ``max_concurrent_requests``; more wait in arrival order, their connections
+    not read meanwhile (and evicted first at the cap, as while held). However many
+    connections keep asking through their 429s, they get this share of the event loop,
+    and a new connection's request is not queued behind theirs."""
 
 
 class ConnectionStatistics(msgspec.Struct, frozen=True):
@@ -161,6 +171,8 @@ class ConnectionStatistics(msgspec.Struct, frozen=True):
     they were answered (``rate_limited_hold_s``)."""
     held_requests: int = 0
     """Requests held so far after a 429 on their connection."""
+    held_waiting: int = 0
+    """Requests whose hold is over, waiting now for a place (``held_concurrent_requests``)."""
 
 
 def raise_fd_limit() -> int:
@@ -194,11 +206,9 @@ class ConnectionGuard:
         self._idle: dict[GuardedHttpToolsProtocol, None] = {}
         self.lingering = 0
         #: Requests started and not yet answering (never a health route's), and those
-        #: waiting for one of them to answer, oldest first.
-        self.working = 0
-        self._waiting: deque[tuple[GuardedHttpToolsProtocol, RequestResponseCycle, ASGIApp]] = (
-            deque()
-        )
+        #: waiting for a place, oldest first: those never held, and those held after a 429.
+        self._lane = _Lane(self.limits.max_concurrent_requests)
+        self._held_lane = _Lane(self.limits.held_concurrent_requests)
         self.rejected: dict[Rejection, int] = dict.fromkeys(REJECTIONS, 0)
         self.closed: dict[Closure, int] = dict.fromkeys(CLOSURES, 0)
         #: Connections holding a request after a 429 now, and requests held so far.
@@ -264,6 +274,7 @@ class ConnectionGuard:
             closed={k: v for k, v in self.closed.items()},
             held=self.held,
             held_requests=self.held_requests,
+            held_waiting=len(self._held_lane.waiting),
         )
 
     # -- the protocol's side ------------------------------------------------------------
@@ -308,21 +319,30 @@ class ConnectionGuard:
         self.busy(conn)
 
     def start(
-        self, conn: GuardedHttpToolsProtocol, cycle: RequestResponseCycle, app: ASGIApp
+        self,
+        conn: GuardedHttpToolsProtocol,
+        cycle: RequestResponseCycle,
+        app: ASGIApp,
+        *,
+        held: bool = False,
     ) -> None:
-        """Start a request now if fewer than ``max_concurrent_requests`` are being worked
-        on, else queue it (its connection not read until it starts)."""
-        if self.working < self.limits.max_concurrent_requests:
-            self.working += 1
-            conn.start_now(cycle, self._answering(app, conn))
+        """Start a request now if its lane has room (``max_concurrent_requests``, or
+        ``held_concurrent_requests`` for one ``held`` after a 429), else queue it there
+        (its connection not read until it starts)."""
+        lane = self._held_lane if held else self._lane
+        if lane.working < lane.limit:
+            lane.working += 1
+            conn.start_now(cycle, self._answering(app, conn, lane))
         else:
             conn.flow.pause_reading()
             conn.waiting = True
-            self._waiting.append((conn, cycle, app))
+            lane.waiting.append((conn, cycle, app))
+            if held:
+                self.idle(conn)  # as while it was held: evicted first at the cap
 
-    def _answering(self, app: ASGIApp, conn: GuardedHttpToolsProtocol) -> ASGIApp:
-        """``app``, giving its place back once its response starts (or it ends), and
-        telling ``conn`` of a 429 (``GuardedHttpToolsProtocol.rate_limited``)."""
+    def _answering(self, app: ASGIApp, conn: GuardedHttpToolsProtocol, lane: _Lane) -> ASGIApp:
+        """``app``, giving its place in ``lane`` back once its response starts (or it
+        ends), and telling ``conn`` of a 429 (``GuardedHttpToolsProtocol.rate_limited``)."""
         guard = self
 
         async def counted(
@@ -330,13 +350,13 @@ class ConnectionGuard:
             receive: Callable[[], Awaitable[Any]],
             send: Callable[[Any], Awaitable[None]],
         ) -> None:
-            held = True
+            placed = True
 
             def give_back() -> None:
-                nonlocal held
-                if held:
-                    held = False
-                    guard._next()
+                nonlocal placed
+                if placed:
+                    placed = False
+                    guard._next(lane)
 
             async def sending(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -352,15 +372,29 @@ class ConnectionGuard:
 
         return counted
 
-    def _next(self) -> None:
-        self.working -= 1
-        while self._waiting and self.working < self.limits.max_concurrent_requests:
-            conn, cycle, app = self._waiting.popleft()
+    def _next(self, lane: _Lane) -> None:
+        lane.working -= 1
+        while lane.waiting and lane.working < lane.limit:
+            conn, cycle, app = lane.waiting.popleft()
             conn.waiting = False
             if conn.transport.is_closing():
                 continue
-            self.working += 1
-            conn.start_now(cycle, self._answering(app, conn))
+            self.busy(conn)
+            lane.working += 1
+            conn.start_now(cycle, self._answering(app, conn, lane))
+
+
+class _Lane:
+    """Requests worked on at once (at most ``limit``) and those waiting, oldest first."""
+
+    __slots__ = ("limit", "waiting", "working")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.working = 0
+        self.waiting: deque[tuple[GuardedHttpToolsProtocol, RequestResponseCycle, ASGIApp]] = (
+            deque()
+        )
 
 
 def _plain(status: int, message: str, *headers: tuple[bytes, bytes]) -> bytes:
@@ -542,7 +576,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.guard.unhold(self)
         if not self.transport.is_closing():
-            self.guard.start(self, *held)
+            self.guard.start(self, *held, held=True)
 
     def start_now(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
         """Start the request's ASGI task; a request still sending its body has

@@ -8,19 +8,23 @@ Litestar resolves the annotations to build its validators and the OpenAPI schema
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Annotated, Any, Final, cast
 
-from litestar import Request, Response, get
+import msgspec
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 
 from ..prometheus.exposition import Exposition
+from ..snapshot import Snapshot, Status
 from ..version import __version__
 from ..views.tick_cache import TickCache
 from ..windows import ViewSeconds
@@ -43,6 +47,7 @@ from .responses import (
 __all__ = (
     "ENDPOINTS",
     "ROUTES",
+    "ProbeAnswers",
     "QuerySpec",
     "Service",
     "accepts_query",
@@ -62,6 +67,54 @@ ENDPOINTS: Final[dict[str, str]] = {
 }
 #: How handlers (and ``extra_route_handlers``) ask for the service the app was made with.
 Service = NamedDependency[TickCache]
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def _json_answer(body: bytes, status: int) -> ASGIResponse:
+    return ASGIResponse(body=body, status_code=status, media_type="application/json")
+
+
+class ProbeAnswers:
+    """``/health``'s and ``/health/ready``'s answers over one app's service, each encoded
+    once per snapshot and sent as it is to every request that reads the same snapshot.
+
+    Why: the health routes are what load balancers and probes ask most, many times a tick,
+    and their bodies change only with the snapshot. Made per request (the body Struct,
+    Litestar's ``Response`` and its header map, the encode, the ASGI response), the answer
+    cost ``/health`` nearly as much again as bare Litestar's whole request. An ``ASGIResponse``
+    makes each request's ASGI messages and header list afresh, so whatever a hook or
+    middleware adds to one answer (security headers, CORS) never reaches another's.
+    Holds at most one snapshot per ``?window=`` besides the service's own.
+    """
+
+    def __init__(self, service: TickCache) -> None:
+        self.service = service
+        self._health: dict[ViewSeconds | None, tuple[Snapshot, ASGIResponse]] = {}
+        self._ready: dict[Status, ASGIResponse] = {}
+
+    async def health(self, view: ViewSeconds | None) -> ASGIResponse:
+        """``GET /health``: 200 when healthy, else 503, the same body either way."""
+        snap = await self.service.snapshot(view)
+        cached = self._health.get(view)
+        if cached is not None and cached[0] is snap:
+            return cached[1]
+        status = 200 if snap.system_status == "healthy" else 503
+        answer = _json_answer(_ENCODER.encode(health_response(snap)), status)
+        self._health[view] = (snap, answer)
+        return answer
+
+    async def ready(self) -> ASGIResponse:
+        """``GET /health/ready``: ``/health``'s status, one answer per status."""
+        status = (await self.service.snapshot()).system_status
+        answer = self._ready.get(status)
+        if answer is None:
+            body = _ENCODER.encode(ReadyResponse(status))
+            answer = self._ready[status] = _json_answer(body, 200 if status == "healthy" else 503)
+        return answer
+
+
+#: How the health routes ask for their app's ``ProbeAnswers``.
+Answers = NamedDependency[ProbeAnswers]
 _WINDOWS: Final[dict[str, ViewSeconds]] = {"10s": 10, "60s": 60, "300s": 300}
 #: handler ``opt`` key: the query parameters a route accepts, each with its allowed values
 #: (None: any value, which the handler reads and checks itself).
@@ -96,6 +149,15 @@ WindowParam = Annotated[
         "default: the endpoint's configured view (60s)."
     ),
 ]
+
+_OK: Final = HTTPStatus(200).description
+
+
+def _ok(body: type[msgspec.Struct]) -> ResponseSpec:
+    """The documented 200 of a route that answers with a ready-made ``ASGIResponse``
+    (which Litestar cannot document from the return type)."""
+    return ResponseSpec(body, description=_OK, generate_examples=False)
+
 
 _ERR_400 = ResponseSpec(
     ErrorResponse,
@@ -178,6 +240,7 @@ async def root(service: Service, state: State) -> RootResponse:
     before_request=check_query,
     opt=_WINDOW_QUERY,
     responses={
+        200: _ok(HealthResponse),
         400: _ERR_400,
         503: ResponseSpec(
             cast(Any, HealthResponse | ErrorResponse),  # Litestar documents it as oneOf
@@ -186,15 +249,12 @@ async def root(service: Service, state: State) -> RootResponse:
         ),
     },
 )
-async def health(service: Service, window: WindowParam = None) -> Response[HealthResponse]:
-    snap = await service.snapshot(_view(window))
-    return Response(
-        health_response(snap), status_code=200 if snap.system_status == "healthy" else 503
-    )
+async def health(probe_answers: Answers, window: WindowParam = None) -> ASGIResponse:
+    return await probe_answers.health(_view(window))
 
 
-#: The one body of ``/health/live``, made once.
-_ALIVE: Final = LiveResponse()
+#: The one answer of ``/health/live``, made once.
+_ALIVE: Final = _json_answer(_ENCODER.encode(LiveResponse()), 200)
 
 
 @get(
@@ -202,9 +262,9 @@ _ALIVE: Final = LiveResponse()
     summary="Liveness probe: 200 while the process serves requests",
     before_request=check_query,
     opt=_NO_QUERY,
-    responses={400: _ERR_400},
+    responses={200: _ok(LiveResponse), 400: _ERR_400},
 )
-async def health_live() -> LiveResponse:
+async def health_live() -> ASGIResponse:
     """Never reads a snapshot: a stopped harness or a degraded system is no reason to
     restart the process (that is what readiness says)."""
     return _ALIVE
@@ -216,6 +276,7 @@ async def health_live() -> LiveResponse:
     before_request=check_query,
     opt=_NO_QUERY,
     responses={
+        200: _ok(ReadyResponse),
         400: _ERR_400,
         503: ResponseSpec(
             cast(Any, ReadyResponse | ErrorResponse),
@@ -224,10 +285,8 @@ async def health_live() -> LiveResponse:
         ),
     },
 )
-async def health_ready(service: Service) -> Response[ReadyResponse]:
-    snap = await service.snapshot()
-    status = snap.system_status
-    return Response(ReadyResponse(status), status_code=200 if status == "healthy" else 503)
+async def health_ready(probe_answers: Answers) -> ASGIResponse:
+    return await probe_answers.ready()
 
 
 @get(
