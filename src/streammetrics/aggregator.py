@@ -17,6 +17,7 @@ for that long is evicted on the next figures read, and counted (``_sweep``).
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
 from bisect import bisect_left
@@ -48,6 +49,7 @@ from .model.spans import SpanDelta
 from .model.types import describe_exception
 from .snapshot import (
     ComponentFigures,
+    ComponentTable,
     Figures,
     Performance,
     ProcessStats,
@@ -180,6 +182,7 @@ class Aggregator:
         # others' figures are those of the last read (``_last``), the same objects.
         self._dirty: dict[str, ComponentState] = {}
         self._last: _Tables | None = None
+        self._last_read = 0  # the number (ComponentTable.read) of the read ``_last`` holds
         # The components with a breaker, in table order (None: to be listed again).
         self._breakered: dict[str, ComponentState] | None = None
         # The read under way (between its steps), which a fold must let read first.
@@ -706,12 +709,14 @@ class Aggregator:
         default = view == self.view
         last = self._last if default else None
         order: list[tuple[str, ComponentState]]
-        details: dict[str, ComponentFigures] = {}
+        details = ComponentTable()
         histograms: dict[str, list[int]] = {}
         sums: dict[str, float] = {}
+        token, changed = next(_READ_NUMBERS), None
         if last is not None:
             self._last = None
             order = list(self._dirty.items())
+            changed = (self._last_read, [name for name, _c in order])
         else:
             order = list(self._components.items())
         reading = _Read(self, now, view, {name for name, _c in order})
@@ -723,7 +728,7 @@ class Aggregator:
                 # Copies (dict's own copy: a fraction of a millisecond for 10,000), and
                 # the last read's dicts let go of here: what a changed component's new
                 # figures replace is then freed as each is read, not all at once.
-                details, histograms, sums = dict(last[0]), dict(last[1]), dict(last[2])
+                details, histograms, sums = ComponentTable(last[0]), dict(last[1]), dict(last[2])
                 del last
             todo, early = reading.todo, reading.early
             dirty = self._dirty
@@ -748,7 +753,8 @@ class Aggregator:
         # Kept for the next read unless the table changed under it, or another read (a
         # figures() between two of these steps) began after it and knows better.
         if default and self._components_evicted == evicted and self._reads == started:
-            self._last = (details, histograms, sums)
+            self._last, self._last_read = (details, histograms, sums), token
+        details.read, details.changed = token, changed
         return Figures(
             timestamp=wall,
             uptime_seconds=now - self._started_mono,
@@ -780,6 +786,10 @@ class Aggregator:
             streams_evicted=self._streams_evicted,
         )
 
+
+#: Numbers the reads of every aggregator of the process (``ComponentTable.read``), so that a
+#: judge given another aggregator's figures cannot take them for the next of its own.
+_READ_NUMBERS: Final = itertools.count(1)
 
 _Got = tuple[ComponentFigures, list[int], float]
 """One component's figures, exported lifetime histogram and latency sum."""

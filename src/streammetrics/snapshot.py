@@ -27,6 +27,7 @@ __all__ = (
     "ComponentCounts",
     "ComponentFigures",
     "ComponentStatus",
+    "ComponentTable",
     "Deduction",
     "Figures",
     "Performance",
@@ -77,6 +78,23 @@ class ComponentFigures(msgspec.Struct, frozen=True, gc=False):
     span_latency: Latency | None = None
     heartbeat_age_s: float | None = None
     client_errors: int = 0
+
+
+class ComponentTable(dict[str, ComponentFigures]):
+    """``Figures.detailed_components`` as the aggregator reads them: a dict (encoded as
+    one) that also says what it has anew, which lets the judge judge only those again.
+    A decoded or copied table is a plain dict, and says nothing."""
+
+    __slots__ = ("changed", "read")
+
+    def __init__(self, *args: dict[str, ComponentFigures]) -> None:
+        super().__init__(*args)
+        #: This read's number (unique in the process), that a later read names.
+        self.read = 0
+        #: When this read copied an earlier one's table: that read's number, and the
+        #: components read anew (the others are that read's very objects). None: every
+        #: component was read anew.
+        self.changed: tuple[int, list[str]] | None = None
 
 
 class ComponentStatus(msgspec.Struct, frozen=True, gc=False):

@@ -41,10 +41,11 @@ status is not ``healthy``. So is an event source beyond the process that cannot 
 (``EventSource``: a Redis consumer whose server is away): penalty 0, status at best
 ``degraded``, and the ``EventSourceDown`` alert on its stream, until it reads again.
 
-``HealthJudge`` makes this judgement once per snapshot, in one pass over the
-aggregator's figures: stalls and scores first, then the alert rules (which read the
-scores: ``SystemUnhealthy`` is ``health_score < healthy_threshold``), then the status,
-which needs both.
+``HealthJudge`` makes this judgement once per snapshot, over the components whose
+figures the read changed (the rest, and the sums over them, are carried from its last
+judgement; a full pass whenever it cannot tell): stalls and scores first, then the
+alert rules (which read the scores: ``SystemUnhealthy`` is ``health_score <
+healthy_threshold``), then the status, which needs both.
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ from ..snapshot import (
     NO_ALERTS,
     AlertReport,
     BreakerState,
+    BreakerStatus,
     ComponentCounts,
     ComponentFigures,
     ComponentRunState,
     ComponentStatus,
+    ComponentTable,
     Deduction,
     Figures,
     Snapshot,
@@ -74,6 +77,7 @@ from ..steps import BUDGET_S, NEVER, Pace, Steps, finish, finish_async
 __all__ = (
     "PENALTIES",
     "Alerting",
+    "Changes",
     "EventSource",
     "HealthConfig",
     "HealthJudge",
@@ -203,8 +207,15 @@ def system_health(
     config: HealthConfig,
 ) -> tuple[float, list[Deduction]]:
     """The system score from its components' and the process's figures."""
+    mean = sum(component_scores) / len(component_scores) if component_scores else 1.0
+    return _system_health(mean, memory_mb=memory_mb, cpu_percent=cpu_percent, config=config)
+
+
+def _system_health(
+    score: float, *, memory_mb: float | None, cpu_percent: float | None, config: HealthConfig
+) -> tuple[float, list[Deduction]]:
+    """``system_health`` from the mean of the component scores."""
     out: list[Deduction] = []
-    score = sum(component_scores) / len(component_scores) if component_scores else 1.0
     lim = config.memory_limit_mb
     if lim is not None and memory_mb is not None and memory_mb > lim:
         out.append(
@@ -234,10 +245,16 @@ class Alerting(Protocol):
         ...
 
     def evaluate_steps(
-        self, snap: Snapshot, *, chunk: int = 256, pace: Pace | None = None
+        self,
+        snap: Snapshot,
+        *,
+        chunk: int = 256,
+        pace: Pace | None = None,
+        changes: Changes | None = None,
     ) -> Steps[AlertReport]:
         """``evaluate()`` as steps that let the event loop run every ``chunk`` instances
-        (``pace``: the judgement's, which then decides instead)."""
+        (``pace``: the judgement's, which then decides instead; ``changes``: which
+        components' statuses are new against which earlier snapshot)."""
         ...
 
     def current(self) -> AlertReport:
@@ -266,9 +283,94 @@ class EventSource(Protocol):
         ...
 
 
-_Judged = tuple[ComponentFigures, float, tuple[Deduction, ...], ComponentStatus]
-"""A component's figures, and its score, deductions and status judged from them (a
-tuple of gc=False Structs: the collector stops tracking it, as it holds no container)."""
+_Judged = tuple[ComponentFigures, float, tuple[Deduction, ...], ComponentStatus, bool]
+"""A component's figures, and its score, deductions and status judged from them, and
+whether they were judged from them alone (no breaker, no stall), so that the same
+figures are judged the same (a tuple of gc=False Structs and atoms: the collector stops
+tracking it, as it holds no container)."""
+
+#: Component scores are rounded to 4 decimals: in these units they are integers, whose
+#: sum is exact, so that a sum kept from tick to tick is the sum made afresh.
+_UNITS: Final = 10_000
+
+
+class Changes(msgspec.Struct, frozen=True):
+    """Which components' statuses a snapshot has anew against an earlier one: what lets
+    the alert figures be read again for those alone."""
+
+    token: object
+    """This snapshot, to be named by the next one's ``since`` (compared by identity)."""
+    since: object = None
+    """The earlier snapshot's token; None: against none (any status may be new)."""
+    names: Sequence[str] = ()
+    """The components whose status is not the earlier snapshot's very object."""
+
+
+class _Tally:
+    """What a judgement summed over its components, kept so that the next one changes
+    only the components that changed: the statuses, the integer sum of the scores
+    (``_UNITS``), the healthy and running counts, and the deductions by component with
+    each component's place, which orders them as a full pass would."""
+
+    __slots__ = (
+        "base",
+        "config",
+        "deducted",
+        "details",
+        "healthy",
+        "index",
+        "marked",
+        "reasons",
+        "running",
+        "token",
+        "units",
+    )
+
+    def __init__(self, base: int, config: HealthConfig | None = None) -> None:
+        self.base = base  # the ComponentTable.read judged (0: none to build on)
+        self.config = config  # the thresholds it was judged by
+        self.token = object()  # the snapshot made (Changes.token)
+        self.details: dict[str, ComponentStatus] = {}
+        self.units = self.healthy = self.running = 0
+        self.deducted: dict[str, tuple[Deduction, ...]] = {}
+        self.index: dict[str, int] = {}
+        self.reasons: list[Deduction] | None = []  # None: to be ordered again
+        #: Components judged with a breaker or a stall: judged again next time.
+        self.marked: set[str] = set()
+
+    def carry(self, prev: _Tally) -> None:
+        """Start from ``prev``'s sums (it is not used again: its dicts are taken over)."""
+        self.details = dict(prev.details)  # prev's is in the snapshot it made
+        self.units, self.healthy, self.running = prev.units, prev.healthy, prev.running
+        self.deducted, self.index, self.reasons = prev.deducted, prev.index, prev.reasons
+
+    def add(self, name: str, j: _Judged) -> None:
+        c, score, ded, status, _plain = j
+        self.units += round(score * _UNITS)
+        self.healthy += status.is_healthy
+        self.running += c.status == "running"
+        if name not in self.index:
+            self.index[name] = len(self.index)
+        if ded:
+            self.deducted[name] = ded
+            self.reasons = None
+
+    def drop(self, name: str, j: _Judged) -> None:
+        c, score, ded, status, _plain = j
+        self.units -= round(score * _UNITS)
+        self.healthy -= status.is_healthy
+        self.running -= c.status == "running"
+        if ded:
+            del self.deducted[name]
+            self.reasons = None
+
+    def ordered_reasons(self) -> list[Deduction]:
+        """The components' deductions in the components' order."""
+        if self.reasons is None:
+            index = self.index
+            deducted = self.deducted
+            self.reasons = [d for n in sorted(deducted, key=index.__getitem__) for d in deducted[n]]
+        return self.reasons
 
 
 class _Waiting:
@@ -304,6 +406,7 @@ class HealthJudge:
         # The last judgement of each component, kept with the figures it was made from:
         # figures that are the same object (an idle component's) are judged the same.
         self._judged: dict[str, _Judged] = {}
+        self._tally = _Tally(0)
         #: Event sources beyond the process: one that cannot read degrades the status.
         self.sources: list[EventSource] = list(sources)
 
@@ -334,65 +437,78 @@ class HealthJudge:
         streams = self._stalls(f, stalls)
         sources_down, streams = self._sources(streams)
         breakers = f.circuit_breakers
-        details: dict[str, ComponentStatus] = {}
-        reasons: list[Deduction] = []
-        scores: list[float] = []
-        healthy = running = 0
+        prev = self._tally
+        # Until this judgement is complete, no earlier one can be built on: prev's sums
+        # are taken over as they are changed, and a judgement cancelled midway has left
+        # them half changed.
+        self._tally = _Tally(0)
+        comps = f.detailed_components
         judged = self._judged
-        for due, part in pace.parts(list(f.detailed_components.items())):
-            if due:
-                yield
-            for name, c in part:
-                b = breakers.get(name)
-                kept = judged.get(name)
-                if kept is not None and kept[0] is c and b is None and name not in stalls:
-                    # The same figures (an idle component's, kept by the aggregator): the
-                    # same judgement, without building it again.
-                    _c, score, ded, status = kept
-                else:
-                    score, found = component_health(
-                        name,
-                        status=c.status,
-                        error_rate=c.error_rate,
-                        breaker=b.state if b is not None else "closed",
-                        heartbeat_age=c.heartbeat_age_s,
-                        config=hc,
-                        extra=stalls.get(name, ()),
-                    )
-                    status = ComponentStatus(
-                        is_healthy=score >= hc.healthy_threshold,
-                        items_processed=c.items_processed,
-                        errors_encountered=c.errors_encountered,
-                        status=c.status,
-                        last_activity=c.last_activity,
-                        type=c.type,
-                        health=score,
-                        items_per_second=c.items_per_second,
-                        error_rate=c.error_rate,
-                        latency=c.latency,
-                        last_error=c.last_error,
-                        windows=c.windows,
-                        span_latency=c.span_latency,
-                        heartbeat_age_s=c.heartbeat_age_s,
-                        client_errors=c.client_errors,
-                    )
-                    ded = tuple(found)
-                    judged[name] = (c, score, ded, status)
-                healthy += status.is_healthy
-                running += c.status == "running"
-                scores.append(score)
-                if ded:
-                    reasons += ded
-                details[name] = status
-        if len(judged) > len(details):  # components no longer in the figures (evicted)
-            for gone in [n for n in judged if n not in details]:
-                del judged[gone]
-        perf = f.performance
-        score, sys_ded = system_health(
-            scores, memory_mb=perf.memory_usage_mb, cpu_percent=perf.cpu_usage_percent, config=hc
+        read, changed = (
+            (comps.read, comps.changed) if isinstance(comps, ComponentTable) else (0, None)
         )
-        reasons += sys_ded
-        reasons += sources_down
+        tally = _Tally(read, hc)
+        if prev.config is not hc:  # judgements made under other thresholds: none holds
+            self._judged.clear()
+        # Judged again whatever their figures: a breaker's and a stall's figures move with
+        # time, and a component that had one last time may have it no more.
+        tally.marked = {*breakers, *stalls}
+        changes: Changes
+        if changed is not None and prev.base and changed[0] == prev.base and prev.config is hc:
+            # The components not in f.changed have the very figures judged last time: so
+            # their judgement is the last one, and the sums start from the last ones.
+            tally.carry(prev)
+            details = tally.details
+            new: list[str] = []
+            todo = list(dict.fromkeys((*changed[1], *tally.marked, *prev.marked)))
+            for due, part in pace.parts(todo):
+                if due:
+                    yield
+                for name in part:
+                    old = judged.get(name)
+                    c = comps.get(name)
+                    if c is None:  # gone, which only an eviction does (and that reads all)
+                        if old is not None:
+                            del judged[name]
+                            if details.pop(name, None) is not None:
+                                tally.drop(name, old)
+                                new.append(name)
+                        continue
+                    j = self._judge_one(name, c, breakers, stalls)
+                    if j is old:
+                        continue
+                    if old is not None and name in details:
+                        tally.drop(name, old)
+                    tally.add(name, j)
+                    # A component keeps its place in the dict; a new one comes last, in the
+                    # order the figures list it (f.changed's): as the figures have them.
+                    details[name] = j[3]
+                    new.append(name)
+            changes = Changes(tally.token, prev.token, new)
+        else:
+            details = tally.details
+            for due, items in pace.parts(list(comps.items())):
+                if due:
+                    yield
+                for name, c in items:
+                    j = self._judge_one(name, c, breakers, stalls)
+                    details[name] = j[3]
+                    tally.add(name, j)
+            if len(judged) > len(details):  # components no longer in the figures (evicted)
+                for gone in [n for n in judged if n not in details]:
+                    del judged[gone]
+            changes = Changes(tally.token)
+        self._tally = tally
+        reasons = tally.ordered_reasons()
+        n = len(details)
+        perf = f.performance
+        score, sys_ded = _system_health(
+            tally.units / _UNITS / n if n else 1.0,
+            memory_mb=perf.memory_usage_mb,
+            cpu_percent=perf.cpu_usage_percent,
+            config=hc,
+        )
+        reasons = [*reasons, *sys_ded, *sources_down]
         scored = Snapshot(
             timestamp=f.timestamp,
             uptime_seconds=f.uptime_seconds,
@@ -400,7 +516,7 @@ class HealthJudge:
             # The rules read the scores, never the status: it is settled below, from the
             # score and the critical alerts the rules fire.
             system_status=status_for(score, critical_firing=False, config=hc),
-            components=ComponentCounts(total=len(details), healthy=healthy, running=running),
+            components=ComponentCounts(total=n, healthy=tally.healthy, running=tally.running),
             detailed_components=details,
             circuit_breakers=breakers,
             streaming=streams,
@@ -422,7 +538,7 @@ class HealthJudge:
             report = NO_ALERTS
         else:
             report = (
-                (yield from self.alerts.evaluate_steps(scored, pace=pace))
+                (yield from self.alerts.evaluate_steps(scored, pace=pace, changes=changes))
                 if step_alerts
                 else self.alerts.current()
             )
@@ -446,6 +562,62 @@ class HealthJudge:
             resolved_alerts=report.resolved_alerts,
             recommendations=report.recommendations,
         )
+
+    def _judge_one(
+        self,
+        name: str,
+        c: ComponentFigures,
+        breakers: dict[str, BreakerStatus],
+        stalls: dict[str, list[Deduction]],
+    ) -> _Judged:
+        """``name``'s judgement: the last one when made from these very figures alone."""
+        b = breakers.get(name)
+        extra = stalls.get(name)
+        kept = self._judged.get(name)
+        plain = b is None and not extra
+        if kept is not None and kept[0] is c and kept[4] and plain:
+            return kept
+        hc = self.health
+        hb = c.heartbeat_age_s
+        ded: tuple[Deduction, ...]
+        if (
+            plain
+            and c.error_rate <= hc.error_budget
+            and c.status != "stopped"
+            and c.status != "failed"
+            and (hb is None or hb <= hc.heartbeat_timeout_s)
+        ):
+            score, ded = 1.0, ()  # the common case, without building the deductions
+        else:
+            score, found = component_health(
+                name,
+                status=c.status,
+                error_rate=c.error_rate,
+                breaker=b.state if b is not None else "closed",
+                heartbeat_age=hb,
+                config=hc,
+                extra=extra or (),
+            )
+            ded = tuple(found)
+        status = ComponentStatus(
+            is_healthy=score >= hc.healthy_threshold,
+            items_processed=c.items_processed,
+            errors_encountered=c.errors_encountered,
+            status=c.status,
+            last_activity=c.last_activity,
+            type=c.type,
+            health=score,
+            items_per_second=c.items_per_second,
+            error_rate=c.error_rate,
+            latency=c.latency,
+            last_error=c.last_error,
+            windows=c.windows,
+            span_latency=c.span_latency,
+            heartbeat_age_s=hb,
+            client_errors=c.client_errors,
+        )
+        j = self._judged[name] = (c, score, ded, status, plain)
+        return j
 
     def _sources(self, streams: Streaming) -> tuple[list[Deduction], Streaming]:
         """The reasons of the sources that cannot read (penalty 0: they keep the status

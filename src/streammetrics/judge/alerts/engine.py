@@ -25,9 +25,9 @@ from typing import Literal
 
 from ...snapshot import NO_ALERTS, Alert, AlertReport, Recommendation, Snapshot
 from ...steps import NEVER, Pace, Steps, finish
-from ..health import HealthConfig
+from ..health import Changes, HealthConfig
 from .expressions import NamedFigures, simple_comparison
-from .figures import FigureReader
+from .figures import PROCESS_FIGURES, FigureReader, with_process
 from .rules import AlertRule, advice, builtin_rules
 
 __all__ = ("AlertEngine",)
@@ -38,7 +38,16 @@ AlertState = Literal["pending", "firing", "resolved"]
 class _State:
     """One instance's place in the lifecycle: ``*_m`` monotonic, the rest unix seconds."""
 
-    __slots__ = ("fired_at", "resolved_at", "resolved_m", "since", "since_m", "state", "value")
+    __slots__ = (
+        "alert",
+        "fired_at",
+        "resolved_at",
+        "resolved_m",
+        "since",
+        "since_m",
+        "state",
+        "value",
+    )
 
     def __init__(self, since: float, since_m: float, value: float | None) -> None:
         self.state: AlertState = "pending"
@@ -48,6 +57,8 @@ class _State:
         self.resolved_at: float | None = None
         self.resolved_m = 0.0
         self.value = value
+        #: What it reports, built again when its state or value moves (None: to build).
+        self.alert: Alert | None = None
 
 
 class _Rule:
@@ -66,10 +77,7 @@ class _Rule:
         self.active: dict[str, NamedFigures] | None = None
         #: Whether only the instances whose figures changed need testing again: not for a
         #: rule that reads the process's figures, which every instance shares.
-        self.incremental = not set(self.used) & _PROCESS_FIGURES
-
-
-_PROCESS_FIGURES = frozenset({"memory_usage_mb", "cpu_usage_percent"})
+        self.incremental = not set(self.used) & PROCESS_FIGURES
 
 
 #: Instances tested between two looks at the pace's clock, in a rule's pass over all.
@@ -120,23 +128,33 @@ class AlertEngine:
         return finish(self.evaluate_steps(snap, chunk=0))
 
     def evaluate_steps(
-        self, snap: Snapshot, *, chunk: int = 256, pace: Pace | None = None
+        self,
+        snap: Snapshot,
+        *,
+        chunk: int = 256,
+        pace: Pace | None = None,
+        changes: Changes | None = None,
     ) -> Steps[AlertReport]:
         """``evaluate()``, yielding every ``chunk`` components read and after each rule
         (never when 0), as the judgement that calls it does; ``pace``: the judgement's,
-        which then decides instead (a rule over many instances yields inside too)."""
+        which then decides instead (a rule over many instances yields inside too).
+        ``changes``: the judgement's word on which components' statuses are new against
+        the snapshot it judged before, so that only those are read again."""
         if pace is None:
             pace = Pace(chunk) if chunk else NEVER
         now_m = snap.uptime_seconds
         wall = snap.timestamp
-        figs = yield from self._reader.read_steps(snap, pace)
+        figs = yield from self._reader.lean_steps(snap, pace, changes)
         changed = self._reader.changed
+        merged: dict[str, NamedFigures] | None = None  # with the process's, if a rule needs
         firing: list[Alert] = []
         pending: list[Alert] = []
         resolved: list[Alert] = []
         by_state = {"firing": firing, "pending": pending, "resolved": resolved}
         for r in self._rules:
             table = figs[r.scope]
+            if r.scope == "component" and not r.incremental:
+                merged = table = merged or with_process(table, snap)
             yield from self._step(
                 r, table, now_m, wall, pace, changed if r.scope == "component" else None
             )
@@ -147,8 +165,9 @@ class AlertEngine:
                 if due:
                     yield
                 for inst, st in part:
-                    by_state[st.state].append(
-                        Alert(
+                    a = st.alert
+                    if a is None:  # a new state or value: the last one's alert otherwise
+                        a = st.alert = Alert(
                             level=rule.level,
                             message=self._text(
                                 rule.message or f"{rule.name}: {rule.expr}", rule, inst, st.value
@@ -161,10 +180,12 @@ class AlertEngine:
                             value=st.value,
                             resolved_at=st.resolved_at,
                         )
-                    )
+                    by_state[st.state].append(a)
         recs: list[Recommendation] = []
         for adv, r in self._advice:
             table = figs[r.scope]
+            if r.scope == "component" and not r.incremental:
+                merged = table = merged or with_process(table, snap)
             yield from self._step(
                 r, table, now_m, wall, pace, changed if r.scope == "component" else None
             )
@@ -269,10 +290,11 @@ class AlertEngine:
                 st = states.get(inst)
                 if st is None or st.state == "resolved":
                     st = states[inst] = _State(wall, now_m, value)
-                st.value = value
+                if value != st.value:
+                    st.value, st.alert = value, None
                 if st.state == "pending" and now_m - st.since_m >= hold:
                     st.state = "firing"
-                    st.fired_at = wall
+                    st.fired_at, st.alert = wall, None
         if len(states) == len(active):
             return  # every state is an active instance: nothing to resolve or expire
         for due, held in pace.parts(list(states.items())):
@@ -286,7 +308,7 @@ class AlertEngine:
                     continue
                 if st.state == "firing":  # false again, or the instance went away
                     st.state = "resolved"
-                    st.resolved_at, st.resolved_m = wall, now_m
+                    st.resolved_at, st.resolved_m, st.alert = wall, now_m, None
                 if now_m - st.resolved_m > self._retention:
                     del states[inst]
 

@@ -13,7 +13,7 @@ from typing import Final, Literal
 from ...breaker import BREAKER_CODES
 from ...snapshot import BreakerStatus, ComponentStatus, Snapshot
 from ...steps import NEVER, Pace, Steps, finish
-from ..health import HealthConfig, down
+from ..health import Changes, HealthConfig, down
 from .expressions import NamedFigures
 
 __all__ = (
@@ -21,11 +21,13 @@ __all__ = (
     "COMPONENT_FIGURES",
     "FIGURE_HELP",
     "FLAP_WINDOW_S",
+    "PROCESS_FIGURES",
     "SCOPE_FIGURES",
     "STREAM_FIGURES",
     "SYSTEM_FIGURES",
     "FigureReader",
     "Scope",
+    "with_process",
 )
 
 Scope = Literal["system", "component", "stream"]
@@ -100,6 +102,18 @@ FLAP_WINDOW_S: Final = 300.0
 _CLOSED: Final = BreakerStatus("closed", 0, None, 0.0, 0)
 
 
+#: The component figures that are the process's, every instance's alike.
+PROCESS_FIGURES: Final = frozenset({"memory_usage_mb", "cpu_usage_percent"})
+
+
+def with_process(comps: dict[str, NamedFigures], snap: Snapshot) -> dict[str, NamedFigures]:
+    """``comps`` (as ``FigureReader.lean_steps`` reads them) with the process's figures
+    of ``snap`` in each: new dicts, one per instance."""
+    perf = snap.performance
+    process = {"memory_usage_mb": perf.memory_usage_mb, "cpu_usage_percent": perf.cpu_usage_percent}
+    return {name: {**f, **process} for name, f in comps.items()}
+
+
 class FigureReader:
     """Reads every instance's named figures from successive snapshots.
 
@@ -114,6 +128,10 @@ class FigureReader:
         self._evicted = 0
         self._kept: dict[str, tuple[ComponentStatus, dict[str, float | None]]] = {}
         self.changed: set[str] = set()
+        # The last complete read's component figures, and the token of the snapshot it
+        # read (None: none to build on).
+        self._comps: dict[str, NamedFigures] | None = None
+        self._token: object = None
 
     def read(self, snap: Snapshot) -> dict[Scope, dict[str, NamedFigures]]:
         """Every instance's named figures, by scope (``FIGURE_HELP`` says what each is).
@@ -123,9 +141,25 @@ class FigureReader:
         less than picking out the figures the rules happen to read would cost."""
         return finish(self.read_steps(snap, NEVER))
 
-    def read_steps(self, snap: Snapshot, pace: Pace) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
-        """``read()``, yielding where ``pace`` says: 10,000 components take long enough
-        to stall the loop, changed or not."""
+    def read_steps(
+        self, snap: Snapshot, pace: Pace, changes: Changes | None = None
+    ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
+        """``read()``, yielding where ``pace`` says (``changes``: as ``lean_steps``)."""
+        figs = yield from self.lean_steps(snap, pace, changes)
+        figs["component"] = with_process(figs["component"], snap)
+        return figs
+
+    def lean_steps(
+        self, snap: Snapshot, pace: Pace, changes: Changes | None = None
+    ) -> Steps[dict[Scope, dict[str, NamedFigures]]]:
+        """``read_steps()`` but that the component figures leave out the process's
+        (``PROCESS_FIGURES``: ``with_process`` adds them), which every instance shares and
+        which move every tick: so that a tick of quiet components leaves theirs alone.
+
+        10,000 changed components take long enough to stall the loop. ``changes``: which
+        components' statuses are new against the snapshot read last; when it names that
+        one, only those components (and those with a breaker, whose figures move with
+        time) are read again."""
         now = snap.uptime_seconds
         perf = snap.performance
         mem, cpu = perf.memory_usage_mb, perf.cpu_usage_percent
@@ -151,21 +185,34 @@ class FigureReader:
         health = self.health
         breakers = snap.circuit_breakers
         flaps = self._flaps
-        comps: dict[str, NamedFigures] = {}
+        comps: dict[str, NamedFigures]
         kept = self._kept
         changed: set[str] = set()
-        for due, part in pace.parts(list(snap.detailed_components.items())):
+        details = snap.detailed_components
+        last, self._comps = self._comps, None  # until this read is complete
+        since, self._token = self._token, None
+        todo: list[tuple[str, ComponentStatus | None]]
+        if changes is not None and since is not None and changes.since is since and last:
+            comps = dict(last)
+            todo = [(n, details.get(n)) for n in dict.fromkeys((*changes.names, *breakers, *flaps))]
+        else:
+            comps = {}
+            todo = list(details.items())
+        for due, part in pace.parts(todo):
             if due:
                 yield
             for name, c in part:
                 k = kept.get(name)
+                if c is None:  # gone from the statuses
+                    if k is not None:
+                        del kept[name]
+                        comps.pop(name, None)
+                        changed.add(name)
+                    continue
                 if k is not None and k[0] is c and name not in breakers and name not in flaps:
                     # The same status object (an idle component's, kept by the aggregator and
-                    # the judge): the same figures but the process's, which are everyone's.
-                    f = k[1]
-                    if f["memory_usage_mb"] != mem or f["cpu_usage_percent"] != cpu:
-                        f["memory_usage_mb"], f["cpu_usage_percent"] = mem, cpu
-                    comps[name] = f
+                    # the judge): the same figures.
+                    comps[name] = k[1]
                     continue
                 changed.add(name)
                 b = breakers.get(name, _CLOSED)
@@ -196,8 +243,6 @@ class FigureReader:
                         else 0.0
                     ),
                     "breaker_failure_count": b.failure_count,
-                    "memory_usage_mb": mem,
-                    "cpu_usage_percent": cpu,
                 }
                 comps[name] = built
                 kept[name] = (c, built)
@@ -209,6 +254,8 @@ class FigureReader:
         #: process figures aside; at the first read, all): a rule that reads no process
         #: figure need test only these again.
         self.changed = changed
+        self._comps = comps
+        self._token = changes.token if changes is not None else None
         if snap.components_evicted != self._evicted:  # forget the evicted ones' flaps
             self._evicted = snap.components_evicted
             for name in [n for n in flaps if n not in snap.detailed_components]:
