@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import SocketStream
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 import streammetrics
 from streammetrics import MetricsEndpoint
@@ -184,6 +185,11 @@ async def test_requests_back_from_their_hold_are_worked_on_in_a_lane_of_their_ow
             with anyio.move_on_after(0.3) as quiet:
                 await stream.receive()
             assert quiet.cancelled_caught, "answered while its lane was full"
+        text = (await ep.service.prometheus()).decode()
+        (waiting,) = next(
+            f for f in parse_text(text) if f.name == "streammetrics_http_requests_held_waiting"
+        ).samples
+        assert waiting.value == 2
         newcomer = await connect(ep)
         status, took = await timed(newcomer, "/alerts")
         # Its own lane, not queued behind them (a token may have come back meanwhile).
@@ -224,8 +230,6 @@ async def test_a_request_waiting_in_the_held_lane_is_evicted_first_at_the_cap() 
 
 
 async def test_the_hold_is_exported() -> None:
-    from prometheus_client.parser import text_string_to_metric_families as parse_text
-
     async with endpoint(1, "10s") as ep:
         stream = await connect(ep)
         await ask(stream, "/components")

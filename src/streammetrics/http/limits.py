@@ -750,4 +750,10 @@ class ConnectionCollector(Collector):
             "Requests held after a 429 on their connection until its Retry-After passed",
             value=st.held_requests,
         )
-        return [opened, cap, rejected, closed, held, held_requests]
+        waiting = GaugeMetricFamily(
+            "streammetrics_http_requests_held_waiting",
+            "Requests whose hold after a 429 is over, waiting now for a place in their lane "
+            "(config.limits.held_concurrent_requests)",
+            value=st.held_waiting,
+        )
+        return [opened, cap, rejected, closed, held, held_requests, waiting]
