@@ -9,7 +9,13 @@ from bisect import bisect_left
 
 import pytest
 
-from streammetrics.buckets import DEFAULT_LADDER, LATENCY_BOUNDS, Ladder, bucket_latencies
+from streammetrics.buckets import (
+    DEFAULT_LADDER,
+    LATENCY_BOUNDS,
+    Ladder,
+    bucket_latencies,
+    bucketed_extremes,
+)
 
 
 def one_by_one(latencies: list[float], nbuckets: int, bounds: tuple[float, ...]) -> list[int]:
@@ -91,3 +97,15 @@ def test_sorts_the_list_it_is_given_in_place() -> None:
     lat = [0.5, 0.001, 0.02] * 10
     bucket_latencies(lat, LATENCY_BOUNDS)
     assert lat == sorted(lat)
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 300])
+def test_the_extremes_of_a_bucketed_batch_are_its_min_and_max_without_nan(n: int) -> None:
+    rng = random.Random(n)
+    lat = [rng.uniform(0.0, 2.0) for _ in range(n)]
+    *_, total = bucket_latencies(got := list(lat), LATENCY_BOUNDS)
+    assert bucketed_extremes(got, total) == (min(lat), max(lat))
+    with_nan = [math.nan, *lat, math.nan]
+    *_, total = bucket_latencies(got := list(with_nan), LATENCY_BOUNDS)
+    assert bucketed_extremes(got, total) == (min(lat), max(lat))
+    assert bucketed_extremes([math.nan], math.nan) == (math.inf, -math.inf)

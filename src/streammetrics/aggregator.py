@@ -40,9 +40,9 @@ from .breaker import BREAKER_CODES
 from .buckets import (
     DEFAULT_HISTOGRAM_BUCKETS,
     DEFAULT_LADDER,
-    SORT_FROM,
     Ladder,
     bucket_latencies,
+    bucketed_extremes,
 )
 from .model.events import Delta, Event, Rejection
 from .model.spans import SpanDelta
@@ -494,14 +494,7 @@ class Aggregator:
                     sys_hist[k] += 1
                 else:
                     first, counts, lsum = bucket_latencies(lats, bounds)
-                    if lsum == lsum and len(lats) >= SORT_FROM:  # sorted: the ends
-                        lo, hi = lats[0], lats[-1]
-                    else:
-                        lo, hi = min(lats), max(lats)
-                        if lo != lo or hi != hi:  # a NaN first (code skips validation):
-                            known = [x for x in lats if x == x]  # as add() does, left out
-                            lo = min(known, default=math.inf)
-                            hi = max(known, default=-math.inf)
+                    lo, hi = bucketed_extremes(lats, lsum)  # a NaN (code skips validation) left out
                     w.add_counts(now, first, counts, lsum, lo, hi)
                     last = first + len(counts)
                     sys_hist[first:last] = map(add, sys_hist[first:last], counts)

@@ -29,9 +29,9 @@ __all__ = (
     "DEFAULT_LADDER",
     "LATENCY_BOUNDS",
     "MAX_HISTOGRAM_BUCKETS",
-    "SORT_FROM",
     "Ladder",
     "bucket_latencies",
+    "bucketed_extremes",
     "check_histogram_buckets",
 )
 
@@ -82,7 +82,7 @@ def check_histogram_buckets(bounds: Sequence[float]) -> None:
 
 
 #: From how many latencies ``bucket_latencies`` sorts them rather than bisect each one.
-SORT_FROM: Final = 16
+_SORT_FROM: Final = 16
 
 
 def bucket_latencies(
@@ -104,7 +104,7 @@ def bucket_latencies(
     """
     n = len(latencies)
     total = sum(latencies, 0.0)
-    if n < SORT_FROM or total != total:  # few, or a NaN (or +inf with -inf): one by one
+    if n < _SORT_FROM or total != total:  # few, or a NaN (or +inf with -inf): one by one
         if not n:
             return (0, [], total)
         ks = [bisect_left(bounds, x) for x in latencies]
@@ -120,6 +120,20 @@ def bucket_latencies(
     at_most = list(map(bisect_right, repeat(latencies, last - first), bounds[first:last]))
     at_most.append(n)
     return (first, list(map(sub, at_most, chain((0,), at_most))), total)
+
+
+def bucketed_extremes(latencies: Sequence[float], total: float) -> tuple[float, float]:
+    """The smallest and largest of ``latencies`` just given to ``bucket_latencies``, with
+    the ``total`` it returned: the ends of the list when it sorted it, else ``min`` and
+    ``max``. A NaN is no extreme (it compares with nothing): it is left out, and a batch
+    of nothing else gives ``(inf, -inf)``, which no extreme kept so far yields to."""
+    if total == total:
+        if len(latencies) >= _SORT_FROM:  # sorted in place by bucket_latencies
+            return latencies[0], latencies[-1]
+        known = latencies
+    else:  # a NaN, or +inf with -inf: the order is no order
+        known = [x for x in latencies if x == x]
+    return min(known, default=math.inf), max(known, default=-math.inf)
 
 
 class Ladder:

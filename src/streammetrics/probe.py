@@ -24,7 +24,7 @@ from operator import add
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar, cast
 
-from .buckets import DEFAULT_LADDER, bucket_latencies
+from .buckets import DEFAULT_LADDER, bucket_latencies, bucketed_extremes
 from .model.events import Delta
 
 __all__ = ("Outcomes", "Probe")
@@ -198,24 +198,17 @@ class Probe:
         lat = self._lat
         self._lat = []
         self._ls = sum(lat, self._ls)
-        # Sorted here, the extremes are its ends, and bucket_latencies' own sort of it
-        # is one pass over a sorted run.
-        lat.sort()
         first, counts, total = bucket_latencies(lat, self._bounds)
         h = self._h
         if h is None:
             h = self._h = [0] * self._nb
         end = first + len(counts)
         h[first:end] = map(add, h[first:end], counts)
-        if total != total:  # a NaN (or +inf with -inf): the order is no order
-            lat = [x for x in lat if x == x]
-            if not lat:
-                return
-            lat.sort()
-        if lat[0] < self._lo:
-            self._lo = lat[0]
-        if lat[-1] > self._hi:
-            self._hi = lat[-1]
+        lo, hi = bucketed_extremes(lat, total)
+        if lo < self._lo:
+            self._lo = lo
+        if hi > self._hi:
+            self._hi = hi
 
     def flush(self) -> list[Delta]:
         """Hand over what was counted since the last flush, and start again from zero."""
