@@ -244,6 +244,17 @@ async def test_the_hold_is_exported() -> None:
     assert (held.name, held.value) == ("streammetrics_http_requests_held_total", 1)
 
 
+def _close(
+    made: list[asyncio.BaseTransport], clients: list[socket.socket], server: socket.socket
+) -> None:
+    """A listener test's teardown: the transports it made, the clients, the server socket."""
+    for t in made:
+        t.close()
+    for c in clients:
+        c.close()
+    server.close()
+
+
 async def test_the_listener_takes_every_queued_connection_at_one_wake_up() -> None:
     """100 connections queued in the kernel before the listener runs: the first one seen
     made means all were accepted in the same batch (the loop's own server under uvloop
@@ -271,11 +282,7 @@ async def test_the_listener_takes_every_queued_connection_at_one_wake_up() -> No
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
-        for t in made:
-            t.close()
-        for c in clients:
-            c.close()
-        server.close()
+        _close(made, clients, server)
 
 
 @pytest.mark.parametrize(
@@ -336,8 +343,4 @@ async def test_a_connection_that_cannot_be_set_up_does_not_stop_the_listener(
             listener.close()
         assert "could not be set up" in caplog.text
     finally:
-        for t in made:
-            t.close()
-        for c in clients:
-            c.close()
-        server.close()
+        _close(made, clients, server)
