@@ -45,6 +45,7 @@ from ..intake.config import IngestConfig
 from ..intake.intake import Intake, IntakeResult
 from ..model.events import Format, Rejection
 from .auth import REFUSAL_REASONS, AuthCounts, BearerAuthMiddleware, BearerTokens
+from .bodies import read_body
 from .responses import ErrorResponse, error_response
 from .routes import Service
 
@@ -233,7 +234,7 @@ def ingest_route(
             raise HarnessUnavailableError(
                 f"metrics endpoint {service.name!r} has no harness to fold events into"
             )
-        data = await request.body()  # over the limit: 413 from Litestar
+        data = await read_body(request)  # over the limit: 413 from Litestar
         try:
             result: IntakeResult = intake.fold_body(
                 data, fmt, lifecycle=config.lifecycle, setting="ingest.lifecycle"

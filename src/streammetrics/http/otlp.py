@@ -41,7 +41,7 @@ from ..intake.otlp import (
     encode_status,
 )
 from ..intake.otlp_config import OtlpConfig
-from .bodies import BodyTooLarge, gunzip
+from .bodies import BodyTooLarge, gunzip, read_body
 from .ingest import IngestGuard
 from .routes import Service
 
@@ -66,15 +66,6 @@ def _status(
         media_type=MEDIA_TYPES[encoding],
         headers=headers or None,
     )
-
-
-async def _body(request: Request[Any, Any, Any]) -> bytes:
-    """The request body, bounded as ``request.body()`` bounds it (413 over the route's
-    ``request_max_body_size``, announced or read), without its copy of a body that came
-    in one piece: an exporter's batch (hundreds of kilobytes) usually does, and joining
-    a chunk with the stream's closing ``b""`` would copy all of it once more."""
-    chunks = [chunk async for chunk in request.stream() if chunk]
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def otlp_route(
@@ -121,7 +112,7 @@ def otlp_route(
                 **{"Retry-After": str(config.retry_after_s)},
             )
         try:
-            data = await _body(request)
+            data = await read_body(request)
         except HTTPException as exc:  # over the limit, read or announced
             if exc.status_code != 413:
                 raise
