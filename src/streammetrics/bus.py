@@ -16,6 +16,7 @@ import msgspec
 from .buckets import DEFAULT_LADDER, Ladder
 from .model.events import Delta, Event, Rejection
 from .probe import Probe
+from .steps import BUDGET_S, NEVER, Pace, Steps, finish, finish_async
 
 __all__ = ("BusStatistics", "EventBus", "Sink")
 
@@ -100,12 +101,31 @@ class EventBus:
 
     def flush(self) -> None:
         """Pull every probe's counts into the sinks."""
+        finish(self.flush_steps(NEVER))
+
+    async def flush_async(self) -> None:
+        """``flush`` on the event loop, letting it in every few milliseconds (what the
+        periodic flushers call).
+
+        Why not ``flush``: every probe is walked at every flush whether or not it counted
+        anything, and 10,000 of them held the loop 4 to 9 ms ten times a second."""
+        pace = Pace(0, BUDGET_S)
+        await finish_async(self.flush_steps(pace), pace)
+
+    def flush_steps(self, pace: Pace) -> Steps[None]:
+        """``flush`` as steps: the probes in parts, each part's deltas folded into the
+        sinks before the next (so a yield never leaves counts taken from a probe and not
+        yet folded), yielding where ``pace`` says. A probe made meanwhile is flushed
+        next time."""
         self._flushes += 1
-        deltas: list[Delta] = []
-        for p in self._probes.values():
-            deltas += p.flush()
-        if deltas:
-            self.publish_deltas(deltas)
+        for due, part in pace.parts(list(self._probes.values())):
+            if due:
+                yield
+            deltas: list[Delta] = []
+            for p in part:
+                deltas += p.flush()
+            if deltas:
+                self.publish_deltas(deltas)
 
     def statistics(self) -> BusStatistics:
         return BusStatistics(

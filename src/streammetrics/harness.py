@@ -277,7 +277,7 @@ class Harness:
     async def _flusher(self) -> None:
         while True:
             await anyio.sleep(self.flush_interval)
-            self.bus.flush()
+            await self.bus.flush_async()
 
     async def _heartbeats(self) -> None:
         while True:

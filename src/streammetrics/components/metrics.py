@@ -507,7 +507,7 @@ class MetricsEndpoint(Component):
     async def _flush(self) -> None:
         while True:
             await anyio.sleep(FLUSH_INTERVAL_S)
-            self.ctx.bus.flush()
+            await self.ctx.bus.flush_async()
 
     async def _consume(self, inp: Input) -> None:
         probe = self.ctx.probe

@@ -107,6 +107,8 @@ _SPELLINGS_KEPT: Final = 1 << 16
 _PIECE_BYTES: Final = 256 * 1024
 #: Pieces smaller than this (headers, the global families) are merged into the next one.
 _SMALL_BYTES: Final = 16 * 1024
+#: Entries of the previous render's block cache dropped between two looks at the clock.
+_RELEASE_PART: Final = 64
 
 
 def go_float(value: float) -> str:
@@ -269,6 +271,17 @@ class _Blocks(Generic[S]):
         self._sources, self._texts = sources, texts
         self.rendered += rendered
         self.reused += len(out) - rendered
+        # The previous render's entries go a part at a time: dropped whole, the dict
+        # would free at once what only it still held (the sources of every component
+        # that changed: 10,000 statuses are 20 ms of the loop).
+        for old in (old_sources, old_texts):
+            while old:
+                for _ in range(min(_RELEASE_PART, len(old))):
+                    old.popitem()
+                if perf_counter() >= pace.until:
+                    pace.pause()
+                    yield
+                    pace.restart()
         return out
 
 

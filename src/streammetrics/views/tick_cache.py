@@ -17,10 +17,11 @@ wait for all of it.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.to_thread
@@ -43,7 +44,7 @@ from ..prometheus.exposition import (
     ExpositionStatistics,
     ExpositionWriter,
 )
-from ..steps import BUDGET_S, Pace, finish_async
+from ..steps import BUDGET_S, Pace, Steps, finish_async
 from .live import LiveFeed
 
 if TYPE_CHECKING:
@@ -60,6 +61,31 @@ _log = logging.getLogger("streammetrics")
 
 #: Gives JSON-able figures for ``/metrics/json``'s ``extra`` (a plugin's ``figures``).
 FigureSource = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+#: The per-component tables of a snapshot (the bulk of its objects), emptied in steps
+#: when a retired snapshot is let go of.
+_SNAPSHOT_TABLES: Final = (
+    "detailed_components",
+    "component_histograms",
+    "latency_sums",
+    "circuit_breakers",
+)
+#: Builds a retired snapshot still held elsewhere is looked at again before the service
+#: lets go of it as usual.
+_RETIRED_BUILDS: Final = 3
+#: Entries of a table dropped between two looks at the clock.
+_RELEASE_PART: Final = 64
+
+
+def _empty_steps(table: dict[Any, Any], pace: Pace) -> Steps[None]:
+    """Empty ``table`` a part at a time (each entry freed as it goes, if it was its last
+    holder), yielding where ``pace`` says."""
+    while table:
+        for _ in range(min(_RELEASE_PART, len(table))):
+            table.popitem()
+        if pace.spent():
+            yield
 
 
 class TickCacheStatistics(msgspec.Struct, frozen=True):
@@ -157,6 +183,9 @@ class TickCache:
         #: When the sample in flight began (clock), until its thread returns: a sample
         #: abandoned past its deadline still holds its thread, and no other is started.
         self._sampling: float | None = None
+        #: Snapshots replaced by a newer one, with the builds they have waited through:
+        #: let go of a part at a time by the next builds (``_release_steps``).
+        self._retired: list[tuple[Snapshot, int]] = []
 
     def add_collector(self, collector: Collector, name: str | None = None) -> str:
         """Serve one more prometheus-client collector in ``/metrics`` and in
@@ -343,6 +372,8 @@ class TickCache:
             self._snap_hits += 1
             return hit
         began = self.clock()
+        release = Pace(0, BUDGET_S)
+        await finish_async(self._release_steps(release), release)
         process, error = await self._sample()
         custom = await self._collect_custom()
         agg = self._require()  # the harness may have gone while we sampled
@@ -356,11 +387,43 @@ class TickCache:
         # Rules step on the default view only, so one lifecycle serves every view.
         snap = await self.judge.judge_async(figures, step_alerts=view == agg.view, pace=pace)
         now = self.clock()
+        old = self._snapshots.get(view)
         self._snapshots[view] = (now, snap, now - began)
+        if old is not None:
+            self._retired.append((old[1], 0))
         self._built += 1
         if view == agg.view:
             self.live.publish(snap)  # GET /stream's clients get the default view
         return snap
+
+    def _release_steps(self, pace: Pace) -> Steps[None]:
+        """Let go of the retired snapshots that nobody else holds any more, a part of
+        their per-component tables at a time, yielding where ``pace`` says.
+
+        Why: a 10,000-component snapshot is some 200,000 objects, and whoever drops the
+        last reference to it frees all of them at once: 20 to 30 ms of the event loop,
+        once per tick, wherever that happens to be (the next build, a render, a request).
+        The service therefore keeps each snapshot it replaces and empties its tables
+        here, at the next build. Only what the service alone holds is touched: a
+        snapshot that a request, the render cache, the live feed or an embedder still
+        holds (or a table of it that an answer in the making holds) is left whole, looked
+        at again by the next builds, and after ``_RETIRED_BUILDS`` of them let go of
+        as usual (its last holder frees it).
+        """
+        retired, self._retired = self._retired, []
+        while retired:
+            snap, builds = retired.pop()
+            # References: the local name and getrefcount's argument; any more is a holder.
+            if sys.getrefcount(snap) > 2:
+                if builds < _RETIRED_BUILDS:
+                    self._retired.append((snap, builds + 1))
+                continue
+            for name in _SNAPSHOT_TABLES:
+                table = getattr(snap, name)
+                # The snapshot's field, the local name and the argument: no one else's.
+                if sys.getrefcount(table) == 3:
+                    yield from _empty_steps(table, pace)
+                del table
 
     def _fresh_snapshot(self, view: ViewSeconds) -> Snapshot | None:
         cached = self._snapshots.get(view)
