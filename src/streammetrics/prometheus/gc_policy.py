@@ -39,7 +39,7 @@ class GCPolicyCollector(Collector):
         )
         yield GaugeMetricFamily(
             "streammetrics_gc_frozen_objects",
-            "Objects in the collector's permanent generation now (gc.get_freeze_count())",
+            "Objects in the collector's permanent generation at the policy's last thaw",
             value=st.frozen_objects,
         )
         if st.last_full_collection_ms is not None:
