@@ -1,0 +1,140 @@
+"""A large ``/metrics`` shares the event loop: ``/health`` is answered while thousands of
+components are rendered and their body is sent, and sending the pieces of a body lets the
+loop in every millisecond or so, however fast the client reads."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import pytest
+
+from streammetrics.aggregator import Aggregator
+from streammetrics.http.app import create_app
+from streammetrics.http.routes import _pieces
+from streammetrics.model.events import Event
+from streammetrics.prometheus.exposition import Exposition
+from streammetrics.views.tick_cache import TickCache
+from tests.support.http_app import FakeClock, running
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.anyio
+
+
+def _many(clock: FakeClock, n: int) -> Aggregator:
+    """An aggregator of ``n`` timed components (a body of about 2 kB each)."""
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall, max_components=n)
+    events = [Event(f"c{i:05d}", "processed", count=i + 1, latency=0.01) for i in range(n)]
+    assert agg.fold_events(events) == []
+    clock.advance(1.0)
+    return agg
+
+
+async def test_health_is_answered_while_a_large_metrics_is_rendered_and_sent(
+    clock: FakeClock,
+) -> None:
+    """While a cold 4,000-component ``/metrics`` (some 8 MB) is rendered and sent at the
+    default steps, ``/health`` requests one after another are each answered within a
+    second, several of them before the scrape ends; the scrape's body is the render's."""
+    service = TickCache(_many(clock, 4000), clock=clock.monotonic, wall=clock.wall)
+    await service.snapshot()  # the snapshot is there: what the scrape waits for is the render
+    async with running(create_app(service)) as client:
+        scraped = anyio.Event()
+        size: list[int] = []
+        answered_during: list[float] = []
+
+        async def scrape() -> None:
+            async with client.stream("GET", "/metrics", timeout=30.0) as r:
+                assert r.status_code == 200
+                n = 0
+                async for chunk in r.aiter_raw():
+                    n += len(chunk)
+                size.append(n)
+                assert r.headers["content-length"] == str(n)
+            scraped.set()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scrape)
+                await until(lambda: service.exposition_statistics().renders)  # render begun
+                while not scraped.is_set():
+                    t0 = time.perf_counter()
+                    r = await client.get("/health", timeout=1.0)
+                    assert r.status_code == 200, r.text
+                    if not scraped.is_set():
+                        answered_during.append(time.perf_counter() - t0)
+        body = await service.prometheus()
+    assert size == [len(body)] and len(body) > 7_000_000
+    assert service.statistics().renders == 1
+    assert len(answered_during) >= 3, answered_during
+
+
+def _read_fast(port: int, path: str, got: list[bytes]) -> None:
+    """GET ``path`` over a plain socket and read the answer as fast as it comes (a thread:
+    the event loop serving it never waits for this reader)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(1 << 20):
+            chunks.append(chunk)
+        got.append(b"".join(chunks))
+
+
+async def test_sending_a_body_lets_the_loop_in_every_millisecond() -> None:
+    """Each piece costs 0.3 ms to send here (a busy consumer standing in for the copy into
+    the kernel that a fast reader never lets block): the pieces' iterator lets the loop in
+    at least every 4 of them, not once the whole body is out."""
+    pieces = tuple(bytes([i % 256]) * 1024 for i in range(200))
+    exposition = Exposition(pieces, sum(map(len, pieces)))
+    turns = 0
+    sent: list[bytes] = []
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async def send(iterator: AsyncIterator[bytes]) -> None:
+        async for piece in iterator:
+            end = time.perf_counter() + 0.0003
+            while time.perf_counter() < end:  # holds the loop, as a write into the kernel does
+                pass
+            sent.append(piece)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count_turns)
+            await anyio.lowlevel.checkpoint()
+            before = turns
+            await send(_pieces(exposition))
+            during = turns - before
+            tg.cancel_scope.cancel()
+    assert b"".join(sent) == exposition.body()
+    assert during >= len(pieces) // 4, during
+
+
+async def test_a_large_body_read_as_fast_as_it_is_sent_is_the_render(
+    clock: FakeClock,
+) -> None:
+    """A 2,000-component body read by a client that never lets the socket fill (so sending
+    never waits for it): it arrives whole, with its Content-Length, byte for byte the
+    render, sent in several steps of the loop."""
+    service = TickCache(_many(clock, 2000), clock=clock.monotonic, wall=clock.wall)
+    body = await service.prometheus()  # rendered: the request only sends
+    async with running(create_app(service)) as client:
+        port = client.base_url.port
+        assert port is not None
+        got: list[bytes] = []
+        with anyio.fail_after(60):
+            await anyio.to_thread.run_sync(_read_fast, port, "/metrics", got)
+    head, _, sent = got[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"content-length: {len(body)}".encode() in head.lower()
+    assert b"transfer-encoding" not in head.lower()
+    assert len(body) > 3_500_000 and sent == body
+    assert service.statistics().renders == 1
