@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 
 from ..buckets import bucket_sorted
 from ..errors import EventError
@@ -311,12 +311,8 @@ class OtlpIntake:
                 for ss in rs.scope_spans:
                     _add(g, ss.spans, items, table, self._bounds_ns, reasons)
                 continue
-            by_name: dict[str, list[Span]] = {}
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
-                    name = f"{service}:{sp.name}" if sp.name else service
-                    by_name.setdefault(name, []).append(sp)
-            for name, spans in by_name.items():
+            for span_name, spans in _by_name(rs.scope_spans).items():
+                name = f"{service}:{span_name}" if span_name else service
                 if len(name) > MAX_NAME:
                     reasons[f"service and span name longer than {MAX_NAME} characters"] += len(
                         spans
@@ -428,6 +424,26 @@ def _add(
             if code == _ERROR and sp.status.message:
                 g.last_error = sp.status.message[:2000]
                 break
+
+
+_NAME: Final = attrgetter("name")
+
+
+def _by_name(scopes: RepeatedCompositeFieldContainer[ScopeSpans]) -> dict[str, list[Span]]:
+    """The spans of a resource's scopes by span name, each list in the order the spans
+    came, the names in the order they first came. Each name is read once, for a whole
+    scope (``map``), and the component's name (``service:span``) made once per name in
+    ``_sum``, not once per span."""
+    by_name: dict[str, list[Span]] = {}
+    for ss in scopes:
+        spans = ss.spans[:]
+        for sp, name in zip(spans, map(_NAME, spans), strict=True):
+            group = by_name.get(name)
+            if group is None:
+                by_name[name] = [sp]
+            else:
+                group.append(sp)
+    return by_name
 
 
 def _count(hist: list[int], ordered: list[int], bounds: list[int]) -> None:
