@@ -411,19 +411,22 @@ class TickCache:
         as usual (its last holder frees it).
         """
         retired, self._retired = self._retired, []
-        while retired:
-            snap, builds = retired.pop()
-            # References: the local name and getrefcount's argument; any more is a holder.
-            if sys.getrefcount(snap) > 2:
-                if builds < _RETIRED_BUILDS:
-                    self._retired.append((snap, builds + 1))
-                continue
-            for name in _SNAPSHOT_TABLES:
-                table = getattr(snap, name)
-                # The snapshot's field, the local name and the argument: no one else's.
-                if sys.getrefcount(table) == 3:
-                    yield from _empty_steps(table, pace)
-                del table
+        try:
+            while retired:
+                snap, builds = retired.pop()
+                # References: the local name and getrefcount's argument; more is a holder.
+                if sys.getrefcount(snap) > 2:
+                    if builds < _RETIRED_BUILDS:
+                        self._retired.append((snap, builds + 1))
+                    continue
+                for name in _SNAPSHOT_TABLES:
+                    table = getattr(snap, name)
+                    # The snapshot's field, the local name and the argument: no one else's.
+                    if sys.getrefcount(table) == 3:
+                        yield from _empty_steps(table, pace)
+                    del table
+        finally:  # a build cancelled midway leaves the rest to the next one
+            self._retired += retired
 
     def _fresh_snapshot(self, view: ViewSeconds) -> Snapshot | None:
         cached = self._snapshots.get(view)
