@@ -4,6 +4,7 @@ loop in every millisecond or so, however fast the client reads."""
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 
 from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
-from streammetrics.http.routes import _pieces
+from streammetrics.http.routes import _SEND_STEP_S, _pieces
 from streammetrics.model.events import Event
 from streammetrics.prometheus.exposition import Exposition
 from streammetrics.views.tick_cache import TickCache
@@ -92,7 +93,8 @@ def _read_fast(port: int, path: str, got: list[bytes]) -> None:
 async def test_sending_a_body_lets_the_loop_in_every_millisecond() -> None:
     """Each piece costs 0.3 ms to send here (a busy consumer standing in for the copy into
     the kernel that a fast reader never lets block): the pieces' iterator lets the loop in
-    every 4 of them (1.2 ms), not once the whole body is out."""
+    as soon as sending has held it ``_SEND_STEP_S`` (every 2 pieces at 0.5 ms), not once
+    the whole body is out."""
     pieces = tuple(bytes([i % 256]) * 1024 for i in range(200))
     exposition = Exposition(pieces, sum(map(len, pieces)))
     turns = 0
@@ -120,7 +122,8 @@ async def test_sending_a_body_lets_the_loop_in_every_millisecond() -> None:
             during = turns - before
             tg.cancel_scope.cancel()
     assert b"".join(sent) == exposition.body()
-    assert during >= len(pieces) // 5, during  # a turn every 4 pieces: 49 of them
+    every = math.ceil(_SEND_STEP_S / 0.0003)  # pieces sent per step
+    assert during >= len(pieces) // (every + 1), during
 
 
 async def test_a_large_body_read_as_fast_as_it_is_sent_is_the_render(

@@ -332,8 +332,9 @@ async def _pieces(exposition: Exposition) -> AsyncIterator[bytes]:
 
 
 #: How long sending a body's pieces holds the event loop at a time: a piece (~256 KiB)
-#: costs a tenth of a millisecond or so, so a step sends several.
-_SEND_STEP_S: Final = 0.001
+#: costs a tenth of a millisecond or so, so a step sends a few (``steps.BUDGET_S``'s
+#: half millisecond, as every walk on the loop).
+_SEND_STEP_S: Final = 0.0005
 
 
 @get(

@@ -19,7 +19,7 @@ GIL the whole time. ``ExpositionWriter`` writes the same text itself:
 help texts and types; the tests parse both outputs and compare them sample by sample.
 
 A render is also written as steps (``render_steps``, ``steps.py``) so that it can run on the
-event loop, a millisecond or two at a time: in a worker thread it held the GIL for hundreds of
+event loop, about a millisecond at a time: in a worker thread it held the GIL for hundreds of
 milliseconds, and the loop waited for the GIL at every switch. Its body is an
 ``Exposition``, a sequence of pieces of at most ~256 KiB rather than one bytes object: one
 join of a 10,000-component body (23 MB) is tens of milliseconds in a single C call, most of
@@ -94,12 +94,12 @@ _INT_FAST: Final = 1_000_000
 _INT_FAST_NEG: Final = -(10**15)
 _INF: Final = float("inf")
 
-RENDER_STEP_S: Final = 0.001
+RENDER_STEP_S: Final = 0.0005
 """Seconds of work between two yields of ``render_steps``: what a render holds the event loop
 for at a time beside short work (beside longer steps of other work, as long as they took, up
 to ``_SHARE_CAP_S``; a garbage collection that falls in a step comes on top)."""
 #: The longest step a render takes to match the other work of the loop (``_Pace``): twice
-#: the step, as the other walks yield every millisecond too (``steps.BUDGET_S``). At 50 ms
+#: the step, as the other walks yield as often (``steps.BUDGET_S``). At 50 ms
 #: a render beside ten busy connections took steps as long as all their requests together,
 #: and every request waited through one of them.
 _SHARE_CAP_S: Final = 2 * RENDER_STEP_S
