@@ -22,7 +22,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Sequence
-from operator import add, length_hint
+from operator import length_hint
 from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
@@ -65,6 +65,16 @@ __all__ = ("Aggregator", "AggregatorStatistics")
 #: decodes a ``Literal`` to the very string of the annotation (interned, as this one is);
 #: an equal string that is another object (made by code) is folded the same, one step on.
 _PROCESSED: Final = "processed"
+
+#: The windows' slot, in seconds (``RollingWindow``'s default resolution, which every
+#: window of the aggregator has): latencies held for bucketing stay in the slot they
+#: arrived in as long as they are bucketed before a fold or read in another slot.
+_SLOT_S: Final = 1.0
+#: The most latencies one component holds before they are bucketed (a sort and one
+#: bisect per bound in their range: past a few thousand, the sort's share only grows).
+_HOLD_EACH: Final = 256
+#: The most latencies held in all (the float objects they keep alive: about 2 MB).
+_HOLD_ALL: Final = 16_384
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
@@ -188,6 +198,13 @@ class Aggregator:
         # The read under way (between its steps), which a fold must let read first.
         self._reading: _Read | None = None
         self._reads = 0  # reads begun
+        # Latencies folded but not bucketed yet (``settle``), per component: all of the
+        # slot ``_held_slot``, folded at ``_held_now`` (the first fold of that slot),
+        # ``_held_n`` in all. The counts of their events are in the windows already.
+        self._held: dict[ComponentState, list[float]] = {}
+        self._held_slot = -math.inf
+        self._held_now = now
+        self._held_n = 0
 
     # -- registration ----------------------------------------------------------------------
 
@@ -320,14 +337,20 @@ class Aggregator:
         """
         now = self.clock()
         wall = self.wall()
+        slot = now // _SLOT_S
+        if slot != self._held_slot:  # what is held belongs to another slot: bucketed first
+            self.settle()
+            self._held_slot, self._held_now = slot, now
+        held = self._held
         rejected: list[Rejection] = []
         system = self._system
         observe = self._observe
         components = self._components
         dirty = self._dirty
         reading = self._reading
-        # per component: [processed, errors, bytes, latencies, state, its last timestamp,
-        # how many of the latencies the plain loop did not append]
+        # per component: [processed, errors, bytes, its held latencies, state, its last
+        # timestamp, how many of the latencies the plain loop did not append (those it
+        # held before this call included), how many it held before]
         acc: dict[str, list[Any]] = {}
         # per stream: [messages, bytes, state]
         sacc: dict[str, list[Any]] = {}
@@ -336,15 +359,18 @@ class Aggregator:
         seq = events if isinstance(events, list | tuple) else list(events)
         n = len(seq)
         it = iter(seq)
+        # per component met: the append of its latencies (acc's a[3].append)
+        appends: dict[str, Callable[[float], None]] = {}
         while True:
             # The plain event: processed, count 1, a latency, no bytes, no stream, from a
-            # component met in this call. Only its latency is kept (and its timestamp,
-            # the component's last); its count is the number of latencies appended here,
-            # ``len(a[3]) - a[6]``, worked out once per component at the end.
+            # component met in this call. Only its latency is kept; its count is the
+            # number of latencies appended here, ``len(a[3]) - a[6]``, and its timestamp
+            # matters only if it is its component's last (found at the end), both worked
+            # out once per component.
             for ev in it:
-                a = acc.get(ev.component)
+                append = appends.get(ev.component)
                 if (
-                    a is None
+                    append is None
                     or ev.kind is not _PROCESSED  # the decoder's own string; else below
                     or ev.count != 1
                     or ev.bytes
@@ -352,8 +378,7 @@ class Aggregator:
                     or (latency := ev.latency) is None
                 ):
                     break
-                a[5] = ev.timestamp
-                a[3].append(latency)
+                append(latency)
             else:
                 break
             # ev is not plain. The common event (processed, or an error without detail,
@@ -361,6 +386,7 @@ class Aggregator:
             # any other is handled in full, at index n - length_hint(it) - 1 (the
             # iterator stops right after it).
             name = ev.component
+            a = acc.get(name) if append is not None else None
             if a is not None:
                 kind = ev.kind
                 if kind == "processed" or (kind == "error" and ev.detail is None):
@@ -416,7 +442,11 @@ class Aggregator:
                 a[5] = ts  # what the component's last_activity is set from at the end
             if kind == "processed" or kind == "error":
                 if a is None:
-                    a = acc[name] = [0, 0, 0, [], c, ts, 0]
+                    lats = held.get(c)
+                    if lats is None:
+                        lats = held[c] = []
+                    a = acc[name] = [0, 0, 0, lats, c, ts, len(lats), len(lats)]
+                    appends[name] = lats.append
                     # Only a first processed/error moves a component out of "registered"
                     # (nothing moves one back), so once per component and batch is enough.
                     if c.status == "registered":
@@ -465,48 +495,71 @@ class Aggregator:
             else:  # span_end
                 self._span_end(c, ev, now)
         self._events += n - skipped
+        if acc:  # a component's last timestamp is that of its last event, which the plain
+            # loop did not keep: found from the end (the last few events name every busy
+            # component; a scan never goes further than the whole batch)
+            unseen = dict(acc)
+            for ev in reversed(seq):
+                a = unseen.pop(ev.component, None)
+                if a is not None:
+                    a[5] = ev.timestamp
+                    if not unseen:
+                        break
         sys_msgs = refused_msgs  # a refused stream's messages count in the system's, as
         for msgs, nb, st in sacc.values():  # fold_deltas counts a probe's
             st.window.add(now, 0, 0, msgs, nb)
             sys_msgs += msgs
         if acc or sys_msgs:
-            bounds = self.ladder.bounds
             processed = errors = nbytes = 0
-            sys_hist: list[int] | None = None
-            sys_lsum = 0.0
-            sys_lo, sys_hi = math.inf, -math.inf  # the extremes the quantiles are clamped to
-            for p, e, nb, lats, c, ts, others in acc.values():
+            for p, e, nb, lats, c, ts, others, before in acc.values():
                 c.last_activity = ts if ts is not None else wall
                 p += len(lats) - others  # the plain events'
                 processed += p
                 errors += e
                 nbytes += nb
-                w = c.window
-                w.add(now, p, e, 0, nb)
-                if not lats:
-                    continue
-                if sys_hist is None:
-                    sys_hist = [0] * self.ladder.nbuckets
-                if len(lats) == 1:  # one latency (a component that reports rarely)
-                    lsum = lo = hi = lats[0]
-                    k = bisect_left(bounds, lsum)
-                    w.add_bucket(now, k, lsum)
-                    sys_hist[k] += 1
+                c.window.add(now, p, e, 0, nb)
+                if len(lats) >= _HOLD_EACH:
+                    self._held_n -= before
+                    self._bucket(c, held.pop(c))
                 else:
-                    first, counts, lsum = bucket_latencies(lats, bounds)
-                    lo, hi = bucketed_extremes(lats, lsum)  # a NaN (code skips validation) left out
-                    w.add_counts(now, first, counts, lsum, lo, hi)
-                    last = first + len(counts)
-                    sys_hist[first:last] = map(add, sys_hist[first:last], counts)
-                sys_lsum += lsum
-                if lo < sys_lo:
-                    sys_lo = lo
-                if hi > sys_hi:
-                    sys_hi = hi
+                    self._held_n += len(lats) - before
             system.add(now, processed, errors, sys_msgs, nbytes)
-            if sys_hist is not None:
-                system.add_counts(now, 0, sys_hist, sys_lsum, sys_lo, sys_hi)
+            if self._held_n >= _HOLD_ALL:
+                self.settle()
         return rejected
+
+    def _bucket(self, c: ComponentState, lats: list[float]) -> None:
+        """Fold the latencies ``c`` held into its window and the system's, bucketed in
+        bulk (``buckets.bucket_latencies``), in the slot they arrived in."""
+        now = self._held_now
+        bounds = self.ladder.bounds
+        if len(lats) == 1:  # one latency (a component that reports rarely)
+            lsum = lats[0]
+            k = bisect_left(bounds, lsum)
+            c.window.add_bucket(now, k, lsum)
+            self._system.add_bucket(now, k, lsum)
+            return
+        first, counts, lsum = bucket_latencies(lats, bounds)
+        lo, hi = bucketed_extremes(lats, lsum)  # a NaN (code skips validation) left out
+        c.window.add_counts(now, first, counts, lsum, lo, hi)
+        self._system.add_counts(now, first, counts, lsum, lo, hi)
+
+    def settle(self) -> None:
+        """Bucket every latency held into the windows now.
+
+        ``fold_events`` holds a batch's latencies until its slot ends, a read, or too
+        many are held, so that they cost a share of one sort and one bisect per bound
+        per component and slot, not per batch. Reads and folds settle by themselves when
+        they need to; a benchmark that times folding calls it, to time all the work its
+        folds caused.
+        """
+        held = self._held
+        if held:
+            self._held = {}
+            self._held_n = 0
+            for c, lats in held.items():
+                if lats:
+                    self._bucket(c, lats)
 
     def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> int:
         """Sum a processed or error event's messages into its stream's ``sacc`` entry,
@@ -532,6 +585,8 @@ class Aggregator:
         """Fold probe deltas: per delta O(histogram buckets), whatever it counted."""
         now = self.clock()
         wall = self.wall()
+        if now // _SLOT_S != self._held_slot:  # held latencies stay in their own slot
+            self.settle()
         system = self._system
         for d in deltas:
             if self._observe is not None and d.component not in self._observe:
@@ -668,6 +723,7 @@ class Aggregator:
         figures are all of the instant ``now``, however the folds and steps interleave.
         """
         view = view or self.view
+        self.settle()  # what is held is read too
         now = self.clock()
         wall = self.wall()
         process = process or ProcessStats()
