@@ -595,6 +595,30 @@ def test_a_busy_window_holds_few_containers_for_the_garbage_collector() -> None:
     assert w.views(399.7) == views
 
 
+def test_a_busy_window_counts_every_slot_in_one_histogram_list() -> None:
+    """The histogram of the slot in progress is the window's one list, zeroed and taken
+    up again by the next timed slot: a new one per slot would be a new container every
+    second for every busy component, each one more for a full collection to walk (and
+    one the collector's freeze would not hold). Its slots still read as before."""
+    import gc
+
+    w = RollingWindow(0.0)
+    held: list[list[int]] = []  # kept alive, so that no address is used twice
+    for t in range(30):
+        w.add(t + 0.5, 1, 0, 0, 0, 0.001 * (t + 1))  # 1 ms, 2 ms, ... 30 ms
+        lists = [o for o in gc.get_referents(w) if type(o) is list and len(o) == N_BUCKETS]
+        assert len(lists) == 1
+        held.append(lists[0])
+    assert all(h is held[0] for h in held)
+    views = w.views(29.9)
+    assert [v.processed for v in views] == [10, 30, 30]
+    # the last ten seconds hold 21 .. 30 ms only: a slot that kept counts of the one
+    # before would pull these down
+    assert views[0].p50 is not None and 0.021 <= views[0].p50 <= 0.030
+    assert views[0].p99 is not None and views[0].p99 <= 0.030
+    assert sum(w.total_histogram()) == 30
+
+
 # -- quantiles clamped to the observed extremes ----------------------------------------------
 
 

@@ -32,6 +32,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import add, sub
 from typing import Final, Literal
@@ -252,6 +253,12 @@ def _sub(s: _Vec, at: int, v: Sequence[float]) -> None:
     s[at : at + _W] = map(sub, s[at : at + _W], v)
 
 
+@lru_cache(maxsize=16)
+def _zero_counts(n: int) -> tuple[int, ...]:
+    """``n`` zero counts to write over a slot histogram in place (one per ladder size)."""
+    return (0,) * n
+
+
 def _zeros(n: int) -> array[int]:
     """``n`` zero counts in the narrowest type: a ring widens when a count needs it."""
     return array("B", bytes(n))
@@ -388,6 +395,7 @@ class RollingWindow:
         "_nb",
         "_res",
         "_s",
+        "_spare",
         "_start",
         "_tick",
         "_vx",
@@ -420,6 +428,11 @@ class RollingWindow:
         # The running vectors, at _CUR, _V10, _V60, _V300, _CC and _TOT.
         self._s: _Vec = list(_ZERO * 6)
         self._curh: _Hist | None = None
+        # The slot histogram, kept here (zeroed) when its slot completes, until the next
+        # timed slot takes it up again: a new list every second for every busy
+        # component would be a new container for the garbage collector to walk, while
+        # this one is made once and frozen with the rest of the window.
+        self._spare: _Hist | None = None
         # Smallest and largest latency of the slot in progress (exact) and of the coarse
         # slot in progress (of its completed seconds, as stored: float32).
         self._curlo, self._curhi = _NONE_LO, _NONE_HI
@@ -463,7 +476,7 @@ class RollingWindow:
         if latency is not None:
             h = self._curh
             if h is None:
-                h = self._curh = [0] * self._nb
+                h = self._curh = self._slot_histogram()
             h[bisect_left(self._bounds, latency)] += 1
             cur[_LC] += 1
             cur[_LS] += latency
@@ -509,7 +522,7 @@ class RollingWindow:
             self._advance(tick)
         h = self._curh
         if h is None:
-            h = self._curh = [0] * self._nb
+            h = self._curh = self._slot_histogram()
         h[first:end] = map(add, h[first:end], counts)
         n = sum(counts)
         self._s[_LC] += n
@@ -535,7 +548,7 @@ class RollingWindow:
             self._advance(tick)
         h = self._curh
         if h is None:
-            h = self._curh = [0] * self._nb
+            h = self._curh = self._slot_histogram()
         h[index] += 1
         self._s[_LC] += 1
         self._s[_LS] += latency_sum
@@ -597,6 +610,16 @@ class RollingWindow:
         at = k * nb
         hs[at : at + nb] = array("q", map(op, hs[at : at + nb], h))
 
+    def _slot_histogram(self) -> _Hist:
+        """The zeroed histogram a slot in progress counts in once it times something:
+        the window's one, made at the first timed slot (a window that never times
+        anything holds none)."""
+        h = self._spare
+        if h is None:
+            return [0] * self._nb
+        self._spare = None  # one slot holds it at a time (one reference, not two)
+        return h
+
     def _hist(self, k: int) -> array[int] | None:
         """Running histogram ``k`` (a copy), None while nothing was ever timed."""
         hs, nb = self._hs, self._nb
@@ -654,7 +677,9 @@ class RollingWindow:
                     self._cchi = shi
                 self._curlo, self._curhi = _NONE_LO, _NONE_HI
             s[:_W] = _ZERO  # in place, as _hsum: the slot's vector lives on
-            self._curh = None
+            if curh is not None:
+                curh[:] = _zero_counts(nb)  # in place too: the next timed slot takes it
+                self._curh, self._spare = None, curh
         else:
             fo[i] = _EMPTY
         fn, fs, fh = self._fn, self._fs, self._fh
