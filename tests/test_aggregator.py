@@ -11,7 +11,13 @@ from typing import Any, overload
 import msgspec
 import pytest
 
-from streammetrics.aggregator import _HOLD_ALL, _HOLD_EACH, Aggregator, AggregatorStatistics
+from streammetrics.aggregator import (
+    _HOLD_ALL,
+    _HOLD_COMPONENTS,
+    _HOLD_EACH,
+    Aggregator,
+    AggregatorStatistics,
+)
 from streammetrics.buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, LATENCY_BOUNDS
 from streammetrics.judge.health import (
     HealthConfig,
@@ -801,13 +807,15 @@ def test_held_latencies_land_in_the_slot_they_arrived_in(clock: Clock, later: st
     assert sum(figures.total_histogram) == 304
 
 
-@pytest.mark.parametrize("per_batch", [1, 50, 5_000])
-def test_many_held_latencies_fold_exactly(clock: Clock, per_batch: int) -> None:
+@pytest.mark.parametrize(("per_batch", "components"), [(1, 200), (50, 200), (5_000, 200), (50, 3)])
+def test_many_held_latencies_fold_exactly(clock: Clock, per_batch: int, components: int) -> None:
     """However many are held (past one component's bound or all components'), what is
     held stays within those bounds, and a read sees every latency in its bucket,
     counted once, as many as events."""
     agg = make(clock)
-    names = [f"c{i}" for i in range(200)]  # 200 x 255 held would be past _HOLD_ALL
+    # 200: past _HOLD_COMPONENTS, and 200 x 255 held would be past _HOLD_ALL; 3: each
+    # past _HOLD_EACH in a few batches
+    names = [f"c{i}" for i in range(components)]
     rng = random.Random(per_batch)
     want: dict[str, list[float]] = {n: [] for n in names}
     clock.t = 5.0
@@ -819,12 +827,13 @@ def test_many_held_latencies_fold_exactly(clock: Clock, per_batch: int) -> None:
             batch.append(Event(name, "processed", latency=lat))
             want[name].append(lat)
         assert agg.fold_events(batch) == []
-        if i % 20:
+        if i % 20 and components > 3:
             continue
         # what is held stays within its bounds, whatever the batches (memory)
         held = agg._held  # the bound is what is tested
         assert agg._held_n == sum(map(len, held.values())) < _HOLD_ALL
         assert max(map(len, held.values()), default=0) < _HOLD_EACH
+        assert len(held) <= _HOLD_COMPONENTS
     figures = agg.figures()
     for name, lats in want.items():
         assert figures.component_histograms[name] == exported_histogram(*lats)

@@ -21,8 +21,8 @@ import itertools
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Sequence
-from operator import length_hint
+from collections.abc import Callable, Collection, Iterable, Sequence
+from operator import add, length_hint
 from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
@@ -71,10 +71,15 @@ _PROCESSED: Final = "processed"
 #: arrived in as long as they are bucketed before a fold or read in another slot.
 _SLOT_S: Final = 1.0
 #: The most latencies one component holds before they are bucketed (a sort and one
-#: bisect per bound in their range: past a few thousand, the sort's share only grows).
+#: bisect per bound in their range: past a few hundred, the bisects' share is small).
 _HOLD_EACH: Final = 256
-#: The most latencies held in all (the float objects they keep alive: about 2 MB).
-_HOLD_ALL: Final = 16_384
+#: The most latencies held in all: a read buckets them first, in one step that does not
+#: let the event loop run, so they must take well under ``steps.BUDGET_S``.
+_HOLD_ALL: Final = 4096
+#: The most components holding latencies: past them, a component's latencies are bucketed
+#: at the end of its fold, as they come (a list kept per component and slot is what a
+#: full collection walks, and a read buckets each component that holds).
+_HOLD_COMPONENTS: Final = 128
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
@@ -350,7 +355,7 @@ class Aggregator:
         reading = self._reading
         # per component: [processed, errors, bytes, its held latencies, state, its last
         # timestamp, how many of the latencies the plain loop did not append (those it
-        # held before this call included), how many it held before]
+        # held before this call included), how many it held before (-1: not held)]
         acc: dict[str, list[Any]] = {}
         # per stream: [messages, bytes, state]
         sacc: dict[str, list[Any]] = {}
@@ -359,18 +364,15 @@ class Aggregator:
         seq = events if isinstance(events, list | tuple) else list(events)
         n = len(seq)
         it = iter(seq)
-        # per component met: the append of its latencies (acc's a[3].append)
-        appends: dict[str, Callable[[float], None]] = {}
         while True:
             # The plain event: processed, count 1, a latency, no bytes, no stream, from a
-            # component met in this call. Only its latency is kept; its count is the
-            # number of latencies appended here, ``len(a[3]) - a[6]``, and its timestamp
-            # matters only if it is its component's last (found at the end), both worked
-            # out once per component.
+            # component met in this call. Only its latency is kept (and its timestamp,
+            # the component's last); its count is the number of latencies appended here,
+            # ``len(a[3]) - a[6]``, worked out once per component at the end.
             for ev in it:
-                append = appends.get(ev.component)
+                a = acc.get(ev.component)
                 if (
-                    append is None
+                    a is None
                     or ev.kind is not _PROCESSED  # the decoder's own string; else below
                     or ev.count != 1
                     or ev.bytes
@@ -378,7 +380,8 @@ class Aggregator:
                     or (latency := ev.latency) is None
                 ):
                     break
-                append(latency)
+                a[5] = ev.timestamp
+                a[3].append(latency)
             else:
                 break
             # ev is not plain. The common event (processed, or an error without detail,
@@ -386,7 +389,6 @@ class Aggregator:
             # any other is handled in full, at index n - length_hint(it) - 1 (the
             # iterator stops right after it).
             name = ev.component
-            a = acc.get(name) if append is not None else None
             if a is not None:
                 kind = ev.kind
                 if kind == "processed" or (kind == "error" and ev.detail is None):
@@ -443,10 +445,13 @@ class Aggregator:
             if kind == "processed" or kind == "error":
                 if a is None:
                     lats = held.get(c)
-                    if lats is None:
-                        lats = held[c] = []
-                    a = acc[name] = [0, 0, 0, lats, c, ts, len(lats), len(lats)]
-                    appends[name] = lats.append
+                    if lats is not None:
+                        before = len(lats)
+                    else:
+                        lats, before = [], -1
+                        if len(held) < _HOLD_COMPONENTS:
+                            held[c], before = lats, 0
+                    a = acc[name] = [0, 0, 0, lats, c, ts, max(before, 0), before]
                     # Only a first processed/error moves a component out of "registered"
                     # (nothing moves one back), so once per component and batch is enough.
                     if c.status == "registered":
@@ -495,22 +500,13 @@ class Aggregator:
             else:  # span_end
                 self._span_end(c, ev, now)
         self._events += n - skipped
-        if acc:  # a component's last timestamp is that of its last event, which the plain
-            # loop did not keep: found from the end (the last few events name every busy
-            # component; a scan never goes further than the whole batch)
-            unseen = dict(acc)
-            for ev in reversed(seq):
-                a = unseen.pop(ev.component, None)
-                if a is not None:
-                    a[5] = ev.timestamp
-                    if not unseen:
-                        break
         sys_msgs = refused_msgs  # a refused stream's messages count in the system's, as
         for msgs, nb, st in sacc.values():  # fold_deltas counts a probe's
             st.window.add(now, 0, 0, msgs, nb)
             sys_msgs += msgs
         if acc or sys_msgs:
             processed = errors = nbytes = 0
+            due: list[tuple[ComponentState, list[float]]] = []  # to bucket now
             for p, e, nb, lats, c, ts, others, before in acc.values():
                 c.last_activity = ts if ts is not None else wall
                 p += len(lats) - others  # the plain events'
@@ -518,31 +514,52 @@ class Aggregator:
                 errors += e
                 nbytes += nb
                 c.window.add(now, p, e, 0, nb)
-                if len(lats) >= _HOLD_EACH:
+                if before < 0:  # not held
+                    due.append((c, lats))
+                elif len(lats) >= _HOLD_EACH:
                     self._held_n -= before
-                    self._bucket(c, held.pop(c))
+                    due.append((c, held.pop(c)))
                 else:
                     self._held_n += len(lats) - before
             system.add(now, processed, errors, sys_msgs, nbytes)
+            if due:
+                self._bucket(due, now)
             if self._held_n >= _HOLD_ALL:
                 self.settle()
         return rejected
 
-    def _bucket(self, c: ComponentState, lats: list[float]) -> None:
-        """Fold the latencies ``c`` held into its window and the system's, bucketed in
-        bulk (``buckets.bucket_latencies``), in the slot they arrived in."""
-        now = self._held_now
+    def _bucket(self, held: Iterable[tuple[ComponentState, list[float]]], now: float) -> None:
+        """Fold latencies into the windows of the components that held them and into the
+        system's, bucketed in bulk per component (``buckets.bucket_latencies``) and summed
+        into one system histogram, at ``now`` (the slot they arrived in)."""
         bounds = self.ladder.bounds
-        if len(lats) == 1:  # one latency (a component that reports rarely)
-            lsum = lats[0]
-            k = bisect_left(bounds, lsum)
-            c.window.add_bucket(now, k, lsum)
-            self._system.add_bucket(now, k, lsum)
-            return
-        first, counts, lsum = bucket_latencies(lats, bounds)
-        lo, hi = bucketed_extremes(lats, lsum)  # a NaN (code skips validation) left out
-        c.window.add_counts(now, first, counts, lsum, lo, hi)
-        self._system.add_counts(now, first, counts, lsum, lo, hi)
+        sys_hist: list[int] | None = None
+        sys_lsum = 0.0
+        sys_lo, sys_hi = math.inf, -math.inf  # the extremes the quantiles are clamped to
+        for c, lats in held:
+            if not lats:
+                continue
+            if sys_hist is None:
+                sys_hist = [0] * self.ladder.nbuckets
+            w = c.window
+            if len(lats) == 1:  # one latency (a component that reports rarely)
+                lsum = lo = hi = lats[0]
+                k = bisect_left(bounds, lsum)
+                w.add_bucket(now, k, lsum)
+                sys_hist[k] += 1
+            else:
+                first, counts, lsum = bucket_latencies(lats, bounds)
+                lo, hi = bucketed_extremes(lats, lsum)  # a NaN (code skips validation) left out
+                w.add_counts(now, first, counts, lsum, lo, hi)
+                last = first + len(counts)
+                sys_hist[first:last] = map(add, sys_hist[first:last], counts)
+            sys_lsum += lsum
+            if lo < sys_lo:
+                sys_lo = lo
+            if hi > sys_hi:
+                sys_hi = hi
+        if sys_hist is not None:
+            self._system.add_counts(now, 0, sys_hist, sys_lsum, sys_lo, sys_hi)
 
     def settle(self) -> None:
         """Bucket every latency held into the windows now.
@@ -557,9 +574,7 @@ class Aggregator:
         if held:
             self._held = {}
             self._held_n = 0
-            for c, lats in held.items():
-                if lats:
-                    self._bucket(c, lats)
+            self._bucket(held.items(), self._held_now)
 
     def _sum_stream(self, sacc: dict[str, list[Any]], ev: Event, now: float) -> int:
         """Sum a processed or error event's messages into its stream's ``sacc`` entry,
