@@ -75,11 +75,11 @@ _SLOT_S: Final = 1.0
 _HOLD_EACH: Final = 256
 #: The most latencies held in all: a read buckets them first, in one step that does not
 #: let the event loop run, so they must take well under ``steps.BUDGET_S``.
-_HOLD_ALL: Final = 4096
+_HOLD_ALL: Final = 2048
 #: The most components holding latencies: past them, a component's latencies are bucketed
 #: at the end of its fold, as they come (a list kept per component and slot is what a
 #: full collection walks, and a read buckets each component that holds).
-_HOLD_COMPONENTS: Final = 128
+_HOLD_COMPONENTS: Final = 64
 
 
 class AggregatorStatistics(msgspec.Struct, frozen=True):
