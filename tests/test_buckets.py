@@ -14,6 +14,7 @@ from streammetrics.buckets import (
     LATENCY_BOUNDS,
     Ladder,
     bucket_latencies,
+    bucket_sorted,
     bucketed_extremes,
 )
 
@@ -73,6 +74,27 @@ def test_counts_and_sum_are_those_of_bisecting_each_latency(ladder: Ladder, seed
         assert sum(counts) == n
         assert (counts[0] > 0 and counts[-1] > 0) if n else counts == []
         assert total == pytest.approx(want_sum, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sorted_integer_nanoseconds_bucket_as_bisecting_each(seed: int) -> None:
+    """``bucket_sorted`` over sorted integers (the OTLP receiver's nanoseconds, against
+    the ladder in nanoseconds): the counts of bisecting each one, from one latency on,
+    the last past every bound included."""
+    rng = random.Random(seed)
+    bounds = [round(b * 1e9) for b in DEFAULT_LADDER.bounds]
+    nb = DEFAULT_LADDER.nbuckets
+    for n in [1, 2, 15, 16, 300, *(rng.randint(1, 400) for _ in range(10))]:
+        lat = sorted(
+            rng.choice((rng.choice(bounds), 0, bounds[-1] * 2, round(rng.lognormvariate(15, 2))))
+            for _ in range(n)
+        )
+        first, counts = bucket_sorted(lat, bounds)
+        h = [0] * nb
+        for x in lat:
+            h[bisect_left(bounds, x)] += 1
+        assert spread(first, counts, nb) == h
+        assert counts[0] > 0 and counts[-1] > 0
 
 
 @pytest.mark.parametrize("n", [3, 40])

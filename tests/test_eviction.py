@@ -199,3 +199,30 @@ def test_the_endpoint_takes_its_ttl_from_config_and_refuses_a_negative_one() -> 
     assert MetricsEndpoint(port=0, component_ttl_s=0).aggregator.component_ttl_s == 0.0
     with pytest.raises(ConfigError, match="component_ttl_s"):
         MetricsEndpoint(port=0, component_ttl_s=-1)
+
+
+def test_services_known_from_otlp_spans_go_after_the_ttl() -> None:
+    """An OTLP export is another process's report, as an event is: the services it made
+    known are evicted when silent past the TTL, with their span windows; one that keeps
+    exporting stays, and one the blueprint declares stays however silent."""
+    from streammetrics.intake.otlp import OtlpIntake
+    from streammetrics.intake.otlp_config import OtlpConfig
+    from tests.otlp.builders import request, span
+
+    clock = FakeClock()
+    agg = make(clock)
+    agg.register_component("declared-svc")
+    intake = OtlpIntake(agg, OtlpConfig())
+    batch = {"quiet-svc": [span(0.003)], "busy-svc": [span(0.003)], "declared-svc": [span()]}
+    assert intake.fold(request(batch)).accepted == 3
+    clock.advance(TTL / 2)
+    intake.fold(request({"busy-svc": [span(0.004, error=True)]}))
+    clock.advance(TTL / 2 + 0.001)
+    figs = agg.figures()
+    assert set(figs.detailed_components) == {"busy-svc", "declared-svc"}
+    assert figs.components_evicted == 1
+    busy = figs.detailed_components["busy-svc"]
+    assert (busy.items_processed, busy.errors_encountered) == (1, 1)
+    clock.advance(TTL)
+    assert names(agg) == {"declared-svc"}
+    assert agg.statistics().components_evicted == 2

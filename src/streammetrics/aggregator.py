@@ -596,8 +596,13 @@ class Aggregator:
         sa[1] += ev.bytes
         return 0
 
-    def fold_deltas(self, deltas: Sequence[Delta]) -> None:
-        """Fold probe deltas: per delta O(histogram buckets), whatever it counted."""
+    def fold_deltas(self, deltas: Sequence[Delta], *, declared: bool = True) -> None:
+        """Fold probe deltas: per delta O(histogram buckets), whatever it counted.
+
+        ``declared``: a probe is made by code, so what it reports is declared and never
+        evicted; deltas summed from another process's reports (an OTLP export) pass
+        False, and their components go after ``component_ttl_s`` without one, as the
+        components events made known do."""
         now = self.clock()
         wall = self.wall()
         if now // _SLOT_S != self._held_slot:  # held latencies stay in their own slot
@@ -606,23 +611,28 @@ class Aggregator:
         for d in deltas:
             if self._observe is not None and d.component not in self._observe:
                 continue
-            # A probe is made by code: what it reports is declared, never evicted.
-            c = self._component(d.component, now, declared=True)
+            c = self._component(d.component, now, declared=declared)
             if c is None:
                 self.reject("cardinality")
                 continue
             self._deltas += 1
-            c.declared = True
+            if declared:
+                c.declared = True
+            else:
+                c.seen = now
             self._touch(c)
             c.last_activity = wall
             if c.status == "registered":
                 c.status = "running"
             if d.stream is not None:
-                s = self._stream(d.stream, now, declared=True)
+                s = self._stream(d.stream, now, declared=declared)
                 if s is None:
                     self.reject("cardinality")
                 else:
-                    s.declared = True
+                    if declared:
+                        s.declared = True
+                    else:
+                        s.seen = now
                     s.window.add(now, 0, 0, d.messages, d.bytes)
                 system.add(now, 0, 0, d.messages, 0)
                 continue
@@ -659,7 +669,8 @@ class Aggregator:
                 c.spans = RollingWindow(now, bounds=self.ladder.bounds)
             c.spans.add_histogram(now, d.span_counts, d.span_sum)
             self._spans.ended(d.spans, d.trace_ids)
-        self.fold_deltas(items)
+        # Another process's reports: its services are evicted when silent, as events' are.
+        self.fold_deltas(items, declared=False)
         return refused
 
     def _span_end(self, c: ComponentState, ev: Event, now: float) -> None:

@@ -31,6 +31,7 @@ __all__ = (
     "MAX_HISTOGRAM_BUCKETS",
     "Ladder",
     "bucket_latencies",
+    "bucket_sorted",
     "bucketed_extremes",
     "check_histogram_buckets",
 )
@@ -114,12 +115,23 @@ def bucket_latencies(
             counts[k - first] += 1
         return (first, counts, total)
     latencies.sort()
-    first = bisect_left(bounds, latencies[0])
-    last = bisect_left(bounds, latencies[-1])
+    first, counts = bucket_sorted(latencies, bounds)
+    return (first, counts, total)
+
+
+def bucket_sorted(
+    ordered: list[float] | list[int], bounds: Sequence[float]
+) -> tuple[int, list[int]]:
+    """``(first, counts)`` of ``ordered`` (non-empty, sorted, no NaN) over the upper
+    ``bounds``, as ``bucket_latencies`` gives them: for a caller that sorts its latencies
+    itself (the OTLP receiver's integer nanoseconds, which need no float total and
+    whose smallest it checks first)."""
+    first = bisect_left(bounds, ordered[0])
+    last = bisect_left(bounds, ordered[-1])
     # at_most[j]: how many are <= bounds[first + j], so in buckets first .. first + j
-    at_most = list(map(bisect_right, repeat(latencies, last - first), bounds[first:last]))
-    at_most.append(n)
-    return (first, list(map(sub, at_most, chain((0,), at_most))), total)
+    at_most = list(map(bisect_right, repeat(ordered, last - first), bounds[first:last]))
+    at_most.append(len(ordered))
+    return (first, list(map(sub, at_most, chain((0,), at_most))))
 
 
 def bucketed_extremes(latencies: Sequence[float], total: float) -> tuple[float, float]:

@@ -145,6 +145,38 @@ def test_a_batch_with_one_unfoldable_span_folds_the_rest_exactly() -> None:
     assert figures[0] == figures[1]
 
 
+@pytest.mark.parametrize("copies", [1, 8], ids=["few", "in-bulk"])
+def test_only_an_item_whose_status_is_error_fails(copies: int) -> None:
+    """Spans with a status that is not ERROR (OK, UNSET with a message, an empty one),
+    an ERROR on a span that is no item, and kinds that are no ``SpanKind`` (past 5, past
+    a byte, negative), decoded from the wire: only the SERVER spans are items, and of
+    those only the one whose status is ERROR failed; every span counts in the span
+    latency and in the traces."""
+    ok = span(0.001)
+    ok.status.code = 1  # type: ignore[assignment]
+    unset_with_message = span(0.002)
+    unset_with_message.status.message = "fine"
+    empty = span(0.003)
+    empty.status.SetInParent()
+    failed = span(0.004, error=True)
+    client_failed = span(0.005, kind=3, error=True)
+    client_failed.status.message = "no item"
+    odd = [span(0.006, kind=k) for k in (6, 255, 256, 2**31 - 1, -1)]
+    batch = [ok, unset_with_message, empty, failed, client_failed, *odd] * copies
+    req = ExportTraceServiceRequest.FromString(request({"api": batch}).SerializeToString())
+    assert all(sp.HasField("status") for sp in req.resource_spans[0].scope_spans[0].spans[:5])
+    agg = Aggregator()
+    result = OtlpIntake(agg, OtlpConfig()).fold(req)
+    assert (result.accepted, result.rejected) == (10 * copies, 0)
+    snap = agg.figures()
+    c = snap.detailed_components["api"]
+    assert (c.items_processed, c.errors_encountered, c.last_error) == (3 * copies, copies, "boom")
+    assert sum(snap.component_histograms["api"]) == 4 * copies
+    assert snap.latency_sums["api"] == pytest.approx(0.010 * copies)
+    assert c.span_latency is not None and c.span_latency.count == 10 * copies
+    assert snap.traces.completed_spans == 10 * copies
+
+
 @pytest.mark.parametrize("spans", [20, 3], ids=["in-bulk", "few"])
 def test_item_spans_extremes_clamp_the_quantiles(spans: int) -> None:
     """Server spans of 10.3 and 10.5 ms: the item latency's quantiles stay inside what was

@@ -127,13 +127,14 @@ def test_dashboard_renders_the_demo_live_and_survives_a_restart(
         )
         second = _cell(page, "enrich", "processed")
         assert int(second.replace(",", "")) > int(first.replace(",", ""))
-        # Sparklines were drawn: the canvas holds non-transparent pixels.
-        drawn = page.evaluate(
-            """() => { const c = document.querySelector(
+        # Sparklines were drawn: the canvas holds non-transparent pixels (a line grows
+        # with each snapshot, so on a loaded machine the first ones may still be short).
+        drawn_pixels = """() => { const c = document.querySelector(
                    "tr[data-component='enrich'] canvas");
                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }"""
-        )
+        page.wait_for_function(f"() => ({drawn_pixels})() > 10", timeout=10_000)
+        drawn = page.evaluate(drawn_pixels)
         assert drawn > 10
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from itertools import compress
-from operator import attrgetter, sub
+from itertools import compress, repeat
+from operator import add, attrgetter, sub
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
@@ -35,9 +35,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 
-from ..buckets import bucket_latencies
+from ..buckets import bucket_sorted
 from ..errors import EventError
 from ..model.events import Delta
 from ..model.nesting import MAX_DEPTH, json_too_deep
@@ -239,6 +239,7 @@ class OtlpIntake:
         self.aggregator = aggregator
         self.config = config
         self._items = config.item_kind_numbers
+        self._item_table = item_kind_table(self._items)
         self._by_span = config.group_by == "service_and_span"
         # The aggregator's latency buckets in nanoseconds: a span's duration (integer
         # nanoseconds) is bucketed without a float conversion, into the buckets the
@@ -291,7 +292,7 @@ class OtlpIntake:
         """The request's spans summed per component, and the rejected counted by reason."""
         groups: dict[str, _Group] = {}
         reasons: Counter[str] = Counter()
-        items = self._items
+        items, table = self._items, self._item_table
         for rs in request.resource_spans:
             service = _service_name(rs.resource)
             # the name rule, checked once per resource (as for events, once per name)
@@ -308,14 +309,10 @@ class OtlpIntake:
                 if g is None:
                     g = groups[service] = _Group(self._nbuckets)
                 for ss in rs.scope_spans:
-                    _add(g, ss.spans, items, self._bounds_ns, reasons)
+                    _add(g, ss.spans, items, table, self._bounds_ns, reasons)
                 continue
-            by_name: dict[str, list[Span]] = {}
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
-                    name = f"{service}:{sp.name}" if sp.name else service
-                    by_name.setdefault(name, []).append(sp)
-            for name, spans in by_name.items():
+            for span_name, spans in _by_name(rs.scope_spans).items():
+                name = f"{service}:{span_name}" if span_name else service
                 if len(name) > MAX_NAME:
                     reasons[f"service and span name longer than {MAX_NAME} characters"] += len(
                         spans
@@ -328,7 +325,7 @@ class OtlpIntake:
                 g = groups.get(name)
                 if g is None:
                     g = groups[name] = _Group(self._nbuckets)
-                _add(g, spans, items, self._bounds_ns, reasons)
+                _add(g, spans, items, table, self._bounds_ns, reasons)
         empty = [name for name, g in groups.items() if not g.spans]
         for name in empty:
             del groups[name]
@@ -350,12 +347,23 @@ _END: Final = attrgetter("end_time_unix_nano")
 _TRACE: Final = attrgetter("trace_id")
 _KIND: Final = attrgetter("kind")
 _CODE: Final = attrgetter("status.code")
+#: ``Span.HasField``, unbound, so that ``map`` calls it on each span with ``"status"``.
+_HAS_FIELD: Final = Span.HasField
+_STATUS: Final[Literal["status"]] = "status"
+
+
+def item_kind_table(items: frozenset[int]) -> bytes:
+    """A ``bytes.translate`` table from a ``SpanKind`` number to 1 for the item kinds,
+    else 0: the bytes of a batch's kinds, translated, select its item spans
+    (``itertools.compress``) without a Python call per span."""
+    return bytes(1 if k in items else 0 for k in range(256))
 
 
 def _add(
     g: _Group,
     spans: RepeatedCompositeFieldContainer[Span] | list[Span],
     items: frozenset[int],
+    table: bytes,
     bounds: list[int],
     reasons: Counter[str],
 ) -> None:
@@ -364,11 +372,14 @@ def _add(
     Every read of a protobuf field from Python makes an object, and the span objects
     themselves are made as the list is walked, so what is left to save is the
     interpreter's own work between those reads: each field is read for all spans at
-    once (``map`` over the list), durations are bucketed by sorting them once (a C sort
-    of ints, then one bisection per bucket bound, not one per span), and only the item
-    spans' ``status`` is read. Spans that cannot be folded (end before start, a trace id
-    that is not 16 bytes) are rare: only a batch with any of them is walked span by span
-    (``_foldable``), to count each one's reason and keep the rest."""
+    once (``map`` over the list), the item spans are selected by their kinds' bytes
+    (``item_kind_table``), durations are bucketed by sorting them once (a C sort of
+    ints, then one bisection per bucket bound, not one per span), and ``status`` is read
+    only from the item spans that have one: reading it makes a sub-message object
+    (about as dear as the span's own), and most spans carry none, which a presence test
+    answers without making it. Spans that cannot be folded (end before start, a trace
+    id that is not 16 bytes) are rare: only a batch with any of them is walked span by
+    span (``_foldable``), to count each one's reason and keep the rest."""
     # The span objects, made once and read field by field. A slice, not ``list()``: the
     # repeated field builds the list in one C call instead of being walked index by
     # index through the sequence protocol.
@@ -377,40 +388,70 @@ def _add(
         return
     durations = list(map(sub, map(_END, spans), map(_START, spans)))
     traces = set(map(_TRACE, spans))
-    if min(durations) < 0 or set(map(len, traces)) != {_TRACE_ID_BYTES}:
+    ordered = sorted(durations)  # bucketed below; its first is the shortest
+    if ordered[0] < 0 or set(map(len, traces)) != {_TRACE_ID_BYTES}:
         spans, durations = _foldable(spans, durations, reasons)
         if not spans:
             return
         traces = set(map(_TRACE, spans))
-    is_item = list(map(items.__contains__, map(_KIND, spans)))
-    item_durations = list(compress(durations, is_item))  # before durations are sorted
-    item_spans = list(compress(spans, is_item))
-    codes = list(map(_CODE, item_spans))
-    errors = codes.count(_ERROR)
+        ordered = sorted(durations)
+    try:
+        is_item = bytes(map(_KIND, spans)).translate(table)
+    except ValueError:  # a kind beyond 0..255 (no SpanKind has one): not an item
+        is_item = bytes(map(items.__contains__, map(_KIND, spans)))
     g.spans += len(spans)
-    g.ssum += sum(durations)
-    _bucket(g.shist, durations, bounds)
-    g.traces |= traces
-    if not item_spans:
+    g.ssum += sum(ordered)
+    _count(g.shist, ordered, bounds)
+    if g.traces:
+        g.traces |= traces
+    else:
+        g.traces = traces
+    item_durations = list(compress(durations, is_item))
+    if not item_durations:
         return
+    item_spans = list(compress(spans, is_item))
+    with_status = list(compress(item_spans, map(_HAS_FIELD, item_spans, repeat(_STATUS))))
+    codes = list(map(_CODE, with_status))
+    errors = codes.count(_ERROR)
+    item_durations.sort()
     g.lsum += sum(item_durations)
-    _extremes(g, min(item_durations), max(item_durations))
-    _bucket(g.hist, item_durations, bounds)
-    g.processed += len(codes) - errors
+    _extremes(g, item_durations[0], item_durations[-1])
+    _count(g.hist, item_durations, bounds)
+    g.processed += len(item_durations) - errors
     g.errors += errors
     if errors:  # the last failed item with a message is the component's last error
-        for sp, code in zip(reversed(item_spans), reversed(codes), strict=True):
+        for sp, code in zip(reversed(with_status), reversed(codes), strict=True):
             if code == _ERROR and sp.status.message:
                 g.last_error = sp.status.message[:2000]
                 break
 
 
-def _bucket(hist: list[int], durations: list[int], bounds: list[int]) -> None:
-    """Add ``durations`` to ``hist`` as ``bisect_left(bounds, d)`` places each (+Inf last),
-    in bulk (``bucket_latencies``: a sort, then one bisection per bound spanned)."""
-    first, counts, _total = bucket_latencies(durations, bounds)
-    for k, n in enumerate(counts, first):
-        hist[k] += n
+_NAME: Final = attrgetter("name")
+
+
+def _by_name(scopes: RepeatedCompositeFieldContainer[ScopeSpans]) -> dict[str, list[Span]]:
+    """The spans of a resource's scopes by span name, each list in the order the spans
+    came, the names in the order they first came. Each name is read once, for a whole
+    scope (``map``), and the component's name (``service:span``) made once per name in
+    ``_sum``, not once per span."""
+    by_name: dict[str, list[Span]] = {}
+    for ss in scopes:
+        spans = ss.spans[:]
+        for sp, name in zip(spans, map(_NAME, spans), strict=True):
+            group = by_name.get(name)
+            if group is None:
+                by_name[name] = [sp]
+            else:
+                group.append(sp)
+    return by_name
+
+
+def _count(hist: list[int], ordered: list[int], bounds: list[int]) -> None:
+    """Add sorted ``ordered`` to ``hist`` as ``bisect_left(bounds, d)`` places each (+Inf
+    last): one bisection per bound spanned (``bucket_sorted``), one slice addition."""
+    first, counts = bucket_sorted(ordered, bounds)
+    end = first + len(counts)
+    hist[first:end] = map(add, hist[first:end], counts)
 
 
 def _foldable(
