@@ -11,14 +11,21 @@ from typing import Any, overload
 import msgspec
 import pytest
 
-from streammetrics.aggregator import Aggregator, AggregatorStatistics
-from streammetrics.buckets import LATENCY_BOUNDS
+from streammetrics.aggregator import (
+    _HOLD_ALL,
+    _HOLD_COMPONENTS,
+    _HOLD_EACH,
+    Aggregator,
+    AggregatorStatistics,
+)
+from streammetrics.buckets import DEFAULT_HISTOGRAM_BUCKETS, DEFAULT_LADDER, LATENCY_BOUNDS
 from streammetrics.judge.health import (
     HealthConfig,
     HealthJudge,
 )
 from streammetrics.model.events import KINDS, Delta, Event, Rejection
 from streammetrics.snapshot import BreakerStatus, Deduction, Figures, ProcessStats, Snapshot
+from streammetrics.windows import RollingWindow, WindowStats
 from tests.support.histograms import exported_histogram, exported_index, histogram
 from tests.support.loop import with_turns
 
@@ -750,3 +757,87 @@ class _Seq(Sequence[Event]):
     def __getitem__(self, i: slice) -> Sequence[Event]: ...
     def __getitem__(self, i: int | slice) -> Event | Sequence[Event]:
         return self._items[i]
+
+
+# -- latencies held for bucketing --------------------------------------------------------
+
+
+def _rounded(views: Sequence[WindowStats]) -> list[Any]:
+    """Views as builtins, latency sums to 1e-9 s (summed in another order, they may
+    differ in the last bits)."""
+    out = []
+    for v in views:
+        b = msgspec.to_builtins(v)
+        b["latency_sum"] = round(b["latency_sum"], 9)
+        out.append(b)
+    return out
+
+
+@pytest.mark.parametrize("later", ["events", "deltas"])
+def test_held_latencies_land_in_the_slot_they_arrived_in(clock: Clock, later: str) -> None:
+    """``fold_events`` holds latencies until its slot ends (or a read): a fold in a
+    later slot, of events or of probe deltas, buckets them first, into the slot they
+    came in, as a window fed each event as it came has them. The 10 s view tells: by
+    t=111.5 the slot of t=100.2 has left it, the slot of t=105.5 has not."""
+    ref = RollingWindow(100.2, bounds=DEFAULT_LADDER.bounds)  # where the component begins
+    agg = make(clock)
+    clock.t = 100.2
+    agg.fold_events([Event("api", "processed", latency=0.004) for _ in range(300)])
+    agg.fold_events([Event("api", "processed", latency=0.02) for _ in range(3)])
+    for lat in [0.004] * 300 + [0.02] * 3:
+        ref.add(100.2, processed=1, latency=lat)
+    clock.t = 105.5  # another slot: what was held is bucketed first, at 100.2
+    if later == "events":
+        agg.fold_events([Event("api", "processed", latency=0.5)])
+        ref.add(105.5, processed=1, latency=0.5)
+    else:
+        counts = [0] * DEFAULT_LADDER.nbuckets
+        counts[30] = 1
+        agg.fold_deltas([Delta("api", processed=1, latency_counts=counts, latency_sum=0.5)])
+        ref.add(105.5, processed=1)
+        ref.add_histogram(105.5, counts, 0.5)
+    clock.t = 111.5
+    figures = agg.figures()
+    windows = figures.detailed_components["api"].windows
+    assert windows is not None
+    got = _rounded([windows["10s"], windows["60s"], windows["300s"]])
+    assert got == _rounded(ref.views(111.5))
+    assert ref.view(111.5, 10).latency_count == 1  # t=105.5's only
+    assert ref.view(111.5, 60).latency_count == 304
+    assert sum(figures.total_histogram) == 304
+
+
+@pytest.mark.parametrize(("per_batch", "components"), [(1, 200), (50, 200), (5_000, 200), (50, 3)])
+def test_many_held_latencies_fold_exactly(clock: Clock, per_batch: int, components: int) -> None:
+    """However many are held (past one component's bound or all components'), what is
+    held stays within those bounds, and a read sees every latency in its bucket,
+    counted once, as many as events."""
+    agg = make(clock)
+    # 200: past _HOLD_COMPONENTS, and 200 x 255 held would be past _HOLD_ALL; 3: each
+    # past _HOLD_EACH in a few batches
+    names = [f"c{i}" for i in range(components)]
+    rng = random.Random(per_batch)
+    want: dict[str, list[float]] = {n: [] for n in names}
+    clock.t = 5.0
+    for i in range(60_000 // per_batch):
+        batch = []
+        for _ in range(per_batch):
+            name = rng.choice(names)
+            lat = rng.choice([*LATENCY_BOUNDS[:20], *DEFAULT_HISTOGRAM_BUCKETS, 0.0031, 700.0])
+            batch.append(Event(name, "processed", latency=lat))
+            want[name].append(lat)
+        assert agg.fold_events(batch) == []
+        if i % 20 and components > 3:
+            continue
+        # what is held stays within its bounds, whatever the batches (memory)
+        held = agg._held  # the bound is what is tested
+        assert agg._held_n == sum(map(len, held.values())) < _HOLD_ALL
+        assert max(map(len, held.values()), default=0) < _HOLD_EACH
+        assert len(held) <= _HOLD_COMPONENTS
+    figures = agg.figures()
+    for name, lats in want.items():
+        assert figures.component_histograms[name] == exported_histogram(*lats)
+        c = figures.detailed_components[name]
+        assert c.items_processed == c.latency.count == len(lats)
+        assert figures.latency_sums[name] == pytest.approx(sum(lats), rel=1e-12)
+    assert figures.total_histogram == exported_histogram(*(x for v in want.values() for x in v))
