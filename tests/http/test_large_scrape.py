@@ -14,25 +14,14 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
-from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
 from streammetrics.http.routes import _SEND_STEP_S, _pieces
-from streammetrics.model.events import Event
 from streammetrics.prometheus.exposition import Exposition
 from streammetrics.views.tick_cache import TickCache
-from tests.support.http_app import FakeClock, running
+from tests.support.http_app import FakeClock, running, seed_many
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
-
-
-def _many(clock: FakeClock, n: int) -> Aggregator:
-    """An aggregator of ``n`` timed components (a body of about 2 kB each)."""
-    agg = Aggregator(clock=clock.monotonic, wall=clock.wall, max_components=n)
-    events = [Event(f"c{i:05d}", "processed", count=i + 1, latency=0.01) for i in range(n)]
-    assert agg.fold_events(events) == []
-    clock.advance(1.0)
-    return agg
 
 
 async def test_health_is_answered_while_a_large_metrics_is_rendered_and_sent(
@@ -41,7 +30,7 @@ async def test_health_is_answered_while_a_large_metrics_is_rendered_and_sent(
     """While a cold 4,000-component ``/metrics`` (some 8 MB) is rendered and sent at the
     default steps, ``/health`` requests one after another are each answered within a
     second, several of them before the scrape ends; the scrape's body is the render's."""
-    service = TickCache(_many(clock, 4000), clock=clock.monotonic, wall=clock.wall)
+    service = TickCache(seed_many(clock, 4000), clock=clock.monotonic, wall=clock.wall)
     await service.snapshot()  # the snapshot is there: what the scrape waits for is the render
     async with running(create_app(service)) as client:
         scraped = anyio.Event()
@@ -133,7 +122,7 @@ async def test_a_large_body_read_as_fast_as_it_is_sent_is_the_render(
     never waits for it): it arrives whole, with its Content-Length, byte for byte the
     render; asked for gzip, as a Prometheus scrape does, it is answered as is (the
     endpoint does not compress, and says no Content-Encoding)."""
-    service = TickCache(_many(clock, 2000), clock=clock.monotonic, wall=clock.wall)
+    service = TickCache(seed_many(clock, 2000), clock=clock.monotonic, wall=clock.wall)
     body = await service.prometheus()  # rendered: the request only sends
     async with running(create_app(service)) as client:
         port = client.base_url.port

@@ -94,6 +94,17 @@ def seed(clock: FakeClock) -> Aggregator:
     return agg
 
 
+def seed_many(clock: FakeClock, n: int) -> Aggregator:
+    """``n`` components ``c0000``, ``c0001``, ... each with a timed count of its own
+    (``i + 1`` processed at 10 ms), folded one second before the clock's now: a body of
+    about 2 kB each in ``/metrics``."""
+    agg = Aggregator(clock=clock.monotonic, wall=clock.wall, max_components=n)
+    events = [Event(f"c{i:04d}", "processed", count=i + 1, latency=0.01) for i in range(n)]
+    assert agg.fold_events(events) == []
+    clock.advance(1.0)
+    return agg
+
+
 def service_for(
     agg: Aggregator | None,
     clock: FakeClock,

@@ -22,7 +22,6 @@ import streammetrics
 from streammetrics import (
     MetricsEndpoint,
 )
-from streammetrics.aggregator import Aggregator
 from streammetrics.http.app import create_app
 from streammetrics.judge.health import HealthJudge
 from streammetrics.model.events import Event
@@ -36,6 +35,7 @@ from tests.support.http_app import (
     FixedSampler,
     running,
     seed,
+    seed_many,
     service_for,
 )
 from tests.support.loop import with_turns
@@ -223,15 +223,6 @@ async def test_extra_collectors_are_rendered_with_the_snapshot(clock: FakeClock)
     assert "streammetrics_process_resident_memory_bytes" not in fams
 
 
-def _many(clock: FakeClock, n: int) -> Aggregator:
-    """An aggregator of ``n`` components, each with a timed count of its own."""
-    agg = Aggregator(clock=clock.monotonic, wall=clock.wall, max_components=n)
-    events = [Event(f"c{i:04d}", "processed", count=i + 1, latency=0.01) for i in range(n)]
-    assert agg.fold_events(events) == []
-    clock.advance(1.0)
-    return agg
-
-
 def _processed(text: str, component: str) -> float:
     """The component's processed count in an exposition (a line search: parsing a body of
     thousands of components takes seconds)."""
@@ -244,7 +235,7 @@ async def test_a_scrape_is_served_while_a_new_snapshot_arrives(clock: FakeClock)
     """The render runs on the event loop in steps: while it is under way a new snapshot is
     built and /health answers from it; the scrape gets the whole body of the snapshot it
     began with (its Content-Length, not chunked), the next scrape the new one."""
-    agg = _many(clock, 1500)
+    agg = seed_many(clock, 1500)
     service = TickCache(agg, clock=clock.monotonic, wall=clock.wall, render_step_s=0.0)
     first = await service.snapshot()
     got: list[httpx.Response] = []
@@ -278,7 +269,7 @@ async def test_a_scrape_is_served_while_a_new_snapshot_arrives(clock: FakeClock)
 async def test_a_render_outlives_the_request_that_began_it(clock: FakeClock) -> None:
     """A request cancelled mid-render (a client gone, a deadline): the render is finished
     and kept for the requests after it, not begun again."""
-    service = TickCache(_many(clock, 1500), clock=clock.monotonic, render_step_s=0.0)
+    service = TickCache(seed_many(clock, 1500), clock=clock.monotonic, render_step_s=0.0)
     async with anyio.create_task_group() as tg:
         scope = anyio.CancelScope()
 
@@ -315,7 +306,7 @@ async def test_metrics_goes_out_with_its_length_and_head_without_its_body(
 async def test_a_large_render_lets_the_event_loop_run(clock: FakeClock) -> None:
     """At the default step (2 ms of work at a time) a 1,500-component render, cold, is many
     turns of the loop, not one."""
-    service = TickCache(_many(clock, 1500), clock=clock.monotonic)
+    service = TickCache(seed_many(clock, 1500), clock=clock.monotonic)
     await service.snapshot()
     body, turns = await with_turns(service.exposition())
     assert body.size > 1_000_000
