@@ -42,7 +42,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..breaker import BREAKER_CODES
 from ..buckets import LATENCY_BOUNDS
-from ..steps import Steps, finish
+from ..steps import Steps, drop_steps, finish
 from ..windows import VIEWS
 from .collector import SECTIONS, SnapshotCollector, le_labels
 
@@ -110,8 +110,6 @@ _SPELLINGS_KEPT: Final = 1 << 16
 _PIECE_BYTES: Final = 256 * 1024
 #: Pieces smaller than this (headers, the global families) are merged into the next one.
 _SMALL_BYTES: Final = 16 * 1024
-#: Entries of the previous render's block cache dropped between two looks at the clock.
-_RELEASE_PART: Final = 64
 
 
 def go_float(value: float) -> str:
@@ -279,13 +277,10 @@ class _Blocks(Generic[S]):
         # would free at once what only it still held (the sources of every component
         # that changed: 10,000 statuses are 20 ms of the loop).
         for old in (old_sources, old_texts):
-            while old:
-                for _ in range(min(_RELEASE_PART, len(old))):
-                    old.popitem()
-                if perf_counter() >= pace.until:
-                    pace.pause()
-                    yield
-                    pace.restart()
+            for _ in drop_steps(old, lambda: perf_counter() >= pace.until):
+                pace.pause()
+                yield
+                pace.restart()
         return out
 
 

@@ -44,7 +44,7 @@ from ..prometheus.exposition import (
     ExpositionStatistics,
     ExpositionWriter,
 )
-from ..steps import BUDGET_S, Pace, Steps, finish_async
+from ..steps import BUDGET_S, Pace, Steps, drop_steps, finish_async
 from .live import LiveFeed
 
 if TYPE_CHECKING:
@@ -74,18 +74,6 @@ _SNAPSHOT_TABLES: Final = (
 #: Builds a retired snapshot still held elsewhere is looked at again before the service
 #: lets go of it as usual.
 _RETIRED_BUILDS: Final = 3
-#: Entries of a table dropped between two looks at the clock.
-_RELEASE_PART: Final = 64
-
-
-def _empty_steps(table: dict[Any, Any], pace: Pace) -> Steps[None]:
-    """Empty ``table`` a part at a time (each entry freed as it goes, if it was its last
-    holder), yielding where ``pace`` says."""
-    while table:
-        for _ in range(min(_RELEASE_PART, len(table))):
-            table.popitem()
-        if pace.spent():
-            yield
 
 
 class TickCacheStatistics(msgspec.Struct, frozen=True):
@@ -423,7 +411,7 @@ class TickCache:
                     table = getattr(snap, name)
                     # The snapshot's field, the local name and the argument: no one else's.
                     if sys.getrefcount(table) == 3:
-                        yield from _empty_steps(table, pace)
+                        yield from drop_steps(table, pace.spent)
                     del table
         finally:  # a build cancelled midway leaves the rest to the next one
             self._retired += retired
