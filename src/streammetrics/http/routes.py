@@ -27,6 +27,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 
 from ..prometheus.exposition import Exposition
 from ..snapshot import Snapshot, Status
+from ..steps import BUDGET_S
 from ..version import __version__
 from ..views.tick_cache import TickCache
 from ..windows import ViewSeconds
@@ -332,9 +333,9 @@ async def _pieces(exposition: Exposition) -> AsyncIterator[bytes]:
 
 
 #: How long sending a body's pieces holds the event loop at a time: a piece (~256 KiB)
-#: costs a tenth of a millisecond or so, so a step sends a few (``steps.BUDGET_S``'s
-#: half millisecond, as every walk on the loop).
-_SEND_STEP_S: Final = 0.0005
+#: costs a tenth of a millisecond or so, so a step sends a few; the step of every walk
+#: on the loop.
+_SEND_STEP_S: Final = BUDGET_S
 
 
 @get(
