@@ -344,10 +344,7 @@ class Aggregator:
         """
         now = self.clock()
         wall = self.wall()
-        slot = now // _SLOT_S
-        if slot != self._held_slot:  # what is held belongs to another slot: bucketed first
-            self.settle()
-            self._held_slot, self._held_now = slot, now
+        self._settle_before(now)
         held = self._held
         rejected: list[Rejection] = []
         system = self._system
@@ -563,6 +560,15 @@ class Aggregator:
         if sys_hist is not None:
             self._system.add_counts(now, 0, sys_hist, sys_lsum, sys_lo, sys_hi)
 
+    def _settle_before(self, now: float) -> None:
+        """A fold at ``now``: if it is in another slot than what is held, bucket that
+        first (held latencies stay in the slot they came in), and what is held from here
+        on is of ``now``'s slot."""
+        slot = now // _SLOT_S
+        if slot != self._held_slot:
+            self.settle()
+            self._held_slot, self._held_now = slot, now
+
     def settle(self) -> None:
         """Bucket every latency held into the windows now.
 
@@ -607,8 +613,7 @@ class Aggregator:
         components events made known do."""
         now = self.clock()
         wall = self.wall()
-        if now // _SLOT_S != self._held_slot:  # held latencies stay in their own slot
-            self.settle()
+        self._settle_before(now)
         system = self._system
         for d in deltas:
             if self._observe is not None and d.component not in self._observe:
