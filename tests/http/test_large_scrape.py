@@ -19,6 +19,7 @@ from streammetrics.http.routes import _SEND_STEP_S, _pieces
 from streammetrics.prometheus.exposition import Exposition
 from streammetrics.views.tick_cache import TickCache
 from tests.support.http_app import FakeClock, running, seed_many
+from tests.support.loop import with_turns
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -86,14 +87,7 @@ async def test_sending_a_body_lets_the_loop_in_every_millisecond() -> None:
     the whole body is out."""
     pieces = tuple(bytes([i % 256]) * 1024 for i in range(200))
     exposition = Exposition(pieces, sum(map(len, pieces)))
-    turns = 0
     sent: list[bytes] = []
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await anyio.lowlevel.checkpoint()
 
     async def send(iterator: AsyncIterator[bytes]) -> None:
         async for piece in iterator:
@@ -103,13 +97,7 @@ async def test_sending_a_body_lets_the_loop_in_every_millisecond() -> None:
             sent.append(piece)
 
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(count_turns)
-            await anyio.lowlevel.checkpoint()
-            before = turns
-            await send(_pieces(exposition))
-            during = turns - before
-            tg.cancel_scope.cancel()
+        _, during = await with_turns(send(_pieces(exposition)))
     assert b"".join(sent) == exposition.body()
     every = math.ceil(_SEND_STEP_S / 0.0003)  # pieces sent per step
     assert during >= len(pieces) // (every + 1), during
