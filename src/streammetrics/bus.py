@@ -104,7 +104,7 @@ class EventBus:
         finish(self.flush_steps(NEVER))
 
     async def flush_async(self) -> None:
-        """``flush`` on the event loop, letting it in every few milliseconds (what the
+        """``flush`` on the event loop, letting it in every ``steps.BUDGET_S`` (what the
         periodic flushers call).
 
         Why not ``flush``: every probe is walked at every flush whether or not it counted
