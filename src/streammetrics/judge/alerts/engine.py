@@ -21,6 +21,7 @@ has no alert state costs nothing more (1,000 components: about 2 ms a tick).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Literal
 
 from ...snapshot import NO_ALERTS, Alert, AlertReport, Recommendation, Snapshot
@@ -88,13 +89,26 @@ def _slices(
     table: Mapping[str, NamedFigures], pace: Pace
 ) -> Iterator[Iterable[tuple[str, NamedFigures]]]:
     """``table``'s items, in slices of ``_SLICE`` when ``pace`` may yield between them
-    (at once otherwise: no copy)."""
+    (at once otherwise). Slices of one iterator, not of a list of its items: 10,000
+    pairs made per rule per tick were most of what set the garbage collector going in a
+    tick (a table is a read's own, never changed once read, so iterating it across the
+    yields is safe)."""
     if not pace.active or len(table) <= _SLICE:
         yield table.items()
         return
-    items = list(table.items())
-    for k in range(0, len(items), _SLICE):
-        yield items[k : k + _SLICE]
+    items = iter(table.items())
+    for _ in range(0, len(table), _SLICE):
+        yield islice(items, _SLICE)
+
+
+def _in_order(names: list[str], table: Mapping[str, NamedFigures], pace: Pace) -> Steps[None]:
+    """Put ``names`` (some of ``table``'s keys) in ``table``'s order, in place."""
+    among = set(names)
+    names.clear()
+    for piece in _slices(table, pace):
+        names += [inst for inst, _f in piece if inst in among]
+        if pace.spent():
+            yield
 
 
 def _num(v: float | None) -> float | None:
@@ -116,7 +130,13 @@ class AlertEngine:
         self._rules = [_Rule(r) for r in (*(builtin_rules(h) if builtin else ()), *rules)]
         self._advice = [(a, _Rule(a.rule)) for a in advice(h)]
         self._retention = resolved_retention_s
-        self._reader = FigureReader(h)
+        # The reader reads only the component figures a rule or a recommendation names:
+        # a changed instance's figures are then a few values, not twenty.
+        read = {u for r in self._rules if r.scope == "component" for u in r.used}
+        for a, r in self._advice:
+            if r.scope == "component":
+                read |= {*r.used, a.figure}
+        self._reader = FigureReader(h, figures=read - PROCESS_FIGURES)
         self._last = NO_ALERTS
 
     # -- evaluation ------------------------------------------------------------------------
@@ -144,8 +164,8 @@ class AlertEngine:
             pace = Pace(chunk) if chunk else NEVER
         now_m = snap.uptime_seconds
         wall = snap.timestamp
-        figs = yield from self._reader.lean_steps(snap, pace, changes)
-        changed = self._reader.changed
+        reader = self._reader
+        figs = yield from reader.lean_steps(snap, pace, changes)
         merged: dict[str, NamedFigures] | None = None  # with the process's, if a rule needs
         firing: list[Alert] = []
         pending: list[Alert] = []
@@ -156,7 +176,12 @@ class AlertEngine:
             if r.scope == "component" and not r.incremental:
                 merged = table = merged or with_process(table, snap)
             yield from self._step(
-                r, table, now_m, wall, pace, changed if r.scope == "component" else None
+                r,
+                table,
+                now_m,
+                wall,
+                pace,
+                reader.changed_for(r.used) if r.scope == "component" else None,
             )
             if pace.active:
                 yield
@@ -187,7 +212,12 @@ class AlertEngine:
             if r.scope == "component" and not r.incremental:
                 merged = table = merged or with_process(table, snap)
             yield from self._step(
-                r, table, now_m, wall, pace, changed if r.scope == "component" else None
+                r,
+                table,
+                now_m,
+                wall,
+                pace,
+                reader.changed_for(r.used) if r.scope == "component" else None,
             )
             for inst, st in list(r.states.items()):
                 if st.state == "resolved":
@@ -240,6 +270,7 @@ class AlertEngine:
         ):
             active = r.active
             simple = r.simple
+            started: list[str] = []  # true now and not before
             for due, part in pace.parts(list(changed)):
                 if due:
                     yield
@@ -253,10 +284,19 @@ class AlertEngine:
                         holds = v is not None and simple[1](v, simple[2])
                     else:
                         holds = bool(fn(f))
-                    if holds:
+                    if not holds:
+                        active.pop(inst, None)
+                    elif inst in active:
                         active[inst] = f
                     else:
-                        active.pop(inst, None)
+                        started.append(inst)
+            if len(started) > 1:
+                # In the table's order, as a pass over all would find them: the order their
+                # alerts start in is the order they are listed in (and critical ones are
+                # reasons of the status, whose order is part of the snapshot).
+                yield from _in_order(started, table, pace)
+            for inst in started:
+                active[inst] = table[inst]
         elif only is None and r.simple is not None:
             # ``figure > 0.05``, tested inline: no call per instance but the comparison.
             name, cmp, const = r.simple

@@ -8,6 +8,8 @@ of what exists; the figure sets rules are compiled against come from it.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Collection, Iterable
+from operator import attrgetter, itemgetter, ne
 from typing import Final, Literal
 
 from ...breaker import BREAKER_CODES
@@ -104,6 +106,56 @@ _CLOSED: Final = BreakerStatus("closed", 0, None, 0.0, 0)
 
 #: The component figures that are the process's, every instance's alike.
 PROCESS_FIGURES: Final = frozenset({"memory_usage_mb", "cpu_usage_percent"})
+#: The component figures a ``FigureReader`` reads itself (the process's are added by
+#: ``with_process``), in the order of the values it computes for each instance.
+_OWN: Final = tuple(n for n in FIGURE_HELP["component"] if n not in PROCESS_FIGURES)
+
+_Values = tuple[float | None, ...]
+
+
+#: The attributes of a ``ComponentStatus`` each figure is made of (beside the breaker's
+#: and the reader's health config): a status whose attributes for the figures read are
+#: equal has the same figures.
+_INPUTS: Final[dict[str, tuple[str, ...]]] = {
+    "error_rate": ("error_rate",),
+    "items_per_second": ("items_per_second",),
+    "p50": ("latency.p50",),
+    "p95": ("latency.p95",),
+    "p99": ("latency.p99",),
+    "span_p99": ("span_latency",),
+    "health": ("health",),
+    "is_healthy": ("is_healthy",),
+    "up": ("status", "heartbeat_age_s"),
+    "heartbeat_age_s": ("heartbeat_age_s",),
+    "processed": ("windows",),
+    "errors": ("windows",),
+    "items_processed": ("items_processed",),
+    "errors_encountered": ("errors_encountered",),
+    "breaker_state": (),
+    "breaker_open": (),
+    "breaker_flaps": (),
+    "breaker_failure_count": (),
+}
+
+
+def _inputs(figures: Iterable[str]) -> Callable[[ComponentStatus], object]:
+    """What reads a status's inputs of ``figures`` (``_INPUTS``) in one call, to compare."""
+    names = list(dict.fromkeys(a for f in figures for a in _INPUTS[f]))
+    if not names:
+        return lambda c: ()
+    return attrgetter(*names)
+
+
+def _picker(idx: list[int]) -> Callable[[_Values], _Values]:
+    """What takes the values at ``idx`` out of an instance's values, as a tuple."""
+    if len(idx) == len(_OWN):
+        return lambda t: t
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda t: (t[i],)
+    if not idx:
+        return lambda t: ()
+    return itemgetter(*idx)
 
 
 def with_process(comps: dict[str, NamedFigures], snap: Snapshot) -> dict[str, NamedFigures]:
@@ -122,12 +174,31 @@ class FigureReader:
     them, so it reads each evaluated snapshot once, in order.
     """
 
-    def __init__(self, health: HealthConfig | None = None) -> None:
+    def __init__(
+        self, health: HealthConfig | None = None, figures: Collection[str] | None = None
+    ) -> None:
         self.health = health or HealthConfig()
+        own = _OWN if figures is None else tuple(n for n in _OWN if n in figures)
+        unknown = set(figures or ()) - COMPONENT_FIGURES
+        if unknown:
+            raise ValueError(f"unknown component figures {sorted(unknown)}")
+        #: The component figures it reads (``figures``: the rules' own, all when None;
+        #: the process's aside, which ``with_process`` adds).
+        self.figures: tuple[str, ...] = own
+        self._pick = _picker([_OWN.index(n) for n in own])
+        self._inputs = _inputs(own)
         self._flaps: dict[str, deque[tuple[float, int]]] = {}
         self._evicted = 0
-        self._kept: dict[str, tuple[ComponentStatus, dict[str, float | None]]] = {}
+        # Each instance's inputs of the figures read (``_INPUTS``) as last read, the
+        # values of those figures (``figures``' order), the dict of them the rules were
+        # given, and whether they were read without a breaker (whose figures move with
+        # time, so that an instance with one is read again whatever its inputs).
+        self._kept: dict[str, tuple[object, _Values, NamedFigures, bool]] = {}
         self.changed: set[str] = set()
+        # The instances that came or went at the last read, and by figure those whose
+        # value of it moved: what ``changed_for`` answers from.
+        self._fresh: set[str] = set()
+        self._moved: dict[str, set[str]] = {}
         # The last complete read's component figures, and the token of the snapshot it
         # read (None: none to build on).
         self._comps: dict[str, NamedFigures] | None = None
@@ -187,73 +258,100 @@ class FigureReader:
         flaps = self._flaps
         comps: dict[str, NamedFigures]
         kept = self._kept
-        changed: set[str] = set()
+        pick, own, inputs = self._pick, self.figures, self._inputs
+        fresh: set[str] = set()
+        # The instances whose values moved, by which of them moved (a tuple of bools in
+        # ``own``'s order): a few patterns among thousands of instances.
+        moves: dict[tuple[bool, ...], list[str]] = {}
         details = snap.detailed_components
         last, self._comps = self._comps, None  # until this read is complete
         since, self._token = self._token, None
-        todo: list[tuple[str, ComponentStatus | None]]
+        todo: list[str]
         if changes is not None and since is not None and changes.since is since and last:
             comps = dict(last)
-            todo = [(n, details.get(n)) for n in dict.fromkeys((*changes.names, *breakers, *flaps))]
+            todo = list(dict.fromkeys((*changes.names, *breakers, *flaps)))
         else:
             comps = {}
-            todo = list(details.items())
+            todo = list(details)
         for due, part in pace.parts(todo):
             if due:
                 yield
-            for name, c in part:
+            for name in part:
+                c = details.get(name)
                 k = kept.get(name)
                 if c is None:  # gone from the statuses
                     if k is not None:
                         del kept[name]
                         comps.pop(name, None)
-                        changed.add(name)
+                        fresh.add(name)
                     continue
-                if k is not None and k[0] is c and name not in breakers and name not in flaps:
-                    # The same status object (an idle component's, kept by the aggregator and
-                    # the judge): the same figures.
-                    comps[name] = k[1]
+                plain = name not in breakers and name not in flaps
+                raw = inputs(c)
+                if k is not None and plain and k[3] and raw == k[0]:
+                    # What the figures read are made of is as it was (an idle component's
+                    # status, or a busy one's whose rates move but whose error rate, state
+                    # and quantiles do not): the same figures, and no rule need test it.
+                    comps[name] = k[2]
                     continue
-                changed.add(name)
                 b = breakers.get(name, _CLOSED)
                 bs = b.state
                 hb = c.heartbeat_age_s
                 lat = c.latency
                 w = c.windows.get(wkey)
-                built: dict[str, float | None] = {
-                    "error_rate": c.error_rate,
-                    "items_per_second": c.items_per_second,
-                    "p50": lat.p50,
-                    "p95": lat.p95,
-                    "p99": lat.p99,
-                    "span_p99": c.span_latency.p99 if c.span_latency is not None else None,
-                    "health": c.health,
-                    "is_healthy": 1.0 if c.is_healthy else 0.0,
-                    "up": 0.0 if down(c.status, hb, health) is not None else 1.0,
-                    "heartbeat_age_s": hb,
-                    "processed": w.processed if w is not None else None,
-                    "errors": w.errors if w is not None else None,
-                    "items_processed": c.items_processed,
-                    "errors_encountered": c.errors_encountered,
-                    "breaker_state": float(BREAKER_CODES[bs]),
-                    "breaker_open": 1.0 if bs == "open" else 0.0,
-                    "breaker_flaps": (
-                        self._flap_count(name, b.transitions, now)
-                        if b.transitions or name in flaps
-                        else 0.0
-                    ),
-                    "breaker_failure_count": b.failure_count,
-                }
+                # In _OWN's order (FIGURE_HELP's); ``pick`` keeps those the rules read.
+                values = pick(
+                    (
+                        c.error_rate,
+                        c.items_per_second,
+                        lat.p50,
+                        lat.p95,
+                        lat.p99,
+                        c.span_latency.p99 if c.span_latency is not None else None,
+                        c.health,
+                        1.0 if c.is_healthy else 0.0,
+                        0.0 if down(c.status, hb, health) is not None else 1.0,
+                        hb,
+                        w.processed if w is not None else None,
+                        w.errors if w is not None else None,
+                        c.items_processed,
+                        c.errors_encountered,
+                        float(BREAKER_CODES[bs]),
+                        1.0 if bs == "open" else 0.0,
+                        (
+                            self._flap_count(name, b.transitions, now)
+                            if b.transitions or name in flaps
+                            else 0.0
+                        ),
+                        b.failure_count,
+                    )
+                )
+                if k is None:
+                    fresh.add(name)
+                    built: NamedFigures = dict(zip(own, values, strict=True))
+                elif values == k[1]:
+                    built = k[2]  # other inputs, the same figures: none moved
+                else:
+                    moves.setdefault(tuple(map(ne, values, k[1])), []).append(name)
+                    built = dict(zip(own, values, strict=True))
                 comps[name] = built
-                kept[name] = (c, built)
+                kept[name] = (raw, values, built, plain)
         if len(kept) > len(comps):  # components gone (evicted): their instances changed
             for gone in [n for n in kept if n not in comps]:
                 del kept[gone]
-                changed.add(gone)
+                fresh.add(gone)
+        moved: dict[str, set[str]] = {n: set() for n in own}
+        changed = set(fresh)
+        for pattern, names in moves.items():
+            changed.update(names)
+            for figure, move in zip(own, pattern, strict=True):
+                if move:
+                    moved[figure].update(names)
         #: The component instances whose figures differ from the previous read (their
         #: process figures aside; at the first read, all): a rule that reads no process
-        #: figure need test only these again.
+        #: figure need test only these again (``changed_for``: only those whose figures
+        #: it reads moved).
         self.changed = changed
+        self._fresh, self._moved = fresh, moved
         self._comps = comps
         self._token = changes.token if changes is not None else None
         if snap.components_evicted != self._evicted:  # forget the evicted ones' flaps
@@ -279,6 +377,21 @@ class FigureReader:
                 "source_up": None if st.source_up is None else float(st.source_up),
             }
         return {"system": {"system": system}, "component": comps, "stream": streams}
+
+    def changed_for(self, figures: Iterable[str]) -> set[str]:
+        """The component instances of the last read whose values of ``figures`` differ
+        from the read before (those that came or went with them): all a rule reading
+        only ``figures`` need test again. ``changed`` when one of them is not read (the
+        process's). The set may be the reader's own: read it, do not change it."""
+        moved = self._moved
+        out = self._fresh
+        for figure in figures:
+            more = moved.get(figure)
+            if more is None:
+                return self.changed
+            if more:
+                out = out | more if out else more
+        return out
 
     def _flap_count(self, name: str, transitions: int, now: float) -> float:
         """State changes of ``name``'s breaker within the last FLAP_WINDOW_S, from the
