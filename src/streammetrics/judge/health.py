@@ -460,7 +460,9 @@ class HealthJudge:
             tally.carry(prev)
             details = tally.details
             new: list[str] = []
-            todo = list(dict.fromkeys((*changed[1], *tally.marked, *prev.marked)))
+            todo: Sequence[str] = changed[1]  # (a name twice would find itself judged)
+            if tally.marked or prev.marked:
+                todo = list(dict.fromkeys((*todo, *tally.marked, *prev.marked)))
             for due, part in pace.parts(todo):
                 if due:
                     yield

@@ -8,7 +8,7 @@ of what exists; the figure sets rules are compiled against come from it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from operator import attrgetter, itemgetter, ne
 from typing import Final, Literal
 
@@ -266,13 +266,16 @@ class FigureReader:
         details = snap.detailed_components
         last, self._comps = self._comps, None  # until this read is complete
         since, self._token = self._token, None
-        todo: list[str]
+        todo: Sequence[str]
         if changes is not None and since is not None and changes.since is since and last:
             comps = dict(last)
-            todo = list(dict.fromkeys((*changes.names, *breakers, *flaps)))
+            todo = changes.names
+            if breakers or flaps:
+                todo = list(dict.fromkeys((*todo, *breakers, *flaps)))
         else:
             comps = {}
             todo = list(details)
+        whole = not comps  # every instance to be put in comps; else it holds the rest
         for due, part in pace.parts(todo):
             if due:
                 yield
@@ -291,7 +294,8 @@ class FigureReader:
                     # What the figures read are made of is as it was (an idle component's
                     # status, or a busy one's whose rates move but whose error rate, state
                     # and quantiles do not): the same figures, and no rule need test it.
-                    comps[name] = k[2]
+                    if whole:
+                        comps[name] = k[2]
                     continue
                 b = breakers.get(name, _CLOSED)
                 bs = b.state
