@@ -207,9 +207,8 @@ class FigureReader:
     def read(self, snap: Snapshot) -> dict[Scope, dict[str, NamedFigures]]:
         """Every instance's named figures, by scope (``FIGURE_HELP`` says what each is).
 
-        Steps the breaker-flap history, so call it once per evaluated snapshot. Built
-        as dict literals: for a thousand components that is a fraction of a millisecond,
-        less than picking out the figures the rules happen to read would cost."""
+        Steps the breaker-flap history, so call it once per evaluated snapshot. A reader
+        made with ``figures`` gives only those of each component (and the process's)."""
         return finish(self.read_steps(snap, NEVER))
 
     def read_steps(
