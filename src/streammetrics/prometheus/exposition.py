@@ -49,7 +49,7 @@ from .collector import SECTIONS, SnapshotCollector, le_labels
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ..snapshot import BreakerStatus, ComponentStatus, Snapshot, StreamStatus
+    from ..snapshot import BreakerStatus, ComponentStatus, Latency, Snapshot, StreamStatus
 
 __all__ = (
     "RENDER_STEP_S",
@@ -76,7 +76,10 @@ _COMPONENT_FAMILIES: Final = (
     *(f"component_span_latency_{q}_seconds" for q in ("p50", "p95", "p99")),
 )
 #: The sample names of the six quantile families, in their order.
-_QUANTILE_NAMES: Final = _COMPONENT_FAMILIES[7:]
+_P50, _P95, _P99, _SPAN_P50, _SPAN_P95, _SPAN_P99 = _COMPONENT_FAMILIES[7:]
+#: Each window's key in ``ComponentStatus.windows`` and what a line of it carries after
+#: ``window="`` (the window, the end of the label set and the space before the value).
+_WINDOW_ENDS: Final = tuple((w, f'{w}"}} ') for w in _WINDOWS)
 _HISTOGRAM: Final = "component_latency_seconds"
 _BREAKER_FAMILIES: Final = ("circuit_breaker_state", "circuit_breaker_failures")
 _STREAM_FAMILIES: Final = (
@@ -174,7 +177,9 @@ class _Body:
 
 def escape_label_value(value: str) -> str:
     """A label value escaped as prometheus-client escapes it (backslash, newline, quote)."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    if "\\" in value or "\n" in value or '"' in value:  # rare: three tests beat three calls
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
 
 
 class ExpositionStatistics(msgspec.Struct, frozen=True):
@@ -490,45 +495,52 @@ class ExpositionWriter:
         return go_float(value)
 
     def _component(self, name: str, st: ComponentStatus) -> tuple[str, ...]:
-        # An int is spelled inline (its digits and ".0", Go's spelling below 1e6), a float
-        # through _spell.
-        sp, g, hi, neg = self._spell, go_float, _INT_FAST, _INT_FAST_NEG
+        # One f-string per family (a family of the three windows too), and a float's
+        # spelling looked up inline (``known``) before _spell is called: these blocks are
+        # most of a cold render, and every call, list and join per sample showed in it.
+        # A hit is right for any number equal to the float kept (an int, a bool: Go
+        # spells every number as the float it equals); 0.0, -0.0 and NaN are never kept.
+        known, sp, g, hi, neg = self._spelled.get, self._spell, go_float, _INT_FAST, _INT_FAST_NEG
         e = escape_label_value(name)
         c = f'{{component="{e}"}} '
         cw = f'{{component="{e}",window="'
         n, x, y = st.items_processed, st.errors_encountered, st.client_errors
-        ips: list[str] = []
-        erate: list[str] = []
+        ips = erate = ""
         windows = st.windows
-        for w in _WINDOWS:
+        for w, end in _WINDOW_ENDS:
             v = windows.get(w)
             if v is not None:
-                ips.append(f'component_items_per_second{cw}{w}"}} {sp(v.items_per_second)}\n')
-                erate.append(f'component_error_rate{cw}{w}"}} {sp(v.error_rate)}\n')
+                r, er = v.items_per_second, v.error_rate
+                ips += f"component_items_per_second{cw}{end}{known(r) or sp(r)}\n"
+                erate += f"component_error_rate{cw}{end}{known(er) or sp(er)}\n"
         q = f'{cw}{self._window_label}"}} '
         lat = st.latency
         spans = st.span_latency
-        quantiles = (
-            lat.p50,
-            lat.p95,
-            lat.p99,
-            *((None,) * 3 if spans is None else (spans.p50, spans.p95, spans.p99)),
-        )
+        h = st.health
         return (
             f"component_health{c}{'1.0' if st.is_healthy else '0.0'}\n",
-            f"component_health_score{c}{sp(st.health)}\n",
+            f"component_health_score{c}{known(h) or sp(h)}\n",
             f"component_items_processed_total{c}"
             + (f"{n}.0\n" if type(n) is int and neg < n < hi else f"{g(n)}\n"),
             f"component_errors_total{c}"
             + (f"{x}.0\n" if type(x) is int and neg < x < hi else f"{g(x)}\n"),
             f"component_client_errors_total{c}"
             + (f"{y}.0\n" if type(y) is int and neg < y < hi else f"{g(y)}\n"),
-            "".join(ips),
-            "".join(erate),
-            *[
-                "" if v is None else f"{family}{q}{sp(v)}\n"
-                for family, v in zip(_QUANTILE_NAMES, quantiles, strict=True)
-            ],
+            ips,
+            erate,
+            "" if (v50 := lat.p50) is None else f"{_P50}{q}{known(v50) or sp(v50)}\n",
+            "" if (v95 := lat.p95) is None else f"{_P95}{q}{known(v95) or sp(v95)}\n",
+            "" if (v99 := lat.p99) is None else f"{_P99}{q}{known(v99) or sp(v99)}\n",
+            *(("", "", "") if spans is None else self._span_quantiles(q, spans)),
+        )
+
+    def _span_quantiles(self, q: str, spans: Latency) -> tuple[str, str, str]:
+        """The three ``component_span_latency_*`` lines of a component that has spans."""
+        sp = self._spell
+        return (
+            "" if (v50 := spans.p50) is None else f"{_SPAN_P50}{q}{sp(v50)}\n",
+            "" if (v95 := spans.p95) is None else f"{_SPAN_P95}{q}{sp(v95)}\n",
+            "" if (v99 := spans.p99) is None else f"{_SPAN_P99}{q}{sp(v99)}\n",
         )
 
     def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[str, ...]:
