@@ -195,6 +195,8 @@ class ExpositionStatistics(msgspec.Struct, frozen=True):
 
 
 S = TypeVar("S")
+#: What a block is made of: text, or bytes (the histogram's, written by a bytes template).
+T = TypeVar("T", str, bytes)
 
 
 class _Pace:
@@ -228,17 +230,17 @@ class _Pace:
         self.until = now + step
 
 
-class _Blocks(Generic[S]):
+class _Blocks(Generic[S, T]):
     """One text per family for each name, kept while the name's source stays equal.
 
     Sources and texts are two dicts, not one of pairs: a pair per name would be one more
     object for the garbage collector to count, and a cold render's new objects are what
     sets off its collections (each a walk of the whole heap)."""
 
-    def __init__(self, render: Callable[[str, S], tuple[str, ...]]) -> None:
-        self._render = render
+    def __init__(self, render: Callable[[str, S], tuple[T, ...]]) -> None:
+        self._render: Callable[[str, S], tuple[T, ...]] = render
         self._sources: dict[str, S] = {}
-        self._texts: dict[str, tuple[str, ...]] = {}
+        self._texts: dict[str, tuple[T, ...]] = {}
         self.rendered = 0
         self.reused = 0
 
@@ -249,14 +251,14 @@ class _Blocks(Generic[S]):
         self._sources = {}
         self._texts = {}
 
-    def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[str, ...]]]:
+    def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[T, ...]]]:
         """The blocks of ``items`` in their order, yielding as ``pace`` says; entries of
         names not among them go. The cache changes only at the end: a render abandoned
         halfway leaves it as it was."""
         old_sources, old_texts = self._sources, self._texts
         sources: dict[str, S] = {}
-        texts: dict[str, tuple[str, ...]] = {}
-        out: list[tuple[str, ...]] = []
+        texts: dict[str, tuple[T, ...]] = {}
+        out: list[tuple[T, ...]] = []
         render = self._render
         rendered = 0
         for i, (name, source) in enumerate(items):
@@ -332,14 +334,14 @@ class ExpositionWriter:
         self._headers = {m.name: (_text([m], False), _text([m], True)) for m in described}
         self._buckets = tuple(buckets)
         self._bounds: tuple[float, ...] | None = None
-        self._bucket_lines = ""
+        self._bucket_lines = b""
         self._le_ends: tuple[str, ...] = ()
         self._with_sum = True
         self._window = self._window_label = ""
-        self._components: _Blocks[ComponentStatus] = _Blocks(self._component)
-        self._histograms: _Blocks[tuple[float, ...]] = _Blocks(self._histogram)
-        self._breakers: _Blocks[BreakerStatus] = _Blocks(self._breaker)
-        self._streams: _Blocks[StreamStatus] = _Blocks(self._stream)
+        self._components: _Blocks[ComponentStatus, str] = _Blocks(self._component)
+        self._histograms: _Blocks[tuple[float, ...], bytes] = _Blocks(self._histogram)
+        self._breakers: _Blocks[BreakerStatus, str] = _Blocks(self._breaker)
+        self._streams: _Blocks[StreamStatus, str] = _Blocks(self._stream)
         self._lock = threading.Lock()
         self._renders = 0
         #: Spellings of the floats of the previous renders (``_spell``), forgotten when
@@ -437,20 +439,27 @@ class ExpositionWriter:
         self._histograms.clear()
         self._bounds = bounds
         le = le_labels(bounds)
-        # One %-template for every bucket line of a component: the name and a count per
-        # line (le spellings are digits, signs, dots and letters: never a "%").
-        self._bucket_lines = "".join(
-            f'{_HISTOGRAM}_bucket{{component="%s",le="{escape_label_value(b)}"}} %d.0\n' for b in le
-        )
         # prometheus-client leaves _count and _sum out when the first bound is negative.
         self._with_sum = float(le[0]) >= 0
+        # One bytes %-template for a component's whole block: its name and a count per
+        # bucket line, then _count (the last count) and _sum (its spelling); bytes, as a
+        # bytes template is copied between its "%"s at memcpy's pace where a str one is
+        # read a character at a time (le spellings are digits, signs, dots and letters:
+        # never a "%").
+        lines = "".join(
+            f'{_HISTOGRAM}_bucket{{component="%s",le="{escape_label_value(b)}"}} %d.0\n' for b in le
+        )
+        if self._with_sum:
+            lines += f'{_HISTOGRAM}_count{{component="%s"}} %d.0\n'
+            lines += f'{_HISTOGRAM}_sum{{component="%s"}} %s\n'
+        self._bucket_lines = lines.encode()
         self._le_ends = tuple(f'{escape_label_value(b)}"}} ' for b in le)
 
     def _families(
         self,
         body: _Body,
         names: Sequence[str],
-        blocks: list[tuple[str, ...]],
+        blocks: list[tuple[T, ...]],
         openmetrics: bool,
         pace: _Pace,
     ) -> Steps[None]:
@@ -463,13 +472,13 @@ class ExpositionWriter:
             n = len(column)
             start, step = 0, 64
             while start < n:
-                text = "".join(column[start : start + step])
+                text = column[0][:0].join(column[start : start + step])
                 start += step
                 if text:
                     if header is not None:
                         body.add(header)
                         header = None
-                    piece = text.encode()
+                    piece = text.encode() if isinstance(text, str) else text
                     body.add(piece)
                     # Aim the next piece at _PIECE_BYTES, growing at most 4x a step.
                     step = max(16, min(4 * step, step * _PIECE_BYTES // len(piece)))
@@ -543,10 +552,10 @@ class ExpositionWriter:
             "" if (v99 := spans.p99) is None else f"{_SPAN_P99}{q}{sp(v99)}\n",
         )
 
-    def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[str, ...]:
+    def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[bytes]:
         counts, total_s = source[:-1], source[-1]
         if not any(counts):
-            return ("",)  # never timed: zero buckets would only cost cardinality
+            return (b"",)  # never timed: zero buckets would only cost cardinality
         e = escape_label_value(name)
         cumulative = list(accumulate(counts))
         ends = self._le_ends
@@ -562,18 +571,22 @@ class ExpositionWriter:
             and min(cumulative) > _INT_FAST_NEG
             and max(cumulative) < _INT_FAST
         ):  # plain counts, the usual case: one %-format of the name and the counts
-            args: list[object] = [e] * (2 * len(cumulative))
-            args[1::2] = cumulative
-            text = self._bucket_lines % tuple(args)
-        else:
-            head = f'{_HISTOGRAM}_bucket{{component="{e}",le="'
-            pairs = zip(ends, cumulative, strict=True)
-            text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
+            eb = e.encode()
+            n = 2 * len(cumulative)
+            args: list[object] = [eb] * (n + 4 if self._with_sum else n)
+            args[1:n:2] = cumulative
+            if self._with_sum:
+                args[n + 1] = last
+                args[n + 3] = self._spell(total_s).encode()
+            return (self._bucket_lines % tuple(args),)
+        head = f'{_HISTOGRAM}_bucket{{component="{e}",le="'
+        pairs = zip(ends, cumulative, strict=True)
+        text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
         if self._with_sum:
             c = f'{{component="{e}"}} '
             total = self._spell(total_s)
             text += f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{total}\n"
-        return (text,)
+        return (text.encode(),)
 
     def _breaker(self, name: str, b: BreakerStatus) -> tuple[str, ...]:
         c = f'{{component="{escape_label_value(name)}"}} '
