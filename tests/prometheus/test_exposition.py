@@ -321,6 +321,37 @@ def test_a_snapshot_carrying_its_buckets_is_written_over_them() -> None:
     )
 
 
+def test_names_that_look_like_format_directives_are_written_as_the_reference_writes_them() -> None:
+    """A histogram block is one bytes %-template of the name and the counts: names
+    carrying "%" (and the escaped characters, and non-ASCII ones) are only ever its
+    arguments, in the plain-counts path and the other one alike."""
+    base = _snapshot(8)
+    names = ["100%", "%s%d", "%%", "%(x)s", 'ü%"\\\n', "%", "a%b%c", "%ff"]
+    comps = {
+        name: msgspec.structs.replace(st, items_processed=i, span_latency=None)
+        for name, (i, st) in zip(names, enumerate(base.detailed_components.values()), strict=True)
+    }
+    hists = {  # plain counts below 1e6; then a float count, then counts past 1e6
+        name: [(i + k) % 3 for k in range(N_BUCKETS)] for i, name in enumerate(names)
+    }
+    hists[names[6]] = [0.5, *([1] * (N_BUCKETS - 1))]  # type: ignore[list-item]
+    hists[names[7]] = [2_000_000] * N_BUCKETS
+    snap = msgspec.structs.replace(
+        base,
+        detailed_components=comps,
+        component_histograms=hists,
+        latency_sums={name: 0.125 * i for i, name in enumerate(names)},
+        circuit_breakers={},
+    )
+    for om in (False, True):
+        direct = ExpositionWriter().render(snap, openmetrics=om)
+        assert direct == _reference(snap, None, om)
+    text = direct.decode()
+    assert 'component_latency_seconds_bucket{component="%s%d",le="+Inf"}' in text
+    assert 'component_latency_seconds_sum{component="100%"} 0.0\n' in text
+    assert text.count("component_latency_seconds_count{") == len(names)
+
+
 def test_counts_that_do_not_match_the_buckets_fail_like_the_reference() -> None:
     snap = _snapshot(3)
     bad = {name: [1, 2] for name in snap.detailed_components}
