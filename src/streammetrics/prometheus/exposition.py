@@ -80,6 +80,9 @@ _P50, _P95, _P99, _SPAN_P50, _SPAN_P95, _SPAN_P99 = _COMPONENT_FAMILIES[7:]
 #: Each window's key in ``ComponentStatus.windows`` and what a line of it carries after
 #: ``window="`` (the window, the end of the label set and the space before the value).
 _WINDOW_ENDS: Final = tuple((w, f'{w}"}} ') for w in _WINDOWS)
+#: The same when there are three windows (what ``_component`` writes in one f-string
+#: per family); None otherwise, and each window is a line of its own.
+_THREE_WINDOWS: Final = _WINDOW_ENDS if len(_WINDOW_ENDS) == 3 else None
 _HISTOGRAM: Final = "component_latency_seconds"
 _BREAKER_FAMILIES: Final = ("circuit_breaker_state", "circuit_breaker_failures")
 _STREAM_FAMILIES: Final = (
@@ -504,24 +507,45 @@ class ExpositionWriter:
         return go_float(value)
 
     def _component(self, name: str, st: ComponentStatus) -> tuple[str, ...]:
-        # One f-string per family (a family of the three windows too), and a float's
-        # spelling looked up inline (``known``) before _spell is called: these blocks are
-        # most of a cold render, and every call, list and join per sample showed in it.
-        # A hit is right for any number equal to the float kept (an int, a bool: Go
-        # spells every number as the float it equals); 0.0, -0.0 and NaN are never kept.
+        # One f-string per family (the three windows' lines of a family too), and a
+        # float's spelling looked up inline (``known``) before _spell is called: these
+        # blocks are most of a cold render, and every call, list, concatenation and
+        # f-string per sample showed in it. A hit is right for any number equal to the
+        # float kept (an int, a bool: Go spells every number as the float it equals);
+        # 0.0, -0.0 and NaN are never kept.
         known, sp, g, hi, neg = self._spelled.get, self._spell, go_float, _INT_FAST, _INT_FAST_NEG
         e = escape_label_value(name)
         c = f'{{component="{e}"}} '
         cw = f'{{component="{e}",window="'
         n, x, y = st.items_processed, st.errors_encountered, st.client_errors
-        ips = erate = ""
         windows = st.windows
-        for w, end in _WINDOW_ENDS:
-            v = windows.get(w)
-            if v is not None:
-                r, er = v.items_per_second, v.error_rate
-                ips += f"component_items_per_second{cw}{end}{known(r) or sp(r)}\n"
-                erate += f"component_error_rate{cw}{end}{known(er) or sp(er)}\n"
+        (k1, e1), (k2, e2), (k3, e3) = _THREE_WINDOWS or (("", ""),) * 3
+        if (
+            _THREE_WINDOWS
+            and (v1 := windows.get(k1)) is not None
+            and (v2 := windows.get(k2)) is not None
+            and (v3 := windows.get(k3)) is not None
+        ):  # every window, the usual case
+            i1, i2, i3 = v1.items_per_second, v2.items_per_second, v3.items_per_second
+            r1, r2, r3 = v1.error_rate, v2.error_rate, v3.error_rate
+            ips = (
+                f"component_items_per_second{cw}{e1}{known(i1) or sp(i1)}\n"
+                f"component_items_per_second{cw}{e2}{known(i2) or sp(i2)}\n"
+                f"component_items_per_second{cw}{e3}{known(i3) or sp(i3)}\n"
+            )
+            erate = (
+                f"component_error_rate{cw}{e1}{known(r1) or sp(r1)}\n"
+                f"component_error_rate{cw}{e2}{known(r2) or sp(r2)}\n"
+                f"component_error_rate{cw}{e3}{known(r3) or sp(r3)}\n"
+            )
+        else:
+            ips = erate = ""
+            for w, end in _WINDOW_ENDS:
+                v = windows.get(w)
+                if v is not None:
+                    r, er = v.items_per_second, v.error_rate
+                    ips += f"component_items_per_second{cw}{end}{known(r) or sp(r)}\n"
+                    erate += f"component_error_rate{cw}{end}{known(er) or sp(er)}\n"
         q = f'{cw}{self._window_label}"}} '
         lat = st.latency
         spans = st.span_latency
@@ -529,12 +553,15 @@ class ExpositionWriter:
         return (
             f"component_health{c}{'1.0' if st.is_healthy else '0.0'}\n",
             f"component_health_score{c}{known(h) or sp(h)}\n",
-            f"component_items_processed_total{c}"
-            + (f"{n}.0\n" if type(n) is int and neg < n < hi else f"{g(n)}\n"),
-            f"component_errors_total{c}"
-            + (f"{x}.0\n" if type(x) is int and neg < x < hi else f"{g(x)}\n"),
-            f"component_client_errors_total{c}"
-            + (f"{y}.0\n" if type(y) is int and neg < y < hi else f"{g(y)}\n"),
+            f"component_items_processed_total{c}{n}.0\n"
+            if type(n) is int and neg < n < hi
+            else f"component_items_processed_total{c}{g(n)}\n",
+            f"component_errors_total{c}{x}.0\n"
+            if type(x) is int and neg < x < hi
+            else f"component_errors_total{c}{g(x)}\n",
+            f"component_client_errors_total{c}{y}.0\n"
+            if type(y) is int and neg < y < hi
+            else f"component_client_errors_total{c}{g(y)}\n",
             ips,
             erate,
             "" if (v50 := lat.p50) is None else f"{_P50}{q}{known(v50) or sp(v50)}\n",
