@@ -23,7 +23,7 @@ from .snapshot import (
     StreamStatus,
     Traces,
 )
-from .windows import RollingWindow, ViewSeconds, WindowStats
+from .windows import RollingWindow, Views, ViewSeconds, WindowStats
 
 __all__ = (
     "BufferStats",
@@ -111,6 +111,7 @@ class ComponentState:
         "spans",
         "status",
         "type",
+        "views",
         "window",
     )
 
@@ -137,6 +138,9 @@ class ComponentState:
         #: one object fewer per component for the garbage collector to walk).
         self.exported: list[int] | None = None
         self.exported_at = -1
+        #: Its window's views at the last read (``RollingWindow.read_views``): while
+        #: nothing enters or leaves them, the next read works out only spans and rates.
+        self.views: Views | None = None
 
     def idle(self, now: float) -> bool:
         """Whether its figures read the same until its next report: nothing in any view
@@ -151,7 +155,8 @@ class ComponentState:
         """Its figures over ``view``, and its lifetime latency count and sum (the count
         tells whether its lifetime histogram moved: it only grows)."""
         w = self.window
-        v10, v60, v300 = w.views(now)
+        vs = self.views = w.read_views(now, self.views)
+        _moves, v10, v60, v300 = vs
         views = {"10s": v10, "60s": v60, "300s": v300}
         v = v60 if view == 60 else v10 if view == 10 else v300
         processed, errors, _m, _b, lcount, lsum = w.totals()
