@@ -12,6 +12,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from itertools import filterfalse
 
+import msgspec
+
 from .buckets import LATENCY_BOUNDS
 from .model.events import Event
 from .snapshot import (
@@ -107,6 +109,7 @@ class ComponentState:
         "last_activity",
         "last_error",
         "name",
+        "read_moves",
         "seen",
         "spans",
         "status",
@@ -141,6 +144,9 @@ class ComponentState:
         #: Its window's views at the last read (``RollingWindow.read_views``): while
         #: nothing enters or leaves them, the next read works out only spans and rates.
         self.views: Views | None = None
+        #: Its window's moves (``Views``) when the figures an aggregator keeps for it
+        #: were read; -1 once something was folded since (every fold sets it so).
+        self.read_moves = -1
 
     def idle(self, now: float) -> bool:
         """Whether its figures read the same until its next report: nothing in any view
@@ -149,6 +155,27 @@ class ComponentState:
             self.heartbeat is None
             and self.window.idle(now)
             and (self.spans is None or self.spans.idle(now))
+        )
+
+    def reread(
+        self, now: float, view: ViewSeconds, prev: ComponentFigures
+    ) -> ComponentFigures | None:
+        """``prev`` (its figures over ``view`` from the read ``read_moves`` names) as of
+        ``now``, when nothing was folded since and nothing entered or left its window's
+        views: only what moves with the clock is new. None when something did."""
+        vs = self.views = self.window.read_views(now, self.views)
+        moves, v10, v60, v300 = vs
+        if moves != self.read_moves:
+            return None
+        v = v60 if view == 60 else v10 if view == 10 else v300
+        return msgspec.structs.replace(
+            prev,
+            items_per_second=v.items_per_second,
+            windows={"10s": v10, "60s": v60, "300s": v300},
+            span_latency=latency_figures(self.spans.view(now, view))
+            if self.spans is not None
+            else None,
+            heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
         )
 
     def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, int, float]:

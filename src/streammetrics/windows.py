@@ -238,7 +238,9 @@ def _restat(
     span and rates worked out as ``_stats`` does, the rest as it was."""
     processed = v.processed
     if start == origin or processed or v.errors or v.messages or v.bytes or v.latency_count:
-        span = max(now - start, res)
+        span = now - start
+        if span < res:
+            span = res
     else:
         span = float(seconds)
     if span == v.span_seconds:
@@ -811,12 +813,13 @@ class RollingWindow:
         if last is None or last[0] != moves:
             return (moves, *self.views(now))
         t, res, origin = self._tick, self._res, self._start
-        coarse = (t // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE
+        s10, s60 = (t - 9) * res, (t - (_FINE - 1)) * res
+        s300 = (t // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE * res
         return (
             moves,
-            _restat(10, now, res, origin, max((t - 9) * res, origin), last[1]),
-            _restat(60, now, res, origin, max((t - (_FINE - 1)) * res, origin), last[2]),
-            _restat(300, now, res, origin, max(coarse * res, origin), last[3]),
+            _restat(10, now, res, origin, s10 if s10 > origin else origin, last[1]),
+            _restat(60, now, res, origin, s60 if s60 > origin else origin, last[2]),
+            _restat(300, now, res, origin, s300 if s300 > origin else origin, last[3]),
         )
 
     def views(self, now: float) -> tuple[WindowStats, WindowStats, WindowStats]:
