@@ -357,6 +357,7 @@ class Aggregator:
         # timestamp, how many of the latencies the plain loop did not append (those it
         # held before this call included), how many it held before (-1: not held)]
         acc: dict[str, list[Any]] = {}
+        met = acc.get  # bound once: the plain loop below looks up every event's component
         # per stream: [messages, bytes, state]
         sacc: dict[str, list[Any]] = {}
         refused_msgs = 0  # of events whose stream is past max_streams
@@ -370,7 +371,7 @@ class Aggregator:
             # the component's last); its count is the number of latencies appended here,
             # ``len(a[3]) - a[6]``, worked out once per component at the end.
             for ev in it:
-                a = acc.get(ev.component)
+                a = met(ev.component)
                 if (
                     a is None
                     or ev.kind is not _PROCESSED  # the decoder's own string; else below
