@@ -263,7 +263,7 @@ def _restat(
     )
 
 
-Views = tuple[int, "WindowStats", "WindowStats", "WindowStats"]
+Views = tuple[int, WindowStats, WindowStats, WindowStats]
 """``RollingWindow.read_views``: what the window had taken in (a count that moves with
 every change to a view's contents), then its 10 s, 60 s and 300 s views."""
 
