@@ -101,7 +101,7 @@ _INT_FAST: Final = 1_000_000
 _INT_FAST_NEG: Final = -(10**15)
 _INF: Final = float("inf")
 
-RENDER_STEP_S: Final = 0.0005
+RENDER_STEP_S: Final = 0.00025
 """Seconds of work between two yields of ``render_steps``: what a render holds the event loop
 for at a time beside short work (beside longer steps of other work, as long as they took, up
 to ``_SHARE_CAP_S``; a garbage collection that falls in a step comes on top)."""
