@@ -201,3 +201,67 @@ def test_a_read_made_in_the_middle_of_another_leaves_the_next_one_right() -> Non
     assert _enc(finish(steps)) == _enc(want)
     clock.advance(1)
     assert _enc(kept.figures()) == _enc(full.figures(view=60))
+
+
+_KINDS = (
+    "processed",
+    "processed",
+    "error",
+    "heartbeat",
+    "breaker",
+    "stopped",
+    "started",
+    "span_end",
+)
+
+
+@pytest.mark.parametrize("view", [10, 60, 300])
+def test_reading_again_what_only_the_clock_moved_gives_a_full_read(view: int) -> None:
+    """Sparse reports (most components silent most ticks, so their figures are their
+    last read's with the clock moved on: ``ComponentState.reread``), of every kind that
+    changes a component without touching its window (status, heartbeat, breaker, an
+    error's detail, client errors, span ends), read on the default view and, in a twin
+    fed alike, on a view that is not its default (read afresh every time): the same
+    figures at every tick, as the windows' slots leave their views one by one."""
+    rng = random.Random(view)
+    clock = FakeClock()
+    kept = _agg(clock, view=view)
+    full = _agg(clock, view=10 if view != 10 else 60)
+    names = [f"c{i}" for i in range(40)]
+    reread = 0
+    before = None
+    for tick in range(160):
+        batch: list[Event] = []
+        for name in rng.sample(names, rng.randrange(0, 4)):
+            kind = rng.choice(_KINDS)
+            if kind == "breaker":
+                batch.append(Event(name, kind, detail=rng.choice(["open", "closed"])))
+            elif kind == "error":
+                batch.append(Event(name, kind, detail=rng.choice([None, "boom"]), latency=0.01))
+            elif kind == "span_end":
+                batch.append(Event(name, kind, span_id="s", latency=rng.choice([0.004, 0.2])))
+            elif kind in ("stopped", "started", "heartbeat"):
+                batch.append(Event(name, kind))  # type: ignore[arg-type]
+            else:
+                batch.append(Event(name, kind, latency=rng.choice([None, 0.002, 0.3, 2.0])))
+        deltas = (
+            [Delta(rng.choice(names), processed=2, client_errors=1, last_error="4xx")]
+            if tick % 9 == 4
+            else []
+        )
+        typed = rng.choice(names) if tick % 13 == 6 else None  # a type, no window change
+        for agg in (kept, full):
+            agg.fold_events(batch)
+            agg.fold_deltas(deltas)
+            if typed is not None:
+                agg.register_component(typed, f"Type{tick}")
+        a, b = kept.figures(), full.figures(view=view)  # type: ignore[arg-type]
+        assert _enc(a) == _enc(b), tick
+        if before is not None:
+            for n, f in a.detailed_components.items():
+                old = before.get(n)
+                # new figures, the latencies' own object: read again, not afresh
+                reread += old is not None and f is not old and f.latency is old.latency
+        before = dict(a.detailed_components)
+        clock.advance(rng.choice([0.25, 1.0, 1.0, 3.0, 11.0]))
+    assert reread > 500

@@ -12,6 +12,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from itertools import filterfalse
 
+import msgspec
+
 from .buckets import LATENCY_BOUNDS
 from .model.events import Event
 from .snapshot import (
@@ -23,7 +25,7 @@ from .snapshot import (
     StreamStatus,
     Traces,
 )
-from .windows import RollingWindow, ViewSeconds, WindowStats
+from .windows import RollingWindow, Views, ViewSeconds, WindowStats
 
 __all__ = (
     "BufferStats",
@@ -107,10 +109,12 @@ class ComponentState:
         "last_activity",
         "last_error",
         "name",
+        "read_moves",
         "seen",
         "spans",
         "status",
         "type",
+        "views",
         "window",
     )
 
@@ -137,6 +141,12 @@ class ComponentState:
         #: one object fewer per component for the garbage collector to walk).
         self.exported: list[int] | None = None
         self.exported_at = -1
+        #: Its window's views at the last read (``RollingWindow.read_views``): while
+        #: nothing enters or leaves them, the next read works out only spans and rates.
+        self.views: Views | None = None
+        #: Its window's moves (``Views``) when the figures an aggregator keeps for it
+        #: were read; -1 once something was folded since (every fold sets it so).
+        self.read_moves = -1
 
     def idle(self, now: float) -> bool:
         """Whether its figures read the same until its next report: nothing in any view
@@ -147,11 +157,33 @@ class ComponentState:
             and (self.spans is None or self.spans.idle(now))
         )
 
+    def reread(
+        self, now: float, view: ViewSeconds, prev: ComponentFigures
+    ) -> ComponentFigures | None:
+        """``prev`` (its figures over ``view`` from the read ``read_moves`` names) as of
+        ``now``, when nothing was folded since and nothing entered or left its window's
+        views: only what moves with the clock is new. None when something did."""
+        vs = self.views = self.window.read_views(now, self.views)
+        moves, v10, v60, v300 = vs
+        if moves != self.read_moves:
+            return None
+        v = v60 if view == 60 else v10 if view == 10 else v300
+        return msgspec.structs.replace(
+            prev,
+            items_per_second=v.items_per_second,
+            windows={"10s": v10, "60s": v60, "300s": v300},
+            span_latency=latency_figures(self.spans.view(now, view))
+            if self.spans is not None
+            else None,
+            heartbeat_age_s=now - self.heartbeat if self.heartbeat is not None else None,
+        )
+
     def read(self, now: float, view: ViewSeconds) -> tuple[ComponentFigures, int, float]:
         """Its figures over ``view``, and its lifetime latency count and sum (the count
         tells whether its lifetime histogram moved: it only grows)."""
         w = self.window
-        v10, v60, v300 = w.views(now)
+        vs = self.views = w.read_views(now, self.views)
+        _moves, v10, v60, v300 = vs
         views = {"10s": v10, "60s": v60, "300s": v300}
         v = v60 if view == 60 else v10 if view == 10 else v300
         processed, errors, _m, _b, lcount, lsum = w.totals()

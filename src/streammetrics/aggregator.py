@@ -270,6 +270,7 @@ class Aggregator:
         if self._reading is not None:
             self._reading.before_change(c)
         c.cached = None
+        c.read_moves = -1
         self._dirty[c.name] = c
 
     def observes(self, component: str) -> bool:
@@ -356,6 +357,7 @@ class Aggregator:
         # timestamp, how many of the latencies the plain loop did not append (those it
         # held before this call included), how many it held before (-1: not held)]
         acc: dict[str, list[Any]] = {}
+        met = acc.get  # bound once: the plain loop below looks up every event's component
         # per stream: [messages, bytes, state]
         sacc: dict[str, list[Any]] = {}
         refused_msgs = 0  # of events whose stream is past max_streams
@@ -369,7 +371,7 @@ class Aggregator:
             # the component's last); its count is the number of latencies appended here,
             # ``len(a[3]) - a[6]``, worked out once per component at the end.
             for ev in it:
-                a = acc.get(ev.component)
+                a = met(ev.component)
                 if (
                     a is None
                     or ev.kind is not _PROCESSED  # the decoder's own string; else below
@@ -435,6 +437,7 @@ class Aggregator:
                 if reading is not None:
                     reading.before_change(c)
                 c.cached = None
+                c.read_moves = -1
                 dirty[name] = c
                 kind = ev.kind
             ts = ev.timestamp
@@ -825,7 +828,12 @@ class Aggregator:
                         if previous is not None:  # reading moves a window on: the read
                             previous.before_change(c)  # this one interrupts reads it first
                         todo.discard(name)
-                        got = reading.read(c)
+                        prev = details.get(name) if c.read_moves >= 0 else None
+                        got = (
+                            reading.read(c)
+                            if prev is None
+                            else reading.reread(c, prev, histograms[name], sums[name])
+                        )
                         if default and c.cached is None and c.idle(now):
                             c.cached = got  # quiet: the same until its next report
                             dirty.pop(name, None)
@@ -900,11 +908,28 @@ class _Read:
 
     def read(self, c: ComponentState) -> _Got:
         """``c``'s figures at the read's instant (its kept ones if it has them)."""
-        if self.view == self.agg.view and c.cached is not None:
-            return c.cached
-        figs, lcount, lsum = c.read(self.now, self.view)
+        if self.view == self.agg.view:
+            if c.cached is not None:
+                return c.cached
+            figs, lcount, lsum = c.read(self.now, self.view)
+            c.read_moves = c.views[0] if c.views is not None else -1
+        else:
+            figs, lcount, lsum = c.read(self.now, self.view)
         exported = c.exported
         if exported is None or c.exported_at != lcount:
             exported = c.exported = self.agg._export(c.window.total_counts())
             c.exported_at = lcount
         return figs, exported, lsum
+
+    def reread(
+        self, c: ComponentState, prev: ComponentFigures, exported: list[int], lsum: float
+    ) -> _Got:
+        """``read`` of a component of the default view whose last read's figures
+        (``prev``, with its exported histogram and latency sum: the last read's table
+        entries) were made from what its window still holds, nothing folded since: those
+        figures with what moves with the clock made anew."""
+        if c.cached is None:
+            figs = c.reread(self.now, self.view, prev)
+            if figs is not None:
+                return figs, exported, lsum
+        return self.read(c)

@@ -47,6 +47,7 @@ __all__ = (
     "VIEWS",
     "RollingWindow",
     "ViewSeconds",
+    "Views",
     "WindowStats",
     "bucket_index",
     "quantile",
@@ -230,6 +231,43 @@ def _stats(
     )
 
 
+def _restat(
+    seconds: ViewSeconds, now: float, res: float, origin: float, start: float, v: WindowStats
+) -> WindowStats:
+    """``v`` (a view read when its slots held what they hold now) as of ``now``: its
+    span and rates worked out as ``_stats`` does, the rest as it was."""
+    processed = v.processed
+    if start == origin or processed or v.errors or v.messages or v.bytes or v.latency_count:
+        span = now - start
+        if span < res:
+            span = res
+    else:
+        span = float(seconds)
+    if span == v.span_seconds:
+        return v
+    return WindowStats(
+        seconds,
+        span,
+        processed,
+        v.errors,
+        v.messages,
+        v.bytes,
+        v.latency_count,
+        v.latency_sum,
+        processed / span,
+        v.messages / span,
+        v.error_rate,
+        v.p50,
+        v.p95,
+        v.p99,
+    )
+
+
+Views = tuple[int, WindowStats, WindowStats, WindowStats]
+"""``RollingWindow.read_views``: what the window had taken in (a count that moves with
+every change to a view's contents), then its 10 s, 60 s and 300 s views."""
+
+
 _ZERO: Final = (0, 0, 0, 0, 0, 0.0)
 _W: Final = len(_ZERO)  # counters per vector
 # Where each running vector starts in a window's one list of them (``_s``): the slot in
@@ -392,6 +430,7 @@ class RollingWindow:
         "_fs",
         "_fx",
         "_hs",
+        "_moves",
         "_nb",
         "_res",
         "_s",
@@ -447,6 +486,10 @@ class RollingWindow:
         # timed). Whether the coarse slot in progress timed anything:
         self._hs: array[int] = _EMPTY_HSUMS
         self._cct = False
+        # Counts what changed a view's contents (a fold, a timed or counted slot
+        # completing, a slot leaving a view): while it stands still, the views read the
+        # same but for what moves with the clock (``read_views``).
+        self._moves = 0
 
     @property
     def bounds(self) -> Sequence[float]:
@@ -468,6 +511,7 @@ class RollingWindow:
         tick = int(now // self._res)
         if tick > self._tick:
             self._advance(tick)
+        self._moves += 1
         cur = self._s  # the slot in progress is its first vector
         cur[_P] += processed
         cur[_E] += errors
@@ -524,6 +568,7 @@ class RollingWindow:
         if h is None:
             h = self._curh = self._slot_histogram()
         h[first:end] = map(add, h[first:end], counts)
+        self._moves += 1
         n = sum(counts)
         self._s[_LC] += n
         self._s[_LS] += latency_sum
@@ -550,6 +595,7 @@ class RollingWindow:
         if h is None:
             h = self._curh = self._slot_histogram()
         h[index] += 1
+        self._moves += 1
         self._s[_LC] += 1
         self._s[_LS] += latency_sum
         if latency_sum < self._curlo:
@@ -569,6 +615,7 @@ class RollingWindow:
 
     def _reset(self, tick: int) -> None:
         self._tick = tick
+        self._moves += 1
         self._fo = bytearray(_FINE)
         self._co = bytearray(_COARSE)
         self._s[_V10:_TOT] = _ZERO * 4  # the views and the coarse slot; totals stay
@@ -592,6 +639,7 @@ class RollingWindow:
         """Subtract slot ``i`` of a ring (its ``flag`` set) from the running vector at
         ``view`` and, if it was timed, from the running histogram ``hview``."""
         at = i * _NCOUNTS
+        self._moves += 1
         _sub(self._s, view, [*counts[at : at + _NCOUNTS], sums[i]])
         if flag == _TIMED:
             nb = self._nb
@@ -642,6 +690,9 @@ class RollingWindow:
         fo = self._fo
         i = t % _FINE
         if curh is not None or any(cur):
+            # the views' sums read the same (the slot moves from one addend to another),
+            # but a timed slot's extremes are stored rounded outward to float32
+            self._moves += 1
             _add(s, _V10, cur)
             _add(s, _V60, cur)
             _add(s, _CC, cur)
@@ -744,6 +795,32 @@ class RollingWindow:
         if tick > self._tick:
             self._advance(tick)
         return self._view(now, seconds, None)
+
+    def read_views(self, now: float, last: Views | None = None) -> Views:
+        """``views`` as of ``now``, tagged with what the window had taken in by then.
+
+        ``last``: what this call gave before (a reader that keeps it, as an aggregator
+        keeps each component's). When nothing entered or left any view since, its
+        counts, latency sums, quantiles and extremes are those of ``last``, and only what
+        moves with the clock is worked out again: each view's span and the rates over
+        it. That is what a tick pays for most components of a large endpoint, whose
+        reports are seconds apart while their figures are read every second; the
+        result is what ``views`` would give, to the last bit."""
+        tick = int(now // self._res)
+        if tick > self._tick:
+            self._advance(tick)
+        moves = self._moves
+        if last is None or last[0] != moves:
+            return (moves, *self.views(now))
+        t, res, origin = self._tick, self._res, self._start
+        s10, s60 = (t - 9) * res, (t - (_FINE - 1)) * res
+        s300 = (t // _PER_COARSE - (_COARSE - 1)) * _PER_COARSE * res
+        return (
+            moves,
+            _restat(10, now, res, origin, s10 if s10 > origin else origin, last[1]),
+            _restat(60, now, res, origin, s60 if s60 > origin else origin, last[2]),
+            _restat(300, now, res, origin, s300 if s300 > origin else origin, last[3]),
+        )
 
     def views(self, now: float) -> tuple[WindowStats, WindowStats, WindowStats]:
         """The 10 s, 60 s and 300 s views as of ``now``, as ``view`` reads each.

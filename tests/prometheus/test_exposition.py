@@ -5,6 +5,7 @@ sample; and, since the writer is byte-identical by design, byte by byte too."""
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import subprocess
@@ -319,6 +320,69 @@ def test_a_snapshot_carrying_its_buckets_is_written_over_them() -> None:
     assert (
         stats.blocks_rendered - len(base.circuit_breakers) - len(base.streaming.streams) - 6 == 12
     )
+
+
+def test_names_that_look_like_format_directives_are_written_as_the_reference_writes_them() -> None:
+    """A histogram block is one bytes %-template of the name and the counts: names
+    carrying "%" (and the escaped characters, and non-ASCII ones) are only ever its
+    arguments, in the plain-counts path and the other one alike."""
+    base = _snapshot(8)
+    names = ["100%", "%s%d", "%%", "%(x)s", 'ü%"\\\n', "%", "a%b%c", "%ff"]
+    comps = {
+        name: msgspec.structs.replace(st, items_processed=i, span_latency=None)
+        for name, (i, st) in zip(names, enumerate(base.detailed_components.values()), strict=True)
+    }
+    hists = {  # plain counts below 1e6; then a float count, then counts past 1e6
+        name: [(i + k) % 3 for k in range(N_BUCKETS)] for i, name in enumerate(names)
+    }
+    hists[names[6]] = [0.5, *([1] * (N_BUCKETS - 1))]  # type: ignore[list-item]
+    hists[names[7]] = [2_000_000] * N_BUCKETS
+    snap = msgspec.structs.replace(
+        base,
+        detailed_components=comps,
+        component_histograms=hists,
+        latency_sums={name: 0.125 * i for i, name in enumerate(names)},
+        circuit_breakers={},
+    )
+    for om in (False, True):
+        direct = ExpositionWriter().render(snap, openmetrics=om)
+        assert direct == _reference(snap, None, om)
+    text = direct.decode()
+    assert 'component_latency_seconds_bucket{component="%s%d",le="+Inf"}' in text
+    assert 'component_latency_seconds_sum{component="100%"} 0.0\n' in text
+    assert text.count("component_latency_seconds_count{") == len(names)
+
+
+def test_a_cold_render_sends_next_to_nothing_to_the_oldest_generation() -> None:
+    """What a render makes and keeps through it (blocks, columns) must not outlive two
+    collections as objects the collector tracks: in the oldest generation they count
+    towards its next collection, a walk of the whole heap, 100 ms and more in a process
+    holding a big aggregator. Columns taken with zip(*blocks) once left an iterator per
+    component there. Collections are made frequent, so that some fall in the render."""
+    n = 2000
+    snap = _snapshot(n)
+    writer = ExpositionWriter()
+    gc.collect()
+    old = {id(o) for o in gc.get_objects(generation=2)}
+    promoted = 0
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        nonlocal promoted
+        if phase == "stop" and info["generation"] == 1:
+            for o in gc.get_objects(generation=2):
+                if id(o) not in old:
+                    old.add(id(o))
+                    promoted += 1
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(500, 4, 1_000_000)  # the oldest generation itself never collected
+    gc.callbacks.append(count)
+    try:
+        writer.render(snap)
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*thresholds)
+    assert promoted < n // 10, promoted
 
 
 def test_counts_that_do_not_match_the_buckets_fail_like_the_reference() -> None:

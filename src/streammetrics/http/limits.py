@@ -58,6 +58,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from ..errors import StreamMetricsError
+from .coalesce import HeadHeld
 from .ratelimit import HEALTH_PATHS
 
 if TYPE_CHECKING:
@@ -602,9 +603,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         self.guard.busy(self)
+        before = self.cycle
         super().on_headers_complete()
-        if self._pool == "reserve" and self.cycle is not None:
-            self.cycle.keep_alive = False  # one answer per reserve connection
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:  # a new request, not an upgrade
+            # its head and first body piece in one write (``coalesce``)
+            cycle.transport = HeadHeld(self.transport, self.loop)  # type: ignore[assignment]
+            if self._pool == "reserve":
+                cycle.keep_alive = False  # one answer per reserve connection
 
     def on_message_complete(self) -> None:
         if self._body_timer is not None:

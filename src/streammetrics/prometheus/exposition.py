@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
+from operator import itemgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
@@ -49,7 +50,7 @@ from .collector import SECTIONS, SnapshotCollector, le_labels
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ..snapshot import BreakerStatus, ComponentStatus, Snapshot, StreamStatus
+    from ..snapshot import BreakerStatus, ComponentStatus, Latency, Snapshot, StreamStatus
 
 __all__ = (
     "RENDER_STEP_S",
@@ -76,7 +77,13 @@ _COMPONENT_FAMILIES: Final = (
     *(f"component_span_latency_{q}_seconds" for q in ("p50", "p95", "p99")),
 )
 #: The sample names of the six quantile families, in their order.
-_QUANTILE_NAMES: Final = _COMPONENT_FAMILIES[7:]
+_P50, _P95, _P99, _SPAN_P50, _SPAN_P95, _SPAN_P99 = _COMPONENT_FAMILIES[7:]
+#: Each window's key in ``ComponentStatus.windows`` and what a line of it carries after
+#: ``window="`` (the window, the end of the label set and the space before the value).
+_WINDOW_ENDS: Final = tuple((w, f'{w}"}} ') for w in _WINDOWS)
+#: The same when there are three windows (what ``_component`` writes in one f-string
+#: per family); None otherwise, and each window is a line of its own.
+_THREE_WINDOWS: Final = _WINDOW_ENDS if len(_WINDOW_ENDS) == 3 else None
 _HISTOGRAM: Final = "component_latency_seconds"
 _BREAKER_FAMILIES: Final = ("circuit_breaker_state", "circuit_breaker_failures")
 _STREAM_FAMILIES: Final = (
@@ -94,7 +101,7 @@ _INT_FAST: Final = 1_000_000
 _INT_FAST_NEG: Final = -(10**15)
 _INF: Final = float("inf")
 
-RENDER_STEP_S: Final = 0.0005
+RENDER_STEP_S: Final = 0.00025
 """Seconds of work between two yields of ``render_steps``: what a render holds the event loop
 for at a time beside short work (beside longer steps of other work, as long as they took, up
 to ``_SHARE_CAP_S``; a garbage collection that falls in a step comes on top)."""
@@ -174,7 +181,9 @@ class _Body:
 
 def escape_label_value(value: str) -> str:
     """A label value escaped as prometheus-client escapes it (backslash, newline, quote)."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    if "\\" in value or "\n" in value or '"' in value:  # rare: three tests beat three calls
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
 
 
 class ExpositionStatistics(msgspec.Struct, frozen=True):
@@ -190,6 +199,8 @@ class ExpositionStatistics(msgspec.Struct, frozen=True):
 
 
 S = TypeVar("S")
+#: What a block is made of: text, or bytes (the histogram's, written by a bytes template).
+T = TypeVar("T", str, bytes)
 
 
 class _Pace:
@@ -223,17 +234,17 @@ class _Pace:
         self.until = now + step
 
 
-class _Blocks(Generic[S]):
+class _Blocks(Generic[S, T]):
     """One text per family for each name, kept while the name's source stays equal.
 
     Sources and texts are two dicts, not one of pairs: a pair per name would be one more
     object for the garbage collector to count, and a cold render's new objects are what
     sets off its collections (each a walk of the whole heap)."""
 
-    def __init__(self, render: Callable[[str, S], tuple[str, ...]]) -> None:
-        self._render = render
+    def __init__(self, render: Callable[[str, S], tuple[T, ...]]) -> None:
+        self._render: Callable[[str, S], tuple[T, ...]] = render
         self._sources: dict[str, S] = {}
-        self._texts: dict[str, tuple[str, ...]] = {}
+        self._texts: dict[str, tuple[T, ...]] = {}
         self.rendered = 0
         self.reused = 0
 
@@ -244,14 +255,14 @@ class _Blocks(Generic[S]):
         self._sources = {}
         self._texts = {}
 
-    def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[str, ...]]]:
+    def steps(self, items: Iterable[tuple[str, S]], pace: _Pace) -> Steps[list[tuple[T, ...]]]:
         """The blocks of ``items`` in their order, yielding as ``pace`` says; entries of
         names not among them go. The cache changes only at the end: a render abandoned
         halfway leaves it as it was."""
         old_sources, old_texts = self._sources, self._texts
         sources: dict[str, S] = {}
-        texts: dict[str, tuple[str, ...]] = {}
-        out: list[tuple[str, ...]] = []
+        texts: dict[str, tuple[T, ...]] = {}
+        out: list[tuple[T, ...]] = []
         render = self._render
         rendered = 0
         for i, (name, source) in enumerate(items):
@@ -327,14 +338,14 @@ class ExpositionWriter:
         self._headers = {m.name: (_text([m], False), _text([m], True)) for m in described}
         self._buckets = tuple(buckets)
         self._bounds: tuple[float, ...] | None = None
-        self._bucket_lines = ""
+        self._bucket_lines = b""
         self._le_ends: tuple[str, ...] = ()
         self._with_sum = True
         self._window = self._window_label = ""
-        self._components: _Blocks[ComponentStatus] = _Blocks(self._component)
-        self._histograms: _Blocks[tuple[float, ...]] = _Blocks(self._histogram)
-        self._breakers: _Blocks[BreakerStatus] = _Blocks(self._breaker)
-        self._streams: _Blocks[StreamStatus] = _Blocks(self._stream)
+        self._components: _Blocks[ComponentStatus, str] = _Blocks(self._component)
+        self._histograms: _Blocks[tuple[float, ...], bytes] = _Blocks(self._histogram)
+        self._breakers: _Blocks[BreakerStatus, str] = _Blocks(self._breaker)
+        self._streams: _Blocks[StreamStatus, str] = _Blocks(self._stream)
         self._lock = threading.Lock()
         self._renders = 0
         #: Spellings of the floats of the previous renders (``_spell``), forgotten when
@@ -432,39 +443,52 @@ class ExpositionWriter:
         self._histograms.clear()
         self._bounds = bounds
         le = le_labels(bounds)
-        # One %-template for every bucket line of a component: the name and a count per
-        # line (le spellings are digits, signs, dots and letters: never a "%").
-        self._bucket_lines = "".join(
-            f'{_HISTOGRAM}_bucket{{component="%s",le="{escape_label_value(b)}"}} %d.0\n' for b in le
-        )
         # prometheus-client leaves _count and _sum out when the first bound is negative.
         self._with_sum = float(le[0]) >= 0
+        # One bytes %-template for a component's whole block: its name and a count per
+        # bucket line, then _count (the last count) and _sum (its spelling); bytes, as a
+        # bytes template is copied between its "%"s at memcpy's pace where a str one is
+        # read a character at a time (le spellings are digits, signs, dots and letters:
+        # never a "%").
+        lines = "".join(
+            f'{_HISTOGRAM}_bucket{{component="%s",le="{escape_label_value(b)}"}} %d.0\n' for b in le
+        )
+        if self._with_sum:
+            lines += f'{_HISTOGRAM}_count{{component="%s"}} %d.0\n'
+            lines += f'{_HISTOGRAM}_sum{{component="%s"}} %s\n'
+        self._bucket_lines = lines.encode()
         self._le_ends = tuple(f'{escape_label_value(b)}"}} ' for b in le)
 
     def _families(
         self,
         body: _Body,
         names: Sequence[str],
-        blocks: list[tuple[str, ...]],
+        blocks: list[tuple[T, ...]],
         openmetrics: bool,
         pace: _Pace,
     ) -> Steps[None]:
         """Add each family of ``names``: its header, then its block of every name (a
         family's samples must be contiguous), in pieces near ``_PIECE_BYTES``, yielding
         as ``pace`` says between them; a family without samples is left out."""
-        columns = zip(*blocks, strict=True) if blocks else ()
-        for name, column in zip(names, columns, strict=False):
+        if not blocks:
+            return
+        for j, name in enumerate(names):
+            # A family's column is taken with a C-level map, not zip(*blocks): zip made an
+            # iterator per block, 10,000 tracked objects that lived through the render,
+            # reached the oldest generation and set off its collection every few renders
+            # (100 ms and more in a process holding a big aggregator).
+            column = tuple(map(itemgetter(j), blocks))
             header: bytes | None = self._headers[name][openmetrics]
             n = len(column)
             start, step = 0, 64
             while start < n:
-                text = "".join(column[start : start + step])
+                text = column[0][:0].join(column[start : start + step])
                 start += step
                 if text:
                     if header is not None:
                         body.add(header)
                         header = None
-                    piece = text.encode()
+                    piece = text.encode() if isinstance(text, str) else text
                     body.add(piece)
                     # Aim the next piece at _PIECE_BYTES, growing at most 4x a step.
                     step = max(16, min(4 * step, step * _PIECE_BYTES // len(piece)))
@@ -490,51 +514,82 @@ class ExpositionWriter:
         return go_float(value)
 
     def _component(self, name: str, st: ComponentStatus) -> tuple[str, ...]:
-        # An int is spelled inline (its digits and ".0", Go's spelling below 1e6), a float
-        # through _spell.
-        sp, g, hi, neg = self._spell, go_float, _INT_FAST, _INT_FAST_NEG
+        # One f-string per family (the three windows' lines of a family too), and a
+        # float's spelling looked up inline (``known``) before _spell is called: these
+        # blocks are most of a cold render, and every call, list, concatenation and
+        # f-string per sample showed in it. A hit is right for any number equal to the
+        # float kept (an int, a bool: Go spells every number as the float it equals);
+        # 0.0, -0.0 and NaN are never kept.
+        known, sp, g, hi, neg = self._spelled.get, self._spell, go_float, _INT_FAST, _INT_FAST_NEG
         e = escape_label_value(name)
         c = f'{{component="{e}"}} '
         cw = f'{{component="{e}",window="'
         n, x, y = st.items_processed, st.errors_encountered, st.client_errors
-        ips: list[str] = []
-        erate: list[str] = []
         windows = st.windows
-        for w in _WINDOWS:
-            v = windows.get(w)
-            if v is not None:
-                ips.append(f'component_items_per_second{cw}{w}"}} {sp(v.items_per_second)}\n')
-                erate.append(f'component_error_rate{cw}{w}"}} {sp(v.error_rate)}\n')
+        (k1, e1), (k2, e2), (k3, e3) = _THREE_WINDOWS or (("", ""),) * 3
+        if (
+            _THREE_WINDOWS
+            and (v1 := windows.get(k1)) is not None
+            and (v2 := windows.get(k2)) is not None
+            and (v3 := windows.get(k3)) is not None
+        ):  # every window, the usual case
+            i1, i2, i3 = v1.items_per_second, v2.items_per_second, v3.items_per_second
+            r1, r2, r3 = v1.error_rate, v2.error_rate, v3.error_rate
+            ips = (
+                f"component_items_per_second{cw}{e1}{known(i1) or sp(i1)}\n"
+                f"component_items_per_second{cw}{e2}{known(i2) or sp(i2)}\n"
+                f"component_items_per_second{cw}{e3}{known(i3) or sp(i3)}\n"
+            )
+            erate = (
+                f"component_error_rate{cw}{e1}{known(r1) or sp(r1)}\n"
+                f"component_error_rate{cw}{e2}{known(r2) or sp(r2)}\n"
+                f"component_error_rate{cw}{e3}{known(r3) or sp(r3)}\n"
+            )
+        else:
+            ips = erate = ""
+            for w, end in _WINDOW_ENDS:
+                v = windows.get(w)
+                if v is not None:
+                    r, er = v.items_per_second, v.error_rate
+                    ips += f"component_items_per_second{cw}{end}{known(r) or sp(r)}\n"
+                    erate += f"component_error_rate{cw}{end}{known(er) or sp(er)}\n"
         q = f'{cw}{self._window_label}"}} '
         lat = st.latency
         spans = st.span_latency
-        quantiles = (
-            lat.p50,
-            lat.p95,
-            lat.p99,
-            *((None,) * 3 if spans is None else (spans.p50, spans.p95, spans.p99)),
-        )
+        h = st.health
         return (
             f"component_health{c}{'1.0' if st.is_healthy else '0.0'}\n",
-            f"component_health_score{c}{sp(st.health)}\n",
-            f"component_items_processed_total{c}"
-            + (f"{n}.0\n" if type(n) is int and neg < n < hi else f"{g(n)}\n"),
-            f"component_errors_total{c}"
-            + (f"{x}.0\n" if type(x) is int and neg < x < hi else f"{g(x)}\n"),
-            f"component_client_errors_total{c}"
-            + (f"{y}.0\n" if type(y) is int and neg < y < hi else f"{g(y)}\n"),
-            "".join(ips),
-            "".join(erate),
-            *[
-                "" if v is None else f"{family}{q}{sp(v)}\n"
-                for family, v in zip(_QUANTILE_NAMES, quantiles, strict=True)
-            ],
+            f"component_health_score{c}{known(h) or sp(h)}\n",
+            f"component_items_processed_total{c}{n}.0\n"
+            if type(n) is int and neg < n < hi
+            else f"component_items_processed_total{c}{g(n)}\n",
+            f"component_errors_total{c}{x}.0\n"
+            if type(x) is int and neg < x < hi
+            else f"component_errors_total{c}{g(x)}\n",
+            f"component_client_errors_total{c}{y}.0\n"
+            if type(y) is int and neg < y < hi
+            else f"component_client_errors_total{c}{g(y)}\n",
+            ips,
+            erate,
+            "" if (v50 := lat.p50) is None else f"{_P50}{q}{known(v50) or sp(v50)}\n",
+            "" if (v95 := lat.p95) is None else f"{_P95}{q}{known(v95) or sp(v95)}\n",
+            "" if (v99 := lat.p99) is None else f"{_P99}{q}{known(v99) or sp(v99)}\n",
+            *(("", "", "") if spans is None else self._span_quantiles(q, spans)),
         )
 
-    def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[str, ...]:
+    def _span_quantiles(self, q: str, spans: Latency) -> tuple[str, str, str]:
+        """The three ``component_span_latency_*`` lines of a component that has spans."""
+        sp = self._spell
+        return (
+            "" if (v50 := spans.p50) is None else f"{_SPAN_P50}{q}{sp(v50)}\n",
+            "" if (v95 := spans.p95) is None else f"{_SPAN_P95}{q}{sp(v95)}\n",
+            "" if (v99 := spans.p99) is None else f"{_SPAN_P99}{q}{sp(v99)}\n",
+        )
+
+    def _histogram(self, name: str, source: tuple[float, ...]) -> tuple[bytes]:
         counts, total_s = source[:-1], source[-1]
         if not any(counts):
-            return ("",)  # never timed: zero buckets would only cost cardinality
+            return (b"",)  # never timed: zero buckets would only cost cardinality
         e = escape_label_value(name)
         cumulative = list(accumulate(counts))
         ends = self._le_ends
@@ -550,18 +605,22 @@ class ExpositionWriter:
             and min(cumulative) > _INT_FAST_NEG
             and max(cumulative) < _INT_FAST
         ):  # plain counts, the usual case: one %-format of the name and the counts
-            args: list[object] = [e] * (2 * len(cumulative))
-            args[1::2] = cumulative
-            text = self._bucket_lines % tuple(args)
-        else:
-            head = f'{_HISTOGRAM}_bucket{{component="{e}",le="'
-            pairs = zip(ends, cumulative, strict=True)
-            text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
+            eb = e.encode()
+            n = 2 * len(cumulative)
+            args: list[object] = [eb] * (n + 4 if self._with_sum else n)
+            args[1:n:2] = cumulative
+            if self._with_sum:
+                args[n + 1] = last
+                args[n + 3] = self._spell(total_s).encode()
+            return (self._bucket_lines % tuple(args),)
+        head = f'{_HISTOGRAM}_bucket{{component="{e}",le="'
+        pairs = zip(ends, cumulative, strict=True)
+        text = "".join([f"{head}{end}{go_float(n)}\n" for end, n in pairs])
         if self._with_sum:
             c = f'{{component="{e}"}} '
             total = self._spell(total_s)
             text += f"{_HISTOGRAM}_count{c}{go_float(last)}\n{_HISTOGRAM}_sum{c}{total}\n"
-        return (text,)
+        return (text.encode(),)
 
     def _breaker(self, name: str, b: BreakerStatus) -> tuple[str, ...]:
         c = f'{{component="{escape_label_value(name)}"}} '
