@@ -75,8 +75,9 @@ _SLOT_S: Final = 1.0
 _HOLD_EACH: Final = 256
 #: The most latencies held in all: a read buckets them first, in one step that does not
 #: let the event loop run, so they must stay about a millisecond of work (1.2 to 1.4 ms
-#: measured at 2,048 on this 2-core machine: two of the read's half-millisecond steps,
-#: ``steps.BUDGET_S``, far under the 10 ms a request may wait behind a tick).
+#: measured at 2,048 on this 2-core machine: five or so of the read's steps of a quarter
+#: of a millisecond, ``steps.BUDGET_S``, far under the 10 ms a request may wait behind a
+#: tick).
 _HOLD_ALL: Final = 2048
 #: The most components holding latencies: past them, a component's latencies are bucketed
 #: at the end of its fold, as they come (a list kept per component and slot is what a

@@ -19,11 +19,12 @@ GIL the whole time. ``ExpositionWriter`` writes the same text itself:
 help texts and types; the tests parse both outputs and compare them sample by sample.
 
 A render is also written as steps (``render_steps``, ``steps.py``) so that it can run on the
-event loop, about a millisecond at a time: in a worker thread it held the GIL for hundreds of
-milliseconds, and the loop waited for the GIL at every switch. Its body is an
-``Exposition``, a sequence of pieces of at most ~256 KiB rather than one bytes object: one
-join of a 10,000-component body (23 MB) is tens of milliseconds in a single C call, most of
-it page faults on fresh memory, and nothing on the loop may take that long.
+event loop, a fraction of a millisecond at a time (``RENDER_STEP_S``): in a worker thread it
+held the GIL for hundreds of milliseconds, and the loop waited for the GIL at every switch.
+Its body is an ``Exposition``, a sequence of pieces of at most ~256 KiB rather than one
+bytes object: one join of a 10,000-component body (23 MB) is tens of milliseconds in a
+single C call, most of it page faults on fresh memory, and nothing on the loop may take
+that long.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Why a service between handlers and the aggregator: a scrape storm (many dashboar
 several Prometheus replicas) must cost one snapshot and one render per tick, not one per
 request (``generate_latest`` formats every sample in Python: milliseconds per call for a
 large registry). The process sample runs in a worker thread (a ``/proc`` read may hang);
-the render runs on the event loop in steps of about a millisecond, as the snapshot build does.
+the render runs on the event loop in steps of a fraction of a millisecond, as the snapshot
+build does.
 
 While the service is served (``serving()``, entered by the app's lifespan) a snapshot that
 went stale less than its build took ago is still answered at once and the next one is built
@@ -525,7 +526,7 @@ class TickCache:
                 done.set()
 
     async def _render(self, snap: Snapshot, openmetrics: bool) -> Exposition:
-        """Render ``snap`` on the event loop, about a millisecond per step; the caller holds
+        """Render ``snap`` on the event loop, ``render_step_s`` per step; the caller holds
         the render lock.
 
         Not in a worker thread: the render is pure Python, so a thread would hold the GIL
