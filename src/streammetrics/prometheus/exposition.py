@@ -82,9 +82,6 @@ _P50, _P95, _P99, _SPAN_P50, _SPAN_P95, _SPAN_P99 = _COMPONENT_FAMILIES[7:]
 #: Each window's key in ``ComponentStatus.windows`` and what a line of it carries after
 #: ``window="`` (the window, the end of the label set and the space before the value).
 _WINDOW_ENDS: Final = tuple((w, f'{w}"}} ') for w in _WINDOWS)
-#: The same when there are three windows (what ``_component`` writes in one f-string
-#: per family); None otherwise, and each window is a line of its own.
-_THREE_WINDOWS: Final = _WINDOW_ENDS if len(_WINDOW_ENDS) == 3 else None
 _HISTOGRAM: Final = "component_latency_seconds"
 _BREAKER_FAMILIES: Final = ("circuit_breaker_state", "circuit_breaker_failures")
 _STREAM_FAMILIES: Final = (
@@ -527,10 +524,10 @@ class ExpositionWriter:
         cw = f'{{component="{e}",window="'
         n, x, y = st.items_processed, st.errors_encountered, st.client_errors
         windows = st.windows
-        (k1, e1), (k2, e2), (k3, e3) = _THREE_WINDOWS or (("", ""),) * 3
+        # The three views (``windows.VIEWS``), in one f-string per family when all are there.
+        (k1, e1), (k2, e2), (k3, e3) = _WINDOW_ENDS
         if (
-            _THREE_WINDOWS
-            and (v1 := windows.get(k1)) is not None
+            (v1 := windows.get(k1)) is not None
             and (v2 := windows.get(k2)) is not None
             and (v3 := windows.get(k3)) is not None
         ):  # every window, the usual case
