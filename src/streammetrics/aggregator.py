@@ -909,13 +909,12 @@ class _Read:
 
     def read(self, c: ComponentState) -> _Got:
         """``c``'s figures at the read's instant (its kept ones if it has them)."""
-        if self.view == self.agg.view:
-            if c.cached is not None:
-                return c.cached
-            figs, lcount, lsum = c.read(self.now, self.view)
-            c.read_moves = c.views[0] if c.views is not None else -1
-        else:
-            figs, lcount, lsum = c.read(self.now, self.view)
+        default = self.view == self.agg.view
+        if default and c.cached is not None:
+            return c.cached
+        figs, lcount, lsum = c.read(self.now, self.view)
+        if default and c.views is not None:  # what the default view's table will keep
+            c.read_moves = c.views[0]
         exported = c.exported
         if exported is None or c.exported_at != lcount:
             exported = c.exported = self.agg._export(c.window.total_counts())
